@@ -1,0 +1,214 @@
+//! Frames between an agent and the host on `GET /api/v1/agent/connect`.
+//!
+//! Each WebSocket binary message carries one frame: a one-byte codec tag, then the frame in
+//! postcard (compact, varint-encoded serde). Enums are externally tagged and no field is skipped,
+//! because postcard is not self-describing. [`PROTOCOL_VERSION`] is checked in [`Hello`]; any
+//! change to these types bumps it.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::client::DropReason;
+use crate::rest::SourceInfo;
+use crate::{Filters, Level};
+
+/// Version of the frames below; the host refuses an agent that speaks another.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest frame either side accepts, in bytes.
+pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
+
+/// Codec tag: the rest of the message is plain postcard.
+const CODEC_POSTCARD: u8 = 0;
+
+/// Agent → host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentFrame {
+    /// First frame after connecting.
+    Hello(Hello),
+    Metrics(Metrics),
+    Logs(LogBatch),
+    /// Lines a session lost on the agent (rate limit, full buffer), in stream order.
+    Dropped {
+        session_id: String,
+        count: u64,
+        reason: DropReason,
+    },
+    /// A plugin failed and is disabled for this session.
+    FilterError {
+        session_id: String,
+        plugin: String,
+        message: String,
+    },
+    /// Asks for a plugin component the agent does not have cached.
+    FetchPlugin { digest: String },
+}
+
+/// Who the agent is. Its id is not here: it comes from the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    pub name: String,
+    pub hostname: String,
+    pub version: String,
+    pub sources: Vec<SourceInfo>,
+}
+
+/// Counts over one metrics interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// End of the interval, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    pub interval_ms: u32,
+    pub sources: Vec<SourceCounts>,
+    pub health: Health,
+}
+
+/// Per-source counts; `levels[l.index()]` counts lines of level `l`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCounts {
+    pub name: String,
+    pub levels: [u64; 6],
+    pub bytes: u64,
+}
+
+/// The agent's own health.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub uptime_s: u64,
+    pub rss_bytes: u64,
+    pub files_watched: u32,
+    pub active_sessions: u32,
+    pub lines_truncated: u64,
+    pub buffered_bytes: u64,
+}
+
+/// Matching lines of one session, in `seq` order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogBatch {
+    pub session_id: String,
+    pub records: Vec<Record>,
+}
+
+/// One line as the agent read and parsed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    /// When the agent read the line, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    pub level: Level,
+    pub source: String,
+    pub file: String,
+    /// 1-based line number in the file.
+    pub line: u64,
+    pub message: String,
+}
+
+/// Host → agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HostFrame {
+    /// The complete set of this agent's active sessions, sent after every `Hello`: the agent
+    /// starts what it lacks and stops what is not listed.
+    Sessions(Vec<SessionSpec>),
+    Start(SessionSpec),
+    Stop { session_id: String },
+    /// A plugin component the agent asked for.
+    Plugin { digest: String, bytes: Vec<u8> },
+    /// The host cannot supply a plugin the agent asked for.
+    PluginUnavailable { digest: String, message: String },
+}
+
+/// What an agent needs to run a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSpec {
+    pub id: String,
+    pub filters: Filters,
+    pub limits: RateLimits,
+    /// When the session ends, ms since the Unix epoch; the agent stops on its own then, even
+    /// if the host is unreachable.
+    pub expires_at_ms: i64,
+}
+
+/// Effective per-session rate limits (defaults and maxima already applied by the host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimits {
+    pub lines_per_second: u32,
+    pub bytes_per_second: u64,
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown frame codec {0}")]
+    UnknownCodec(u8),
+    #[error("frame of {0} bytes is over the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+}
+
+/// Encodes a frame for a binary WebSocket message.
+pub fn encode<T: Serialize>(frame: &T) -> Vec<u8> {
+    let mut out = vec![CODEC_POSTCARD];
+    // Serialising plain data into a Vec cannot fail; an error would be a bug in these types.
+    postcard::to_io(frame, &mut out).expect("postcard serialisation of a frame");
+    out
+}
+
+/// Decodes a binary WebSocket message into a frame.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(bytes.len()));
+    }
+    match bytes.split_first() {
+        None => Err(FrameError::Empty),
+        Some((&CODEC_POSTCARD, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&other, _)) => Err(FrameError::UnknownCodec(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let frame = AgentFrame::Logs(LogBatch {
+            session_id: "sess_1".into(),
+            records: vec![Record {
+                seq: 1,
+                timestamp_ms: 1_700_000_000_000,
+                level: Level::Warn,
+                source: "nginx".into(),
+                file: "/var/log/x".into(),
+                line: 3,
+                message: "hello".into(),
+            }],
+        });
+        let bytes = encode(&frame);
+        assert_eq!(decode::<AgentFrame>(&bytes).unwrap(), frame);
+        let spec = HostFrame::Start(SessionSpec {
+            id: "sess_1".into(),
+            filters: Filters::default(),
+            limits: RateLimits {
+                lines_per_second: 1,
+                bytes_per_second: 2,
+            },
+            expires_at_ms: 5,
+        });
+        assert_eq!(decode::<HostFrame>(&encode(&spec)).unwrap(), spec);
+    }
+
+    #[test]
+    fn bad_frames_are_errors() {
+        assert!(matches!(decode::<AgentFrame>(&[]), Err(FrameError::Empty)));
+        assert!(matches!(
+            decode::<AgentFrame>(&[9, 1]),
+            Err(FrameError::UnknownCodec(9))
+        ));
+        assert!(matches!(
+            decode::<AgentFrame>(&[0, 200]),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+}

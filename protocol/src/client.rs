@@ -1,0 +1,133 @@
+//! Messages the host sends to session WebSocket clients: one JSON object per text frame.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Level;
+
+/// Every message on a session WebSocket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    Log(LogMessage),
+    Control(Control),
+}
+
+/// One log line, in the reference's "Log Message Format" plus `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogMessage {
+    /// Per-agent line counter: +1 for every line the agent reads.
+    pub seq: u64,
+    /// When the agent read the line, RFC 3339 UTC with milliseconds.
+    pub timestamp: String,
+    pub level: Level,
+    pub source: String,
+    pub message: String,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub host: String,
+    pub file: String,
+    /// 1-based line number in the file.
+    pub line: u64,
+}
+
+/// Control events. `reason` strings are part of the public contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Control {
+    SessionEnding {
+        reason: EndReason,
+        seconds_remaining: u64,
+    },
+    SessionEnded {
+        reason: EndReason,
+    },
+    AgentDisconnected,
+    AgentReconnected,
+    LogsDropped {
+        count: u64,
+        reason: DropReason,
+    },
+    FilterError {
+        plugin: String,
+        message: String,
+    },
+}
+
+/// Why a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    Timeout,
+    Stopped,
+    /// The host is shutting down.
+    Shutdown,
+}
+
+/// Why lines were dropped. Data is never lost without one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// This client read too slowly and its queue overflowed (or asked to resume from a point
+    /// the replay buffer no longer holds).
+    ClientLagging,
+    /// The session's rate limit on the agent.
+    RateLimited,
+    /// The agent's uplink buffer overflowed while the host was unreachable.
+    AgentBufferFull,
+}
+
+/// WebSocket close code sent to a client that stayed too far behind for too long.
+pub const CLOSE_CLIENT_TOO_SLOW: u16 = 4008;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_messages_match_reference() {
+        let m = ClientMessage::Control(Control::SessionEnding {
+            reason: EndReason::Timeout,
+            seconds_remaining: 30,
+        });
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            serde_json::json!({"type":"control","event":"session_ending","reason":"timeout","seconds_remaining":30})
+        );
+        let back: ClientMessage = serde_json::from_value(serde_json::json!(
+            {"type":"control","event":"logs_dropped","count":3,"reason":"client_lagging"}
+        ))
+        .unwrap();
+        assert_eq!(
+            back,
+            ClientMessage::Control(Control::LogsDropped {
+                count: 3,
+                reason: DropReason::ClientLagging
+            })
+        );
+    }
+
+    #[test]
+    fn log_message_matches_reference() {
+        let m = ClientMessage::Log(LogMessage {
+            seq: 7,
+            timestamp: "2024-01-15T10:00:00.123Z".into(),
+            level: Level::Error,
+            source: "nginx".into(),
+            message: "upstream timed out".into(),
+            metadata: Metadata {
+                host: "edge-location-01".into(),
+                file: "/var/log/nginx/error.log".into(),
+                line: 12345,
+            },
+        });
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            serde_json::json!({"type":"log","seq":7,"timestamp":"2024-01-15T10:00:00.123Z",
+                "level":"ERROR","source":"nginx","message":"upstream timed out",
+                "metadata":{"host":"edge-location-01","file":"/var/log/nginx/error.log","line":12345}})
+        );
+    }
+}

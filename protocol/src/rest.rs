@@ -1,0 +1,199 @@
+//! REST request and response bodies. Field names and shapes follow the public reference
+//! (`shared/reference/streaming-api.md`) exactly; timestamps are RFC 3339 UTC strings.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{FilterSpec, Limits};
+
+/// Default session length when `timeout_seconds` is omitted.
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
+/// Longest session a user may ask for.
+pub const MAX_TIMEOUT_SECONDS: u64 = 3600;
+/// How long before expiry clients are warned with `session_ending`.
+pub const WARNING_SECONDS: u64 = 30;
+
+/// `POST /api/v1/stream/start`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// The agent's id (UUID) or its name.
+    pub agent_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FilterSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// `{"session": {...}}`, the answer to start and stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionResponse {
+    pub session: Session,
+}
+
+/// A session as start and stop return it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub agent_id: String,
+    /// `active`, or `stopped` / `expired` once ended.
+    pub status: String,
+    pub started_at: String,
+    pub expires_at: String,
+    pub websocket_url: String,
+}
+
+/// `POST /api/v1/stream/stop`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    pub session_id: String,
+}
+
+/// `GET /api/v1/stream/sessions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionList {
+    pub sessions: Vec<SessionSummary>,
+    pub total: usize,
+}
+
+/// One entry of the sessions list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub id: String,
+    pub agent_id: String,
+    pub agent_name: String,
+    pub status: String,
+    pub started_at: String,
+    pub expires_at: String,
+    /// Who started it (the token's `sub`).
+    pub created_by: String,
+    /// Number of WebSocket clients connected right now.
+    pub clients: usize,
+}
+
+/// `GET /api/v1/agents`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentList {
+    pub agents: Vec<AgentInfo>,
+    pub total: usize,
+}
+
+/// What the host knows of one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    pub version: String,
+    /// `online` or `offline`.
+    pub status: String,
+    pub sources: Vec<SourceInfo>,
+    pub connected_at: Option<String>,
+    pub last_seen: String,
+    /// Sessions of this agent that are active now.
+    pub active_sessions: usize,
+}
+
+/// A configured source on an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub name: String,
+    /// A path or glob.
+    pub path: String,
+}
+
+/// `GET /api/v1/agents/{id}/metrics`: the latest report and the last hour of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentMetrics {
+    pub agent_id: String,
+    pub latest: Option<MetricsReport>,
+    pub history: Vec<MetricsReport>,
+}
+
+/// One metrics interval of an agent, as users see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsReport {
+    /// End of the interval.
+    pub timestamp: String,
+    pub interval_seconds: f64,
+    pub sources: Vec<SourceMetrics>,
+    pub agent: AgentHealth,
+}
+
+/// Per-source counts over one interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceMetrics {
+    pub name: String,
+    pub lines: u64,
+    pub bytes: u64,
+    /// Lines per level, keyed by level name; levels with no lines are omitted.
+    pub levels: std::collections::BTreeMap<String, u64>,
+}
+
+/// The agent's own health at the end of an interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentHealth {
+    pub uptime_seconds: u64,
+    pub rss_bytes: u64,
+    pub files_watched: u32,
+    pub active_sessions: u32,
+    /// Lines cut to the agent's maximum line length, this interval.
+    pub lines_truncated: u64,
+    /// Bytes waiting in the uplink buffer.
+    pub buffered_bytes: u64,
+}
+
+/// `{"error": {"code": "snake_case", "message": "human text"}}`, every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// A stored plugin, as the plugin registry reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    pub uploaded_at: String,
+}
+
+/// `{"plugin": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginResponse {
+    pub plugin: PluginInfo,
+}
+
+/// `GET /api/v1/plugins`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginList {
+    pub plugins: Vec<PluginInfo>,
+    pub total: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_start_request_parses() {
+        let req: StartRequest = serde_json::from_str(
+            r#"{"agent_id":"a1b2c3d4-e5f6-7890-abcd-ef1234567890","timeout_seconds":300,
+                "filters":{"level":["ERROR","WARN"],"source":"nginx"}}"#,
+        )
+        .unwrap();
+        assert_eq!(req.timeout_seconds, Some(300));
+        let extend: StartRequest =
+            serde_json::from_str(r#"{"agent_id":"x","timeout_seconds":300}"#).unwrap();
+        assert!(extend.filters.is_none());
+        assert!(serde_json::from_str::<StartRequest>(r#"{"agent_id":"x","bogus":1}"#).is_err());
+    }
+}
