@@ -1,1 +1,25 @@
-//! placeholder
+//! LogFleet cloud host.
+//!
+//! - [`config`]: how the host runs (listen address, secret, limits, timers).
+//! - [`server`]: the router and the serve loop with graceful shutdown.
+//! - [`state`]: the state handlers share.
+//! - [`auth`]: JWT claims, minting, verification, and the extractors.
+//! - [`error`]: the JSON error type every handler returns.
+//! - [`registry`]: connected agents, their metadata, metrics and command queues.
+//! - [`session`]: active sessions and their expiry.
+//! - [`fanout`]: one session's messages to many WebSocket clients; the replay buffer.
+//! - [`api`]: the handlers, one module per resource.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod fanout;
+pub mod registry;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod time;
+
+pub use config::Config;
+pub use server::{router, serve};

@@ -39,7 +39,9 @@ pub enum AgentFrame {
         message: String,
     },
     /// Asks for a plugin component the agent does not have cached.
-    FetchPlugin { digest: String },
+    FetchPlugin {
+        digest: String,
+    },
 }
 
 /// Who the agent is. Its id is not here: it comes from the token.
@@ -109,11 +111,19 @@ pub enum HostFrame {
     /// starts what it lacks and stops what is not listed.
     Sessions(Vec<SessionSpec>),
     Start(SessionSpec),
-    Stop { session_id: String },
+    Stop {
+        session_id: String,
+    },
     /// A plugin component the agent asked for.
-    Plugin { digest: String, bytes: Vec<u8> },
+    Plugin {
+        digest: String,
+        bytes: Vec<u8>,
+    },
     /// The host cannot supply a plugin the agent asked for.
-    PluginUnavailable { digest: String, message: String },
+    PluginUnavailable {
+        digest: String,
+        message: String,
+    },
 }
 
 /// What an agent needs to run a session.

@@ -85,7 +85,9 @@ pub enum FilterError {
     UnknownLevel(#[from] crate::level::UnknownLevel),
     #[error("filters.{0} must not be an empty list")]
     EmptyList(&'static str),
-    #[error("filters.source: names must be 1..={MAX_SOURCE_BYTES} bytes, at most {MAX_SOURCES} of them")]
+    #[error(
+        "filters.source: names must be 1..={MAX_SOURCE_BYTES} bytes, at most {MAX_SOURCES} of them"
+    )]
     BadSource,
     #[error("filters.pattern is {0} bytes; the limit is {MAX_PATTERN_BYTES}")]
     PatternTooLong(usize),

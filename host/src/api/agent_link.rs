@@ -1,0 +1,215 @@
+//! `GET /api/v1/agent/connect`: the WebSocket an agent keeps open. Carries `Hello`, metrics and
+//! log batches up, session commands down (frames in `logfleet_protocol::agent`).
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use logfleet_protocol::agent::{
+    self, AgentFrame, Hello, HostFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION, Record,
+};
+use logfleet_protocol::client::{ClientMessage, Control, LogMessage, Metadata};
+use uuid::Uuid;
+
+use crate::auth::AgentIdentity;
+use crate::error::ApiError;
+use crate::fanout::{Outgoing, to_text};
+use crate::state::{AppState, Stats};
+use crate::time::rfc3339_millis;
+
+/// WebSocket close code for an agent speaking another protocol version.
+pub const CLOSE_PROTOCOL_MISMATCH: u16 = 4002;
+
+pub async fn agent_connect(
+    State(state): State<AppState>,
+    ident: AgentIdentity,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let ws = ws.map_err(|e| ApiError::new(e.status(), "websocket_required", e.body_text()))?;
+    let guard = state.connection_guard.clone();
+    Ok(ws
+        .max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            run_link(socket, ident, state).await;
+            drop(guard);
+        })
+        .into_response())
+}
+
+async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) {
+    let tuning = state.config.tuning;
+    let hello = match tokio::time::timeout(tuning.hello_timeout, read_hello(&mut socket)).await {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(reason)) => {
+            tracing::warn!(agent = %ident.id, %reason, "agent refused");
+            close(&mut socket, CLOSE_PROTOCOL_MISMATCH, &reason).await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(agent = %ident.id, "agent sent no hello in time");
+            return;
+        }
+    };
+    let mut conn = state.agents.connect(&ident, &hello);
+    Stats::add(&state.stats.agent_connections, 1);
+    tracing::info!(agent = %ident.id, name = %hello.name, replaced = conn.replaced, "agent connected");
+    let sync = HostFrame::Sessions(state.sessions.specs_for_agent(ident.id));
+    if socket
+        .send(Message::Binary(agent::encode(&sync).into()))
+        .await
+        .is_err()
+    {
+        state.agents.disconnect(ident.id, conn.link_id);
+        return;
+    }
+    state
+        .sessions
+        .agent_link_changed(ident.id, true, &hello.hostname);
+
+    let mut shutdown = state.shutdown.clone();
+    let mut ping = tokio::time::interval(tuning.ping_interval);
+    ping.reset();
+    let mut last_heard = Instant::now();
+    let close_reason = loop {
+        tokio::select! {
+            cmd = conn.commands.recv() => match cmd {
+                Some(frame) => {
+                    if socket.send(Message::Binary(agent::encode(&frame).into())).await.is_err() {
+                        break None;
+                    }
+                }
+                // The registry dropped this link: replaced by a newer one, or stuck.
+                None => break Some((1000, "link replaced")),
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Binary(bytes))) => {
+                    last_heard = Instant::now();
+                    match agent::decode::<AgentFrame>(&bytes) {
+                        Ok(frame) => handle_frame(&state, ident.id, frame),
+                        Err(e) => tracing::warn!(agent = %ident.id, error = %e, "bad frame from agent"),
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                Some(Ok(_)) => last_heard = Instant::now(),
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > tuning.idle_timeout {
+                    tracing::warn!(agent = %ident.id, "agent silent too long; dropping link");
+                    break None;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break None;
+                }
+                state.agents.touch(ident.id);
+            }
+            _ = shutdown.changed() => break Some((1001, "host shutting down")),
+        }
+    };
+    if let Some((code, reason)) = close_reason {
+        close(&mut socket, code, reason).await;
+    }
+    if state.agents.disconnect(ident.id, conn.link_id) {
+        tracing::info!(agent = %ident.id, "agent disconnected");
+        state
+            .sessions
+            .agent_link_changed(ident.id, false, &hello.hostname);
+    }
+}
+
+async fn read_hello(socket: &mut WebSocket) -> Result<Hello, String> {
+    loop {
+        match socket.recv().await {
+            Some(Ok(Message::Binary(bytes))) => {
+                return match agent::decode::<AgentFrame>(&bytes) {
+                    Ok(AgentFrame::Hello(hello)) if hello.protocol == PROTOCOL_VERSION => Ok(hello),
+                    Ok(AgentFrame::Hello(hello)) => Err(format!(
+                        "agent protocol {} is not supported; this host speaks {PROTOCOL_VERSION}",
+                        hello.protocol
+                    )),
+                    Ok(_) => Err("the first frame must be hello".to_owned()),
+                    Err(e) => Err(format!(
+                        "cannot read hello ({e}); this host speaks protocol {PROTOCOL_VERSION}"
+                    )),
+                };
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            _ => return Err("connection closed before hello".to_owned()),
+        }
+    }
+}
+
+fn handle_frame(state: &AppState, agent_id: Uuid, frame: AgentFrame) {
+    match frame {
+        AgentFrame::Hello(_) => {}
+        AgentFrame::Metrics(m) => state.agents.record_metrics(agent_id, &m),
+        AgentFrame::Logs(batch) => {
+            let Some((hub, hostname)) = state.sessions.agent_hub(agent_id, &batch.session_id)
+            else {
+                // A session that ended while the batch was in flight.
+                return;
+            };
+            Stats::add(&state.stats.log_lines_received, batch.records.len() as u64);
+            hub.publish_logs(batch.records.into_iter().map(|r| log_message(r, &hostname)));
+        }
+        AgentFrame::Dropped {
+            session_id,
+            count,
+            reason,
+        } => {
+            if let Some((hub, _)) = state.sessions.agent_hub(agent_id, &session_id) {
+                Stats::add(&state.stats.agent_drops_reported, count);
+                hub.publish(Control::LogsDropped { count, reason });
+            }
+        }
+        AgentFrame::FilterError {
+            session_id,
+            plugin,
+            message,
+        } => {
+            if let Some((hub, _)) = state.sessions.agent_hub(agent_id, &session_id) {
+                hub.publish(Control::FilterError { plugin, message });
+            }
+        }
+        AgentFrame::FetchPlugin { digest } => {
+            state.agents.send(
+                agent_id,
+                HostFrame::PluginUnavailable {
+                    digest,
+                    message: "this host has no plugin registry".to_owned(),
+                },
+            );
+        }
+    }
+}
+
+fn log_message(r: Record, hostname: &str) -> Outgoing {
+    let seq = r.seq;
+    let msg = ClientMessage::Log(LogMessage {
+        seq,
+        timestamp: rfc3339_millis(r.timestamp_ms),
+        level: r.level,
+        source: r.source,
+        message: r.message,
+        metadata: Metadata {
+            host: hostname.to_owned(),
+            file: r.file,
+            line: r.line,
+        },
+    });
+    Outgoing {
+        seq: Some(seq),
+        ends: false,
+        text: to_text(&msg),
+    }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+}

@@ -1,0 +1,9 @@
+//! HTTP and WebSocket handlers, one module per resource. Handlers stay thin: extract, call the
+//! state's handles, render.
+
+pub mod agent_link;
+pub mod agents;
+pub mod body;
+pub mod health;
+pub mod stream;
+pub mod ws;

@@ -1,0 +1,209 @@
+//! `POST /api/v1/stream/start`, `POST /api/v1/stream/stop`, `GET /api/v1/stream/sessions`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use logfleet_protocol::agent::RateLimits;
+use logfleet_protocol::rest::{
+    DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS, Session, SessionList, SessionResponse,
+    StartRequest, StopRequest,
+};
+use logfleet_protocol::{Filters, Limits};
+
+use super::body::JsonBody;
+use crate::auth::User;
+use crate::config::{Config, LimitConfig};
+use crate::error::ApiError;
+use crate::session::{NewSession, SessionView};
+use crate::state::AppState;
+use crate::time::rfc3339;
+
+pub async fn start(
+    State(state): State<AppState>,
+    User(claims): User,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<StartRequest>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let timeout = checked_timeout(req.timeout_seconds)?;
+    let filters = match &req.filters {
+        Some(spec) => spec.validate()?,
+        None => Filters::default(),
+    };
+    let limits = effective_limits(req.limits.as_ref(), &state.config.limits)?;
+    let agent = state
+        .agents
+        .resolve(&claims.org, &req.agent_id)
+        .ok_or_else(|| ApiError::agent_not_found(&req.agent_id))?;
+    if !agent.online {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "agent_offline",
+            format!("agent '{}' is offline", agent.name),
+        ));
+    }
+    let filters = resolve_plugins(filters)?;
+    let view = state.sessions.start(NewSession {
+        org: claims.org,
+        created_by: claims.sub,
+        agent,
+        filters,
+        limits,
+        timeout,
+    });
+    Ok(Json(SessionResponse {
+        session: session_body(&view, "active", &state.config, &headers),
+    }))
+}
+
+pub async fn stop(
+    State(state): State<AppState>,
+    User(claims): User,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<StopRequest>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let view = state
+        .sessions
+        .stop(&claims.org, &req.session_id)
+        .ok_or_else(|| ApiError::session_not_found(&req.session_id))?;
+    Ok(Json(SessionResponse {
+        session: session_body(&view, "stopped", &state.config, &headers),
+    }))
+}
+
+pub async fn list(State(state): State<AppState>, User(claims): User) -> Json<SessionList> {
+    let sessions: Vec<_> = state
+        .sessions
+        .list(&claims.org)
+        .iter()
+        .map(SessionView::summary)
+        .collect();
+    Json(SessionList {
+        total: sessions.len(),
+        sessions,
+    })
+}
+
+fn checked_timeout(timeout: Option<u64>) -> Result<Duration, ApiError> {
+    let seconds = timeout.unwrap_or(DEFAULT_TIMEOUT_SECONDS);
+    if !(1..=MAX_TIMEOUT_SECONDS).contains(&seconds) {
+        return Err(ApiError::bad_request(
+            "invalid_timeout",
+            format!("timeout_seconds must be between 1 and {MAX_TIMEOUT_SECONDS}, got {seconds}"),
+        ));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+fn effective_limits(asked: Option<&Limits>, cfg: &LimitConfig) -> Result<RateLimits, ApiError> {
+    let asked = asked.copied().unwrap_or_default();
+    let lines = asked
+        .lines_per_second
+        .unwrap_or(cfg.default.lines_per_second);
+    let bytes = asked
+        .bytes_per_second
+        .unwrap_or(cfg.default.bytes_per_second);
+    if lines == 0 || lines > cfg.max.lines_per_second {
+        return Err(ApiError::bad_request(
+            "invalid_limits",
+            format!(
+                "limits.lines_per_second must be between 1 and {}",
+                cfg.max.lines_per_second
+            ),
+        ));
+    }
+    if bytes == 0 || bytes > cfg.max.bytes_per_second {
+        return Err(ApiError::bad_request(
+            "invalid_limits",
+            format!(
+                "limits.bytes_per_second must be between 1 and {}",
+                cfg.max.bytes_per_second
+            ),
+        ));
+    }
+    Ok(RateLimits {
+        lines_per_second: lines,
+        bytes_per_second: bytes,
+    })
+}
+
+/// Resolves each plugin name to the stored component's digest.
+fn resolve_plugins(filters: Filters) -> Result<Filters, ApiError> {
+    if let Some(p) = filters.plugins.first() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "plugin_not_found",
+            format!("no plugin '{}'", p.name),
+        ));
+    }
+    Ok(filters)
+}
+
+fn session_body(view: &SessionView, status: &str, config: &Config, headers: &HeaderMap) -> Session {
+    Session {
+        id: view.id.clone(),
+        agent_id: view.agent_id.to_string(),
+        status: status.to_owned(),
+        started_at: rfc3339(view.started_at),
+        expires_at: rfc3339(view.expires_at),
+        websocket_url: format!(
+            "{}/api/v1/stream/ws/{}",
+            websocket_base(config, headers),
+            view.id
+        ),
+    }
+}
+
+/// `ws(s)://host[:port]` clients should use: `--public-url` if set, else the request's host
+/// (and `X-Forwarded-Proto`, so a TLS-terminating proxy yields `wss`).
+fn websocket_base(config: &Config, headers: &HeaderMap) -> String {
+    if let Some(url) = &config.public_url {
+        let url = url.trim_end_matches('/');
+        return match url.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}"),
+            Some(("http", rest)) => format!("ws://{rest}"),
+            _ => url.to_owned(),
+        };
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| config.listen.to_string());
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    format!("{}://{host}", if secure { "wss" } else { "ws" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_bounds() {
+        assert_eq!(checked_timeout(None).unwrap(), Duration::from_secs(300));
+        assert!(checked_timeout(Some(0)).is_err());
+        assert!(checked_timeout(Some(3600)).is_ok());
+        assert_eq!(
+            checked_timeout(Some(3601)).unwrap_err().code,
+            "invalid_timeout"
+        );
+    }
+
+    #[test]
+    fn limits_default_and_max() {
+        let cfg = LimitConfig::default();
+        assert_eq!(effective_limits(None, &cfg).unwrap(), cfg.default);
+        let over = Limits {
+            lines_per_second: Some(cfg.max.lines_per_second + 1),
+            bytes_per_second: None,
+        };
+        assert_eq!(
+            effective_limits(Some(&over), &cfg).unwrap_err().code,
+            "invalid_limits"
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Host configuration: everything `logfleet-host serve` can be told, with the defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use logfleet_protocol::agent::RateLimits;
+
+/// Shortest accepted JWT secret, in bytes (HS256 wants at least the hash size).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// How the host runs. Built by the binary from flags, or by tests directly.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Base URL clients reach the host at, for `websocket_url`; else taken from the request.
+    pub public_url: Option<String>,
+    pub jwt_secret: Vec<u8>,
+    pub limits: LimitConfig,
+    pub tuning: Tuning,
+}
+
+/// Per-session rate limits: what a session gets by default, and the most it may ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitConfig {
+    pub default: RateLimits,
+    pub max: RateLimits,
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        Self {
+            // About 3 Mbit/s of typical lines: enough to troubleshoot, gentle on an edge link.
+            default: RateLimits {
+                lines_per_second: 2_000,
+                bytes_per_second: 2 * 1024 * 1024,
+            },
+            max: RateLimits {
+                lines_per_second: 50_000,
+                bytes_per_second: 32 * 1024 * 1024,
+            },
+        }
+    }
+}
+
+/// Queue sizes and timers. Defaults suit production; tests shorten the timers.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Messages a session WebSocket client may fall behind before it loses some.
+    pub client_queue: usize,
+    /// Log messages per session kept for `?since_seq=` resume.
+    pub replay_messages: usize,
+    /// How often the host pings agents and clients.
+    pub ping_interval: Duration,
+    /// A peer silent for this long is considered gone.
+    pub idle_timeout: Duration,
+    /// How long a new agent connection may take to say hello.
+    pub hello_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            client_queue: 1024,
+            replay_messages: 10_000,
+            ping_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a configuration was refused at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "no JWT secret: set LOGFLEET_JWT_SECRET (or pass --jwt-secret-file) to a random string of at least {MIN_JWT_SECRET_BYTES} bytes, e.g. `export LOGFLEET_JWT_SECRET=$(openssl rand -hex 32)`"
+    )]
+    MissingSecret,
+    #[error(
+        "the JWT secret is {0} bytes; at least {MIN_JWT_SECRET_BYTES} are required, e.g. `export LOGFLEET_JWT_SECRET=$(openssl rand -hex 32)`"
+    )]
+    ShortSecret(usize),
+}
+
+/// Checks a JWT secret is present and long enough.
+pub fn check_secret(secret: Option<Vec<u8>>) -> Result<Vec<u8>, ConfigError> {
+    let secret = secret.ok_or(ConfigError::MissingSecret)?;
+    if secret.len() < MIN_JWT_SECRET_BYTES {
+        return Err(ConfigError::ShortSecret(secret.len()));
+    }
+    Ok(secret)
+}

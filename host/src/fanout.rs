@@ -1,0 +1,281 @@
+//! Fan-out of one session's messages to any number of WebSocket clients.
+//!
+//! Each message is serialised once and shared by every client. Clients read from a bounded
+//! `broadcast` channel: a slow client never slows the agent or the other clients; when it falls
+//! more than `client_queue` messages behind it loses the oldest ones and is told how many
+//! (`logs_dropped`, `client_lagging`). Log messages are also kept in a bounded replay buffer so a
+//! client can resume with `?since_seq=N`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+use logfleet_protocol::client::{ClientMessage, Control, DropReason, EndReason};
+use tokio::sync::broadcast;
+
+/// Seqs of messages evicted from the replay buffer that are remembered, so a resuming client
+/// is told exactly how many it lost (8 bytes each).
+pub const EVICTED_SEQ_MEMORY: usize = 16 * 1024;
+
+/// One message ready for clients: serialised once, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The agent's `seq` for log messages.
+    pub seq: Option<u64>,
+    /// This is `session_ended`: the client closes after sending it.
+    pub ends: bool,
+    pub text: Utf8Bytes,
+}
+
+impl Outgoing {
+    pub fn control(control: Control) -> Self {
+        let ends = matches!(control, Control::SessionEnded { .. });
+        Self {
+            seq: None,
+            ends,
+            text: to_text(&ClientMessage::Control(control)),
+        }
+    }
+}
+
+/// Serialises a client message. Plain data always serialises.
+pub fn to_text(msg: &ClientMessage) -> Utf8Bytes {
+    serde_json::to_string(msg)
+        .unwrap_or_else(|e| unreachable!("client message serialises: {e}"))
+        .into()
+}
+
+/// The fan-out point of one session.
+pub struct Hub {
+    state: Mutex<HubState>,
+    clients: Arc<AtomicUsize>,
+}
+
+struct HubState {
+    /// `None` once the session ended: receivers then drain and see `Closed`.
+    tx: Option<broadcast::Sender<Outgoing>>,
+    replay: VecDeque<Outgoing>,
+    replay_capacity: usize,
+    /// Seqs of the most recently evicted log messages, oldest first.
+    evicted: VecDeque<u64>,
+    /// Evicted messages older than `evicted` remembers.
+    evicted_forgotten: u64,
+    /// Set once `session_ending` was sent, so later subscribers get it too.
+    ending_at: Option<Instant>,
+}
+
+/// What a new client starts with: missed messages to send first, then the live receiver.
+pub struct Subscription {
+    pub backlog: Vec<Outgoing>,
+    pub live: broadcast::Receiver<Outgoing>,
+    /// Counts this client as connected while it lives.
+    pub guard: ClientGuard,
+}
+
+/// Decrements the session's client count when a client goes away.
+pub struct ClientGuard(Arc<AtomicUsize>);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Hub {
+    pub fn new(client_queue: usize, replay_capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(client_queue.max(1));
+        Self {
+            state: Mutex::new(HubState {
+                tx: Some(tx),
+                replay: VecDeque::new(),
+                replay_capacity,
+                evicted: VecDeque::new(),
+                evicted_forgotten: 0,
+                ending_at: None,
+            }),
+            clients: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Publishes log messages (in seq order) to clients and the replay buffer.
+    pub fn publish_logs(&self, messages: impl IntoIterator<Item = Outgoing>) {
+        let mut st = self.lock();
+        let Some(tx) = st.tx.clone() else { return };
+        for msg in messages {
+            // No receivers is fine: the message still goes to the replay buffer.
+            let _ = tx.send(msg.clone());
+            st.remember(msg);
+        }
+    }
+
+    /// Publishes a control event to every connected client.
+    pub fn publish(&self, control: Control) {
+        let st = self.lock();
+        if let Some(tx) = &st.tx {
+            let _ = tx.send(Outgoing::control(control));
+        }
+    }
+
+    /// Sends `session_ending` and remembers it for clients that connect later.
+    pub fn warn_ending(&self, expires: Instant) {
+        let mut st = self.lock();
+        st.ending_at = Some(expires);
+        if let Some(tx) = &st.tx {
+            let _ = tx.send(ending_message(expires));
+        }
+    }
+
+    /// Sends `session_ended` and closes the channel: clients drain, then close.
+    pub fn end(&self, reason: EndReason) {
+        let mut st = self.lock();
+        if let Some(tx) = st.tx.take() {
+            let _ = tx.send(Outgoing::control(Control::SessionEnded { reason }));
+        }
+    }
+
+    /// Subscribes a client. With `since_seq`, log messages after it that are still in the
+    /// replay buffer come first, and a `logs_dropped` if some are no longer there. Subscribing
+    /// and reading the buffer happen under one lock, so nothing is missed or sent twice.
+    pub fn subscribe(&self, since_seq: Option<u64>) -> Option<Subscription> {
+        let st = self.lock();
+        let live = st.tx.as_ref()?.subscribe();
+        let mut backlog = Vec::new();
+        if let Some(ending_at) = st.ending_at {
+            backlog.push(ending_message(ending_at));
+        }
+        if let Some(since) = since_seq {
+            let lost = st.lost_after(since);
+            if lost > 0 {
+                backlog.push(Outgoing::control(Control::LogsDropped {
+                    count: lost,
+                    reason: DropReason::ClientLagging,
+                }));
+            }
+            let start = st.replay.partition_point(|m| m.seq.unwrap_or(0) <= since);
+            backlog.extend(st.replay.range(start..).cloned());
+        }
+        self.clients.fetch_add(1, Ordering::Relaxed);
+        Some(Subscription {
+            backlog,
+            live,
+            guard: ClientGuard(self.clients.clone()),
+        })
+    }
+}
+
+impl HubState {
+    fn remember(&mut self, msg: Outgoing) {
+        if self.replay_capacity == 0 {
+            return;
+        }
+        if self.replay.len() == self.replay_capacity
+            && let Some(old) = self.replay.pop_front()
+        {
+            if self.evicted.len() == EVICTED_SEQ_MEMORY {
+                self.evicted.pop_front();
+                self.evicted_forgotten += 1;
+            }
+            self.evicted.push_back(old.seq.unwrap_or(0));
+        }
+        self.replay.push_back(msg);
+    }
+
+    /// Log messages after `since` that the replay buffer no longer holds. Exact while the
+    /// client is within [`EVICTED_SEQ_MEMORY`] evictions; beyond that every forgotten one is
+    /// counted as lost.
+    fn lost_after(&self, since: u64) -> u64 {
+        let remembered = self.evicted.len() - self.evicted.partition_point(|&s| s <= since);
+        let forgotten = if self.evicted.front().is_some_and(|&s| s > since) {
+            self.evicted_forgotten
+        } else {
+            0
+        };
+        remembered as u64 + forgotten
+    }
+}
+
+fn ending_message(expires: Instant) -> Outgoing {
+    let remaining = expires.saturating_duration_since(Instant::now());
+    // Round up: "ends in 30 s" should not show as 29 because a millisecond passed.
+    let seconds_remaining = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
+    Outgoing::control(Control::SessionEnding {
+        reason: EndReason::Timeout,
+        seconds_remaining,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(seq: u64) -> Outgoing {
+        Outgoing {
+            seq: Some(seq),
+            ends: false,
+            text: format!("{seq}").into(),
+        }
+    }
+
+    fn seqs(sub: &Subscription) -> Vec<Option<u64>> {
+        sub.backlog.iter().map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn resume_replays_after_since_without_duplicates() {
+        let hub = Hub::new(16, 100);
+        hub.publish_logs([log(10), log(12), log(13)]);
+        let sub = hub.subscribe(Some(12)).unwrap();
+        assert_eq!(seqs(&sub), vec![Some(13)]);
+        assert_eq!(hub.clients(), 1);
+        drop(sub);
+        assert_eq!(hub.clients(), 0);
+    }
+
+    #[test]
+    fn resume_past_the_buffer_reports_exact_loss() {
+        let hub = Hub::new(16, 2);
+        hub.publish_logs([log(1), log(2), log(5), log(7)]);
+        // 1 and 2 were evicted; since 1 → only 2 is lost.
+        let sub = hub.subscribe(Some(1)).unwrap();
+        assert_eq!(seqs(&sub), vec![None, Some(5), Some(7)]);
+        assert!(sub.backlog[0].text.as_str().contains(r#""count":1"#));
+    }
+
+    #[test]
+    fn late_subscriber_sees_ending_and_ended_closes() {
+        let hub = Hub::new(16, 0);
+        hub.warn_ending(Instant::now() + std::time::Duration::from_secs(20));
+        let mut sub = hub.subscribe(None).unwrap();
+        assert!(
+            sub.backlog[0]
+                .text
+                .as_str()
+                .contains(r#""seconds_remaining":20"#)
+        );
+        hub.end(EndReason::Stopped);
+        let last = sub.live.try_recv().unwrap();
+        assert!(last.ends);
+        assert!(hub.subscribe(None).is_none());
+    }
+
+    #[test]
+    fn slow_receiver_lags_with_count() {
+        let hub = Hub::new(2, 0);
+        let mut sub = hub.subscribe(None).unwrap();
+        hub.publish_logs((1..=5).map(log));
+        assert!(matches!(
+            sub.live.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(3))
+        ));
+    }
+}

@@ -1,0 +1,232 @@
+//! `logfleet-host`: serve the API, or mint tokens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use logfleet_host::auth::{Auth, Role};
+use logfleet_host::config::{Config, LimitConfig, Tuning, check_secret};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "logfleet-host", version, about = "LogFleet cloud host")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the REST and WebSocket API.
+    Serve(ServeArgs),
+    /// Mint a token signed with this host's secret.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// Where the JWT secret comes from.
+#[derive(clap::Args)]
+struct SecretArgs {
+    /// JWT signing secret (at least 32 bytes).
+    #[arg(long, env = "LOGFLEET_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Read the JWT secret from a file instead (trailing newline ignored).
+    #[arg(long, conflicts_with = "jwt_secret")]
+    jwt_secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    fn load(&self) -> anyhow::Result<Vec<u8>> {
+        let secret = match (&self.jwt_secret_file, &self.jwt_secret) {
+            (Some(path), _) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            (None, Some(s)) => Some(s.as_bytes().to_vec()),
+            (None, None) => None,
+        };
+        Ok(check_secret(secret)?)
+    }
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory for plugins and other state.
+    #[arg(long, default_value = "./logfleet-data")]
+    data_dir: PathBuf,
+    /// URL clients reach this host at (for `websocket_url`), e.g. https://logs.example.com
+    #[arg(long)]
+    public_url: Option<String>,
+    #[command(flatten)]
+    secret: SecretArgs,
+    /// Default per-session line rate limit.
+    #[arg(long, default_value_t = LimitConfig::default().default.lines_per_second)]
+    default_lines_per_second: u32,
+    /// Most lines per second a session may ask for.
+    #[arg(long, default_value_t = LimitConfig::default().max.lines_per_second)]
+    max_lines_per_second: u32,
+    /// Default per-session byte rate limit.
+    #[arg(long, default_value_t = LimitConfig::default().default.bytes_per_second)]
+    default_bytes_per_second: u64,
+    /// Most bytes per second a session may ask for.
+    #[arg(long, default_value_t = LimitConfig::default().max.bytes_per_second)]
+    max_bytes_per_second: u64,
+    /// Messages a WebSocket client may fall behind before it loses some.
+    #[arg(long, default_value_t = Tuning::default().client_queue)]
+    client_queue: usize,
+    /// Log messages per session kept for `?since_seq=` resume.
+    #[arg(long, default_value_t = Tuning::default().replay_messages)]
+    replay_messages: usize,
+    /// How often agents and clients are pinged.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    ping_interval: Duration,
+    /// A peer silent this long is dropped.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "45s")]
+    idle_timeout: Duration,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// A token for a person (REST, WebSocket, CLI).
+    User {
+        #[arg(long)]
+        sub: String,
+        #[arg(long)]
+        org: String,
+        #[arg(long, value_enum, default_value = "user")]
+        role: UserRole,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+        ttl: Duration,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// A token for an agent; its id is a new UUID unless given.
+    Agent {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        id: Option<Uuid>,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "365d")]
+        ttl: Duration,
+        /// Print `{"agent_id": "...", "token": "..."}`.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UserRole {
+    User,
+    Admin,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Token(TokenCommand::User {
+            sub,
+            org,
+            role,
+            ttl,
+            secret,
+        }) => {
+            let role = match role {
+                UserRole::User => Role::User,
+                UserRole::Admin => Role::Admin,
+            };
+            let token = Auth::new(&secret.load()?).mint(&sub, &org, role, None, ttl)?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Token(TokenCommand::Agent {
+            name,
+            org,
+            id,
+            ttl,
+            json,
+            secret,
+        }) => {
+            let id = id.unwrap_or_else(Uuid::new_v4);
+            let token = Auth::new(&secret.load()?).mint(
+                &id.to_string(),
+                &org,
+                Role::Agent,
+                Some(&name),
+                ttl,
+            )?;
+            if json {
+                println!("{}", serde_json::json!({"agent_id": id, "token": token}));
+            } else {
+                println!("{token}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let jwt_secret = args.secret.load()?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let mut limits = LimitConfig::default();
+    limits.default.lines_per_second = args.default_lines_per_second;
+    limits.max.lines_per_second = args.max_lines_per_second;
+    limits.default.bytes_per_second = args.default_bytes_per_second;
+    limits.max.bytes_per_second = args.max_bytes_per_second;
+    let config = Config {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        public_url: args.public_url,
+        jwt_secret,
+        limits,
+        tuning: Tuning {
+            client_queue: args.client_queue,
+            replay_messages: args.replay_messages,
+            ping_interval: args.ping_interval,
+            idle_timeout: args.idle_timeout,
+            ..Tuning::default()
+        },
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        logfleet_host::serve(config, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

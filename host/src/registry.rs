@@ -1,0 +1,310 @@
+//! The agent registry: who is connected, what they said about themselves, their recent metrics,
+//! and the command channel to each connected agent.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, TimeZone, Utc};
+use logfleet_protocol::Level;
+use logfleet_protocol::agent::{Hello, HostFrame, Metrics};
+use logfleet_protocol::rest::{
+    AgentHealth, AgentInfo, AgentMetrics, MetricsReport, SourceInfo, SourceMetrics,
+};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::auth::AgentIdentity;
+use crate::time::rfc3339;
+
+/// Commands queued to one agent connection. Commands are small and rare (session start/stop,
+/// plugins); if an agent lets this many pile up its link is stuck, so the registry drops the
+/// link and the agent's reconnect resynchronises the full session set.
+pub const AGENT_COMMAND_QUEUE: usize = 256;
+/// Metrics history kept per agent.
+pub const METRICS_HISTORY: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// Most metrics reports kept per agent, whatever its interval.
+pub const MAX_METRICS_REPORTS: usize = 720;
+
+/// Shared handle to every agent the host has seen since it started.
+#[derive(Clone, Default)]
+pub struct Agents {
+    inner: Arc<Mutex<Registry>>,
+}
+
+#[derive(Default)]
+struct Registry {
+    agents: HashMap<Uuid, AgentEntry>,
+    next_link: u64,
+}
+
+/// What the host knows of one agent.
+struct AgentEntry {
+    org: String,
+    name: String,
+    hostname: String,
+    version: String,
+    sources: Vec<SourceInfo>,
+    connected_at: Option<DateTime<Utc>>,
+    last_seen: DateTime<Utc>,
+    link: Option<Link>,
+    metrics: VecDeque<MetricsReport>,
+}
+
+/// The live connection of an agent: an id (so a stale connection cannot unregister a newer
+/// one) and the sender of its command queue.
+struct Link {
+    id: u64,
+    tx: mpsc::Sender<HostFrame>,
+}
+
+/// An agent as session code needs it.
+#[derive(Debug, Clone)]
+pub struct AgentRef {
+    pub id: Uuid,
+    pub name: String,
+    pub hostname: String,
+    pub online: bool,
+}
+
+/// A new agent connection, as the registry handed it out.
+pub struct Connected {
+    pub link_id: u64,
+    pub commands: mpsc::Receiver<HostFrame>,
+    /// The agent had a link already; that one is now dropped.
+    pub replaced: bool,
+}
+
+impl Agents {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding this lock is a bug elsewhere; the data is still consistent
+        // map entries, so keep serving rather than poisoning the whole host.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a connected agent, replacing any previous connection of the same id.
+    pub fn connect(&self, ident: &AgentIdentity, hello: &Hello) -> Connected {
+        let (tx, commands) = mpsc::channel(AGENT_COMMAND_QUEUE);
+        let now = Utc::now();
+        let mut reg = self.lock();
+        reg.next_link += 1;
+        let link = Link {
+            id: reg.next_link,
+            tx,
+        };
+        let link_id = link.id;
+        let name = ident
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| hello.name.clone());
+        let entry = reg.agents.entry(ident.id).or_insert_with(|| AgentEntry {
+            org: ident.org.clone(),
+            name: String::new(),
+            hostname: String::new(),
+            version: String::new(),
+            sources: Vec::new(),
+            connected_at: None,
+            last_seen: now,
+            link: None,
+            metrics: VecDeque::new(),
+        });
+        entry.org = ident.org.clone();
+        entry.name = name;
+        entry.hostname = hello.hostname.clone();
+        entry.version = hello.version.clone();
+        entry.sources = hello.sources.clone();
+        entry.connected_at = Some(now);
+        entry.last_seen = now;
+        let replaced = entry.link.replace(link).is_some();
+        Connected {
+            link_id,
+            commands,
+            replaced,
+        }
+    }
+
+    /// Marks the agent offline if `link_id` is still its current connection. Returns whether
+    /// it was (a replaced connection closing changes nothing).
+    pub fn disconnect(&self, id: Uuid, link_id: u64) -> bool {
+        let mut reg = self.lock();
+        match reg.agents.get_mut(&id) {
+            Some(entry) if entry.link.as_ref().is_some_and(|l| l.id == link_id) => {
+                entry.link = None;
+                entry.connected_at = None;
+                entry.last_seen = Utc::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn touch(&self, id: Uuid) {
+        if let Some(entry) = self.lock().agents.get_mut(&id) {
+            entry.last_seen = Utc::now();
+        }
+    }
+
+    /// Queues a command for a connected agent. Returns false if it is offline; if its queue is
+    /// full the link is dropped (see [`AGENT_COMMAND_QUEUE`]).
+    pub fn send(&self, id: Uuid, frame: HostFrame) -> bool {
+        let mut reg = self.lock();
+        let Some(entry) = reg.agents.get_mut(&id) else {
+            return false;
+        };
+        let Some(link) = &entry.link else {
+            return false;
+        };
+        match link.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(agent = %id, "agent command queue full; dropping its link to resync");
+                entry.link = None;
+                entry.connected_at = None;
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Finds an agent of `org` by UUID or, failing that, by name (an online one first).
+    pub fn resolve(&self, org: &str, id_or_name: &str) -> Option<AgentRef> {
+        let reg = self.lock();
+        let in_org = |e: &&AgentEntry| e.org == org;
+        if let Ok(id) = Uuid::parse_str(id_or_name)
+            && let Some(e) = reg.agents.get(&id).filter(in_org)
+        {
+            return Some(agent_ref(id, e));
+        }
+        reg.agents
+            .iter()
+            .filter(|(_, e)| e.org == org && e.name == id_or_name)
+            .max_by_key(|(_, e)| (e.link.is_some(), e.last_seen))
+            .map(|(id, e)| agent_ref(*id, e))
+    }
+
+    /// Every agent of `org`, by name. `sessions` counts active sessions of an agent.
+    pub fn list(&self, org: &str, sessions: impl Fn(Uuid) -> usize) -> Vec<AgentInfo> {
+        let reg = self.lock();
+        let mut list: Vec<AgentInfo> = reg
+            .agents
+            .iter()
+            .filter(|(_, e)| e.org == org)
+            .map(|(id, e)| agent_info(*id, e, sessions(*id)))
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        list
+    }
+
+    pub fn info(&self, org: &str, id: Uuid, sessions: usize) -> Option<AgentInfo> {
+        let reg = self.lock();
+        reg.agents
+            .get(&id)
+            .filter(|e| e.org == org)
+            .map(|e| agent_info(id, e, sessions))
+    }
+
+    /// Stores a metrics report, keeping [`METRICS_HISTORY`] of them.
+    pub fn record_metrics(&self, id: Uuid, metrics: &Metrics) {
+        let report = metrics_report(metrics);
+        let now = Utc::now();
+        let mut reg = self.lock();
+        let Some(entry) = reg.agents.get_mut(&id) else {
+            return;
+        };
+        entry.last_seen = now;
+        entry.metrics.push_back(report);
+        let oldest = rfc3339(now - METRICS_HISTORY);
+        while entry.metrics.len() > MAX_METRICS_REPORTS
+            || entry.metrics.front().is_some_and(|m| m.timestamp < oldest)
+        {
+            entry.metrics.pop_front();
+        }
+    }
+
+    pub fn metrics(&self, org: &str, id: Uuid) -> Option<AgentMetrics> {
+        let reg = self.lock();
+        let entry = reg.agents.get(&id).filter(|e| e.org == org)?;
+        Some(AgentMetrics {
+            agent_id: id.to_string(),
+            latest: entry.metrics.back().cloned(),
+            history: entry.metrics.iter().cloned().collect(),
+        })
+    }
+
+    /// Number of agents connected now.
+    pub fn online(&self) -> usize {
+        self.lock()
+            .agents
+            .values()
+            .filter(|e| e.link.is_some())
+            .count()
+    }
+
+    /// Drops every link, so agent connections close (host shutdown).
+    pub fn disconnect_all(&self) {
+        for entry in self.lock().agents.values_mut() {
+            entry.link = None;
+        }
+    }
+}
+
+fn agent_ref(id: Uuid, e: &AgentEntry) -> AgentRef {
+    AgentRef {
+        id,
+        name: e.name.clone(),
+        hostname: e.hostname.clone(),
+        online: e.link.is_some(),
+    }
+}
+
+fn agent_info(id: Uuid, e: &AgentEntry, active_sessions: usize) -> AgentInfo {
+    AgentInfo {
+        id: id.to_string(),
+        name: e.name.clone(),
+        hostname: e.hostname.clone(),
+        version: e.version.clone(),
+        status: if e.link.is_some() {
+            "online"
+        } else {
+            "offline"
+        }
+        .to_owned(),
+        sources: e.sources.clone(),
+        connected_at: e.connected_at.map(rfc3339),
+        last_seen: rfc3339(e.last_seen),
+        active_sessions,
+    }
+}
+
+fn metrics_report(m: &Metrics) -> MetricsReport {
+    let timestamp = Utc
+        .timestamp_millis_opt(m.timestamp_ms)
+        .single()
+        .unwrap_or_else(Utc::now);
+    MetricsReport {
+        timestamp: rfc3339(timestamp),
+        interval_seconds: f64::from(m.interval_ms) / 1000.0,
+        sources: m
+            .sources
+            .iter()
+            .map(|s| SourceMetrics {
+                name: s.name.clone(),
+                lines: s.levels.iter().sum(),
+                bytes: s.bytes,
+                levels: Level::ALL
+                    .iter()
+                    .filter(|l| s.levels[l.index()] > 0)
+                    .map(|l| (l.as_str().to_owned(), s.levels[l.index()]))
+                    .collect(),
+            })
+            .collect(),
+        agent: AgentHealth {
+            uptime_seconds: m.health.uptime_s,
+            rss_bytes: m.health.rss_bytes,
+            files_watched: m.health.files_watched,
+            active_sessions: m.health.active_sessions,
+            lines_truncated: m.health.lines_truncated,
+            buffered_bytes: m.health.buffered_bytes,
+        },
+    }
+}

@@ -1,0 +1,42 @@
+//! The state every handler shares, in one place.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::registry::Agents;
+use crate::session::Sessions;
+
+/// Cheap to clone: every field is a handle.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub auth: Auth,
+    pub agents: Agents,
+    pub sessions: Sessions,
+    pub stats: Arc<Stats>,
+    /// Flips to `true` when the host shuts down; long-lived connections watch it.
+    pub shutdown: watch::Receiver<bool>,
+    /// Held by every long-lived connection task; shutdown waits until all are dropped
+    /// (mini-redis's `shutdown_complete` pattern).
+    pub connection_guard: mpsc::Sender<()>,
+}
+
+/// Counters exported on `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub log_lines_received: AtomicU64,
+    pub agent_drops_reported: AtomicU64,
+    pub client_messages_dropped: AtomicU64,
+    pub clients_closed_slow: AtomicU64,
+    pub agent_connections: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
