@@ -1,1 +1,520 @@
-//! placeholder
+//! The LogFleet edge agent: tails log files, parses lines, reports metrics, and ships the lines
+//! that match the host's streaming sessions.
+//!
+//! ```text
+//! files ─► tail (thread) ─► pipeline (task): seq, level, metrics, sessions ─► outbox ─► uplink (task) ─► host
+//!                                  ▲                                                     │
+//!                                  └───────────── Start / Stop / Sessions ◄──────────────┘
+//! ```
+//!
+//! Where things live:
+//!
+//! - [`config`]: [`Config`], [`Tuning`], the TOML file and how flags override it.
+//! - [`tail`]: the polling file tailer (rotation, truncation, line numbers).
+//! - [`parse`]: level detection for one line.
+//! - [`metrics`]: per-source counts and the agent's health report.
+//! - [`filter`]: the [`FilterChain`](filter::FilterChain) interface and the native chain.
+//! - [`ratelimit`]: per-session token buckets.
+//! - [`session`]: one session's chain, rate limit and pending batch.
+//! - [`pipeline`]: the task owning all sessions and metrics.
+//! - [`outbox`]: the byte-bounded queue between pipeline and uplink, and its overflow policy.
+//! - [`uplink`]: the WebSocket connection to the host, reconnecting forever.
+//!
+//! [`run`] wires them together; `main.rs` only parses arguments and calls it.
+
+pub mod config;
+pub mod filter;
+pub mod metrics;
+pub mod outbox;
+pub mod parse;
+pub mod pipeline;
+pub mod ratelimit;
+pub mod session;
+pub mod tail;
+pub mod uplink;
+
+mod time;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use logfleet_protocol::agent::{Hello, PROTOCOL_VERSION};
+use logfleet_protocol::rest::SourceInfo;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+pub use config::{Config, ConfigError, Settings, SourceConfig, Tuning};
+pub use filter::{ChainBuilder, NativeChainBuilder};
+
+use outbox::Outbox;
+use pipeline::{HOST_CHANNEL_CAPACITY, Pipeline};
+use tail::{TAIL_CHANNEL_BATCHES, TailStats};
+use uplink::Uplink;
+
+/// How long shutdown waits for the tailer to stop and the pipeline to flush; a tailer stuck
+/// in file I/O (a hung network filesystem) must not keep the agent from exiting.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the agent could not start. Everything after start (lost host, bad files, bad lines,
+/// failing filters) is handled and logged, never returned.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot start the tailer thread: {0}")]
+    Tailer(#[source] std::io::Error),
+}
+
+/// Runs the agent with the native filter chain until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    run_with(config, Arc::new(NativeChainBuilder), shutdown).await
+}
+
+/// Runs the agent with the given filter runtime until `shutdown` resolves, then stops tailing,
+/// flushes session batches, sends what is queued if connected (bounded wait), closes the
+/// WebSocket normally and returns.
+pub async fn run_with(
+    config: Config,
+    builder: Arc<dyn ChainBuilder>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let url = config::connect_url(&config.host)?;
+    config::validate_sources(&config.sources)?;
+    // Several rustls crypto providers may be compiled into the process; pick one explicitly.
+    // An error only means one was installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let tuning = config.tuning;
+    let outbox = Outbox::new(tuning.buffer_bytes);
+    let tail_stats = Arc::new(TailStats::default());
+    // Bounded: the tailer waits when the pipeline is behind (see `tail`).
+    let (line_tx, line_rx) = mpsc::channel(TAIL_CHANNEL_BATCHES);
+    // Bounded: the uplink waits when the pipeline is behind (see `pipeline`).
+    let (host_tx, host_rx) = mpsc::channel(HOST_CHANNEL_CAPACITY);
+    let (drain_tx, drain_rx) = watch::channel(false);
+
+    let pipeline = Pipeline::new(
+        config.sources.iter().map(|s| s.name.as_str()),
+        builder,
+        outbox.clone(),
+        tail_stats.clone(),
+    );
+    let tailer = tail::spawn(
+        &config.sources,
+        tuning.poll_interval,
+        tuning.glob_interval,
+        tail_stats,
+        line_tx,
+    )
+    .map_err(AgentError::Tailer)?;
+    let pipeline = AbortOnDrop(tokio::spawn(pipeline.run(
+        line_rx,
+        host_rx,
+        tuning.batch_interval,
+        config.metrics_interval,
+    )));
+    let uplink = Uplink {
+        url,
+        token: config.token,
+        hello: Hello {
+            protocol: PROTOCOL_VERSION,
+            name: config.name.clone(),
+            hostname: config::default_name(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            sources: config
+                .sources
+                .iter()
+                .map(|s| SourceInfo {
+                    name: s.name.clone(),
+                    path: s.path.clone(),
+                })
+                .collect(),
+        },
+        outbox,
+        host_frames: host_tx,
+        tuning,
+    };
+    let uplink = AbortOnDrop(tokio::spawn(uplink.run(drain_rx)));
+    info!(name = %config.name, sources = config.sources.len(), "agent started");
+
+    shutdown.await;
+    info!("shutting down");
+    // Order matters: the tailer stops and closes its channel, the pipeline then ends after a
+    // final flush into the outbox, and only then does the uplink drain the outbox and close.
+    tailer.signal_stop();
+    match tokio::time::timeout(STOP_TIMEOUT, pipeline.join()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "pipeline task failed"),
+        Err(_) => warn!("tailer did not stop within {STOP_TIMEOUT:?}; pending lines are lost"),
+    }
+    // The uplink may have ended already; then nobody listens, which is fine.
+    let _ = drain_tx.send(true);
+    if let Err(e) = uplink.join().await {
+        warn!(error = %e, "uplink task failed");
+    }
+    info!("agent stopped");
+    Ok(())
+}
+
+/// A spawned task that is aborted if `run` is dropped (e.g. its caller's task was aborted), so
+/// no part of the agent outlives it.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl AbortOnDrop {
+    async fn join(mut self) -> Result<(), tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The agent against a minimal in-test host: real files, real sockets, real WebSockets.
+
+    use super::*;
+    use std::io::Write;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use logfleet_protocol::agent::{
+        AgentFrame, HostFrame, RateLimits, SessionSpec, decode, encode,
+    };
+    use logfleet_protocol::{Filters, Level};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::oneshot;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    /// Upper bound for anything a test waits on; generous so slow CI machines do not flake.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    type HostWs = WebSocketStream<TcpStream>;
+
+    fn append(path: &Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn config(port: u16, dir: &Path) -> Config {
+        let mut config = Config::new(
+            format!("http://127.0.0.1:{port}"),
+            "agent-token",
+            "edge-01",
+            vec![SourceConfig::new(
+                "app",
+                dir.join("*.log").to_string_lossy().into_owned(),
+            )],
+        );
+        config.metrics_interval = Duration::from_secs(3600);
+        config.tuning = Tuning {
+            poll_interval: Duration::from_millis(5),
+            glob_interval: Duration::from_millis(20),
+            reconnect_min: Duration::from_millis(10),
+            reconnect_max: Duration::from_millis(50),
+            batch_interval: Duration::from_millis(5),
+            buffer_bytes: 1 << 20,
+        };
+        config
+    }
+
+    /// An agent running in a test task, with its shutdown trigger.
+    struct Agent {
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<Result<(), AgentError>>,
+    }
+
+    fn start(config: Config) -> Agent {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(config, async {
+            let _ = stopped.await;
+        }));
+        Agent { stop, task }
+    }
+
+    /// Accepts one agent connection; returns it with the Authorization header it sent.
+    // The callback's error type is tungstenite's, not ours to shrink.
+    #[allow(clippy::result_large_err)]
+    async fn accept(listener: &TcpListener) -> (HostWs, String) {
+        let (tcp, _) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut auth = String::new();
+        let ws = tokio_tungstenite::accept_hdr_async(tcp, |req: &Request, resp: Response| {
+            assert_eq!(req.uri().path(), "/api/v1/agent/connect");
+            auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            Ok(resp)
+        })
+        .await
+        .unwrap();
+        (ws, auth)
+    }
+
+    /// The next agent frame, skipping pings.
+    async fn next_frame(ws: &mut HostWs) -> AgentFrame {
+        loop {
+            let msg = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("agent frame in time")
+                .expect("connection open")
+                .unwrap();
+            match msg {
+                Message::Binary(bytes) => return decode(&bytes).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected message {other:?}"),
+            }
+        }
+    }
+
+    async fn send(ws: &mut HostWs, frame: HostFrame) {
+        ws.send(Message::Binary(encode(&frame).into()))
+            .await
+            .unwrap();
+    }
+
+    fn session(id: &str, levels: Vec<Level>) -> SessionSpec {
+        SessionSpec {
+            id: id.into(),
+            filters: Filters {
+                levels,
+                ..Filters::default()
+            },
+            limits: RateLimits {
+                lines_per_second: 1000,
+                bytes_per_second: 1 << 20,
+            },
+            expires_at_ms: time::now_ms() + 60_000,
+        }
+    }
+
+    /// Reads until the agent's close, answering it as a real host does, then until the end.
+    async fn finish(mut ws: HostWs) -> Vec<AgentFrame> {
+        let mut frames = Vec::new();
+        while let Some(msg) = tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            match msg {
+                Ok(Message::Binary(b)) => frames.push(decode(&b).unwrap()),
+                Ok(Message::Close(frame)) => {
+                    assert_eq!(frame.map(|f| f.code), Some(CloseCode::Normal));
+                }
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        frames
+    }
+
+    /// Collects log records until `n` arrived.
+    async fn records(ws: &mut HostWs, n: usize) -> Vec<logfleet_protocol::agent::Record> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match next_frame(ws).await {
+                AgentFrame::Logs(batch) => got.extend(batch.records),
+                AgentFrame::Metrics(_) => {}
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn streams_session_lines_then_closes_normally() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "old line 1\nold line 2\n");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent = start(config(listener.local_addr().unwrap().port(), dir.path()));
+
+        let (mut ws, auth) = accept(&listener).await;
+        assert_eq!(auth, "Bearer agent-token");
+        let AgentFrame::Hello(hello) = next_frame(&mut ws).await else {
+            panic!("expected hello");
+        };
+        assert_eq!(hello.protocol, PROTOCOL_VERSION);
+        assert_eq!(hello.name, "edge-01");
+        assert_eq!(hello.sources[0].name, "app");
+        send(
+            &mut ws,
+            HostFrame::Sessions(vec![session("s1", vec![Level::Error])]),
+        )
+        .await;
+        // The session may start a moment after the frame is sent: wait until the agent runs
+        // it (lines before that are, correctly, not streamed).
+        let mut n = 0;
+        let first = loop {
+            n += 1;
+            append(&log, &format!("ERROR probe {n}\n"));
+            let mut frame = None;
+            if let Ok(f) =
+                tokio::time::timeout(Duration::from_millis(100), next_frame(&mut ws)).await
+            {
+                frame = Some(f);
+            }
+            if let Some(AgentFrame::Logs(batch)) = frame {
+                break batch.records[0].clone();
+            }
+        };
+        assert_eq!(first.level, Level::Error);
+        assert_eq!(first.source, "app");
+        assert_eq!(
+            first.line,
+            2 + n,
+            "line numbers count the lines there at start"
+        );
+        assert!(first.file.ends_with("app.log"));
+
+        append(&log, "INFO skipped\nERROR wanted\n");
+        let got = records(&mut ws, 1).await;
+        assert_eq!(got[0].message, "ERROR wanted");
+        assert_eq!(
+            got[0].seq,
+            first.seq + 2,
+            "seq counts every line read, matched or not"
+        );
+
+        // Lines pending in a batch at shutdown are flushed before the normal close.
+        append(&log, "ERROR last words\n");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        agent.stop.send(()).unwrap();
+        let last: Vec<String> = finish(ws)
+            .await
+            .into_iter()
+            .filter_map(|f| match f {
+                AgentFrame::Logs(batch) => Some(batch.records.into_iter().map(|r| r.message)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(last, ["ERROR last words"]);
+        agent.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn reconnects_and_delivers_lines_buffered_while_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent = start(config(listener.local_addr().unwrap().port(), dir.path()));
+
+        let (mut ws, _) = accept(&listener).await;
+        assert!(matches!(next_frame(&mut ws).await, AgentFrame::Hello(_)));
+        send(&mut ws, HostFrame::Start(session("s1", vec![]))).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        append(&log, "before\n");
+        assert_eq!(records(&mut ws, 1).await[0].message, "before");
+
+        // The host goes away; lines keep being read and wait in the outbox.
+        drop(ws);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        append(&log, "during 1\nduring 2\n");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let (mut ws, _) = accept(&listener).await;
+        assert!(matches!(next_frame(&mut ws).await, AgentFrame::Hello(_)));
+        let got = records(&mut ws, 2).await;
+        let messages: Vec<&str> = got.iter().map(|r| r.message.as_str()).collect();
+        assert_eq!(messages, ["during 1", "during 2"]);
+        assert_eq!(got[0].line, 2);
+
+        // A session set without s1 stops it.
+        send(&mut ws, HostFrame::Sessions(vec![])).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        append(&log, "after stop\n");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        agent.stop.send(()).unwrap();
+        for frame in finish(ws).await {
+            assert!(
+                !matches!(frame, AgentFrame::Logs(_)),
+                "stopped session sent {frame:?}"
+            );
+        }
+        agent.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn rejected_token_is_retried_and_metrics_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = config(listener.local_addr().unwrap().port(), dir.path());
+        config.metrics_interval = Duration::from_millis(30);
+        let agent = start(config);
+
+        // First attempt: the host refuses the token.
+        let (mut tcp, _) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        tcp.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        drop(tcp);
+
+        // The agent tries again (at reconnect_max) and reports metrics once connected.
+        let (mut ws, _) = accept(&listener).await;
+        assert!(matches!(next_frame(&mut ws).await, AgentFrame::Hello(_)));
+        let AgentFrame::Metrics(metrics) = next_frame(&mut ws).await else {
+            panic!("expected metrics");
+        };
+        assert_eq!(
+            metrics.sources.len(),
+            1,
+            "the first report lists every source"
+        );
+        assert_eq!(metrics.sources[0].name, "app");
+        agent.stop.send(()).unwrap();
+        finish(ws).await;
+        agent.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_while_host_unreachable_returns_promptly() {
+        let dir = tempfile::tempdir().unwrap();
+        // A port nobody listens on: bind, learn the port, close.
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let agent = start(config(port, dir.path()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        agent.stop.send(()).unwrap();
+        tokio::time::timeout(WAIT, agent.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn invalid_host_is_a_startup_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(1, dir.path());
+        config.host = "localhost:8080".into();
+        let err = run(config, std::future::pending()).await.unwrap_err();
+        assert!(err.to_string().contains("invalid host URL"), "{err}");
+    }
+}

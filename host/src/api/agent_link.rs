@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use logfleet_protocol::agent::{
     self, AgentFrame, Hello, HostFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION, Record,
@@ -13,6 +13,7 @@ use logfleet_protocol::agent::{
 use logfleet_protocol::client::{ClientMessage, Control, LogMessage, Metadata};
 use uuid::Uuid;
 
+use crate::api::ws::close_gracefully;
 use crate::auth::AgentIdentity;
 use crate::error::ApiError;
 use crate::fanout::{Outgoing, to_text};
@@ -44,7 +45,7 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
         Ok(Ok(hello)) => hello,
         Ok(Err(reason)) => {
             tracing::warn!(agent = %ident.id, %reason, "agent refused");
-            close(&mut socket, CLOSE_PROTOCOL_MISMATCH, &reason).await;
+            close_gracefully(&mut socket, CLOSE_PROTOCOL_MISMATCH, &reason).await;
             return;
         }
         Err(_) => {
@@ -108,7 +109,7 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
         }
     };
     if let Some((code, reason)) = close_reason {
-        close(&mut socket, code, reason).await;
+        close_gracefully(&mut socket, code, reason).await;
     }
     if state.agents.disconnect(ident.id, conn.link_id) {
         tracing::info!(agent = %ident.id, "agent disconnected");
@@ -147,9 +148,10 @@ fn handle_frame(state: &AppState, agent_id: Uuid, frame: AgentFrame) {
         AgentFrame::Logs(batch) => {
             let Some((hub, hostname)) = state.sessions.agent_hub(agent_id, &batch.session_id)
             else {
-                // A session that ended while the batch was in flight.
+                tracing::debug!(session = %batch.session_id, "log batch for a session that is no longer active");
                 return;
             };
+            tracing::trace!(session = %batch.session_id, lines = batch.records.len(), "log batch");
             Stats::add(&state.stats.log_lines_received, batch.records.len() as u64);
             hub.publish_logs(batch.records.into_iter().map(|r| log_message(r, &hostname)));
         }
@@ -203,13 +205,4 @@ fn log_message(r: Record, hostname: &str) -> Outgoing {
         ends: false,
         text: to_text(&msg),
     }
-}
-
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await;
 }

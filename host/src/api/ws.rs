@@ -1,6 +1,6 @@
 //! `GET /api/v1/stream/ws/{session_id}`: one session's stream to one client.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -60,6 +60,16 @@ enum End {
     PeerGone,
 }
 
+impl End {
+    fn as_str(&self) -> &'static str {
+        match self {
+            End::SessionEnded => "session ended",
+            End::TooSlow => "too slow",
+            End::PeerGone => "peer gone",
+        }
+    }
+}
+
 async fn serve_client(mut socket: WebSocket, sub: Subscription, state: AppState) {
     let Subscription {
         backlog,
@@ -108,13 +118,20 @@ async fn serve_client(mut socket: WebSocket, sub: Subscription, state: AppState)
                     Err(RecvError::Closed) => break End::SessionEnded,
                 },
                 incoming = socket.recv() => match incoming {
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break End::PeerGone,
+                    Some(Ok(Message::Close(_))) | None => break End::PeerGone,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "session client read failed");
+                        break End::PeerGone;
+                    }
                     // Clients have nothing to say; any frame (pongs included) shows they live.
                     Some(Ok(_)) => last_heard = Instant::now(),
                 },
                 _ = ping.tick() => {
                     if last_heard.elapsed() > tuning.idle_timeout {
-                        break End::PeerGone;
+                        break {
+                            tracing::debug!("session client silent too long; dropping it");
+                            End::PeerGone
+                        };
                     }
                     if socket.send(Message::Ping(Default::default())).await.is_err() {
                         break End::PeerGone;
@@ -123,6 +140,7 @@ async fn serve_client(mut socket: WebSocket, sub: Subscription, state: AppState)
             }
         }
     };
+    tracing::debug!(reason = end.as_str(), "session client leaving");
     let close = match end {
         End::SessionEnded => Some((1000, "session ended")),
         End::TooSlow => {
@@ -132,11 +150,30 @@ async fn serve_client(mut socket: WebSocket, sub: Subscription, state: AppState)
         End::PeerGone => None,
     };
     if let Some((code, reason)) = close {
-        let _ = socket
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })))
-            .await;
+        close_gracefully(&mut socket, code, reason).await;
     }
+}
+
+/// Longest wait for a peer to answer our close frame.
+pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sends a close frame and reads until the peer's answer, so the last messages are not lost:
+/// closing a TCP socket that still has unread input makes the kernel send RST, and the peer
+/// then discards what it had received but not yet read.
+pub async fn close_gracefully(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }

@@ -1,0 +1,535 @@
+//! What the agent runs with: [`Config`], its tuning knobs, the TOML config file, and how
+//! command-line flags and the file merge.
+//!
+//! Settings come in layers ([`Settings`]): the `--config` file, then flags (and their env
+//! variables) on top. [`Settings::into_config`] checks the result and fills in defaults.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How often metrics are reported when neither the file nor the flags say.
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest accepted source name, matching what session filters accept.
+pub const MAX_SOURCE_NAME_BYTES: usize = logfleet_protocol::filters::MAX_SOURCE_BYTES;
+/// Path of the agent endpoint under the host's base URL.
+pub const CONNECT_PATH: &str = "/api/v1/agent/connect";
+
+/// Everything [`crate::run`] needs.
+#[derive(Clone)]
+pub struct Config {
+    /// Base URL of the host: `http(s)://` or `ws(s)://`.
+    pub host: String,
+    /// The agent's JWT, sent as `Authorization: Bearer`.
+    pub token: String,
+    /// Display name reported in `Hello`.
+    pub name: String,
+    pub sources: Vec<SourceConfig>,
+    pub metrics_interval: Duration,
+    pub tuning: Tuning,
+}
+
+impl Config {
+    /// A config with default metrics interval and tuning, for embedding and tests.
+    pub fn new(
+        host: impl Into<String>,
+        token: impl Into<String>,
+        name: impl Into<String>,
+        sources: Vec<SourceConfig>,
+    ) -> Config {
+        Config {
+            host: host.into(),
+            token: token.into(),
+            name: name.into(),
+            sources,
+            metrics_interval: DEFAULT_METRICS_INTERVAL,
+            tuning: Tuning::default(),
+        }
+    }
+}
+
+// The token is a credential: keep it out of logs and panic messages.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("token", &"<redacted>")
+            .field("name", &self.name)
+            .field("sources", &self.sources)
+            .field("metrics_interval", &self.metrics_interval)
+            .field("tuning", &self.tuning)
+            .finish()
+    }
+}
+
+/// One named source: a file path or a glob of files, tailed together under one name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceConfig {
+    pub name: String,
+    /// A path or a glob (`/var/log/nginx/*.log`).
+    pub path: String,
+}
+
+impl SourceConfig {
+    pub fn new(name: impl Into<String>, path: impl Into<String>) -> SourceConfig {
+        SourceConfig {
+            name: name.into(),
+            path: path.into(),
+        }
+    }
+}
+
+/// `NAME=PATH`, as `--source` takes it.
+impl FromStr for SourceConfig {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((name, path)) if !name.trim().is_empty() && !path.trim().is_empty() => {
+                Ok(SourceConfig::new(name.trim(), path.trim()))
+            }
+            _ => Err(ConfigError::BadSourceArg(s.to_owned())),
+        }
+    }
+}
+
+/// Intervals and bounds that operators rarely touch but tests need to shrink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// How often each tailed file is checked for new data, rotation and truncation.
+    pub poll_interval: Duration,
+    /// How often source globs are expanded to find new files.
+    pub glob_interval: Duration,
+    /// Shortest wait before reconnecting to the host.
+    pub reconnect_min: Duration,
+    /// Longest wait before reconnecting (also used after the host rejects the token).
+    pub reconnect_max: Duration,
+    /// How long a session's matching lines are held before being sent as one batch.
+    pub batch_interval: Duration,
+    /// Bound on the uplink buffer (encoded frames waiting for the host), in bytes.
+    pub buffer_bytes: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            poll_interval: Duration::from_millis(25),
+            glob_interval: Duration::from_secs(1),
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            batch_interval: Duration::from_millis(20),
+            buffer_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// One layer of settings (the config file, or the command line), before defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    pub host: Option<String>,
+    pub token: Option<String>,
+    pub name: Option<String>,
+    pub metrics_interval: Option<Duration>,
+    pub sources: Vec<SourceConfig>,
+}
+
+/// The TOML file as written; unknown keys are refused so typos are not silently ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    host: Option<String>,
+    token: Option<String>,
+    name: Option<String>,
+    metrics_interval: Option<String>,
+    #[serde(default)]
+    source: Vec<FileSource>,
+}
+
+/// A `[[source]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSource {
+    name: String,
+    path: String,
+    #[serde(default)]
+    format: Format,
+}
+
+/// How a source's lines are parsed. Only automatic detection exists today; the key is
+/// accepted now so config files stay valid when explicit formats arrive.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Format {
+    #[default]
+    Auto,
+}
+
+impl Settings {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Settings::from_toml(&text).map_err(|e| match e {
+            ConfigError::Toml { message, .. } => ConfigError::Toml {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML config text.
+    pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: String::new(),
+            message: e.to_string(),
+        })?;
+        let metrics_interval = file
+            .metrics_interval
+            .map(|v| parse_duration("metrics_interval", &v))
+            .transpose()?;
+        Ok(Settings {
+            host: file.host,
+            token: file.token,
+            name: file.name,
+            metrics_interval,
+            sources: file
+                .source
+                .into_iter()
+                .map(|s| {
+                    let Format::Auto = s.format;
+                    SourceConfig::new(s.name, s.path)
+                })
+                .collect(),
+        })
+    }
+
+    /// `self` with every value that `top` sets replaced by `top`'s. Sources merge by name: a
+    /// source in `top` replaces the one of the same name, others are added.
+    pub fn overridden_by(mut self, top: Settings) -> Settings {
+        for source in top.sources {
+            match self.sources.iter_mut().find(|s| s.name == source.name) {
+                Some(existing) => *existing = source,
+                None => self.sources.push(source),
+            }
+        }
+        Settings {
+            host: top.host.or(self.host),
+            token: top.token.or(self.token),
+            name: top.name.or(self.name),
+            metrics_interval: top.metrics_interval.or(self.metrics_interval),
+            sources: self.sources,
+        }
+    }
+
+    /// Checks the merged settings and fills defaults (name: the machine's hostname).
+    pub fn into_config(self, tuning: Tuning) -> Result<Config, ConfigError> {
+        let host = self
+            .host
+            .filter(|h| !h.trim().is_empty())
+            .ok_or(ConfigError::MissingHost)?;
+        connect_url(&host)?;
+        let token = self
+            .token
+            .filter(|t| !t.trim().is_empty())
+            .ok_or(ConfigError::MissingToken)?;
+        if self.sources.is_empty() {
+            return Err(ConfigError::NoSources);
+        }
+        validate_sources(&self.sources)?;
+        let metrics_interval = self.metrics_interval.unwrap_or(DEFAULT_METRICS_INTERVAL);
+        if metrics_interval.is_zero() {
+            return Err(ConfigError::BadDuration {
+                key: "metrics_interval",
+                value: "0".into(),
+                reason: "must be greater than zero".into(),
+            });
+        }
+        Ok(Config {
+            host,
+            token,
+            name: self.name.unwrap_or_else(default_name),
+            sources: self.sources,
+            metrics_interval,
+            tuning,
+        })
+    }
+}
+
+/// The machine's hostname, the default agent name.
+pub fn default_name() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// Checks source names (non-empty, unique, short) and paths (valid globs).
+pub fn validate_sources(sources: &[SourceConfig]) -> Result<(), ConfigError> {
+    for (i, source) in sources.iter().enumerate() {
+        if source.name.is_empty() || source.name.len() > MAX_SOURCE_NAME_BYTES {
+            return Err(ConfigError::BadSourceName(source.name.clone()));
+        }
+        if sources[..i].iter().any(|s| s.name == source.name) {
+            return Err(ConfigError::DuplicateSource(source.name.clone()));
+        }
+        glob::Pattern::new(&source.path).map_err(|e| ConfigError::BadSourcePath {
+            path: source.path.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Parses a humantime duration (`60s`, `250ms`) for config key `key`.
+pub fn parse_duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value).map_err(|e| ConfigError::BadDuration {
+        key,
+        value: value.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The WebSocket URL of the agent endpoint for a host base URL: `http` maps to `ws`, `https`
+/// to `wss`; a path prefix (a reverse proxy's) is kept.
+pub fn connect_url(host: &str) -> Result<String, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadHost {
+        host: host.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (scheme, rest) = host
+        .trim()
+        .split_once("://")
+        .ok_or_else(|| bad("expected a URL starting with http://, https://, ws:// or wss://"))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => "ws",
+        "https" | "wss" => "wss",
+        _ => return Err(bad("the scheme must be http, https, ws or wss")),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(bad("the URL has no host name"));
+    }
+    if rest.contains(['?', '#']) {
+        return Err(bad("a base URL cannot carry a query or fragment"));
+    }
+    let url = format!("{scheme}://{rest}{CONNECT_PATH}");
+    url.parse::<tokio_tungstenite::tungstenite::http::Uri>()
+        .map_err(|e| bad(&e.to_string()))?;
+    Ok(url)
+}
+
+/// Why settings could not become a [`Config`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Toml { path: String, message: String },
+    #[error("invalid {key} '{value}': {reason}")]
+    BadDuration {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "no host: pass --host URL, set LOGFLEET_HOST, or put host = \"...\" in the config file"
+    )]
+    MissingHost,
+    #[error(
+        "no token: pass --token, set LOGFLEET_AGENT_TOKEN, or put token = \"...\" in the config file"
+    )]
+    MissingToken,
+    #[error(
+        "no sources: pass --source NAME=PATH (repeatable) or add [[source]] tables to the config file"
+    )]
+    NoSources,
+    #[error("invalid --source '{0}': expected NAME=PATH")]
+    BadSourceArg(String),
+    #[error("invalid source name '{0}': must be 1..={MAX_SOURCE_NAME_BYTES} bytes")]
+    BadSourceName(String),
+    #[error("source '{0}' is configured twice")]
+    DuplicateSource(String),
+    #[error("invalid source path '{path}': {reason}")]
+    BadSourcePath { path: String, reason: String },
+    #[error("invalid host URL '{host}': {reason}")]
+    BadHost { host: String, reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_parses_with_defaults() {
+        let s = Settings::from_toml(
+            r#"
+            host = "https://api.example.com"
+            token = "t"
+            metrics_interval = "30s"
+
+            [[source]]
+            name = "nginx"
+            path = "/var/log/nginx/*.log"
+
+            [[source]]
+            name = "app"
+            path = "/var/log/app.log"
+            format = "auto"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.host.as_deref(), Some("https://api.example.com"));
+        assert_eq!(s.metrics_interval, Some(Duration::from_secs(30)));
+        assert_eq!(s.sources.len(), 2);
+        let c = s.into_config(Tuning::default()).unwrap();
+        assert!(!c.name.is_empty(), "name defaults to the hostname");
+        assert_eq!(
+            c.sources[0],
+            SourceConfig::new("nginx", "/var/log/nginx/*.log")
+        );
+    }
+
+    #[test]
+    fn file_errors_are_clear() {
+        let err = Settings::from_toml("hots = 1").unwrap_err();
+        assert!(err.to_string().contains("hots"), "{err}");
+        let err = Settings::from_toml("metrics_interval = \"soon\"").unwrap_err();
+        assert!(err.to_string().contains("metrics_interval"), "{err}");
+        let err = Settings::from_toml("[[source]]\nname = \"a\"\npath = \"/x\"\nformat = \"csv\"")
+            .unwrap_err();
+        assert!(err.to_string().contains("csv"), "{err}");
+        let err = Settings::from_file(Path::new("/nonexistent/agent.toml")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/agent.toml"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = Settings {
+            host: Some("http://file".into()),
+            token: Some("file-token".into()),
+            name: Some("file-name".into()),
+            metrics_interval: Some(Duration::from_secs(10)),
+            sources: vec![SourceConfig::new("a", "/a"), SourceConfig::new("b", "/b")],
+        };
+        let flags = Settings {
+            host: Some("http://flag".into()),
+            token: None,
+            name: None,
+            metrics_interval: None,
+            sources: vec![SourceConfig::new("b", "/b2"), SourceConfig::new("c", "/c")],
+        };
+        let c = file
+            .overridden_by(flags)
+            .into_config(Tuning::default())
+            .unwrap();
+        assert_eq!(c.host, "http://flag");
+        assert_eq!(c.token, "file-token");
+        assert_eq!(c.name, "file-name");
+        assert_eq!(c.metrics_interval, Duration::from_secs(10));
+        assert_eq!(
+            c.sources,
+            vec![
+                SourceConfig::new("a", "/a"),
+                SourceConfig::new("b", "/b2"),
+                SourceConfig::new("c", "/c")
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_values_are_refused() {
+        let ok = Settings {
+            host: Some("http://h".into()),
+            token: Some("t".into()),
+            sources: vec![SourceConfig::new("a", "/a")],
+            ..Settings::default()
+        };
+        let without = |f: fn(&mut Settings)| {
+            let mut s = ok.clone();
+            f(&mut s);
+            s.into_config(Tuning::default()).unwrap_err()
+        };
+        assert!(matches!(
+            without(|s| s.host = None),
+            ConfigError::MissingHost
+        ));
+        assert!(matches!(
+            without(|s| s.token = Some(" ".into())),
+            ConfigError::MissingToken
+        ));
+        assert!(matches!(
+            without(|s| s.sources.clear()),
+            ConfigError::NoSources
+        ));
+        assert!(matches!(
+            without(|s| s.sources.push(SourceConfig::new("a", "/b"))),
+            ConfigError::DuplicateSource(_)
+        ));
+        assert!(matches!(
+            without(|s| s.host = Some("ftp://h".into())),
+            ConfigError::BadHost { .. }
+        ));
+        assert!(matches!(
+            without(|s| s.sources[0].path = "/a/[".into()),
+            ConfigError::BadSourcePath { .. }
+        ));
+        assert!(ok.into_config(Tuning::default()).is_ok());
+    }
+
+    #[test]
+    fn source_args() {
+        assert_eq!(
+            "nginx=/var/log/nginx/*.log"
+                .parse::<SourceConfig>()
+                .unwrap(),
+            SourceConfig::new("nginx", "/var/log/nginx/*.log")
+        );
+        assert_eq!(
+            "a=/x=y".parse::<SourceConfig>().unwrap(),
+            SourceConfig::new("a", "/x=y")
+        );
+        assert!("nginx".parse::<SourceConfig>().is_err());
+        assert!("=/x".parse::<SourceConfig>().is_err());
+        assert!("a=".parse::<SourceConfig>().is_err());
+    }
+
+    #[test]
+    fn connect_urls() {
+        let cases = [
+            (
+                "http://127.0.0.1:8080",
+                "ws://127.0.0.1:8080/api/v1/agent/connect",
+            ),
+            (
+                "https://api.logfleet.io/",
+                "wss://api.logfleet.io/api/v1/agent/connect",
+            ),
+            ("ws://h:1", "ws://h:1/api/v1/agent/connect"),
+            ("WSS://h/prefix", "wss://h/prefix/api/v1/agent/connect"),
+        ];
+        for (host, want) in cases {
+            assert_eq!(connect_url(host).unwrap(), want);
+        }
+        for bad in [
+            "localhost:8080",
+            "ftp://h",
+            "http://",
+            "http:///x",
+            "http://h?x=1",
+        ] {
+            assert!(connect_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_token() {
+        let c = Config::new("http://h", "secret-token", "n", vec![]);
+        assert!(!format!("{c:?}").contains("secret-token"));
+    }
+}

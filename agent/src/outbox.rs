@@ -1,0 +1,472 @@
+//! The outbox: frames waiting between the pipeline and the uplink, bounded by bytes.
+//!
+//! The pipeline pushes, the uplink pops; a std `Mutex` guards the queue (never held across an
+//! await) and a `Notify` wakes the uplink, as in mini-redis's shared state.
+//!
+//! While the host is unreachable frames queue up to [`Tuning::buffer_bytes`](crate::Tuning)
+//! of encoded data. Overflow policy, by frame kind:
+//!
+//! - `Logs`: a batch that does not fit is dropped (newest data goes first, older data already
+//!   queued is kept in order) and its lines are counted per session. The count is reported as
+//!   `Dropped{reason: AgentBufferFull}` right before that session's next batch once space
+//!   exists, or when the queue has emptied — so every gap is reported, in stream order.
+//! - `Dropped`: counted against the bound too; one that does not fit (or whose session already
+//!   has unreported drops) is merged into the session's unreported counts.
+//! - `Metrics`: not counted against the byte bound but capped at [`MAX_QUEUED_METRICS`]
+//!   frames; at the cap the two oldest are merged into one longer interval, so no counts are
+//!   lost and the host's history only gets coarser.
+//! - `FilterError` and other control frames: always queued; at most one per plugin per
+//!   session, so they are bounded by the sessions' own limits.
+//!
+//! A frame the uplink fails to send is put back at the front ([`Outbox::push_front`]).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use logfleet_protocol::agent::{AgentFrame, Metrics, encode};
+use logfleet_protocol::client::DropReason;
+use tokio::sync::Notify;
+
+use crate::metrics::merge_metrics;
+
+/// Most metrics frames kept while disconnected: an hour at the default 60 s interval.
+pub const MAX_QUEUED_METRICS: usize = 60;
+
+/// Shared handle to the outbox; clones refer to the same queue.
+#[derive(Clone)]
+pub struct Outbox {
+    shared: Arc<Shared>,
+}
+
+/// What every clone of an [`Outbox`] points at.
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the uplink when a frame is queued.
+    notify: Notify,
+}
+
+/// The queue and its accounting, behind the mutex.
+struct State {
+    queue: VecDeque<Entry>,
+    /// Encoded bytes in `queue`.
+    bytes: usize,
+    limit: usize,
+    /// `Metrics` entries in `queue`.
+    metrics: usize,
+    /// Lines dropped but not reported yet, in the order sessions first lost lines.
+    unreported: Vec<Unreported>,
+}
+
+/// Unreported drops of one session for one reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Unreported {
+    session_id: String,
+    reason: DropReason,
+    count: u64,
+}
+
+/// One encoded frame ready for the wire.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    bytes: Bytes,
+    kind: Kind,
+}
+
+/// What an entry holds, as far as overflow handling needs to know.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// Kept decoded so it can be merged with a neighbour at the cap.
+    Metrics(Box<Metrics>),
+    Other,
+}
+
+impl Entry {
+    fn new(frame: &AgentFrame) -> Entry {
+        let kind = match frame {
+            AgentFrame::Metrics(m) => Kind::Metrics(Box::new(m.clone())),
+            _ => Kind::Other,
+        };
+        Entry {
+            bytes: Bytes::from(encode(frame)),
+            kind,
+        }
+    }
+
+    /// The frame's encoding, a binary WebSocket message.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `limit` bytes of log data.
+    pub fn new(limit: usize) -> Outbox {
+        Outbox {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    bytes: 0,
+                    limit,
+                    metrics: 0,
+                    unreported: Vec::new(),
+                }),
+                notify: Notify::new(),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock would be a bug in the short, non-panicking critical
+        // sections below; recovering the data is still better than taking the agent down.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a frame, applying the overflow policy in the module docs.
+    pub fn push(&self, frame: AgentFrame) {
+        {
+            let mut state = self.state();
+            match frame {
+                AgentFrame::Logs(batch) => {
+                    let lines = batch.records.len() as u64;
+                    let session_id = batch.session_id.clone();
+                    state.push_logs(&session_id, Entry::new(&AgentFrame::Logs(batch)), lines);
+                }
+                AgentFrame::Dropped {
+                    session_id,
+                    count,
+                    reason,
+                } => state.push_dropped(session_id, count, reason),
+                frame @ AgentFrame::Metrics(_) => state.push_metrics(Entry::new(&frame)),
+                other => state.push_back(Entry::new(&other)),
+            }
+        }
+        self.shared.notify.notify_one();
+    }
+
+    /// Takes the next frame to send, if any.
+    pub fn try_pop(&self) -> Option<Entry> {
+        self.state().pop()
+    }
+
+    /// Waits for the next frame to send. Cancel-safe: nothing is taken unless it returns.
+    pub async fn next(&self) -> Entry {
+        loop {
+            // The only await is here; the pop below cannot be interrupted after taking.
+            if let Some(entry) = self.try_pop() {
+                return entry;
+            }
+            self.shared.notify.notified().await;
+        }
+    }
+
+    /// Puts back a frame that could not be sent, to go first next time.
+    pub fn push_front(&self, entry: Entry) {
+        {
+            let mut state = self.state();
+            state.bytes += entry.bytes.len();
+            if matches!(entry.kind, Kind::Metrics(_)) {
+                state.metrics += 1;
+            }
+            state.queue.push_front(entry);
+        }
+        self.shared.notify.notify_one();
+    }
+
+    /// Encoded bytes waiting to be sent.
+    pub fn buffered_bytes(&self) -> usize {
+        self.state().bytes
+    }
+
+    /// Whether nothing at all is waiting, unreported drops included.
+    pub fn is_empty(&self) -> bool {
+        let state = self.state();
+        state.queue.is_empty() && state.unreported.is_empty()
+    }
+}
+
+impl State {
+    fn fits(&self, bytes: usize) -> bool {
+        self.bytes + bytes <= self.limit
+    }
+
+    fn push_back(&mut self, entry: Entry) {
+        self.bytes += entry.bytes.len();
+        if matches!(entry.kind, Kind::Metrics(_)) {
+            self.metrics += 1;
+        }
+        self.queue.push_back(entry);
+    }
+
+    fn push_logs(&mut self, session_id: &str, entry: Entry, lines: u64) {
+        let owed: Vec<Entry> = self
+            .unreported
+            .iter()
+            .filter(|u| u.session_id == session_id)
+            .map(|u| u.to_entry())
+            .collect();
+        let needed = entry.bytes.len() + owed.iter().map(|e| e.bytes.len()).sum::<usize>();
+        if self.fits(needed) {
+            self.unreported.retain(|u| u.session_id != session_id);
+            for e in owed {
+                self.push_back(e);
+            }
+            self.push_back(entry);
+        } else {
+            self.count_unreported(session_id, DropReason::AgentBufferFull, lines);
+        }
+    }
+
+    fn push_dropped(&mut self, session_id: String, count: u64, reason: DropReason) {
+        let already_owed = self.unreported.iter().any(|u| u.session_id == session_id);
+        let entry = Entry::new(&AgentFrame::Dropped {
+            session_id: session_id.clone(),
+            count,
+            reason,
+        });
+        if !already_owed && self.fits(entry.bytes.len()) {
+            self.push_back(entry);
+        } else {
+            self.count_unreported(&session_id, reason, count);
+        }
+    }
+
+    fn count_unreported(&mut self, session_id: &str, reason: DropReason, count: u64) {
+        match self
+            .unreported
+            .iter_mut()
+            .find(|u| u.session_id == session_id && u.reason == reason)
+        {
+            Some(u) => u.count += count,
+            None => self.unreported.push(Unreported {
+                session_id: session_id.to_owned(),
+                reason,
+                count,
+            }),
+        }
+    }
+
+    fn push_metrics(&mut self, entry: Entry) {
+        if self.metrics >= MAX_QUEUED_METRICS {
+            self.merge_oldest_metrics();
+        }
+        self.push_back(entry);
+    }
+
+    /// Folds the oldest queued metrics frame into the next one.
+    fn merge_oldest_metrics(&mut self) {
+        let mut positions = self
+            .queue
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e.kind, Kind::Metrics(_)))
+            .map(|(i, _)| i);
+        let (Some(first), Some(second)) = (positions.next(), positions.next()) else {
+            return;
+        };
+        let Some(oldest) = self.queue.remove(first) else {
+            return;
+        };
+        self.bytes -= oldest.bytes.len();
+        self.metrics -= 1;
+        // `second` shifted down by one with the removal.
+        let Some(next) = self.queue.get_mut(second - 1) else {
+            return;
+        };
+        if let (Kind::Metrics(old), Kind::Metrics(new)) = (&oldest.kind, &mut next.kind) {
+            merge_metrics(old, new);
+            let bytes = Bytes::from(encode(&AgentFrame::Metrics((**new).clone())));
+            self.bytes = self.bytes - next.bytes.len() + bytes.len();
+            next.bytes = bytes;
+        }
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        match self.queue.pop_front() {
+            Some(entry) => {
+                self.bytes -= entry.bytes.len();
+                if matches!(entry.kind, Kind::Metrics(_)) {
+                    self.metrics -= 1;
+                }
+                Some(entry)
+            }
+            // Everything queued is out: drops not reported yet go now, even if their sessions
+            // send nothing more. They are newer than anything already sent for the session.
+            None if !self.unreported.is_empty() => Some(self.unreported.remove(0).to_entry()),
+            None => None,
+        }
+    }
+}
+
+impl Unreported {
+    fn to_entry(&self) -> Entry {
+        Entry::new(&AgentFrame::Dropped {
+            session_id: self.session_id.clone(),
+            count: self.count,
+            reason: self.reason,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::tests::record;
+    use logfleet_protocol::Level;
+    use logfleet_protocol::agent::{Health, LogBatch, SourceCounts, decode};
+
+    fn logs(session: &str, first_seq: u64, n: u64) -> AgentFrame {
+        AgentFrame::Logs(LogBatch {
+            session_id: session.into(),
+            records: (first_seq..first_seq + n)
+                .map(|s| record(s, Level::Info, "app", "some message text"))
+                .collect(),
+        })
+    }
+
+    fn drain(outbox: &Outbox) -> Vec<AgentFrame> {
+        std::iter::from_fn(|| outbox.try_pop())
+            .map(|e| decode::<AgentFrame>(e.bytes()).unwrap())
+            .collect()
+    }
+
+    /// Describes frames compactly: "L:s1:10" (first seq), "D:s1:5:full", "M:120000".
+    fn describe(frames: &[AgentFrame]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| match f {
+                AgentFrame::Logs(b) => format!("L:{}:{}", b.session_id, b.records[0].seq),
+                AgentFrame::Dropped {
+                    session_id,
+                    count,
+                    reason,
+                } => format!(
+                    "D:{session_id}:{count}:{}",
+                    match reason {
+                        DropReason::AgentBufferFull => "full",
+                        DropReason::RateLimited => "rate",
+                        DropReason::ClientLagging => "lag",
+                    }
+                ),
+                AgentFrame::Metrics(m) => format!("M:{}", m.interval_ms),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn size_of(frame: &AgentFrame) -> usize {
+        encode(frame).len()
+    }
+
+    #[test]
+    fn overflow_drops_newest_and_reports_before_next_batch() {
+        let one = size_of(&logs("s1", 1, 10));
+        // Room for two batches and a drop report.
+        let outbox = Outbox::new(one * 2 + 40);
+        outbox.push(logs("s1", 1, 10));
+        outbox.push(logs("s1", 11, 10));
+        outbox.push(logs("s1", 21, 10)); // does not fit: dropped
+        outbox.push(logs("s2", 1, 5)); // other session, does not fit either
+        outbox.push(logs("s1", 31, 10)); // still no room
+        assert_eq!(outbox.buffered_bytes(), one * 2);
+        // Connection back: the uplink sends the first batch, making room.
+        let sent = outbox.try_pop().unwrap();
+        assert_eq!(describe(&[decode(sent.bytes()).unwrap()]), ["L:s1:1"]);
+        outbox.push(logs("s1", 41, 10));
+        assert_eq!(
+            describe(&drain(&outbox)),
+            ["L:s1:11", "D:s1:20:full", "L:s1:41", "D:s2:5:full"]
+        );
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn rate_limit_drops_queue_in_order_and_merge_on_overflow() {
+        let outbox = Outbox::new(1 << 20);
+        outbox.push(logs("s1", 1, 2));
+        outbox.push(AgentFrame::Dropped {
+            session_id: "s1".into(),
+            count: 3,
+            reason: DropReason::RateLimited,
+        });
+        outbox.push(logs("s1", 6, 2));
+        assert_eq!(
+            describe(&drain(&outbox)),
+            ["L:s1:1", "D:s1:3:rate", "L:s1:6"]
+        );
+
+        let tiny = Outbox::new(0);
+        for _ in 0..3 {
+            tiny.push(AgentFrame::Dropped {
+                session_id: "s1".into(),
+                count: 2,
+                reason: DropReason::RateLimited,
+            });
+        }
+        tiny.push(logs("s1", 1, 4));
+        assert_eq!(describe(&drain(&tiny)), ["D:s1:6:rate", "D:s1:4:full"]);
+    }
+
+    fn metrics(interval_ms: u32, lines: u64) -> AgentFrame {
+        AgentFrame::Metrics(Metrics {
+            timestamp_ms: i64::from(interval_ms),
+            interval_ms,
+            sources: vec![SourceCounts {
+                name: "app".into(),
+                levels: [0, 0, lines, 0, 0, 0],
+                bytes: lines * 10,
+            }],
+            health: Health::default(),
+        })
+    }
+
+    #[test]
+    fn metrics_are_capped_by_merging_the_oldest() {
+        let outbox = Outbox::new(0);
+        for _ in 0..MAX_QUEUED_METRICS + 2 {
+            outbox.push(metrics(1000, 1));
+        }
+        let frames = drain(&outbox);
+        assert_eq!(frames.len(), MAX_QUEUED_METRICS);
+        let AgentFrame::Metrics(first) = &frames[0] else {
+            panic!("expected metrics");
+        };
+        assert_eq!(first.interval_ms, 3000);
+        assert_eq!(first.sources[0].levels[2], 3);
+        let total: u64 = frames
+            .iter()
+            .map(|f| match f {
+                AgentFrame::Metrics(m) => m.sources[0].levels[2],
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(total, MAX_QUEUED_METRICS as u64 + 2, "no counts lost");
+    }
+
+    #[test]
+    fn failed_send_goes_back_to_the_front() {
+        let outbox = Outbox::new(1 << 20);
+        outbox.push(logs("s1", 1, 1));
+        outbox.push(logs("s1", 2, 1));
+        let entry = outbox.try_pop().unwrap();
+        outbox.push_front(entry);
+        assert_eq!(describe(&drain(&outbox)), ["L:s1:1", "L:s1:2"]);
+        assert_eq!(outbox.buffered_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn next_waits_for_a_push() {
+        let outbox = Outbox::new(1 << 20);
+        let waiter = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.next().await })
+        };
+        tokio::task::yield_now().await;
+        outbox.push(logs("s1", 7, 1));
+        let entry = waiter.await.unwrap();
+        assert_eq!(describe(&[decode(entry.bytes()).unwrap()]), ["L:s1:7"]);
+    }
+}

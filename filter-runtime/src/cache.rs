@@ -1,0 +1,196 @@
+//! Compiled components, kept so a session start never recompiles: in memory as ready-to-
+//! instantiate [`Prepared`] components, and on disk as `.cwasm` artifacts keyed by content
+//! digest and engine compatibility.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::bindings::FilterPre;
+use crate::sandbox::StoreState;
+
+/// Most compiled components kept in memory (≈ 2–3 MB each for a regex guest); the least
+/// recently used is dropped beyond that. Sessions already running keep theirs alive.
+pub(crate) const MAX_CACHED_COMPONENTS: usize = 64;
+
+/// `sha256:<hex>` of `bytes`.
+pub(crate) fn digest(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in Sha256::digest(bytes) {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// A component compiled, linked and type-checked against the world: instantiating it is a
+/// few microseconds.
+pub(crate) struct Prepared {
+    pub(crate) pre: FilterPre<StoreState>,
+}
+
+/// Ready components by digest, least-recently-used eviction.
+#[derive(Default)]
+pub(crate) struct MemoryCache {
+    entries: HashMap<String, (Arc<Prepared>, u64)>,
+    /// Use counter; an entry's stamp is the counter value at its last use.
+    clock: u64,
+}
+
+impl MemoryCache {
+    pub(crate) fn get(&mut self, digest: &str) -> Option<Arc<Prepared>> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(digest).map(|(prepared, used)| {
+            *used = clock;
+            Arc::clone(prepared)
+        })
+    }
+
+    pub(crate) fn insert(&mut self, digest: String, prepared: Arc<Prepared>) {
+        self.clock += 1;
+        if self.entries.len() >= MAX_CACHED_COMPONENTS && !self.entries.contains_key(&digest) {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(d, _)| d.clone());
+            if let Some(oldest) = oldest {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.entries.insert(digest, (prepared, self.clock));
+    }
+}
+
+/// `.cwasm` artifacts under one directory. File names carry the component digest and a hash
+/// of the engine's compatibility key (wasmtime version, features, config), so an artifact is
+/// only ever loaded into an engine that can run it. Writes are atomic (temp file + rename):
+/// a crash never leaves a truncated artifact under a real name.
+pub(crate) struct DiskCache {
+    dir: PathBuf,
+    engine_key: String,
+}
+
+impl DiskCache {
+    /// Opens (creating) `dir` for artifacts of `engine`.
+    pub(crate) fn open(dir: &Path, engine: &Engine) -> std::io::Result<DiskCache> {
+        fs::create_dir_all(dir)?;
+        let mut hasher = Sha256Hasher::default();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_key = digest(&hasher.0.finalize())["sha256:".len()..][..16].to_owned();
+        Ok(DiskCache {
+            dir: dir.to_owned(),
+            engine_key,
+        })
+    }
+
+    fn path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.dir.join(format!("{hex}-{}.cwasm", self.engine_key))
+    }
+
+    /// The artifact for `digest`, if this program compiled one for this engine earlier.
+    pub(crate) fn load(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        let path = self.path(digest);
+        if !path.is_file() {
+            return None;
+        }
+        match load_artifact(engine, &path) {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "discarding unusable cached filter artifact");
+                let _ = fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Saves `component` as the artifact for `digest`. Failures only cost a recompile later,
+    /// so they are logged, not returned.
+    pub(crate) fn store(&self, digest: &str, component: &Component) {
+        let path = self.path(digest);
+        let result = component
+            .serialize()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|bytes| write_atomically(&path, &bytes));
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled filter");
+        }
+    }
+}
+
+/// Loads a `.cwasm` written by [`DiskCache::store`].
+#[allow(unsafe_code)]
+fn load_artifact(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: `deserialize_file` trusts the file to be wasmtime's own output. Files under this
+    // name are only ever written by `DiskCache::store` (atomically, so never partial) in a
+    // cache directory private to this program, and their name pins the engine compatibility
+    // hash, so the artifact matches this engine. Bytes from the network are never loaded
+    // this way: uploads go through `Component::new`, which compiles.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+/// Writes `bytes` to `path` via a unique temp file in the same directory and a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("artifact");
+    let tmp = dir.join(format!(
+        ".{file_name}.{}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let result = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Feeds `Hash` output into SHA-256, giving a key that is stable across processes (std's
+/// `DefaultHasher` makes no such promise).
+#[derive(Default)]
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let hash = self.0.clone().finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_is_prefixed_hex_sha256() {
+        assert_eq!(
+            digest(b"abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

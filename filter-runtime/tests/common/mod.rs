@@ -1,0 +1,98 @@
+//! Shared helpers for the runtime's integration tests: records, runtimes, and the example and
+//! hostile plugins from `plugins/`, built once per test binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use logfleet_filter_runtime::{Runtime, RuntimeConfig};
+use logfleet_protocol::agent::Record;
+use logfleet_protocol::{Filters, Level, PluginRef};
+
+/// A record with the fields the built-ins look at; the rest fixed.
+pub fn record(level: Level, source: &str, message: &str) -> Record {
+    Record {
+        seq: 0,
+        timestamp_ms: 1_700_000_000_000,
+        level,
+        source: source.to_owned(),
+        file: format!("/var/log/{source}.log"),
+        line: 1,
+        message: message.to_owned(),
+    }
+}
+
+/// A runtime with short deadlines so hostile-plugin tests finish quickly, sharing one disk
+/// cache across tests and runs so components compile once.
+pub fn runtime() -> Runtime {
+    runtime_with_deadline(Duration::from_millis(50))
+}
+
+/// Like [`runtime`], with another per-call deadline.
+pub fn runtime_with_deadline(call_deadline: Duration) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        cache_dir: Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join("filter-cache")),
+        call_deadline,
+        memory_limit: 32 << 20,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime")
+}
+
+/// The `plugins/` guest workspace.
+pub fn plugins_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")
+}
+
+/// Builds `plugins/` (release, wasm32-wasip2) once per test binary; cargo makes later builds
+/// no-ops.
+fn build_plugins() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = plugins_dir();
+        let mut command = Command::new(env!("CARGO"));
+        command
+            .current_dir(&dir)
+            .args(["build", "--release", "--target", "wasm32-wasip2"]);
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME")
+                || k == "RUSTFLAGS"
+                || k.starts_with("RUSTC_")
+            {
+                command.env_remove(&key);
+            }
+        }
+        let status = command.status().expect("run cargo for plugins/");
+        assert!(status.success(), "building plugins/ failed");
+        dir.join("target/wasm32-wasip2/release")
+    })
+}
+
+/// The component bytes of plugin crate `name` (e.g. `hostile-loop`).
+pub fn plugin_bytes(name: &str) -> Vec<u8> {
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    std::fs::read(build_plugins().join(&file)).unwrap_or_else(|e| panic!("read {file}: {e}"))
+}
+
+/// A `PluginRef` for plugin crate `name` with `config`, digest filled in like the host does.
+pub fn plugin(name: &str, config: &str) -> (PluginRef, Vec<u8>) {
+    let bytes = plugin_bytes(name);
+    let plugin = PluginRef {
+        name: name.to_owned(),
+        config: config.to_owned(),
+        digest: logfleet_filter_runtime::digest(&bytes),
+    };
+    (plugin, bytes)
+}
+
+/// Filters with only the given plugins.
+pub fn with_plugins(plugins: Vec<PluginRef>) -> Filters {
+    Filters {
+        plugins,
+        ..Filters::default()
+    }
+}

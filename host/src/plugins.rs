@@ -1,0 +1,219 @@
+//! The plugin registry: filter components users upload, stored content-addressed under
+//! `<data-dir>/plugins/`, named per org, surviving restarts.
+//!
+//! Layout: `blobs/sha256-<hex>.wasm` holds each distinct component once; `index.json` maps
+//! org → name → digest and is replaced atomically (write, fsync, rename) on every change.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::Utc;
+use logfleet_protocol::rest::PluginInfo;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::time::rfc3339;
+
+/// Largest plugin component accepted.
+pub const MAX_PLUGIN_BYTES: usize = 16 * 1024 * 1024;
+/// Most plugins one org may store.
+pub const MAX_PLUGINS_PER_ORG: usize = 256;
+
+/// Why a plugin operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin is {0} bytes; the limit is {MAX_PLUGIN_BYTES}")]
+    TooLarge(usize),
+    #[error("this org already stores {MAX_PLUGINS_PER_ORG} plugins; delete one first")]
+    TooMany,
+    #[error("no plugin '{0}'")]
+    NotFound(String),
+    #[error("plugin storage: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("plugin index is corrupt: {0}")]
+    Index(#[from] serde_json::Error),
+}
+
+/// Shared handle to the registry.
+#[derive(Clone)]
+pub struct Plugins {
+    inner: Arc<Mutex<Store>>,
+}
+
+struct Store {
+    dir: PathBuf,
+    index: Index,
+}
+
+/// What `index.json` holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
+    orgs: BTreeMap<String, BTreeMap<String, PluginInfo>>,
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn digest_of(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in hash {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+impl Plugins {
+    /// Opens (creating if needed) the registry under `data_dir/plugins`.
+    pub fn open(data_dir: &Path) -> Result<Plugins, PluginError> {
+        let dir = data_dir.join("plugins");
+        std::fs::create_dir_all(dir.join("blobs"))?;
+        let index = match std::fs::read(dir.join("index.json")) {
+            Ok(bytes) => serde_json::from_slice(&bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Index::default(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Plugins {
+            inner: Arc::new(Mutex::new(Store { dir, index })),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores an already validated component under `name` for `org`, replacing any previous
+    /// version of that name.
+    pub fn put(&self, org: &str, name: &str, bytes: &[u8]) -> Result<PluginInfo, PluginError> {
+        if bytes.len() > MAX_PLUGIN_BYTES {
+            return Err(PluginError::TooLarge(bytes.len()));
+        }
+        let digest = digest_of(bytes);
+        let mut store = self.lock();
+        let count = store.index.orgs.get(org).map_or(0, |m| m.len());
+        let exists = store
+            .index
+            .orgs
+            .get(org)
+            .is_some_and(|m| m.contains_key(name));
+        if !exists && count >= MAX_PLUGINS_PER_ORG {
+            return Err(PluginError::TooMany);
+        }
+        let blob = store.blob_path(&digest);
+        if !blob.exists() {
+            write_atomic(&blob, bytes)?;
+        }
+        let info = PluginInfo {
+            name: name.to_owned(),
+            digest,
+            size: bytes.len() as u64,
+            uploaded_at: rfc3339(Utc::now()),
+        };
+        store
+            .index
+            .orgs
+            .entry(org.to_owned())
+            .or_default()
+            .insert(name.to_owned(), info.clone());
+        store.save()?;
+        Ok(info)
+    }
+
+    pub fn list(&self, org: &str) -> Vec<PluginInfo> {
+        self.lock()
+            .index
+            .orgs
+            .get(org)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn get(&self, org: &str, name: &str) -> Option<PluginInfo> {
+        self.lock().index.orgs.get(org)?.get(name).cloned()
+    }
+
+    /// Removes `name` from `org`. The blob stays while another name or org refers to it.
+    pub fn delete(&self, org: &str, name: &str) -> Result<PluginInfo, PluginError> {
+        let mut store = self.lock();
+        let info = store
+            .index
+            .orgs
+            .get_mut(org)
+            .and_then(|m| m.remove(name))
+            .ok_or_else(|| PluginError::NotFound(name.to_owned()))?;
+        store.save()?;
+        let still_used = store
+            .index
+            .orgs
+            .values()
+            .flat_map(|m| m.values())
+            .any(|p| p.digest == info.digest);
+        if !still_used {
+            let _ = std::fs::remove_file(store.blob_path(&info.digest));
+        }
+        Ok(info)
+    }
+
+    /// The bytes of a component `org` stores under some name, for an agent of that org.
+    pub fn bytes_for(&self, org: &str, digest: &str) -> Option<Vec<u8>> {
+        let store = self.lock();
+        let owned = store
+            .index
+            .orgs
+            .get(org)?
+            .values()
+            .any(|p| p.digest == digest);
+        if !owned {
+            return None;
+        }
+        std::fs::read(store.blob_path(digest)).ok()
+    }
+}
+
+impl Store {
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir.join("blobs").join(format!("sha256-{hex}.wasm"))
+    }
+
+    fn save(&self) -> Result<(), PluginError> {
+        let json = serde_json::to_vec_pretty(&self.index)?;
+        write_atomic(&self.dir.join("index.json"), &json)?;
+        Ok(())
+    }
+}
+
+/// Writes via a temp file and rename, so a crash never leaves a half-written file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_survives_reopen_and_isolates_orgs() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = Plugins::open(dir.path()).unwrap();
+        let info = plugins.put("acme", "redact", b"component").unwrap();
+        assert!(info.digest.starts_with("sha256:") && info.digest.len() == 71);
+        assert_eq!(plugins.bytes_for("acme", &info.digest).unwrap(), b"component");
+        assert!(plugins.bytes_for("globex", &info.digest).is_none());
+
+        let reopened = Plugins::open(dir.path()).unwrap();
+        assert_eq!(reopened.list("acme"), vec![info.clone()]);
+        assert!(reopened.list("globex").is_empty());
+        reopened.delete("acme", "redact").unwrap();
+        assert!(reopened.get("acme", "redact").is_none());
+        assert!(matches!(
+            reopened.delete("acme", "redact"),
+            Err(PluginError::NotFound(_))
+        ));
+    }
+}
