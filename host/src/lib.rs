@@ -8,6 +8,7 @@
 //! - [`registry`]: connected agents, their metadata, metrics and command queues.
 //! - [`session`]: active sessions and their expiry.
 //! - [`fanout`]: one session's messages to many WebSocket clients; the replay buffer.
+//! - [`plugins`]: the plugin registry, content-addressed on disk.
 //! - [`api`]: the handlers, one module per resource.
 
 pub mod api;
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod plugins;
 pub mod registry;
 pub mod server;
 pub mod session;

@@ -10,21 +10,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
+use logfleet_filter_runtime::{MAX_COMPONENT_BYTES, digest};
 use logfleet_protocol::rest::PluginInfo;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::time::rfc3339;
 
-/// Largest plugin component accepted.
-pub const MAX_PLUGIN_BYTES: usize = 16 * 1024 * 1024;
 /// Most plugins one org may store.
 pub const MAX_PLUGINS_PER_ORG: usize = 256;
 
 /// Why a plugin operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("plugin is {0} bytes; the limit is {MAX_PLUGIN_BYTES}")]
+    #[error("plugin is {0} bytes; the limit is {MAX_COMPONENT_BYTES}")]
     TooLarge(usize),
     #[error("this org already stores {MAX_PLUGINS_PER_ORG} plugins; delete one first")]
     TooMany,
@@ -53,17 +51,6 @@ struct Index {
     orgs: BTreeMap<String, BTreeMap<String, PluginInfo>>,
 }
 
-/// `sha256:<hex>` of some bytes.
-pub fn digest_of(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256:");
-    for b in hash {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
-
 impl Plugins {
     /// Opens (creating if needed) the registry under `data_dir/plugins`.
     pub fn open(data_dir: &Path) -> Result<Plugins, PluginError> {
@@ -86,10 +73,10 @@ impl Plugins {
     /// Stores an already validated component under `name` for `org`, replacing any previous
     /// version of that name.
     pub fn put(&self, org: &str, name: &str, bytes: &[u8]) -> Result<PluginInfo, PluginError> {
-        if bytes.len() > MAX_PLUGIN_BYTES {
+        if bytes.len() > MAX_COMPONENT_BYTES {
             return Err(PluginError::TooLarge(bytes.len()));
         }
-        let digest = digest_of(bytes);
+        let digest = digest(bytes);
         let mut store = self.lock();
         let count = store.index.orgs.get(org).map_or(0, |m| m.len());
         let exists = store
@@ -203,7 +190,10 @@ mod tests {
         let plugins = Plugins::open(dir.path()).unwrap();
         let info = plugins.put("acme", "redact", b"component").unwrap();
         assert!(info.digest.starts_with("sha256:") && info.digest.len() == 71);
-        assert_eq!(plugins.bytes_for("acme", &info.digest).unwrap(), b"component");
+        assert_eq!(
+            plugins.bytes_for("acme", &info.digest).unwrap(),
+            b"component"
+        );
         assert!(plugins.bytes_for("globex", &info.digest).is_none());
 
         let reopened = Plugins::open(dir.path()).unwrap();

@@ -6,17 +6,19 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
+use logfleet_filter_runtime::{Runtime, RuntimeConfig};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::api::{agent_link, agents, health, stream, ws};
+use crate::api::{agent_link, agents, health, plugins, stream, ws};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::plugins::Plugins;
 use crate::registry::Agents;
 use crate::session::Sessions;
-use crate::state::{AppState, Stats};
+use crate::state::{AppState, MAX_CONCURRENT_VALIDATIONS, Stats};
 
 /// How long shutdown waits for WebSocket connections to send their closing messages.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -34,6 +36,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/agents/{id}", get(agents::get))
         .route("/api/v1/agents/{id}/metrics", get(agents::metrics))
         .route("/api/v1/agent/connect", get(agent_link::agent_connect))
+        .route("/api/v1/plugins", post(plugins::upload).get(plugins::list))
+        .route("/api/v1/plugins/{name}", delete(plugins::delete))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -53,6 +57,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let plugins = Plugins::open(&config.data_dir).map_err(std::io::Error::other)?;
+    let runtime = Runtime::new(RuntimeConfig::default()).map_err(std::io::Error::other)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (guard_tx, mut all_closed) = mpsc::channel::<()>(1);
     let agents = Agents::default();
@@ -63,6 +69,9 @@ pub async fn serve(
         agents: agents.clone(),
         sessions: sessions.clone(),
         stats: Arc::new(Stats::default()),
+        plugins,
+        runtime,
+        validations: Arc::new(Semaphore::new(MAX_CONCURRENT_VALIDATIONS)),
         shutdown: shutdown_rx,
         connection_guard: guard_tx,
     };

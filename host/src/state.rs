@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{mpsc, watch};
+use logfleet_filter_runtime::Runtime;
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::plugins::Plugins;
 use crate::registry::Agents;
 use crate::session::Sessions;
 
@@ -18,12 +20,20 @@ pub struct AppState {
     pub agents: Agents,
     pub sessions: Sessions,
     pub stats: Arc<Stats>,
+    pub plugins: Plugins,
+    /// Validates plugin uploads (compiles them; caches nothing).
+    pub runtime: Runtime,
+    /// Bounds how many uploads compile at once (see [`MAX_CONCURRENT_VALIDATIONS`]).
+    pub validations: Arc<Semaphore>,
     /// Flips to `true` when the host shuts down; long-lived connections watch it.
     pub shutdown: watch::Receiver<bool>,
     /// Held by every long-lived connection task; shutdown waits until all are dropped
     /// (mini-redis's `shutdown_complete` pattern).
     pub connection_guard: mpsc::Sender<()>,
 }
+
+/// Plugin uploads compiled at once; each takes up to a second of a core.
+pub const MAX_CONCURRENT_VALIDATIONS: usize = 2;
 
 /// Counters exported on `/metrics`.
 #[derive(Debug, Default)]

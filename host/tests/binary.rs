@@ -33,7 +33,7 @@ fn refuses_a_short_secret() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("at least 32 bytes"), "stderr: {err}");
+    assert!(err.contains("at least 32 are required"), "stderr: {err}");
 }
 
 #[test]

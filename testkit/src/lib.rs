@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use logfleet_host::auth::{Auth, Role};
 use logfleet_host::config::{Config, LimitConfig, Tuning};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -203,6 +203,11 @@ impl Api {
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    pub async fn send_delete(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
             .await
     }
 
@@ -409,6 +414,47 @@ impl Default for LogDir {
     }
 }
 
+/// The `plugins/` guest workspace (example and hostile plugins).
+pub fn plugins_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")
+}
+
+/// Builds `plugins/` (release, wasm32-wasip2) once per test binary; cargo makes later builds
+/// no-ops. The nested cargo must not inherit this build's CARGO_* and RUSTFLAGS settings.
+fn built_plugins() -> &'static Path {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = plugins_dir();
+        let mut command = std::process::Command::new(env!("CARGO"));
+        command
+            .current_dir(&dir)
+            .args(["build", "--release", "--target", "wasm32-wasip2"]);
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME")
+                || k == "RUSTFLAGS"
+                || k.starts_with("RUSTC_")
+            {
+                command.env_remove(&key);
+            }
+        }
+        let status = command.status().expect("run cargo for plugins/");
+        assert!(status.success(), "building plugins/ failed");
+        dir.join("target/wasm32-wasip2/release")
+    })
+}
+
+/// The component file of plugin crate `name` (e.g. `redact`, `hostile-loop`).
+pub fn plugin_path(name: &str) -> PathBuf {
+    built_plugins().join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// The component bytes of plugin crate `name`.
+pub fn plugin_bytes(name: &str) -> Vec<u8> {
+    let path = plugin_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
 /// A session WebSocket client.
 pub struct WsClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -506,5 +552,108 @@ impl WsClient {
 
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+}
+
+/// A whole stack for end-to-end tests: a host, one agent `edge-1` of org `acme` tailing
+/// `nginx.log` (source `nginx`, two lines already in it) and `api.log` (source `api-gateway`),
+/// and user `alice` of `acme`.
+pub struct Stack {
+    pub host: TestHost,
+    pub agent: Option<InProcessAgent>,
+    pub logs: LogDir,
+    pub api: Api,
+    pub agent_id: Uuid,
+}
+
+impl Stack {
+    pub async fn new() -> Stack {
+        let host = TestHost::start().await;
+        let logs = LogDir::new();
+        logs.create("nginx.log", &["old line 1", "old line 2"]);
+        logs.create("api.log", &[]);
+        let agent_id = Uuid::new_v4();
+        let api = host.api("acme", "alice");
+        let mut fx = Stack {
+            host,
+            agent: None,
+            logs,
+            api,
+            agent_id,
+        };
+        fx.start_agent().await;
+        fx
+    }
+
+    pub async fn start_agent(&mut self) {
+        let token = self.host.agent_token("acme", self.agent_id, "edge-1");
+        let nginx = self.logs.path("nginx.log");
+        let api = self.logs.path("api.log");
+        let config = agent_config(
+            &self.host,
+            token,
+            &[("nginx", &nginx), ("api-gateway", &api)],
+        );
+        self.agent = Some(InProcessAgent::start(config));
+        self.api
+            .wait_agent_status(&self.agent_id.to_string(), "online")
+            .await;
+    }
+
+    pub async fn stop_agent(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            agent.stop().await;
+        }
+    }
+
+    /// Starts a 300 s session on the agent with `extra` merged into the request body.
+    pub async fn start(&self, extra: Value) -> Value {
+        let mut body = json!({"agent_id": self.agent_id, "timeout_seconds": 300});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        self.api.start_session(body).await
+    }
+
+    pub async fn client(&self, session: &Value) -> WsClient {
+        WsClient::connect(
+            session["websocket_url"].as_str().expect("websocket_url"),
+            self.api.token(),
+            None,
+        )
+        .await
+    }
+
+    /// Appends probe lines (made by `probe`) to `file` until `client` receives one, so the
+    /// session is known to be active on the agent; then reads up to the last probe written.
+    /// Returns that probe's text, for other clients to skip to.
+    pub async fn sync(
+        &self,
+        file: &str,
+        probe: impl Fn(usize) -> String,
+        client: &mut WsClient,
+    ) -> String {
+        for n in 0..200 {
+            let line = probe(n);
+            self.logs.append(file, &[&line]).await;
+            if let Ok(msg) = client.next(Duration::from_millis(100)).await {
+                assert_eq!(msg["type"], "log", "unexpected {msg}");
+                if msg["message"] != line {
+                    skip_until(client, &line).await;
+                }
+                return line;
+            }
+        }
+        panic!("session never became active on the agent");
+    }
+}
+
+/// Reads log messages until one whose message is `text`.
+pub async fn skip_until(client: &mut WsClient, text: &str) {
+    loop {
+        let msg = client.expect().await;
+        if msg["message"] == text {
+            return;
+        }
     }
 }

@@ -3,9 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::Duration;
 
 use logfleet_filter_runtime::{Runtime, RuntimeConfig};
@@ -42,41 +40,7 @@ pub fn runtime_with_deadline(call_deadline: Duration) -> Runtime {
     .expect("runtime")
 }
 
-/// The `plugins/` guest workspace.
-pub fn plugins_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")
-}
-
-/// Builds `plugins/` (release, wasm32-wasip2) once per test binary; cargo makes later builds
-/// no-ops.
-fn build_plugins() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = plugins_dir();
-        let mut command = Command::new(env!("CARGO"));
-        command
-            .current_dir(&dir)
-            .args(["build", "--release", "--target", "wasm32-wasip2"]);
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if (k.starts_with("CARGO_") && k != "CARGO_HOME")
-                || k == "RUSTFLAGS"
-                || k.starts_with("RUSTC_")
-            {
-                command.env_remove(&key);
-            }
-        }
-        let status = command.status().expect("run cargo for plugins/");
-        assert!(status.success(), "building plugins/ failed");
-        dir.join("target/wasm32-wasip2/release")
-    })
-}
-
-/// The component bytes of plugin crate `name` (e.g. `hostile-loop`).
-pub fn plugin_bytes(name: &str) -> Vec<u8> {
-    let file = format!("{}.wasm", name.replace('-', "_"));
-    std::fs::read(build_plugins().join(&file)).unwrap_or_else(|e| panic!("read {file}: {e}"))
-}
+pub use testkit::{plugin_bytes, plugins_dir};
 
 /// A `PluginRef` for plugin crate `name` with `config`, digest filled in like the host does.
 pub fn plugin(name: &str, config: &str) -> (PluginRef, Vec<u8>) {

@@ -11,7 +11,6 @@ use logfleet_protocol::agent::{
     self, AgentFrame, Hello, HostFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION, Record,
 };
 use logfleet_protocol::client::{ClientMessage, Control, LogMessage, Metadata};
-use uuid::Uuid;
 
 use crate::api::ws::close_gracefully;
 use crate::auth::AgentIdentity;
@@ -88,7 +87,7 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
                 Some(Ok(Message::Binary(bytes))) => {
                     last_heard = Instant::now();
                     match agent::decode::<AgentFrame>(&bytes) {
-                        Ok(frame) => handle_frame(&state, ident.id, frame),
+                        Ok(frame) => handle_frame(&state, &ident, frame),
                         Err(e) => tracing::warn!(agent = %ident.id, error = %e, "bad frame from agent"),
                     }
                 }
@@ -141,7 +140,8 @@ async fn read_hello(socket: &mut WebSocket) -> Result<Hello, String> {
     }
 }
 
-fn handle_frame(state: &AppState, agent_id: Uuid, frame: AgentFrame) {
+fn handle_frame(state: &AppState, ident: &AgentIdentity, frame: AgentFrame) {
+    let agent_id = ident.id;
     match frame {
         AgentFrame::Hello(_) => {}
         AgentFrame::Metrics(m) => state.agents.record_metrics(agent_id, &m),
@@ -175,13 +175,15 @@ fn handle_frame(state: &AppState, agent_id: Uuid, frame: AgentFrame) {
             }
         }
         AgentFrame::FetchPlugin { digest } => {
-            state.agents.send(
-                agent_id,
-                HostFrame::PluginUnavailable {
+            // Only components of the agent's own org; the agent verifies the digest again.
+            let reply = match state.plugins.bytes_for(&ident.org, &digest) {
+                Some(bytes) => HostFrame::Plugin { digest, bytes },
+                None => HostFrame::PluginUnavailable {
                     digest,
-                    message: "this host has no plugin registry".to_owned(),
+                    message: "no such plugin in this org (deleted?)".to_owned(),
                 },
-            );
+            };
+            state.agents.send(agent_id, reply);
         }
     }
 }

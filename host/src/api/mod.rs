@@ -5,5 +5,6 @@ pub mod agent_link;
 pub mod agents;
 pub mod body;
 pub mod health;
+pub mod plugins;
 pub mod stream;
 pub mod ws;

@@ -16,6 +16,7 @@ use super::body::JsonBody;
 use crate::auth::User;
 use crate::config::{Config, LimitConfig};
 use crate::error::ApiError;
+use crate::plugins::Plugins;
 use crate::session::{NewSession, SessionView};
 use crate::state::AppState;
 use crate::time::rfc3339;
@@ -43,7 +44,7 @@ pub async fn start(
             format!("agent '{}' is offline", agent.name),
         ));
     }
-    let filters = resolve_plugins(filters)?;
+    let filters = resolve_plugins(filters, &state.plugins, &claims.org)?;
     let view = state.sessions.start(NewSession {
         org: claims.org,
         created_by: claims.sub,
@@ -128,14 +129,25 @@ fn effective_limits(asked: Option<&Limits>, cfg: &LimitConfig) -> Result<RateLim
     })
 }
 
-/// Resolves each plugin name to the stored component's digest.
-fn resolve_plugins(filters: Filters) -> Result<Filters, ApiError> {
-    if let Some(p) = filters.plugins.first() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "plugin_not_found",
-            format!("no plugin '{}'", p.name),
-        ));
+/// Pins each plugin name to the digest stored now, so the agent runs exactly that component
+/// even if the name is re-uploaded during the session.
+fn resolve_plugins(
+    mut filters: Filters,
+    plugins: &Plugins,
+    org: &str,
+) -> Result<Filters, ApiError> {
+    for p in &mut filters.plugins {
+        let info = plugins.get(org, &p.name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "plugin_not_found",
+                format!(
+                    "no plugin '{}'; upload it with POST /api/v1/plugins?name={}",
+                    p.name, p.name
+                ),
+            )
+        })?;
+        p.digest = info.digest;
     }
     Ok(filters)
 }

@@ -1,0 +1,118 @@
+//! `POST /api/v1/plugins?name=NAME`, `GET /api/v1/plugins`, `DELETE /api/v1/plugins/{name}`.
+//!
+//! An upload is the component's bytes. It is validated by compiling it against the
+//! `logfleet:filter@1.0.0` world before it is stored, so a session never names a plugin that
+//! cannot run.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
+use logfleet_filter_runtime::MAX_COMPONENT_BYTES;
+use logfleet_protocol::filters::valid_plugin_name;
+use logfleet_protocol::rest::{PluginList, PluginResponse};
+
+use crate::auth::{User, query_param};
+use crate::error::ApiError;
+use crate::plugins::PluginError;
+use crate::state::AppState;
+
+pub async fn upload(
+    State(state): State<AppState>,
+    User(claims): User,
+    uri: Uri,
+    body: Body,
+) -> Result<(StatusCode, Json<PluginResponse>), ApiError> {
+    let name = query_param(&uri, "name").ok_or_else(|| {
+        ApiError::bad_request("invalid_request", "missing ?name=NAME for the plugin")
+    })?;
+    if !valid_plugin_name(&name) {
+        return Err(ApiError::bad_request(
+            "invalid_plugin",
+            format!(
+                "invalid plugin name '{name}' (1..=64 of a-z, 0-9, '-', '_', starting with a letter or digit)"
+            ),
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_COMPONENT_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("a plugin must be at most {MAX_COMPONENT_BYTES} bytes"),
+            )
+        })?;
+    // Compiling takes up to a second of CPU: bounded concurrency, off the async workers.
+    let permit = state
+        .validations
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "shutting down",
+            )
+        })?;
+    let runtime = state.runtime.clone();
+    let checked = bytes.clone();
+    let verdict = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        runtime.validate(&checked)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    verdict.map_err(|e| ApiError::bad_request("invalid_plugin", e.to_string()))?;
+    let plugin = state
+        .plugins
+        .put(&claims.org, &name, &bytes)
+        .map_err(plugin_error)?;
+    tracing::info!(org = %claims.org, %name, digest = %plugin.digest, "plugin stored");
+    Ok((StatusCode::CREATED, Json(PluginResponse { plugin })))
+}
+
+pub async fn list(State(state): State<AppState>, User(claims): User) -> Json<PluginList> {
+    let plugins = state.plugins.list(&claims.org);
+    Json(PluginList {
+        total: plugins.len(),
+        plugins,
+    })
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    User(claims): User,
+    Path(name): Path<String>,
+) -> Result<Json<PluginResponse>, ApiError> {
+    let plugin = state
+        .plugins
+        .delete(&claims.org, &name)
+        .map_err(plugin_error)?;
+    Ok(Json(PluginResponse { plugin }))
+}
+
+fn plugin_error(e: PluginError) -> ApiError {
+    match e {
+        PluginError::NotFound(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "plugin_not_found", e.to_string())
+        }
+        PluginError::TooLarge(_) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            e.to_string(),
+        ),
+        PluginError::TooMany => {
+            ApiError::new(StatusCode::CONFLICT, "too_many_plugins", e.to_string())
+        }
+        PluginError::Io(_) | PluginError::Index(_) => {
+            tracing::error!(error = %e, "plugin storage failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                e.to_string(),
+            )
+        }
+    }
+}
