@@ -3,9 +3,14 @@
 //!
 //! Settings come in layers ([`Settings`]): the `--config` file, then flags (and their env
 //! variables) on top. [`Settings::into_config`] checks the result and fills in defaults.
+//!
+//! The cache directory ([`resolve_cache_dir`]) holds compiled filter components and plugins
+//! fetched from the host, so restarts and new sessions neither recompile nor refetch.
 
+use std::ffi::OsString;
 use std::fmt;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -17,6 +22,8 @@ pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(60);
 pub const MAX_SOURCE_NAME_BYTES: usize = logfleet_protocol::filters::MAX_SOURCE_BYTES;
 /// Path of the agent endpoint under the host's base URL.
 pub const CONNECT_PATH: &str = "/api/v1/agent/connect";
+/// The agent's directory under the user's cache home (`$XDG_CACHE_HOME`, `~/.cache`).
+pub const CACHE_DIR_NAME: &str = "logfleet";
 
 /// Everything [`crate::run`] needs.
 #[derive(Clone)]
@@ -96,8 +103,8 @@ impl FromStr for SourceConfig {
     }
 }
 
-/// Intervals and bounds that operators rarely touch but tests need to shrink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Intervals, bounds and paths that operators rarely touch but tests need to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tuning {
     /// How often each tailed file is checked for new data, rotation and truncation.
     pub poll_interval: Duration,
@@ -111,6 +118,9 @@ pub struct Tuning {
     pub batch_interval: Duration,
     /// Bound on the uplink buffer (encoded frames waiting for the host), in bytes.
     pub buffer_bytes: usize,
+    /// Where compiled filters and fetched plugins are cached (`--cache-dir`, `cache_dir`,
+    /// `LOGFLEET_CACHE_DIR`). `None`: the default location, see [`resolve_cache_dir`].
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for Tuning {
@@ -122,6 +132,7 @@ impl Default for Tuning {
             reconnect_max: Duration::from_secs(30),
             batch_interval: Duration::from_millis(20),
             buffer_bytes: 16 * 1024 * 1024,
+            cache_dir: None,
         }
     }
 }
@@ -134,6 +145,7 @@ pub struct Settings {
     pub name: Option<String>,
     pub metrics_interval: Option<Duration>,
     pub sources: Vec<SourceConfig>,
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// The TOML file as written; unknown keys are refused so typos are not silently ignored.
@@ -144,6 +156,7 @@ struct FileConfig {
     token: Option<String>,
     name: Option<String>,
     metrics_interval: Option<String>,
+    cache_dir: Option<PathBuf>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -198,6 +211,7 @@ impl Settings {
             token: file.token,
             name: file.name,
             metrics_interval,
+            cache_dir: file.cache_dir,
             sources: file
                 .source
                 .into_iter()
@@ -224,11 +238,16 @@ impl Settings {
             name: top.name.or(self.name),
             metrics_interval: top.metrics_interval.or(self.metrics_interval),
             sources: self.sources,
+            cache_dir: top.cache_dir.or(self.cache_dir),
         }
     }
 
-    /// Checks the merged settings and fills defaults (name: the machine's hostname).
-    pub fn into_config(self, tuning: Tuning) -> Result<Config, ConfigError> {
+    /// Checks the merged settings and fills defaults (name: the machine's hostname). A
+    /// `cache_dir` setting overrides `tuning.cache_dir`.
+    pub fn into_config(self, mut tuning: Tuning) -> Result<Config, ConfigError> {
+        if let Some(dir) = self.cache_dir {
+            tuning.cache_dir = Some(dir);
+        }
         let host = self
             .host
             .filter(|h| !h.trim().is_empty())
@@ -290,6 +309,67 @@ pub fn parse_duration(key: &'static str, value: &str) -> Result<Duration, Config
         value: value.to_owned(),
         reason: e.to_string(),
     })
+}
+
+/// The default cache directories, in order of preference: `$XDG_CACHE_HOME/logfleet`, then
+/// `$HOME/.cache/logfleet` (relative values are ignored, as the XDG spec says).
+pub fn default_cache_dirs() -> Vec<PathBuf> {
+    cache_dirs_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
+}
+
+fn cache_dirs_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Vec<PathBuf> {
+    let xdg = xdg_cache_home
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .map(|p| p.join(CACHE_DIR_NAME));
+    let home = home
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .map(|p| p.join(".cache").join(CACHE_DIR_NAME));
+    xdg.into_iter().chain(home).collect()
+}
+
+/// The cache directory to use, created (private to the user) and checked writable. An
+/// explicitly configured directory must work (a clear startup error otherwise). The default
+/// locations are tried in turn; if none is writable the agent runs without a disk cache
+/// (logged): it then recompiles filters and refetches plugins after every restart.
+/// Blocking: call it off the executor.
+pub fn resolve_cache_dir(configured: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    if let Some(dir) = configured {
+        prepare_cache_dir(dir).map_err(|error| ConfigError::CacheDir {
+            path: dir.display().to_string(),
+            error,
+        })?;
+        return Ok(Some(dir.to_owned()));
+    }
+    let candidates = default_cache_dirs();
+    for dir in &candidates {
+        match prepare_cache_dir(dir) {
+            Ok(()) => return Ok(Some(dir.clone())),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cache directory not usable");
+            }
+        }
+    }
+    tracing::warn!(
+        tried = ?candidates,
+        "no writable cache directory (set --cache-dir or LOGFLEET_CACHE_DIR); filters will be \
+         compiled and plugins fetched again after every restart"
+    );
+    Ok(None)
+}
+
+/// Creates `dir` (owner-only on Unix: compiled artifacts there are loaded as native code)
+/// and proves it writable with a probe file.
+fn prepare_cache_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }
 
 /// The WebSocket URL of the agent endpoint for a host base URL: `http` maps to `ws`, `https`
@@ -359,6 +439,8 @@ pub enum ConfigError {
     BadSourcePath { path: String, reason: String },
     #[error("invalid host URL '{host}': {reason}")]
     BadHost { host: String, reason: String },
+    #[error("cannot use cache directory {path}: {error}")]
+    CacheDir { path: String, error: std::io::Error },
 }
 
 #[cfg(test)]
@@ -416,6 +498,7 @@ mod tests {
             name: Some("file-name".into()),
             metrics_interval: Some(Duration::from_secs(10)),
             sources: vec![SourceConfig::new("a", "/a"), SourceConfig::new("b", "/b")],
+            cache_dir: Some("/file/cache".into()),
         };
         let flags = Settings {
             host: Some("http://flag".into()),
@@ -423,6 +506,7 @@ mod tests {
             name: None,
             metrics_interval: None,
             sources: vec![SourceConfig::new("b", "/b2"), SourceConfig::new("c", "/c")],
+            cache_dir: Some("/flag/cache".into()),
         };
         let c = file
             .overridden_by(flags)
@@ -432,6 +516,7 @@ mod tests {
         assert_eq!(c.token, "file-token");
         assert_eq!(c.name, "file-name");
         assert_eq!(c.metrics_interval, Duration::from_secs(10));
+        assert_eq!(c.tuning.cache_dir, Some(PathBuf::from("/flag/cache")));
         assert_eq!(
             c.sources,
             vec![
@@ -525,6 +610,40 @@ mod tests {
         ] {
             assert!(connect_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cache_dir_defaults_and_resolution() {
+        let dirs = cache_dirs_from(Some("/xdg".into()), Some("/home/u".into()));
+        assert_eq!(
+            dirs,
+            [
+                PathBuf::from("/xdg/logfleet"),
+                PathBuf::from("/home/u/.cache/logfleet")
+            ]
+        );
+        let dirs = cache_dirs_from(Some("relative".into()), Some("/home/u".into()));
+        assert_eq!(dirs, [PathBuf::from("/home/u/.cache/logfleet")]);
+        assert!(cache_dirs_from(None, None).is_empty());
+
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        assert_eq!(resolve_cache_dir(Some(&dir)).unwrap(), Some(dir.clone()));
+        assert!(dir.is_dir());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "private to the user: {mode:o}");
+        }
+        // A configured directory that cannot be used is a startup error.
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let err = resolve_cache_dir(Some(&file.join("x"))).unwrap_err();
+        assert!(matches!(err, ConfigError::CacheDir { .. }), "{err}");
+
+        let s = Settings::from_toml("cache_dir = \"/var/cache/logfleet\"").unwrap();
+        assert_eq!(s.cache_dir, Some(PathBuf::from("/var/cache/logfleet")));
     }
 
     #[test]

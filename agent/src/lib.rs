@@ -4,7 +4,10 @@
 //! ```text
 //! files ─► tail (thread) ─► pipeline (task): seq, level, metrics, sessions ─► outbox ─► uplink (task) ─► host
 //!                                  ▲                                                     │
-//!                                  └───────────── Start / Stop / Sessions ◄──────────────┘
+//!                                  └──── Start / Stop / Sessions / Plugin frames ◄───────┘
+//!
+//! starting a session:  pipeline ─► loader (task) ─► FetchPlugin ─► outbox ─► host
+//!                      host ─► Plugin ─► pipeline ─► loader ─► build (blocking thread) ─► chain ready ─► pipeline
 //! ```
 //!
 //! Where things live:
@@ -13,7 +16,10 @@
 //! - [`tail`]: the polling file tailer (rotation, truncation, line numbers).
 //! - [`parse`]: level detection for one line.
 //! - [`metrics`]: per-source counts and the agent's health report.
-//! - [`filter`]: the [`FilterChain`](filter::FilterChain) interface and the native chain.
+//! - [`filter`]: session chains over the WebAssembly filter runtime ([`ChainBuilder`]).
+//! - [`plugins`]: plugin components fetched from the host, cached by digest.
+//! - [`loader`]: preparing a starting session's chain (plugin fetches, off-thread builds).
+//! - [`filter_test`]: the `filter-test` command: a session's filters over stdin.
 //! - [`ratelimit`]: per-session token buckets.
 //! - [`session`]: one session's chain, rate limit and pending batch.
 //! - [`pipeline`]: the task owning all sessions and metrics.
@@ -24,10 +30,13 @@
 
 pub mod config;
 pub mod filter;
+pub mod filter_test;
+pub mod loader;
 pub mod metrics;
 pub mod outbox;
 pub mod parse;
 pub mod pipeline;
+pub mod plugins;
 pub mod ratelimit;
 pub mod session;
 pub mod tail;
@@ -37,17 +46,19 @@ mod time;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use logfleet_protocol::agent::{Hello, PROTOCOL_VERSION};
 use logfleet_protocol::rest::SourceInfo;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use config::{Config, ConfigError, Settings, SourceConfig, Tuning};
-pub use filter::{ChainBuilder, NativeChainBuilder};
+pub use filter::ChainBuilder;
 
+use filter::RuntimeError;
+use loader::ChainLoader;
 use outbox::Outbox;
 use pipeline::{HOST_CHANNEL_CAPACITY, Pipeline};
 use tail::{TAIL_CHANNEL_BATCHES, TailStats};
@@ -65,32 +76,56 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     #[error("cannot start the tailer thread: {0}")]
     Tailer(#[source] std::io::Error),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("agent startup was interrupted: {0}")]
+    Startup(tokio::task::JoinError),
 }
 
-/// Runs the agent with the native filter chain until `shutdown` resolves.
+/// Runs the agent until `shutdown` resolves: the WebAssembly filter runtime with the agent's
+/// bounds, caching under `config.tuning.cache_dir` (or the default location; see
+/// [`config::resolve_cache_dir`]). See [`run_with`].
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    run_with(config, Arc::new(NativeChainBuilder), shutdown).await
+    // Refuse a bad config before touching the disk.
+    config::connect_url(&config.host)?;
+    config::validate_sources(&config.sources)?;
+    let configured = config.tuning.cache_dir.clone();
+    // Creating directories and starting the engine block: keep them off the executor.
+    let builder = tokio::task::spawn_blocking(move || -> Result<ChainBuilder, AgentError> {
+        let cache_dir = config::resolve_cache_dir(configured.as_deref())?;
+        match &cache_dir {
+            Some(dir) => info!(dir = %dir.display(), "filter cache directory"),
+            None => info!("no filter cache directory; compiled filters are kept in memory only"),
+        }
+        Ok(ChainBuilder::open(cache_dir.as_deref())?)
+    })
+    .await
+    .map_err(AgentError::Startup)??;
+    run_with(config, builder, shutdown).await
 }
 
 /// Runs the agent with the given filter runtime until `shutdown` resolves, then stops tailing,
 /// flushes session batches, sends what is queued if connected (bounded wait), closes the
-/// WebSocket normally and returns.
+/// WebSocket normally and returns. `config.tuning.cache_dir` is not used: `builder` already
+/// has its caches (tests share one runtime this way).
 pub async fn run_with(
     config: Config,
-    builder: Arc<dyn ChainBuilder>,
+    builder: ChainBuilder,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     let url = config::connect_url(&config.host)?;
     config::validate_sources(&config.sources)?;
+    warm_up(&builder);
     // Several rustls crypto providers may be compiled into the process; pick one explicitly.
     // An error only means one was installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let tuning = config.tuning;
     let outbox = Outbox::new(tuning.buffer_bytes);
+    let loader = ChainLoader::new(builder, outbox.clone());
     let tail_stats = Arc::new(TailStats::default());
     // Bounded: the tailer waits when the pipeline is behind (see `tail`).
     let (line_tx, line_rx) = mpsc::channel(TAIL_CHANNEL_BATCHES);
@@ -100,7 +135,7 @@ pub async fn run_with(
 
     let pipeline = Pipeline::new(
         config.sources.iter().map(|s| s.name.as_str()),
-        builder,
+        loader,
         outbox.clone(),
         tail_stats.clone(),
     );
@@ -161,9 +196,25 @@ pub async fn run_with(
     Ok(())
 }
 
-/// A spawned task that is aborted if `run` is dropped (e.g. its caller's task was aborted), so
-/// no part of the agent outlives it.
-struct AbortOnDrop(JoinHandle<()>);
+/// Compiles the built-in filters (or loads them from the disk cache) on a blocking thread, so
+/// the first session does not wait for it. Not awaited: sessions started meanwhile simply
+/// compile what they need themselves.
+fn warm_up(builder: &ChainBuilder) {
+    let runtime = builder.runtime().clone();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        match runtime.warm_up() {
+            Ok(()) => info!(elapsed = ?started.elapsed(), "built-in filters ready"),
+            // A broken build of the agent; sessions using the built-in will report it.
+            Err(e) => error!(error = %e, "built-in filters cannot be compiled"),
+        }
+    });
+}
+
+/// A spawned task that is aborted when this is dropped: the agent's tasks if `run` is dropped
+/// (e.g. its caller's task was aborted), so no part of the agent outlives it; a pending
+/// session's loader when the session is cancelled.
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
 
 impl AbortOnDrop {
     async fn join(mut self) -> Result<(), tokio::task::JoinError> {
@@ -231,6 +282,7 @@ mod tests {
             reconnect_max: Duration::from_millis(50),
             batch_interval: Duration::from_millis(5),
             buffer_bytes: 1 << 20,
+            cache_dir: filter::tests::test_cache_dir(),
         };
         config
     }
@@ -507,6 +559,101 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn plugins_are_fetched_over_the_link_and_failures_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = config(listener.local_addr().unwrap().port(), dir.path());
+        // A fresh cache: the agent has no plugin yet.
+        let cache = tempfile::tempdir().unwrap();
+        config.tuning.cache_dir = Some(cache.path().to_owned());
+        let agent = start(config);
+
+        let (mut ws, _) = accept(&listener).await;
+        assert!(matches!(next_frame(&mut ws).await, AgentFrame::Hello(_)));
+        let (errors_only, bytes) =
+            filter::tests::level_plugin("errors-only", r#"{"levels":["ERROR"]}"#);
+        let absent = logfleet_protocol::PluginRef {
+            name: "absent".into(),
+            config: "null".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+        };
+        let mut spec = session("s1", vec![]);
+        spec.filters.plugins = vec![errors_only.clone(), absent.clone()];
+        send(&mut ws, HostFrame::Start(spec)).await;
+
+        // The agent asks for both components; the host has one of them.
+        let mut asked = Vec::new();
+        while asked.len() < 2 {
+            match next_frame(&mut ws).await {
+                AgentFrame::FetchPlugin { digest } => asked.push(digest),
+                AgentFrame::Metrics(_) => {}
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        asked.sort();
+        let mut want = vec![errors_only.digest.clone(), absent.digest.clone()];
+        want.sort();
+        assert_eq!(asked, want);
+        send(
+            &mut ws,
+            HostFrame::Plugin {
+                digest: errors_only.digest.clone(),
+                bytes,
+            },
+        )
+        .await;
+        send(
+            &mut ws,
+            HostFrame::PluginUnavailable {
+                digest: absent.digest.clone(),
+                message: "no such plugin".into(),
+            },
+        )
+        .await;
+        let FilterErrorFrame { plugin, message } = loop {
+            match next_frame(&mut ws).await {
+                AgentFrame::FilterError {
+                    session_id,
+                    plugin,
+                    message,
+                } => {
+                    assert_eq!(session_id, "s1");
+                    break FilterErrorFrame { plugin, message };
+                }
+                AgentFrame::Metrics(_) => {}
+                other => panic!("unexpected frame {other:?}"),
+            }
+        };
+        assert_eq!(plugin, "absent");
+        assert!(message.contains("no such plugin"), "{message}");
+
+        // The session now runs with the fetched plugin, which keeps errors only.
+        append(&log, "INFO dropped\nERROR kept\n");
+        let got = records(&mut ws, 1).await;
+        assert_eq!(got[0].message, "ERROR kept");
+        // And the component is cached on disk for the next session or restart.
+        let hex = errors_only.digest.strip_prefix("sha256:").unwrap();
+        assert!(
+            cache
+                .path()
+                .join(format!("plugins/sha256-{hex}.wasm"))
+                .is_file()
+        );
+
+        agent.stop.send(()).unwrap();
+        finish(ws).await;
+        agent.task.await.unwrap().unwrap();
+    }
+
+    /// The fields of a `FilterError` frame a test looks at.
+    struct FilterErrorFrame {
+        plugin: String,
+        message: String,
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! `logfleet-agent`: parses arguments, builds a [`Config`], runs the agent until SIGTERM or
-//! Ctrl-C. Subcommands slot in beside the default (running the daemon).
+//! Ctrl-C. `filter-test` runs a session's filters over stdin instead (see
+//! [`logfleet_agent::filter_test`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use logfleet_agent::{Config, Settings, SourceConfig, Tuning};
+use logfleet_agent::filter_test::FilterTest;
+use logfleet_agent::{Config, STOP_TIMEOUT, Settings, SourceConfig, Tuning};
 use tracing_subscriber::EnvFilter;
 
 /// LogFleet edge agent: tails log files, reports metrics, streams matching lines on demand.
@@ -25,6 +27,28 @@ struct Cli {
 enum Command {
     /// Run the agent (the default when no subcommand is given).
     Run(RunArgs),
+    /// Run a session's filters over lines from stdin, exactly as the agent would, and print
+    /// the lines kept (rewritten if a filter rewrote them). For trying plugins without a host.
+    FilterTest(FilterTestArgs),
+}
+
+/// Flags of `filter-test`.
+#[derive(Debug, Clone, Args)]
+struct FilterTestArgs {
+    /// The session's filters as JSON, like the `filters` object of a start request, e.g.
+    /// '{"level":["error"],"plugins":[{"name":"redact","config":{}}]}'.
+    #[arg(long, value_name = "JSON")]
+    filters: String,
+    /// A plugin component; it supplies the plugin named like its file stem (redact.wasm
+    /// serves "redact"; json_field.wasm also serves "json-field"). Repeatable.
+    #[arg(long = "plugin", value_name = "FILE.wasm")]
+    plugins: Vec<PathBuf>,
+    /// The source name given to every line (what filters.source matches).
+    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    source: String,
+    /// Where compiled filters are cached (default: $XDG_CACHE_HOME/logfleet or ~/.cache/logfleet).
+    #[arg(long, env = "LOGFLEET_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 /// Flags of the agent daemon. Flags (and their env variables) override the config file.
@@ -48,6 +72,10 @@ struct RunArgs {
     /// How often metrics are reported (e.g. 60s).
     #[arg(long, value_parser = humantime::parse_duration)]
     metrics_interval: Option<Duration>,
+    /// Where compiled filters and fetched plugins are cached (default: $XDG_CACHE_HOME/logfleet
+    /// or ~/.cache/logfleet; none if neither is writable).
+    #[arg(long, env = "LOGFLEET_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
 
     // Tuning, for tests and unusual deployments.
     #[arg(long, hide = true, value_parser = humantime::parse_duration)]
@@ -76,6 +104,7 @@ impl RunArgs {
             name: self.name,
             metrics_interval: self.metrics_interval,
             sources: self.sources,
+            cache_dir: self.cache_dir,
         };
         let defaults = Tuning::default();
         let tuning = Tuning {
@@ -85,6 +114,7 @@ impl RunArgs {
             reconnect_max: self.reconnect_max.unwrap_or(defaults.reconnect_max),
             batch_interval: self.batch_interval.unwrap_or(defaults.batch_interval),
             buffer_bytes: self.buffer_bytes.unwrap_or(defaults.buffer_bytes),
+            cache_dir: None,
         };
         Ok(file.overridden_by(flags).into_config(tuning)?)
     }
@@ -102,24 +132,55 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let args = match cli.command {
         None => cli.run,
         Some(Command::Run(args)) => args,
+        Some(Command::FilterTest(args)) => return filter_test(args),
     };
+    init_tracing("info");
     let config = args.into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(logfleet_agent::run(config, shutdown_signal()))?;
+    let result = runtime.block_on(logfleet_agent::run(config, shutdown_signal()));
+    // A filter compile may still be running on a blocking thread; do not wait long for it.
+    runtime.shutdown_timeout(STOP_TIMEOUT);
+    Ok(result?)
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides `default`.
+fn init_tracing(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// `filter-test`: stdout gets the kept lines only; stderr the failures. Exits non-zero on bad
+/// input and when a filter failed while running.
+fn filter_test(args: FilterTestArgs) -> anyhow::Result<()> {
+    // Quiet by default: stderr is for the filters' failures, which are printed anyway.
+    init_tracing("error");
+    let test = FilterTest {
+        filters_json: args.filters,
+        plugin_files: args.plugins,
+        source: args.source,
+        cache_dir: args.cache_dir,
+    };
+    let summary = test.run(
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+        std::io::stderr(),
+    )?;
+    if !summary.failures.is_empty() {
+        let names: Vec<&str> = summary.failures.iter().map(|f| f.plugin.as_str()).collect();
+        anyhow::bail!("filters failed while running: {}", names.join(", "));
+    }
     Ok(())
 }
 
@@ -159,6 +220,26 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn filter_test_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "logfleet-agent",
+            "filter-test",
+            "--filters",
+            "{}",
+            "--plugin",
+            "a.wasm",
+            "--plugin",
+            "b.wasm",
+        ])
+        .unwrap();
+        let Some(Command::FilterTest(args)) = cli.command else {
+            panic!("expected filter-test");
+        };
+        assert_eq!(args.plugins.len(), 2);
+        assert_eq!(args.source, "stdin");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use logfleet_protocol::Level;
 use memchr::memmem;
 
 /// How many leading words are examined for a level (separator-only words such as `-` or `|`
-/// are skipped and not counted): enough for "date time [level]" and "date time - logger - LEVEL".
+/// are skipped and not counted): enough for "date time \[level\]" and "date time - logger - LEVEL".
 pub const MAX_LEVEL_TOKENS: usize = 4;
 
 /// How far into the line a bracketed level is looked for; levels live in the prefix, and a

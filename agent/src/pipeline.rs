@@ -5,6 +5,13 @@
 //! session batches every `batch_interval`, ends expired sessions on its own, and emits metrics
 //! every `metrics_interval`. Everything it produces goes into the [`Outbox`].
 //!
+//! Starting a session never blocks the pipeline: its chain is prepared by a
+//! [`ChainLoader`] task (fetching plugins the agent lacks, compiling on a blocking thread)
+//! while the session is *pending*; the chain comes back through a channel and the session
+//! becomes active then. Lines read before that are not part of the session, just like lines
+//! read before a session starts. Stopping, replacing or the expiry of a pending session
+//! cancels it.
+//!
 //! `seq` starts at the current Unix time in ms × 1000 and grows by one per line read, across
 //! all sources. A restarted agent therefore continues above where it was (unless it sustained
 //! more than a million lines per second), so clients can de-duplicate across restarts too.
@@ -18,7 +25,9 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, info};
 
-use crate::filter::ChainBuilder;
+use crate::AbortOnDrop;
+use crate::filter::Built;
+use crate::loader::ChainLoader;
 use crate::metrics::{HealthInputs, MetricsCollector};
 use crate::outbox::Outbox;
 use crate::parse::detect_level;
@@ -29,11 +38,22 @@ use crate::time::now_ms;
 /// Host commands queued for the pipeline. They are rare (session start/stop); when the queue is
 /// full the uplink waits, which only delays reading the next host frame.
 pub const HOST_CHANNEL_CAPACITY: usize = 64;
+/// Ready chains queued for the pipeline. Loader tasks wait when it is full; the pipeline
+/// takes them between other work.
+pub const READY_CHANNEL_CAPACITY: usize = 16;
 
 /// Sessions, metrics and sequence numbers; drive it with [`Pipeline::run`] or call its steps.
 pub struct Pipeline {
     sessions: HashMap<String, Session>,
-    builder: Arc<dyn ChainBuilder>,
+    /// Sessions whose chain is being prepared, by id.
+    pending: HashMap<String, Pending>,
+    loader: ChainLoader,
+    /// Loader tasks send finished chains here; the pipeline keeps a sender so the channel
+    /// never closes.
+    ready_tx: mpsc::Sender<Ready>,
+    ready_rx: mpsc::Receiver<Ready>,
+    /// Tells a pending session from a later start of the same id.
+    next_generation: u64,
     metrics: MetricsCollector,
     /// The next line's seq.
     seq: u64,
@@ -41,6 +61,20 @@ pub struct Pipeline {
     tail_stats: Arc<TailStats>,
     /// Frames produced by sessions, reused between calls.
     frames: Vec<AgentFrame>,
+}
+
+/// A session waiting for its chain. Dropping it cancels the loader task.
+struct Pending {
+    spec: SessionSpec,
+    generation: u64,
+    _task: AbortOnDrop,
+}
+
+/// A chain a loader task finished for pending session `id`.
+struct Ready {
+    id: String,
+    generation: u64,
+    built: Built,
 }
 
 /// The first seq of an agent started at `now_ms`.
@@ -51,13 +85,18 @@ pub fn initial_seq(now_ms: i64) -> u64 {
 impl Pipeline {
     pub fn new<'a>(
         sources: impl IntoIterator<Item = &'a str>,
-        builder: Arc<dyn ChainBuilder>,
+        loader: ChainLoader,
         outbox: Outbox,
         tail_stats: Arc<TailStats>,
     ) -> Pipeline {
+        let (ready_tx, ready_rx) = mpsc::channel(READY_CHANNEL_CAPACITY);
         Pipeline {
             sessions: HashMap::new(),
-            builder,
+            pending: HashMap::new(),
+            loader,
+            ready_tx,
+            ready_rx,
+            next_generation: 0,
             metrics: MetricsCollector::new(sources, Instant::now()),
             seq: initial_seq(now_ms()),
             outbox,
@@ -69,6 +108,11 @@ impl Pipeline {
     /// Number of running sessions.
     pub fn active_sessions(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Number of sessions waiting for their chain.
+    pub fn pending_sessions(&self) -> usize {
+        self.pending.len()
     }
 
     /// Ids of running sessions, sorted.
@@ -110,15 +154,19 @@ impl Pipeline {
     }
 
     /// Applies a command from the host.
-    pub fn handle_host(&mut self, frame: HostFrame, now: Instant) {
+    pub fn handle_host(&mut self, frame: HostFrame) {
         match frame {
-            HostFrame::Start(spec) => self.start(spec, now),
+            HostFrame::Start(spec) => self.start(spec),
             HostFrame::Stop { session_id } => self.stop(&session_id, "stopped by the host"),
             HostFrame::Sessions(specs) => {
+                // The host sends its list after every connect: requests queued before the
+                // link dropped may have been lost.
+                self.loader.resend_fetches();
                 let listed: Vec<&str> = specs.iter().map(|s| s.id.as_str()).collect();
                 let unlisted: Vec<String> = self
                     .sessions
                     .keys()
+                    .chain(self.pending.keys())
                     .filter(|id| !listed.contains(&id.as_str()))
                     .cloned()
                     .collect();
@@ -126,23 +174,24 @@ impl Pipeline {
                     self.stop(&id, "not in the host's session list");
                 }
                 for spec in specs {
-                    // Keep a running session (its rate limiter and batch) if nothing changed.
-                    if self
-                        .sessions
-                        .get(&spec.id)
-                        .is_none_or(|s| *s.spec() != spec)
-                    {
-                        self.start(spec, now);
+                    // Keep a running session (its rate limiter and batch), or one being
+                    // prepared, if nothing changed.
+                    let running = self.sessions.get(&spec.id).map(Session::spec);
+                    let preparing = self.pending.get(&spec.id).map(|p| &p.spec);
+                    if running.or(preparing) != Some(&spec) {
+                        self.start(spec);
                     }
                 }
             }
-            HostFrame::Plugin { digest, .. } | HostFrame::PluginUnavailable { digest, .. } => {
-                debug!(%digest, "plugin frame ignored: this agent runs native filters only");
+            HostFrame::Plugin { digest, bytes } => self.loader.plugin_received(digest, bytes),
+            HostFrame::PluginUnavailable { digest, message } => {
+                self.loader.plugin_unavailable(&digest, &message);
             }
         }
     }
 
-    fn start(&mut self, spec: SessionSpec, now: Instant) {
+    /// Starts preparing `spec`'s chain; the session runs once it is ready ([`Self::activate`]).
+    fn start(&mut self, spec: SessionSpec) {
         if spec.expires_at_ms <= now_ms() {
             debug!(session = %spec.id, "session already expired; not starting it");
             return;
@@ -150,15 +199,66 @@ impl Pipeline {
         // A replaced session's pending lines were matched under the old spec: send them.
         if let Some(mut old) = self.sessions.remove(&spec.id) {
             old.flush(&mut self.frames);
+            self.send_frames();
         }
-        info!(session = %spec.id, expires_at_ms = spec.expires_at_ms, "session started");
+        // A replaced pending session is cancelled by dropping it.
+        self.pending.remove(&spec.id);
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let loader = self.loader.clone();
+        let ready = self.ready_tx.clone();
         let id = spec.id.clone();
-        let session = Session::start(spec, self.builder.as_ref(), now, &mut self.frames);
-        self.sessions.insert(id, session);
+        let filters = spec.filters.clone();
+        let task = tokio::spawn(async move {
+            let built = loader.load(filters).await;
+            // Closed only when the pipeline is gone, and then nobody needs the chain.
+            let _ = ready
+                .send(Ready {
+                    id,
+                    generation,
+                    built,
+                })
+                .await;
+        });
+        info!(session = %spec.id, expires_at_ms = spec.expires_at_ms, "session starting; preparing its filters");
+        self.pending.insert(
+            spec.id.clone(),
+            Pending {
+                spec,
+                generation,
+                _task: AbortOnDrop(task),
+            },
+        );
+    }
+
+    /// Starts the session a loader task prepared `ready` for, unless it was stopped, replaced
+    /// or expired meanwhile.
+    fn activate(&mut self, ready: Ready, now: Instant) {
+        if self
+            .pending
+            .get(&ready.id)
+            .is_none_or(|p| p.generation != ready.generation)
+        {
+            debug!(session = %ready.id, "chain ready for a session no longer pending; dropped");
+            return;
+        }
+        let Some(pending) = self.pending.remove(&ready.id) else {
+            return;
+        };
+        if pending.spec.expires_at_ms <= now_ms() {
+            info!(session = %ready.id, "session expired before its filters were ready");
+            return;
+        }
+        info!(session = %ready.id, "session started");
+        let session = Session::start(pending.spec, ready.built, now, &mut self.frames);
+        self.sessions.insert(ready.id, session);
         self.send_frames();
     }
 
     fn stop(&mut self, id: &str, why: &str) {
+        if self.pending.remove(id).is_some() {
+            info!(session = %id, "session ended before its filters were ready: {why}");
+        }
         if let Some(mut session) = self.sessions.remove(id) {
             session.flush(&mut self.frames);
             self.send_frames();
@@ -178,7 +278,13 @@ impl Pipeline {
             .filter(|(_, s)| s.expired(now_ms))
             .map(|(id, _)| id.clone())
             .collect();
-        for id in expired {
+        let expired_pending: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now_ms >= p.spec.expires_at_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired.into_iter().chain(expired_pending) {
             self.stop(&id, "expired");
         }
     }
@@ -187,12 +293,22 @@ impl Pipeline {
     pub fn report_metrics(&mut self, now: Instant) {
         let health = HealthInputs {
             files_watched: self.tail_stats.files_watched(),
-            active_sessions: u32::try_from(self.sessions.len()).unwrap_or(u32::MAX),
+            // Pending sessions count: the agent is serving them, only not streaming yet.
+            active_sessions: u32::try_from(self.sessions.len() + self.pending.len())
+                .unwrap_or(u32::MAX),
             lines_truncated_total: self.tail_stats.lines_truncated(),
             buffered_bytes: self.outbox.buffered_bytes() as u64,
         };
         let report = self.metrics.report(now, now_ms(), health);
         self.outbox.push(AgentFrame::Metrics(report));
+    }
+
+    /// Waits for the next prepared chain and starts its session, as [`Pipeline::run`] does.
+    #[cfg(test)]
+    pub(crate) async fn activate_next(&mut self) {
+        if let Some(ready) = self.ready_rx.recv().await {
+            self.activate(ready, Instant::now());
+        }
     }
 
     fn send_frames(&mut self) {
@@ -224,9 +340,11 @@ impl Pipeline {
                 _ = flush_tick.tick() => self.flush(now_ms()),
                 _ = metrics_tick.tick() => self.report_metrics(Instant::now()),
                 frame = host.recv(), if host_open => match frame {
-                    Some(frame) => self.handle_host(frame, Instant::now()),
+                    Some(frame) => self.handle_host(frame),
                     None => host_open = false,
                 },
+                // Never `None`: the pipeline holds a sender.
+                Some(ready) = self.ready_rx.recv() => self.activate(ready, Instant::now()),
                 batch = lines.recv() => match batch {
                     Some(batch) => self.handle_lines(batch, Instant::now()),
                     None => break,
@@ -241,7 +359,7 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::NativeChainBuilder;
+    use crate::filter::tests::{builder, level_plugin};
     use crate::tail::TailLine;
     use logfleet_protocol::Filters;
     use logfleet_protocol::agent::{RateLimits, decode};
@@ -250,7 +368,7 @@ mod tests {
     fn pipeline(outbox: &Outbox) -> Pipeline {
         Pipeline::new(
             ["app", "web"],
-            Arc::new(NativeChainBuilder),
+            ChainLoader::new(builder(), outbox.clone()),
             outbox.clone(),
             Arc::new(TailStats::default()),
         )
@@ -269,6 +387,12 @@ mod tests {
             },
             expires_at_ms: now_ms() + 60_000,
         }
+    }
+
+    /// Starts a session and waits until it runs.
+    async fn start(p: &mut Pipeline, spec: SessionSpec) {
+        p.handle_host(HostFrame::Start(spec));
+        p.activate_next().await;
     }
 
     fn lines(source: &str, texts: &[&str]) -> TailBatch {
@@ -293,14 +417,14 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn seq_starts_from_the_clock_and_counts_every_line() {
+    #[tokio::test]
+    async fn seq_starts_from_the_clock_and_counts_every_line() {
         let outbox = Outbox::new(1 << 20);
         let mut p = pipeline(&outbox);
         let first = p.seq;
         assert!(first >= initial_seq(1_700_000_000_000));
         p.handle_lines(lines("app", &["a", "b"]), Instant::now());
-        p.handle_host(HostFrame::Start(spec("s1", &[], 0)), Instant::now());
+        start(&mut p, spec("s1", &[], 0)).await;
         p.handle_lines(lines("web", &["ERROR c", "d"]), Instant::now());
         p.flush(now_ms());
         let frames = drain(&outbox);
@@ -313,13 +437,13 @@ mod tests {
         assert_eq!(batch.records[0].file, "/var/log/web.log");
     }
 
-    #[test]
-    fn sessions_filter_independently() {
+    #[tokio::test]
+    async fn sessions_filter_independently() {
         let outbox = Outbox::new(1 << 20);
         let mut p = pipeline(&outbox);
         let now = Instant::now();
-        p.handle_host(HostFrame::Start(spec("a", &["app"], 0)), now);
-        p.handle_host(HostFrame::Start(spec("w", &["web"], 1)), now);
+        start(&mut p, spec("a", &["app"], 0)).await;
+        start(&mut p, spec("w", &["web"], 1)).await;
         p.handle_lines(lines("app", &["1", "2"]), now);
         p.handle_lines(lines("web", &["3", "4", "5"]), now);
         p.flush(now_ms());
@@ -341,42 +465,41 @@ mod tests {
         assert_eq!(got, ["a:2", "w:1", "w:dropped 2"]);
     }
 
-    #[test]
-    fn session_set_starts_and_stops_and_expiry_ends_sessions() {
+    #[tokio::test]
+    async fn session_set_starts_and_stops_and_expiry_ends_sessions() {
         let outbox = Outbox::new(1 << 20);
         let mut p = pipeline(&outbox);
-        let now = Instant::now();
-        p.handle_host(HostFrame::Start(spec("old", &[], 0)), now);
-        p.handle_host(HostFrame::Start(spec("keep", &[], 0)), now);
-        p.handle_host(
-            HostFrame::Sessions(vec![spec("keep", &[], 0), spec("new", &[], 0)]),
-            now,
-        );
+        start(&mut p, spec("old", &[], 0)).await;
+        start(&mut p, spec("keep", &[], 0)).await;
+        p.handle_host(HostFrame::Sessions(vec![
+            spec("keep", &[], 0),
+            spec("new", &[], 0),
+        ]));
+        assert_eq!(p.session_ids(), ["keep"]);
+        assert_eq!(p.pending_sessions(), 1);
+        p.activate_next().await;
         assert_eq!(p.session_ids(), ["keep", "new"]);
-        p.handle_host(
-            HostFrame::Stop {
-                session_id: "keep".into(),
-            },
-            now,
-        );
+        p.handle_host(HostFrame::Stop {
+            session_id: "keep".into(),
+        });
         assert_eq!(p.session_ids(), ["new"]);
         // Ends on its own once past expires_at_ms, host or no host.
         p.flush(now_ms() + 120_000);
         assert_eq!(p.active_sessions(), 0);
         let mut expired = spec("late", &[], 0);
         expired.expires_at_ms = now_ms() - 1;
-        p.handle_host(HostFrame::Start(expired), now);
-        assert_eq!(p.active_sessions(), 0);
+        p.handle_host(HostFrame::Start(expired));
+        assert_eq!(p.active_sessions() + p.pending_sessions(), 0);
     }
 
-    #[test]
-    fn start_replaces_spec_and_flushes_old_batch() {
+    #[tokio::test]
+    async fn start_replaces_spec_and_flushes_old_batch() {
         let outbox = Outbox::new(1 << 20);
         let mut p = pipeline(&outbox);
         let now = Instant::now();
-        p.handle_host(HostFrame::Start(spec("s", &["app"], 0)), now);
+        start(&mut p, spec("s", &["app"], 0)).await;
         p.handle_lines(lines("app", &["1"]), now);
-        p.handle_host(HostFrame::Start(spec("s", &["web"], 0)), now);
+        start(&mut p, spec("s", &["web"], 0)).await;
         p.handle_lines(lines("app", &["2"]), now);
         p.handle_lines(lines("web", &["3"]), now);
         p.flush(now_ms());
@@ -390,8 +513,82 @@ mod tests {
         assert_eq!(texts, ["1", "3"]);
     }
 
-    #[test]
-    fn metrics_count_lines_without_sessions() {
+    #[tokio::test]
+    async fn pending_sessions_fetch_plugins_and_can_be_cancelled() {
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox);
+        let now = Instant::now();
+        let (plugin, bytes) = level_plugin("errors", r#"{"levels":["ERROR"]}"#);
+        let mut with_plugin = spec("s", &[], 0);
+        with_plugin.filters.plugins = vec![plugin.clone()];
+        p.handle_host(HostFrame::Start(with_plugin.clone()));
+        let mut other = with_plugin.clone();
+        other.id = "t".into();
+        p.handle_host(HostFrame::Start(other));
+
+        // Lines read while the chain is being prepared are not part of the session.
+        p.handle_lines(lines("app", &["ERROR early"]), now);
+        let entry = tokio::time::timeout(Duration::from_secs(10), outbox.next())
+            .await
+            .unwrap();
+        assert_eq!(
+            decode::<AgentFrame>(entry.bytes()).unwrap(),
+            AgentFrame::FetchPlugin {
+                digest: plugin.digest.clone()
+            }
+        );
+        // Stopping a pending session cancels it.
+        p.handle_host(HostFrame::Stop {
+            session_id: "t".into(),
+        });
+        p.handle_host(HostFrame::Plugin {
+            digest: plugin.digest.clone(),
+            bytes,
+        });
+        p.activate_next().await;
+        assert_eq!(p.session_ids(), ["s"]);
+        assert_eq!(p.pending_sessions(), 0);
+        p.handle_lines(lines("app", &["INFO skipped", "ERROR kept"]), now);
+        p.flush(now_ms());
+        let frames = drain(&outbox);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        let AgentFrame::Logs(batch) = &frames[0] else {
+            panic!("expected logs, got {frames:?}");
+        };
+        assert_eq!(batch.session_id, "s");
+        let messages: Vec<&str> = batch.records.iter().map(|r| r.message.as_str()).collect();
+        assert_eq!(messages, ["ERROR kept"]);
+    }
+
+    #[tokio::test]
+    async fn unavailable_plugins_are_reported_and_the_session_runs_without_them() {
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox);
+        let (plugin, _) = level_plugin("errors", r#"{"levels":["ERROR"]}"#);
+        let mut with_plugin = spec("s", &["app"], 0);
+        with_plugin.filters.plugins = vec![plugin.clone()];
+        p.handle_host(HostFrame::Start(with_plugin));
+        tokio::time::timeout(Duration::from_secs(10), outbox.next())
+            .await
+            .unwrap();
+        p.handle_host(HostFrame::PluginUnavailable {
+            digest: plugin.digest,
+            message: "no such plugin".into(),
+        });
+        p.activate_next().await;
+        p.handle_lines(lines("app", &["INFO still streamed"]), Instant::now());
+        p.flush(now_ms());
+        let frames = drain(&outbox);
+        assert!(
+            matches!(&frames[0], AgentFrame::FilterError { session_id, plugin, message }
+                if session_id == "s" && plugin == "errors" && message.contains("no such plugin")),
+            "{frames:?}"
+        );
+        assert!(matches!(&frames[1], AgentFrame::Logs(b) if b.records.len() == 1));
+    }
+
+    #[tokio::test]
+    async fn metrics_count_lines_without_sessions() {
         let outbox = Outbox::new(1 << 20);
         let mut p = pipeline(&outbox);
         p.handle_lines(lines("app", &["ERROR x", "WARN y", "z"]), Instant::now());
@@ -421,10 +618,14 @@ mod tests {
             .send(HostFrame::Start(spec("s", &[], 0)))
             .await
             .unwrap();
-        line_tx.send(lines("app", &["one"])).await.unwrap();
-        let entry = tokio::time::timeout(Duration::from_secs(5), outbox.next())
-            .await
-            .unwrap();
+        // The session runs once its chain is ready; lines before that are not part of it.
+        let entry = loop {
+            line_tx.send(lines("app", &["one"])).await.unwrap();
+            if let Ok(entry) = tokio::time::timeout(Duration::from_millis(50), outbox.next()).await
+            {
+                break entry;
+            }
+        };
         assert!(matches!(
             decode::<AgentFrame>(entry.bytes()).unwrap(),
             AgentFrame::Logs(_)

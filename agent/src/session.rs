@@ -1,5 +1,8 @@
 //! One streaming session on the agent: its filter chain, rate limiter and pending batch.
 //!
+//! A session exists once its chain is built (see [`crate::loader`]); until then the pipeline
+//! holds it as pending.
+//!
 //! A session turns the records of each tail batch into frames for the outbox: matching records
 //! are batched into `Logs` (flushed every `batch_interval`, or earlier when full), rate-limit
 //! drops become a `Dropped` frame placed before the batch they interrupted, and filter failures
@@ -12,7 +15,7 @@ use logfleet_protocol::agent::{AgentFrame, LogBatch, Record, SessionSpec};
 use logfleet_protocol::client::DropReason;
 use tracing::warn;
 
-use crate::filter::{ChainBuilder, FilterChain, FilterFailure, RejectAll};
+use crate::filter::{Built, FilterChain, FilterFailure};
 use crate::ratelimit::RateLimiter;
 
 /// A batch is sent as soon as it holds this many records...
@@ -37,28 +40,24 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts a session; failures to build its chain are reported into `out`. A session whose
-    /// filters cannot be built keeps nothing (and says why) rather than streaming everything.
+    /// Starts a session with its ready chain. Filters left out of the chain (`built.failures`)
+    /// are reported into `out`, once each.
     pub fn start(
         spec: SessionSpec,
-        builder: &dyn ChainBuilder,
+        built: Built,
         now: Instant,
         out: &mut Vec<AgentFrame>,
     ) -> Session {
         let mut reported = HashSet::new();
-        let chain = match builder.build(&spec.filters) {
-            Ok(chain) => chain,
-            Err(failure) => {
-                warn!(session = %spec.id, filter = %failure.plugin, error = %failure.message, "cannot build session filters");
-                reported.insert(failure.plugin.clone());
+        for failure in built.failures {
+            if reported.insert(failure.plugin.clone()) {
                 out.push(filter_error(&spec.id, failure));
-                Box::new(RejectAll)
             }
-        };
+        }
         Session {
             limiter: RateLimiter::new(spec.limits, now),
             spec,
-            chain,
+            chain: built.chain,
             pending: Vec::new(),
             pending_bytes: 0,
             rate_dropped: 0,
@@ -141,10 +140,10 @@ fn filter_error(session_id: &str, failure: FilterFailure) -> AgentFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::NativeChainBuilder;
-    use crate::filter::tests::record;
+    use crate::filter::tests::{builder, record};
+    use crate::filter::{ChainOutput, Kept};
     use logfleet_protocol::agent::RateLimits;
-    use logfleet_protocol::{Filters, Level, PluginRef};
+    use logfleet_protocol::{Filters, Level};
 
     fn spec(filters: Filters, lines_per_second: u32) -> SessionSpec {
         SessionSpec {
@@ -158,20 +157,42 @@ mod tests {
         }
     }
 
+    /// A session over the real runtime, as the loader would build it.
+    fn start(filters: Filters, lines_per_second: u32, out: &mut Vec<AgentFrame>) -> Session {
+        let built = builder().build(&filters);
+        Session::start(spec(filters, lines_per_second), built, Instant::now(), out)
+    }
+
     fn records(n: u64, level: Level) -> Vec<Record> {
         (1..=n).map(|i| record(i, level, "app", "msg")).collect()
+    }
+
+    /// A chain whose plugin fails on every call (a trap each time, as a hostile plugin would)
+    /// and rewrites what it keeps.
+    struct Failing;
+
+    impl FilterChain for Failing {
+        fn apply(&mut self, records: &[Record]) -> ChainOutput {
+            ChainOutput {
+                kept: (0..records.len() as u32)
+                    .map(|index| Kept {
+                        index,
+                        message: Some(format!("rewritten {index}")),
+                    })
+                    .collect(),
+                failures: vec![FilterFailure {
+                    plugin: "hostile".into(),
+                    message: "trapped".into(),
+                }],
+            }
+        }
     }
 
     #[test]
     fn batches_fill_and_flush() {
         let now = Instant::now();
         let mut out = Vec::new();
-        let mut s = Session::start(
-            spec(Filters::default(), 0),
-            &NativeChainBuilder,
-            now,
-            &mut out,
-        );
+        let mut s = start(Filters::default(), 0, &mut out);
         s.offer(
             &records(MAX_BATCH_RECORDS as u64 + 10, Level::Info),
             now,
@@ -195,12 +216,7 @@ mod tests {
     fn rate_limit_drops_are_reported_before_the_batch() {
         let now = Instant::now();
         let mut out = Vec::new();
-        let mut s = Session::start(
-            spec(Filters::default(), 5),
-            &NativeChainBuilder,
-            now,
-            &mut out,
-        );
+        let mut s = start(Filters::default(), 5, &mut out);
         s.offer(&records(8, Level::Info), now, &mut out);
         s.flush(&mut out);
         assert!(matches!(
@@ -215,44 +231,70 @@ mod tests {
     }
 
     #[test]
-    fn filters_apply_and_plugin_failures_are_reported_once() {
+    fn filters_apply_through_the_runtime() {
         let now = Instant::now();
         let mut out = Vec::new();
         let filters = Filters {
             levels: vec![Level::Error],
-            plugins: vec![PluginRef {
-                name: "redact".into(),
-                config: "{}".into(),
-                digest: String::new(),
-            }],
             ..Filters::default()
         };
-        let mut s = Session::start(spec(filters, 0), &NativeChainBuilder, now, &mut out);
+        let mut s = start(filters, 0, &mut out);
         let mut batch = records(3, Level::Info);
         batch.push(record(4, Level::Error, "app", "boom"));
         s.offer(&batch, now, &mut out);
         s.offer(&batch, now, &mut out);
         s.flush(&mut out);
-        assert!(matches!(&out[0], AgentFrame::FilterError { plugin, .. } if plugin == "redact"));
+        assert_eq!(out.len(), 1);
         assert!(
-            matches!(&out[1], AgentFrame::Logs(b) if b.records.iter().all(|r| r.seq == 4) && b.records.len() == 2)
+            matches!(&out[0], AgentFrame::Logs(b) if b.records.iter().all(|r| r.seq == 4) && b.records.len() == 2)
         );
-        assert_eq!(out.len(), 2);
+        assert!(s.expired(1000) && !s.expired(999));
     }
 
     #[test]
-    fn unbuildable_filters_keep_nothing_and_say_why() {
+    fn startup_and_runtime_failures_are_reported_once_per_plugin() {
         let now = Instant::now();
         let mut out = Vec::new();
-        let filters = Filters {
-            pattern: Some("(".into()),
-            ..Filters::default()
+        let built = Built {
+            chain: Box::new(Failing),
+            failures: vec![
+                FilterFailure {
+                    plugin: "absent".into(),
+                    message: "plugin not delivered".into(),
+                },
+                FilterFailure {
+                    plugin: "absent".into(),
+                    message: "again".into(),
+                },
+            ],
         };
-        let mut s = Session::start(spec(filters, 0), &NativeChainBuilder, now, &mut out);
-        s.offer(&records(3, Level::Info), now, &mut out);
+        let mut s = Session::start(spec(Filters::default(), 0), built, now, &mut out);
+        s.offer(&records(2, Level::Info), now, &mut out);
+        s.offer(&records(1, Level::Info), now, &mut out);
         s.flush(&mut out);
-        assert_eq!(out.len(), 1);
-        assert!(matches!(&out[0], AgentFrame::FilterError { plugin, .. } if plugin == "pattern"));
-        assert!(s.expired(1000) && !s.expired(999));
+        let errors: Vec<(&str, &str, &str)> = out
+            .iter()
+            .filter_map(|f| match f {
+                AgentFrame::FilterError {
+                    session_id,
+                    plugin,
+                    message,
+                } => Some((session_id.as_str(), plugin.as_str(), message.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                ("s1", "absent", "plugin not delivered"),
+                ("s1", "hostile", "trapped")
+            ]
+        );
+        // The session carries on, with the rewritten messages.
+        let AgentFrame::Logs(batch) = out.last().unwrap() else {
+            panic!("expected logs, got {out:?}");
+        };
+        let messages: Vec<&str> = batch.records.iter().map(|r| r.message.as_str()).collect();
+        assert_eq!(messages, ["rewritten 0", "rewritten 1", "rewritten 0"]);
     }
 }

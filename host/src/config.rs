@@ -47,10 +47,14 @@ impl Default for LimitConfig {
 /// Queue sizes and timers. Defaults suit production; tests shorten the timers.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
-    /// Messages a session WebSocket client may fall behind before it loses some.
+    /// Bursts (agent batches of at most 512 lines, or single control messages) a session
+    /// WebSocket client may fall behind, beyond its socket buffers, before it loses some.
+    /// Shared by a session's clients: the memory bound is per session, not per client.
     pub client_queue: usize,
     /// Log messages per session kept for `?since_seq=` resume.
     pub replay_messages: usize,
+    /// Lines a client may lose to lagging before it is closed with 4008 `client_too_slow`.
+    pub max_client_lost_lines: u64,
     /// How often the host pings agents and clients.
     pub ping_interval: Duration,
     /// A peer silent for this long is considered gone.
@@ -62,8 +66,9 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
-            client_queue: 1024,
+            client_queue: 128,
             replay_messages: 10_000,
+            max_client_lost_lines: 100_000,
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
             hello_timeout: Duration::from_secs(10),

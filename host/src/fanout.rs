@@ -1,9 +1,11 @@
 //! Fan-out of one session's messages to any number of WebSocket clients.
 //!
-//! Each message is serialised once and shared by every client. Clients read from a bounded
-//! `broadcast` channel: a slow client never slows the agent or the other clients; when it falls
-//! more than `client_queue` messages behind it loses the oldest ones and is told how many
-//! (`logs_dropped`, `client_lagging`). Log messages are also kept in a bounded replay buffer so a
+//! Each message is serialised once and shared by every client. Messages travel in [`Burst`]s —
+//! one per agent batch — through a bounded `broadcast` channel, so a burst of lines costs one
+//! slot, and a client writes it with one flush. A slow client never slows the agent or the other
+//! clients: when it falls more than `client_queue` bursts behind it loses the oldest ones and is
+//! told exactly how many lines (`logs_dropped`, `client_lagging`), counted with the per-session
+//! log ordinal every burst carries. Log messages are also kept in a bounded replay buffer so a
 //! client can resume with `?since_seq=N`.
 
 use std::collections::VecDeque;
@@ -40,6 +42,20 @@ impl Outgoing {
     }
 }
 
+/// What the channel carries: the messages of one agent batch (or one control message), with the
+/// number of log messages the session published before them.
+#[derive(Debug, Clone)]
+pub struct Burst {
+    pub logs_before: u64,
+    pub messages: Arc<[Outgoing]>,
+}
+
+impl Burst {
+    pub fn log_count(&self) -> u64 {
+        self.messages.iter().filter(|m| m.seq.is_some()).count() as u64
+    }
+}
+
 /// Serialises a client message. Plain data always serialises.
 pub fn to_text(msg: &ClientMessage) -> Utf8Bytes {
     serde_json::to_string(msg)
@@ -55,7 +71,9 @@ pub struct Hub {
 
 struct HubState {
     /// `None` once the session ended: receivers then drain and see `Closed`.
-    tx: Option<broadcast::Sender<Outgoing>>,
+    tx: Option<broadcast::Sender<Burst>>,
+    /// Log messages published so far: the ordinal clients count losses with.
+    logs_published: u64,
     replay: VecDeque<Outgoing>,
     replay_capacity: usize,
     /// Seqs of the most recently evicted log messages, oldest first.
@@ -69,7 +87,9 @@ struct HubState {
 /// What a new client starts with: missed messages to send first, then the live receiver.
 pub struct Subscription {
     pub backlog: Vec<Outgoing>,
-    pub live: broadcast::Receiver<Outgoing>,
+    pub live: broadcast::Receiver<Burst>,
+    /// The log ordinal the next live burst should start at; a later one means lines were lost.
+    pub next_log: u64,
     /// Counts this client as connected while it lives.
     pub guard: ClientGuard,
 }
@@ -89,6 +109,7 @@ impl Hub {
         Self {
             state: Mutex::new(HubState {
                 tx: Some(tx),
+                logs_published: 0,
                 replay: VecDeque::new(),
                 replay_capacity,
                 evicted: VecDeque::new(),
@@ -107,40 +128,35 @@ impl Hub {
         self.clients.load(Ordering::Relaxed)
     }
 
-    /// Publishes log messages (in seq order) to clients and the replay buffer.
-    pub fn publish_logs(&self, messages: impl IntoIterator<Item = Outgoing>) {
+    /// Publishes log messages (in seq order, one agent batch) to clients and the replay buffer.
+    pub fn publish_logs(&self, messages: Vec<Outgoing>) {
         let mut st = self.lock();
-        let Some(tx) = st.tx.clone() else { return };
-        for msg in messages {
-            // No receivers is fine: the message still goes to the replay buffer.
-            let _ = tx.send(msg.clone());
-            st.remember(msg);
+        if st.tx.is_none() {
+            return;
         }
+        for msg in &messages {
+            st.remember(msg.clone());
+        }
+        st.send(messages);
     }
 
     /// Publishes a control event to every connected client.
     pub fn publish(&self, control: Control) {
-        let st = self.lock();
-        if let Some(tx) = &st.tx {
-            let _ = tx.send(Outgoing::control(control));
-        }
+        self.lock().send(vec![Outgoing::control(control)]);
     }
 
     /// Sends `session_ending` and remembers it for clients that connect later.
     pub fn warn_ending(&self, expires: Instant) {
         let mut st = self.lock();
         st.ending_at = Some(expires);
-        if let Some(tx) = &st.tx {
-            let _ = tx.send(ending_message(expires));
-        }
+        st.send(vec![ending_message(expires)]);
     }
 
     /// Sends `session_ended` and closes the channel: clients drain, then close.
     pub fn end(&self, reason: EndReason) {
         let mut st = self.lock();
-        if let Some(tx) = st.tx.take() {
-            let _ = tx.send(Outgoing::control(Control::SessionEnded { reason }));
-        }
+        st.send(vec![Outgoing::control(Control::SessionEnded { reason })]);
+        st.tx = None;
     }
 
     /// Subscribes a client. With `since_seq`, log messages after it that are still in the
@@ -168,12 +184,24 @@ impl Hub {
         Some(Subscription {
             backlog,
             live,
+            next_log: st.logs_published,
             guard: ClientGuard(self.clients.clone()),
         })
     }
 }
 
 impl HubState {
+    fn send(&mut self, messages: Vec<Outgoing>) {
+        let Some(tx) = &self.tx else { return };
+        let burst = Burst {
+            logs_before: self.logs_published,
+            messages: messages.into(),
+        };
+        self.logs_published += burst.log_count();
+        // No receivers is fine: log messages are in the replay buffer already.
+        let _ = tx.send(burst);
+    }
+
     fn remember(&mut self, msg: Outgoing) {
         if self.replay_capacity == 0 {
             return;
@@ -233,7 +261,7 @@ mod tests {
     #[test]
     fn resume_replays_after_since_without_duplicates() {
         let hub = Hub::new(16, 100);
-        hub.publish_logs([log(10), log(12), log(13)]);
+        hub.publish_logs(vec![log(10), log(12), log(13)]);
         let sub = hub.subscribe(Some(12)).unwrap();
         assert_eq!(seqs(&sub), vec![Some(13)]);
         assert_eq!(hub.clients(), 1);
@@ -244,7 +272,7 @@ mod tests {
     #[test]
     fn resume_past_the_buffer_reports_exact_loss() {
         let hub = Hub::new(16, 2);
-        hub.publish_logs([log(1), log(2), log(5), log(7)]);
+        hub.publish_logs(vec![log(1), log(2), log(5), log(7)]);
         // 1 and 2 were evicted; since 1 → only 2 is lost.
         let sub = hub.subscribe(Some(1)).unwrap();
         assert_eq!(seqs(&sub), vec![None, Some(5), Some(7)]);
@@ -264,18 +292,26 @@ mod tests {
         );
         hub.end(EndReason::Stopped);
         let last = sub.live.try_recv().unwrap();
-        assert!(last.ends);
+        assert!(last.messages[0].ends);
         assert!(hub.subscribe(None).is_none());
     }
 
     #[test]
-    fn slow_receiver_lags_with_count() {
+    fn a_lagging_receiver_can_count_lost_lines_exactly() {
         let hub = Hub::new(2, 0);
         let mut sub = hub.subscribe(None).unwrap();
-        hub.publish_logs((1..=5).map(log));
+        assert_eq!(sub.next_log, 0);
+        hub.publish_logs(vec![log(1), log(2)]);
+        hub.publish(Control::AgentDisconnected);
+        hub.publish_logs(vec![log(3)]);
+        hub.publish_logs(vec![log(4), log(5), log(6)]);
         assert!(matches!(
             sub.live.try_recv(),
-            Err(broadcast::error::TryRecvError::Lagged(3))
+            Err(broadcast::error::TryRecvError::Lagged(2))
         ));
+        // The oldest bursts (lines 1 and 2, the control) are gone; the next says so.
+        let burst = sub.live.try_recv().unwrap();
+        assert_eq!(burst.logs_before - sub.next_log, 2);
+        assert_eq!(burst.log_count(), 1);
     }
 }

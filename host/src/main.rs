@@ -79,12 +79,15 @@ struct ServeArgs {
     /// Most bytes per second a session may ask for.
     #[arg(long, default_value_t = LimitConfig::default().max.bytes_per_second)]
     max_bytes_per_second: u64,
-    /// Messages a WebSocket client may fall behind before it loses some.
+    /// Bursts (agent batches) a WebSocket client may fall behind before it loses some.
     #[arg(long, default_value_t = Tuning::default().client_queue)]
     client_queue: usize,
     /// Log messages per session kept for `?since_seq=` resume.
     #[arg(long, default_value_t = Tuning::default().replay_messages)]
     replay_messages: usize,
+    /// Lines a WebSocket client may lose to lagging before it is closed (code 4008).
+    #[arg(long, default_value_t = Tuning::default().max_client_lost_lines)]
+    max_client_lost_lines: u64,
     /// How often agents and clients are pinged.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
     ping_interval: Duration,
@@ -211,6 +214,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tuning: Tuning {
             client_queue: args.client_queue,
             replay_messages: args.replay_messages,
+            max_client_lost_lines: args.max_client_lost_lines,
             ping_interval: args.ping_interval,
             idle_timeout: args.idle_timeout,
             ..Tuning::default()

@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
+        .route("/api/v1/openapi.json", get(health::openapi))
         .route("/api/v1/stream/start", post(stream::start))
         .route("/api/v1/stream/stop", post(stream::stop))
         .route("/api/v1/stream/sessions", get(stream::list))

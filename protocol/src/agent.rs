@@ -187,7 +187,11 @@ pub fn encode<T: Serialize>(frame: &T) -> Vec<u8> {
         .write_all(&out[1..])
         .and_then(|()| encoder.finish().map(drop))
         .expect("deflate into memory");
-    if deflated.len() < out.len() { deflated } else { out }
+    if deflated.len() < out.len() {
+        deflated
+    } else {
+        out
+    }
 }
 
 /// Decodes a binary WebSocket message into a frame.
@@ -269,7 +273,11 @@ mod tests {
         });
         let bytes = encode(&frame);
         assert_eq!(bytes[0], CODEC_POSTCARD_DEFLATE);
-        assert!(bytes.len() * 100 / raw < 35, "{} of {raw} raw bytes", bytes.len());
+        assert!(
+            bytes.len() * 100 / raw < 35,
+            "{} of {raw} raw bytes",
+            bytes.len()
+        );
         assert_eq!(decode::<AgentFrame>(&bytes).unwrap(), frame);
         // Small frames stay plain.
         let small = encode(&HostFrame::Stop {

@@ -121,6 +121,12 @@ impl TestHost {
         Api::new(&self.base, Some(self.user_token(org, sub)))
     }
 
+    /// Shuts the host down gracefully and starts a fresh one (empty state) on the same address.
+    pub async fn restart(&mut self) {
+        self.shutdown().await;
+        *self = TestHost::start_on(self.addr, |_| {}).await;
+    }
+
     /// Shuts the host down gracefully and waits for it.
     pub async fn stop(mut self) {
         self.shutdown().await;
@@ -280,6 +286,12 @@ pub fn agent_config(
     }
 }
 
+/// One compiled-filter cache for every test agent, kept between runs (components compile once),
+/// and never the user's own `~/.cache`.
+pub fn test_cache_dir() -> PathBuf {
+    std::env::temp_dir().join("logfleet-test-cache")
+}
+
 /// Agent timers shortened for tests.
 pub fn fast_agent_tuning() -> logfleet_agent::Tuning {
     logfleet_agent::Tuning {
@@ -288,6 +300,7 @@ pub fn fast_agent_tuning() -> logfleet_agent::Tuning {
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(300),
         batch_interval: Duration::from_millis(10),
+        cache_dir: Some(test_cache_dir()),
         ..logfleet_agent::Tuning::default()
     }
 }
@@ -345,6 +358,7 @@ impl AgentProcess {
                 "--reconnect-max=300ms",
                 "--batch-interval=10ms",
             ])
+            .arg(format!("--cache-dir={}", test_cache_dir().display()))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -564,11 +578,48 @@ pub struct Stack {
     pub logs: LogDir,
     pub api: Api,
     pub agent_id: Uuid,
+    /// Set when the agent reaches the host through a [`TcpProxy`] (see [`Stack::behind_proxy`]).
+    pub proxy: Option<TcpProxy>,
+    adjust_agent: AgentAdjust,
 }
+
+/// A change a test makes to the stack's agent configuration.
+type AgentAdjust = Box<dyn Fn(&mut logfleet_agent::Config) + Send + Sync>;
 
 impl Stack {
     pub async fn new() -> Stack {
-        let host = TestHost::start().await;
+        Self::new_with(|_| {}, |_| {}).await
+    }
+
+    /// A stack whose host and agent configurations the test adjusts (the agent's adjustment
+    /// applies to every restart too).
+    pub async fn new_with(
+        adjust_host: impl FnOnce(&mut Config),
+        adjust_agent: impl Fn(&mut logfleet_agent::Config) + Send + Sync + 'static,
+    ) -> Stack {
+        Self::build(adjust_host, adjust_agent, false).await
+    }
+
+    /// Like [`Stack::new_with`], with the agent connecting through a [`TcpProxy`] the test can
+    /// cut.
+    pub async fn behind_proxy(
+        adjust_host: impl FnOnce(&mut Config),
+        adjust_agent: impl Fn(&mut logfleet_agent::Config) + Send + Sync + 'static,
+    ) -> Stack {
+        Self::build(adjust_host, adjust_agent, true).await
+    }
+
+    async fn build(
+        adjust_host: impl FnOnce(&mut Config),
+        adjust_agent: impl Fn(&mut logfleet_agent::Config) + Send + Sync + 'static,
+        via_proxy: bool,
+    ) -> Stack {
+        let host = TestHost::start_with(adjust_host).await;
+        let proxy = if via_proxy {
+            Some(TcpProxy::start(host.addr).await)
+        } else {
+            None
+        };
         let logs = LogDir::new();
         logs.create("nginx.log", &["old line 1", "old line 2"]);
         logs.create("api.log", &[]);
@@ -580,6 +631,8 @@ impl Stack {
             logs,
             api,
             agent_id,
+            proxy,
+            adjust_agent: Box::new(adjust_agent),
         };
         fx.start_agent().await;
         fx
@@ -589,15 +642,25 @@ impl Stack {
         let token = self.host.agent_token("acme", self.agent_id, "edge-1");
         let nginx = self.logs.path("nginx.log");
         let api = self.logs.path("api.log");
-        let config = agent_config(
+        let mut config = agent_config(
             &self.host,
             token,
             &[("nginx", &nginx), ("api-gateway", &api)],
         );
+        if let Some(proxy) = &self.proxy {
+            config.host = format!("http://{}", proxy.addr);
+        }
+        (self.adjust_agent)(&mut config);
         self.agent = Some(InProcessAgent::start(config));
         self.api
             .wait_agent_status(&self.agent_id.to_string(), "online")
             .await;
+    }
+
+    /// Shuts the host down gracefully and starts a new one on the same address (sessions are
+    /// in memory and end; agents reconnect by themselves).
+    pub async fn restart_host(&mut self) {
+        self.host.restart().await;
     }
 
     pub async fn stop_agent(&mut self) {
@@ -655,5 +718,72 @@ pub async fn skip_until(client: &mut WsClient, text: &str) {
         if msg["message"] == text {
             return;
         }
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 that a test can cut and restore, to sever a link between two real
+/// processes without touching either.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    state: std::sync::Arc<ProxyState>,
+    task: JoinHandle<()>,
+}
+
+struct ProxyState {
+    up: std::sync::atomic::AtomicBool,
+    /// Bumped on every cut; connection tasks of an older generation end.
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl TcpProxy {
+    /// Forwards connections to `target`.
+    pub async fn start(target: SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let state = std::sync::Arc::new(ProxyState {
+            up: std::sync::atomic::AtomicBool::new(true),
+            generation: tokio::sync::watch::channel(0).0,
+        });
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !shared.up.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the peer sees the connection close at once
+                }
+                let mut cut = shared.generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        TcpProxy { addr, state, task }
+    }
+
+    /// Closes every proxied connection and refuses new ones until [`TcpProxy::restore`].
+    pub fn cut(&self) {
+        self.state
+            .up
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.state.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.state
+            .up
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -40,7 +40,7 @@ pub fn runtime_with_deadline(call_deadline: Duration) -> Runtime {
     .expect("runtime")
 }
 
-pub use testkit::{plugin_bytes, plugins_dir};
+pub use testkit::plugin_bytes;
 
 /// A `PluginRef` for plugin crate `name` with `config`, digest filled in like the host does.
 pub fn plugin(name: &str, config: &str) -> (PluginRef, Vec<u8>) {

@@ -44,7 +44,7 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
         Ok(Ok(hello)) => hello,
         Ok(Err(reason)) => {
             tracing::warn!(agent = %ident.id, %reason, "agent refused");
-            close_gracefully(&mut socket, CLOSE_PROTOCOL_MISMATCH, &reason).await;
+            close_gracefully(socket, CLOSE_PROTOCOL_MISMATCH, &reason).await;
             return;
         }
         Err(_) => {
@@ -108,7 +108,7 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
         }
     };
     if let Some((code, reason)) = close_reason {
-        close_gracefully(&mut socket, code, reason).await;
+        close_gracefully(socket, code, reason).await;
     }
     if state.agents.disconnect(ident.id, conn.link_id) {
         tracing::info!(agent = %ident.id, "agent disconnected");
@@ -153,7 +153,13 @@ fn handle_frame(state: &AppState, ident: &AgentIdentity, frame: AgentFrame) {
             };
             tracing::trace!(session = %batch.session_id, lines = batch.records.len(), "log batch");
             Stats::add(&state.stats.log_lines_received, batch.records.len() as u64);
-            hub.publish_logs(batch.records.into_iter().map(|r| log_message(r, &hostname)));
+            hub.publish_logs(
+                batch
+                    .records
+                    .into_iter()
+                    .map(|r| log_message(r, &hostname))
+                    .collect(),
+            );
         }
         AgentFrame::Dropped {
             session_id,

@@ -1,4 +1,4 @@
-//! `GET /healthz` and `GET /metrics` (Prometheus text format).
+//! `GET /healthz`, `GET /metrics` (Prometheus text format) and `GET /api/v1/openapi.json`.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -13,6 +13,13 @@ use crate::state::AppState;
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// The OpenAPI document of this API, checked against the router by tests.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+pub async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -3,10 +3,11 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
 use logfleet_protocol::client::{CLOSE_CLIENT_TOO_SLOW, Control, DropReason};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -15,10 +16,6 @@ use crate::config::Tuning;
 use crate::error::ApiError;
 use crate::fanout::{Outgoing, Subscription};
 use crate::state::{AppState, Stats};
-
-/// Times in a row a client may fall behind without once catching up before it is closed with
-/// [`CLOSE_CLIENT_TOO_SLOW`].
-pub const MAX_LAG_STRIKES: u32 = 3;
 
 pub async fn client_ws(
     State(state): State<AppState>,
@@ -74,47 +71,53 @@ async fn serve_client(mut socket: WebSocket, sub: Subscription, state: AppState)
     let Subscription {
         backlog,
         mut live,
+        mut next_log,
         guard: _guard,
     } = sub;
     let tuning: Tuning = state.config.tuning;
+    let limit = tuning.idle_timeout;
     let end = 'serve: {
-        for msg in backlog {
-            if socket.send(Message::Text(msg.text)).await.is_err() {
-                break 'serve End::PeerGone;
-            }
+        let texts = backlog.into_iter().map(|m| m.text).collect();
+        if !send_all(&mut socket, texts, limit).await {
+            break 'serve End::PeerGone;
         }
         let mut ping = tokio::time::interval(tuning.ping_interval);
         ping.reset();
         let mut last_heard = Instant::now();
-        let mut strikes = 0u32;
+        let mut lost_total = 0u64;
         loop {
             tokio::select! {
-                msg = live.recv() => match msg {
-                    Ok(Outgoing { text, ends, .. }) => {
-                        if socket.send(Message::Text(text)).await.is_err() {
+                burst = live.recv() => match burst {
+                    Ok(burst) => {
+                        // Lines between what this client got and this burst were lost to lag.
+                        let lost = burst.logs_before.saturating_sub(next_log);
+                        next_log = burst.logs_before + burst.log_count();
+                        let notice = (lost > 0).then(|| {
+                            Stats::add(&state.stats.client_messages_dropped, lost);
+                            Outgoing::control(Control::LogsDropped {
+                                count: lost,
+                                reason: DropReason::ClientLagging,
+                            })
+                            .text
+                        });
+                        let ends = burst.messages.iter().any(|m| m.ends);
+                        let texts = notice
+                            .into_iter()
+                            .chain(burst.messages.iter().map(|m| m.text.clone()))
+                            .collect();
+                        if !send_all(&mut socket, texts, limit).await {
                             break End::PeerGone;
                         }
                         if ends {
                             break End::SessionEnded;
                         }
-                        if live.is_empty() {
-                            strikes = 0;
-                        }
-                    }
-                    Err(RecvError::Lagged(count)) => {
-                        Stats::add(&state.stats.client_messages_dropped, count);
-                        strikes += 1;
-                        if strikes >= MAX_LAG_STRIKES {
+                        lost_total += lost;
+                        if lost_total > tuning.max_client_lost_lines {
                             break End::TooSlow;
                         }
-                        let notice = Outgoing::control(Control::LogsDropped {
-                            count,
-                            reason: DropReason::ClientLagging,
-                        });
-                        if socket.send(Message::Text(notice.text)).await.is_err() {
-                            break End::PeerGone;
-                        }
                     }
+                    // The loss is counted exactly, and reported, with the next burst.
+                    Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => break End::SessionEnded,
                 },
                 incoming = socket.recv() => match incoming {
@@ -128,12 +131,10 @@ async fn serve_client(mut socket: WebSocket, sub: Subscription, state: AppState)
                 },
                 _ = ping.tick() => {
                     if last_heard.elapsed() > tuning.idle_timeout {
-                        break {
-                            tracing::debug!("session client silent too long; dropping it");
-                            End::PeerGone
-                        };
+                        tracing::debug!("session client silent too long; dropping it");
+                        break End::PeerGone;
                     }
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    if !send_within(&mut socket, Message::Ping(Default::default()), limit).await {
                         break End::PeerGone;
                     }
                 }
@@ -150,7 +151,7 @@ async fn serve_client(mut socket: WebSocket, sub: Subscription, state: AppState)
         End::PeerGone => None,
     };
     if let Some((code, reason)) = close {
-        close_gracefully(&mut socket, code, reason).await;
+        close_gracefully(socket, code, reason).await;
     }
 }
 
@@ -159,21 +160,47 @@ pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Sends a close frame and reads until the peer's answer, so the last messages are not lost:
 /// closing a TCP socket that still has unread input makes the kernel send RST, and the peer
-/// then discards what it had received but not yet read.
-pub async fn close_gracefully(socket: &mut WebSocket, code: u16, reason: &str) {
+/// then discards what it had received but not yet read. Reading goes on while the close frame
+/// waits for buffer space (a slow peer), and the whole exchange is bounded.
+pub async fn close_gracefully(socket: WebSocket, code: u16, reason: &str) {
+    let (mut tx, mut rx) = socket.split();
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
-        return;
-    }
-    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
-        while let Some(Ok(msg)) = socket.recv().await {
+    let send = async {
+        let _ = tx.send(Message::Close(Some(frame))).await;
+    };
+    let drain = async {
+        while let Some(Ok(msg)) = rx.next().await {
             if matches!(msg, Message::Close(_)) {
                 break;
             }
         }
+    };
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+        tokio::join!(send, drain);
     })
     .await;
+}
+
+/// Writes text messages with one flush at the end, giving up after `limit`: a burst of lines
+/// costs one write, not one per line. Returns whether all went out.
+async fn send_all(socket: &mut WebSocket, texts: Vec<Utf8Bytes>, limit: Duration) -> bool {
+    let write = async {
+        for text in texts {
+            socket.feed(Message::Text(text)).await?;
+        }
+        socket.flush().await
+    };
+    matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
+}
+
+/// Sends one message, giving up after `limit`: a peer that stopped reading must not pin this
+/// task (and its queue) forever. Returns whether the message went out.
+async fn send_within(socket: &mut WebSocket, msg: Message, limit: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(limit, socket.send(msg)).await,
+        Ok(Ok(()))
+    )
 }

@@ -1,0 +1,328 @@
+//! `logfleet`: the LogFleet command-line tool. Parses arguments, builds a [`Client`], runs one
+//! command and maps the outcome to an exit code; the work lives in the `logfleet_cli` library.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use logfleet_cli::error::exit;
+use logfleet_cli::follow::{self, Outcome, Sink};
+use logfleet_cli::output::{self, Format};
+use logfleet_cli::{Client, DEFAULT_URL, Error};
+use logfleet_protocol::FilterSpec;
+use logfleet_protocol::client::{EndReason, LogMessage};
+use logfleet_protocol::filters::{OneOrMany, PluginSpec};
+use logfleet_protocol::rest::{MAX_TIMEOUT_SECONDS, StartRequest};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success; also when a stream's session times out or is stopped, or stdout is closed
+  1    any other failure
+  2    usage error, or a request the host refused as invalid (bad level, regex, timeout)
+  3    authentication failed: no token, or the host answered 401/403
+  4    unknown agent, session or plugin (404)
+  5    agent offline (409)
+  6    host unreachable, connection lost, or host shutting down
+  130  interrupted (Ctrl-C / SIGTERM) after stopping the session(s) on the host
+
+Environment:
+  LOGFLEET_URL    host URL (default http://127.0.0.1:8080)
+  LOGFLEET_TOKEN  user JWT
+  NO_COLOR        disable coloured output
+  RUST_LOG        diagnostics on stderr (e.g. RUST_LOG=debug)";
+
+/// Stream logs from LogFleet edge agents on demand, and manage sessions and filter plugins.
+#[derive(Debug, Parser)]
+#[command(name = "logfleet", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// Host URL.
+    #[arg(long, global = true, env = "LOGFLEET_URL", default_value = DEFAULT_URL, hide_env_values = true)]
+    url: String,
+    /// User JWT.
+    #[arg(long, global = true, env = "LOGFLEET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List agents: name, id, status, last seen, sources.
+    Agents,
+    /// List active streaming sessions.
+    Sessions,
+    /// Stop a streaming session.
+    Stop {
+        /// Session id (sess_...).
+        id: String,
+    },
+    /// Manage filter plugins (WebAssembly components).
+    #[command(subcommand)]
+    Plugins(PluginCommand),
+    /// Stream an agent's logs to stdout until the session ends (or forever with --follow).
+    #[command(after_help = EXIT_CODES)]
+    Stream(StreamArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Upload (or replace) a plugin component.
+    Upload {
+        /// Plugin name: a-z, 0-9, '-', '_'.
+        name: String,
+        /// The component file (.wasm).
+        file: PathBuf,
+    },
+    /// List uploaded plugins.
+    List,
+    /// Delete a plugin.
+    Delete {
+        /// Plugin name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct StreamArgs {
+    /// Agent id (UUID) or name.
+    agent: String,
+    /// Only these levels (comma-separated, e.g. ERROR,WARN).
+    #[arg(long, value_delimiter = ',')]
+    level: Vec<String>,
+    /// Only these sources (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    source: Vec<String>,
+    /// Only messages matching this regex (Rust regex syntax).
+    #[arg(long)]
+    pattern: Option<String>,
+    /// Apply an uploaded plugin, with an optional JSON config: NAME or NAME=JSON. Repeatable;
+    /// applied in order after the built-in filters.
+    #[arg(long = "plugin", value_name = "NAME[=JSON]", value_parser = parse_plugin)]
+    plugins: Vec<PluginSpec>,
+    /// Session length in seconds (1..=3600).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECONDS))]
+    timeout: u64,
+    /// Keep streaming past the timeout by starting the next session before each one ends.
+    #[arg(long)]
+    follow: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    /// TIMESTAMP LEVEL source: message (coloured on a terminal).
+    Text,
+    /// One JSON log object per line.
+    Json,
+}
+
+fn parse_plugin(arg: &str) -> Result<PluginSpec, String> {
+    let (name, config) = match arg.split_once('=') {
+        None => (arg, serde_json::Value::Null),
+        Some((name, json)) => (
+            name,
+            serde_json::from_str(json).map_err(|e| format!("plugin config is not JSON: {e}"))?,
+        ),
+    };
+    if name.is_empty() {
+        return Err("plugin name is empty".to_owned());
+    }
+    Ok(PluginSpec {
+        name: name.to_owned(),
+        config,
+    })
+}
+
+impl StreamArgs {
+    fn request(&self) -> StartRequest {
+        let filters = FilterSpec {
+            level: (!self.level.is_empty()).then(|| self.level.clone()),
+            source: match self.source.as_slice() {
+                [] => None,
+                [one] => Some(OneOrMany::One(one.clone())),
+                many => Some(OneOrMany::Many(many.to_vec())),
+            },
+            pattern: self.pattern.clone(),
+            plugins: (!self.plugins.is_empty()).then(|| self.plugins.clone()),
+        };
+        StartRequest {
+            agent_id: self.agent.clone(),
+            timeout_seconds: Some(self.timeout),
+            filters: (filters != FilterSpec::default()).then_some(filters),
+            limits: None,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    // Both reqwest and tungstenite use rustls with ring; make that the process default so
+    // neither has to guess. An error only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("logfleet: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::OTHER);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = e
+                .downcast_ref::<Error>()
+                .map_or(exit::OTHER, Error::exit_code);
+            eprintln!("logfleet: error: {}", one_line(&e, code));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The error as one line, with a hint for the mistakes users make most.
+fn one_line(e: &anyhow::Error, code: u8) -> String {
+    let text = format!("{e:#}");
+    let ours = e.downcast_ref::<Error>();
+    let hint = match code {
+        exit::AUTH if !ours.is_some_and(|e| matches!(e, Error::MissingToken)) => {
+            " (check LOGFLEET_TOKEN / --token)"
+        }
+        exit::NETWORK
+            if e.downcast_ref::<Error>()
+                .is_some_and(|e| matches!(e, Error::Network { .. })) =>
+        {
+            " (check LOGFLEET_URL / --url)"
+        }
+        _ => "",
+    };
+    format!("{}{hint}", text.replace('\n', " "))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let token = cli.token.clone().unwrap_or_default();
+    let client = Client::new(&cli.url, token)?;
+    let now = chrono::Utc::now;
+    let mut stdout = std::io::stdout();
+    match cli.command {
+        Command::Agents => {
+            let agents = client.agents().await?;
+            write!(stdout, "{}", output::agents_table(&agents, now()))?;
+        }
+        Command::Sessions => {
+            let sessions = client.sessions().await?;
+            write!(stdout, "{}", output::sessions_table(&sessions, now()))?;
+        }
+        Command::Stop { id } => {
+            let session = client.stop(&id).await?;
+            writeln!(stdout, "stopped {}", session.id)?;
+        }
+        Command::Plugins(PluginCommand::List) => {
+            let plugins = client.plugins().await?;
+            write!(stdout, "{}", output::plugins_table(&plugins))?;
+        }
+        Command::Plugins(PluginCommand::Upload { name, file }) => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let plugin = client.upload_plugin(&name, bytes).await?;
+            writeln!(
+                stdout,
+                "uploaded {} ({}, {} bytes)",
+                plugin.name, plugin.digest, plugin.size
+            )?;
+        }
+        Command::Plugins(PluginCommand::Delete { name }) => {
+            client.delete_plugin(&name).await?;
+            writeln!(stdout, "deleted {name}")?;
+        }
+        Command::Stream(args) => return stream(&client, &args).await,
+    }
+    Ok(exit::OK)
+}
+
+async fn stream(client: &Client, args: &StreamArgs) -> anyhow::Result<u8> {
+    // Listen for signals before any session exists, so none can slip through unnoticed.
+    let shutdown = shutdown_signal()?;
+    let format = match args.output {
+        OutputFormat::Text => Format::Text,
+        OutputFormat::Json => Format::Json,
+    };
+    let colour = output::use_colour(
+        std::io::stdout().is_terminal(),
+        std::env::var("NO_COLOR").ok().as_deref(),
+    );
+    let mut sink = Terminal {
+        out: std::io::stdout(),
+        format,
+        colour,
+    };
+    let options = follow::Options {
+        request: args.request(),
+        follow: args.follow,
+    };
+    let outcome = follow::run(client, &options, &mut sink, shutdown).await?;
+    Ok(match outcome {
+        Outcome::Ended(EndReason::Timeout | EndReason::Stopped) | Outcome::OutputClosed => exit::OK,
+        Outcome::Ended(EndReason::Shutdown) => exit::NETWORK,
+        Outcome::Interrupted => {
+            eprintln!("logfleet: interrupted; session stopped");
+            exit::INTERRUPTED
+        }
+    })
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM. Registered immediately, so a signal that arrives
+/// before the future is first polled still counts.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+/// Prints logs to stdout (flushed per line, so `| grep` and tests see lines at once) and
+/// notices to stderr.
+struct Terminal {
+    out: std::io::Stdout,
+    format: Format,
+    colour: bool,
+}
+
+impl Sink for Terminal {
+    fn log(&mut self, log: &LogMessage) -> std::io::Result<()> {
+        let line = output::format_log(log, self.format, self.colour);
+        let mut out = self.out.lock();
+        writeln!(out, "{line}")?;
+        out.flush()
+    }
+
+    fn notice(&mut self, text: &str) {
+        eprintln!("logfleet: {text}");
+    }
+}

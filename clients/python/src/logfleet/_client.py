@@ -1,0 +1,304 @@
+"""The synchronous client: :class:`Client` and its :class:`Stream`."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from types import TracebackType
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Type
+from urllib.parse import quote
+
+import httpx
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.sync.client import ClientConnection, connect
+
+from ._common import (
+    HTTP_TIMEOUT,
+    OnControl,
+    OnEnding,
+    closed_error,
+    decode,
+    resolve_config,
+    start_body,
+    ws_url,
+)
+from ._errors import LogFleetConnectionError, LogFleetError, error_from_response
+from ._models import Agent, ControlEvent, LogEntry, Session, SessionSummary
+
+__all__ = ["Client", "Stream"]
+
+
+def _json_or_text(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _handshake_body(e: InvalidStatus) -> Any:
+    """The (JSON, if possible) body of a refused WebSocket upgrade."""
+    raw = e.response.body.decode(errors="replace") if e.response.body else ""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+class Client:
+    """A synchronous client of one LogFleet host.
+
+    Args:
+        token: A user JWT. Defaults to ``$LOGFLEET_TOKEN``.
+        base_url: The host, e.g. ``https://api.logfleet.io``. Defaults to ``$LOGFLEET_URL``,
+            then ``http://127.0.0.1:8080``.
+        http_timeout: Seconds one REST call may take.
+
+    Use it as a context manager (or call :meth:`close`) to release its connection pool.
+    """
+
+    def __init__(
+        self,
+        token: Optional[str] = None,
+        base_url: Optional[str] = None,
+        *,
+        http_timeout: float = HTTP_TIMEOUT,
+    ) -> None:
+        self.token, self.base_url = resolve_config(token, base_url)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=http_timeout,
+        )
+
+    # REST -----------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise LogFleetConnectionError(f"cannot reach the host at {self.base_url}: {e}") from e
+        body = _json_or_text(response)
+        if response.is_error:
+            raise error_from_response(response.status_code, body)
+        return body
+
+    def agents(self) -> List[Agent]:
+        """Every agent of the token's organisation."""
+        body = self._request("GET", "/api/v1/agents")
+        return [Agent.from_json(a) for a in body["agents"]]
+
+    def agent(self, agent_id: str) -> Agent:
+        """One agent, by UUID or name. Raises :class:`~logfleet.NotFoundError`."""
+        body = self._request("GET", f"/api/v1/agents/{quote(agent_id, safe='')}")
+        return Agent.from_json(body["agent"])
+
+    def sessions(self) -> List[SessionSummary]:
+        """The organisation's active streaming sessions."""
+        body = self._request("GET", "/api/v1/stream/sessions")
+        return [SessionSummary.from_json(s) for s in body["sessions"]]
+
+    def start(
+        self,
+        agent_id: str,
+        timeout: Optional[int] = None,
+        filters: Optional[Mapping[str, Any]] = None,
+        limits: Optional[Mapping[str, Any]] = None,
+    ) -> Session:
+        """Starts a session without connecting to it (see :meth:`start_stream`)."""
+        body = self._request(
+            "POST", "/api/v1/stream/start", json=start_body(agent_id, timeout, filters, limits)
+        )
+        return Session.from_json(body["session"])
+
+    def stop(self, session_id: str) -> Session:
+        """Stops a session. Its clients receive ``session_ended`` with reason ``stopped``."""
+        body = self._request("POST", "/api/v1/stream/stop", json={"session_id": session_id})
+        return Session.from_json(body["session"])
+
+    # Streaming ------------------------------------------------------------------------------
+
+    def stream(
+        self,
+        agent_id: str,
+        timeout: Optional[int] = None,
+        filters: Optional[Mapping[str, Any]] = None,
+        *,
+        limits: Optional[Mapping[str, Any]] = None,
+        on_ending: Optional[OnEnding] = None,
+        on_control: Optional[OnControl] = None,
+    ) -> "Stream":
+        """A stream of an agent's logs, to use with ``with``.
+
+        The session starts when the ``with`` block is entered (or iteration begins) and is
+        stopped when the block is left. Iterating yields :class:`~logfleet.LogEntry` objects
+        and ends when the session ends.
+
+        Args:
+            agent_id: The agent's UUID or name.
+            timeout: Session length in seconds (1..3600, default 300).
+            filters: ``{"level": [...], "source": "..." or [...], "pattern": "regex",
+                "plugins": [{"name": ..., "config": ...}]}``.
+            limits: ``{"lines_per_second": N, "bytes_per_second": N}``.
+            on_ending: Called with ``seconds_remaining`` when the session warns it will end.
+            on_control: Called with every :class:`~logfleet.ControlEvent`.
+        """
+        return Stream(self, start_body(agent_id, timeout, filters, limits), on_ending, on_control)
+
+    def start_stream(
+        self,
+        agent_id: str,
+        timeout: Optional[int] = None,
+        filters: Optional[Mapping[str, Any]] = None,
+        *,
+        limits: Optional[Mapping[str, Any]] = None,
+        on_ending: Optional[OnEnding] = None,
+        on_control: Optional[OnControl] = None,
+    ) -> "Stream":
+        """Starts a session and connects to it now. Call :meth:`Stream.stop` when done."""
+        stream = self.stream(
+            agent_id, timeout, filters, limits=limits, on_ending=on_ending, on_control=on_control
+        )
+        stream.start()
+        return stream
+
+    def close(self) -> None:
+        """Releases the HTTP connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Stream:
+    """One session's log stream. Iterate it for :class:`~logfleet.LogEntry` objects.
+
+    Attributes:
+        session: The session, once started.
+        ended_reason: ``"timeout"``, ``"stopped"`` or ``"shutdown"`` once the session ended.
+        seconds_remaining: Set when the host warned that the session is ending.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        request: Dict[str, Any],
+        on_ending: Optional[OnEnding],
+        on_control: Optional[OnControl],
+    ) -> None:
+        self._client = client
+        self._request = request
+        self._on_ending = on_ending
+        self._on_control = on_control
+        self._ws: Optional[ClientConnection] = None
+        # Owns the WebSocket connection (websockets wants it used as a context manager).
+        self._resources = ExitStack()
+        self.session: Optional[Session] = None
+        self.ended_reason: Optional[str] = None
+        self.seconds_remaining: Optional[int] = None
+
+    @property
+    def session_id(self) -> Optional[str]:
+        """The session's id, once started."""
+        return self.session.id if self.session else None
+
+    def start(self) -> "Stream":
+        """Starts the session and connects to its WebSocket. Does nothing if already started."""
+        if self.session is not None:
+            return self
+        self.session = self._client.start(
+            self._request["agent_id"],
+            self._request["timeout_seconds"],
+            self._request.get("filters"),
+            self._request.get("limits"),
+        )
+        try:
+            self._ws = self._connect(self.session)
+        except BaseException:
+            self._stop_session()
+            raise
+        return self
+
+    def _connect(self, session: Session) -> ClientConnection:
+        try:
+            return self._resources.enter_context(
+                connect(
+                    ws_url(session.websocket_url),
+                    additional_headers={"Authorization": f"Bearer {self._client.token}"},
+                    open_timeout=HTTP_TIMEOUT,
+                )
+            )
+        except InvalidStatus as e:
+            raise error_from_response(e.response.status_code, _handshake_body(e)) from e
+        except (OSError, WebSocketException, TimeoutError) as e:
+            raise LogFleetConnectionError(
+                f"cannot connect to {session.websocket_url}: {e}"
+            ) from e
+
+    def messages(self) -> Iterator[Any]:
+        """Every message, logs and control events, until the session ends."""
+        self.start()
+        ws = self._ws
+        assert ws is not None and self.session is not None
+        while True:
+            try:
+                text = ws.recv()
+            except ConnectionClosed as e:
+                if self.ended_reason is not None:
+                    return
+                code = e.rcvd.code if e.rcvd else None
+                if code == 1000:
+                    return
+                raise closed_error(self.session.id, code, e.rcvd.reason if e.rcvd else "") from e
+            msg = decode(text)
+            if msg is None:
+                continue
+            if isinstance(msg, ControlEvent):
+                self._on_control_event(msg)
+            yield msg
+            if isinstance(msg, ControlEvent) and msg.event == "session_ended":
+                return
+
+    def _on_control_event(self, event: ControlEvent) -> None:
+        if event.event == "session_ending":
+            self.seconds_remaining = event.seconds_remaining
+            if self._on_ending is not None:
+                self._on_ending(int(event.seconds_remaining or 0))
+        elif event.event == "session_ended":
+            self.ended_reason = event.reason or "unknown"
+        if self._on_control is not None:
+            self._on_control(event)
+
+    def __iter__(self) -> Iterator[LogEntry]:
+        for msg in self.messages():
+            if isinstance(msg, LogEntry):
+                yield msg
+
+    def stop(self) -> None:
+        """Stops the session on the host (if it is still running) and closes the stream."""
+        try:
+            self._stop_session()
+        finally:
+            self._resources.close()
+
+    def _stop_session(self) -> None:
+        if self.session is None or self.ended_reason is not None:
+            return
+        try:
+            self._client.stop(self.session.id)
+        except LogFleetError as e:
+            if e.code != "session_not_found":
+                raise
+
+    def __enter__(self) -> "Stream":
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.stop()

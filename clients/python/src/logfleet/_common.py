@@ -1,0 +1,93 @@
+"""Pieces shared by the sync and async clients: configuration, request bodies, and decoding
+of WebSocket messages."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Dict, Mapping, Optional, Union
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from ._errors import AuthError, LogFleetError, StreamClosedError
+from ._models import ControlEvent, LogEntry
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+"""Host URL used when neither ``base_url`` nor ``LOGFLEET_URL`` is given."""
+
+DEFAULT_TIMEOUT = 300
+"""Session length in seconds when none is given (the host's default too)."""
+
+HTTP_TIMEOUT = 30.0
+"""Seconds one REST call may take."""
+
+CLOSE_CLIENT_TOO_SLOW = 4008
+"""WebSocket close code the host uses for a client that stayed too far behind."""
+
+OnEnding = Callable[[int], Any]
+"""Called with ``seconds_remaining`` when the session warns it is about to end."""
+
+OnControl = Callable[[ControlEvent], Any]
+"""Called with every control event (ending, ended, dropped lines, agent status, …)."""
+
+Message = Union[LogEntry, ControlEvent]
+
+
+def resolve_config(token: Optional[str], base_url: Optional[str]) -> "tuple[str, str]":
+    """Fills ``token`` and ``base_url`` from ``LOGFLEET_TOKEN`` / ``LOGFLEET_URL``."""
+    token = token or os.environ.get("LOGFLEET_TOKEN")
+    if not token:
+        raise AuthError("missing_token", "no token: pass token=... or set LOGFLEET_TOKEN")
+    url = (base_url or os.environ.get("LOGFLEET_URL") or DEFAULT_URL).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise LogFleetError("invalid_url", f"base_url must be http:// or https://, got {url!r}")
+    return token, url
+
+
+def start_body(
+    agent_id: str,
+    timeout: Optional[int],
+    filters: Optional[Mapping[str, Any]],
+    limits: Optional[Mapping[str, Any]],
+) -> Dict[str, Any]:
+    """The JSON body of ``POST /api/v1/stream/start``."""
+    body: Dict[str, Any] = {"agent_id": str(agent_id)}
+    body["timeout_seconds"] = DEFAULT_TIMEOUT if timeout is None else int(timeout)
+    if filters:
+        body["filters"] = dict(filters)
+    if limits:
+        body["limits"] = dict(limits)
+    return body
+
+
+def ws_url(websocket_url: str, since_seq: Optional[int] = None) -> str:
+    """The session's WebSocket URL, with ``since_seq`` when resuming."""
+    if since_seq is None:
+        return websocket_url
+    parts = urlsplit(websocket_url)
+    query = "&".join(q for q in (parts.query, urlencode({"since_seq": since_seq})) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def decode(text: Union[str, bytes]) -> Optional[Message]:
+    """Decodes one WebSocket text frame; ``None`` for anything this version does not know."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    kind = data.get("type")
+    if kind == "log":
+        return LogEntry.from_json(data)
+    if kind == "control":
+        return ControlEvent.from_json(data)
+    return None
+
+
+def closed_error(session_id: str, code: Optional[int], reason: str) -> StreamClosedError:
+    """The error for a stream that closed without ``session_ended``."""
+    if code == CLOSE_CLIENT_TOO_SLOW:
+        detail = "this client read too slowly and the host closed the stream (4008)"
+    else:
+        detail = f"close code {code}: {reason}" if code else "connection lost"
+    return StreamClosedError(f"stream of session {session_id} closed: {detail}", code)

@@ -1,0 +1,168 @@
+"""Typed views of the host's JSON: log lines, control events, sessions and agents.
+
+Field names follow the public API reference exactly, so ``log.level`` here is ``"level"`` there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Where a log line came from."""
+
+    host: str
+    """Host name of the agent's machine."""
+    file: str
+    """Path of the file the line was read from."""
+    line: int
+    """1-based line number in that file."""
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One streamed log line (the reference's "Log Message Format")."""
+
+    seq: int
+    """Per-agent line counter: +1 per line the agent reads. Use it to detect gaps and
+    de-duplicate overlapping sessions."""
+    timestamp: str
+    """When the agent read the line, RFC 3339 UTC with milliseconds."""
+    level: str
+    """``TRACE``, ``DEBUG``, ``INFO``, ``WARN``, ``ERROR`` or ``FATAL``."""
+    source: str
+    """The agent's name for the file's source, e.g. ``nginx``."""
+    message: str
+    metadata: Metadata
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "LogEntry":
+        meta = data.get("metadata") or {}
+        return cls(
+            seq=int(data.get("seq", 0)),
+            timestamp=str(data.get("timestamp", "")),
+            level=str(data.get("level", "")),
+            source=str(data.get("source", "")),
+            message=str(data.get("message", "")),
+            metadata=Metadata(
+                host=str(meta.get("host", "")),
+                file=str(meta.get("file", "")),
+                line=int(meta.get("line", 0)),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ControlEvent:
+    """A ``{"type": "control"}`` message: ``session_ending``, ``session_ended``,
+    ``agent_disconnected``, ``agent_reconnected``, ``logs_dropped`` or ``filter_error``."""
+
+    event: str
+    reason: Optional[str] = None
+    seconds_remaining: Optional[int] = None
+    count: Optional[int] = None
+    plugin: Optional[str] = None
+    message: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ControlEvent":
+        return cls(
+            event=str(data.get("event", "")),
+            reason=data.get("reason"),
+            seconds_remaining=data.get("seconds_remaining"),
+            count=data.get("count"),
+            plugin=data.get("plugin"),
+            message=data.get("message"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Session:
+    """A streaming session, as ``start`` and ``stop`` return it."""
+
+    id: str
+    agent_id: str
+    status: str
+    started_at: str
+    expires_at: str
+    websocket_url: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Session":
+        return cls(
+            id=data["id"],
+            agent_id=data["agent_id"],
+            status=data["status"],
+            started_at=data["started_at"],
+            expires_at=data["expires_at"],
+            websocket_url=data["websocket_url"],
+        )
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """An entry of the active sessions list."""
+
+    id: str
+    agent_id: str
+    agent_name: str
+    status: str
+    started_at: str
+    expires_at: str
+    created_by: Optional[str] = None
+    clients: Optional[int] = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SessionSummary":
+        return cls(
+            id=data["id"],
+            agent_id=data["agent_id"],
+            agent_name=data.get("agent_name", ""),
+            status=data["status"],
+            started_at=data["started_at"],
+            expires_at=data["expires_at"],
+            created_by=data.get("created_by"),
+            clients=data.get("clients"),
+        )
+
+
+@dataclass(frozen=True)
+class Source:
+    """A log source configured on an agent."""
+
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Agent:
+    """What the host knows of one agent."""
+
+    id: str
+    name: str
+    hostname: str
+    version: str
+    status: str
+    """``online`` or ``offline``."""
+    sources: List[Source]
+    connected_at: Optional[str]
+    last_seen: str
+    active_sessions: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Agent":
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            hostname=data.get("hostname", ""),
+            version=data.get("version", ""),
+            status=data["status"],
+            sources=[Source(s["name"], s["path"]) for s in data.get("sources", [])],
+            connected_at=data.get("connected_at"),
+            last_seen=data.get("last_seen", ""),
+            active_sessions=int(data.get("active_sessions", 0)),
+        )

@@ -1,0 +1,140 @@
+/**
+ * {@link LogFleetClient}: the host's REST API and session streams.
+ * @module
+ */
+
+import { LogFleetError, errorFromResponse } from './errors.js';
+import { openSocket } from './socket.js';
+import { LogStream } from './stream.js';
+import type { Agent, Filters, Limits, Session, SessionSummary } from './types.js';
+
+/** Host URL used when neither `baseUrl` nor `LOGFLEET_URL` (Node) is given. */
+export const DEFAULT_BASE_URL = 'http://127.0.0.1:8080';
+
+/** Session length in seconds when none is given. */
+export const DEFAULT_TIMEOUT_SECONDS = 300;
+
+/** How long one REST call may take, in milliseconds. */
+export const REQUEST_TIMEOUT_MS = 30_000;
+
+/** Options of {@link LogFleetClient}. */
+export interface LogFleetClientOptions {
+  /** A user JWT. */
+  token: string;
+  /** The host, e.g. `https://api.logfleet.io`. Defaults to `LOGFLEET_URL` in Node, then
+   * `http://127.0.0.1:8080`. */
+  baseUrl?: string;
+}
+
+/** Options of {@link LogFleetClient.startStream}. */
+export interface StartStreamOptions {
+  /** The agent's UUID or name. */
+  agentId: string;
+  /** Session length in seconds (1..3600, default 300). */
+  timeout?: number;
+  filters?: Filters;
+  limits?: Limits;
+}
+
+function envBaseUrl(): string | undefined {
+  return typeof process !== 'undefined' ? process.env?.LOGFLEET_URL || undefined : undefined;
+}
+
+/** A client of one LogFleet host. */
+export class LogFleetClient {
+  readonly baseUrl: string;
+  private readonly token: string;
+
+  constructor(options: LogFleetClientOptions) {
+    if (!options?.token) {
+      throw new LogFleetError('missing_token', 'a token is required');
+    }
+    this.token = options.token;
+    this.baseUrl = (options.baseUrl ?? envBaseUrl() ?? DEFAULT_BASE_URL).replace(/\/+$/, '');
+  }
+
+  /** Every agent of the token's organisation. */
+  async agents(): Promise<Agent[]> {
+    const body = await this.request<{ agents: Agent[] }>('GET', '/api/v1/agents');
+    return body.agents;
+  }
+
+  /** One agent, by UUID or name. */
+  async agent(agentId: string): Promise<Agent> {
+    const body = await this.request<{ agent: Agent }>(
+      'GET',
+      `/api/v1/agents/${encodeURIComponent(agentId)}`,
+    );
+    return body.agent;
+  }
+
+  /** The organisation's active sessions. */
+  async sessions(): Promise<SessionSummary[]> {
+    const body = await this.request<{ sessions: SessionSummary[] }>('GET', '/api/v1/stream/sessions');
+    return body.sessions;
+  }
+
+  /** Starts a session without connecting to it. */
+  async start(options: StartStreamOptions): Promise<Session> {
+    const body: Record<string, unknown> = {
+      agent_id: options.agentId,
+      timeout_seconds: options.timeout ?? DEFAULT_TIMEOUT_SECONDS,
+    };
+    if (options.filters) body.filters = options.filters;
+    if (options.limits) body.limits = options.limits;
+    const resp = await this.request<{ session: Session }>('POST', '/api/v1/stream/start', body);
+    return resp.session;
+  }
+
+  /** Stops a session; its clients receive `session_ended` with reason `stopped`. */
+  async stop(sessionId: string): Promise<Session> {
+    const resp = await this.request<{ session: Session }>('POST', '/api/v1/stream/stop', {
+      session_id: sessionId,
+    });
+    return resp.session;
+  }
+
+  /** Starts a session and connects to its stream. Call `stream.stop()` when done. */
+  async startStream(options: StartStreamOptions): Promise<LogStream> {
+    const session = await this.start(options);
+    let socket;
+    try {
+      socket = await openSocket(session.websocket_url, this.token);
+    } catch (err) {
+      await this.stopQuietly(session.id);
+      throw err;
+    }
+    return new LogStream(session, socket, (id) => this.stopQuietly(id));
+  }
+
+  /** Stops a session, treating "already ended" as success. */
+  private async stopQuietly(sessionId: string): Promise<void> {
+    try {
+      await this.stop(sessionId);
+    } catch (err) {
+      if (!(err instanceof LogFleetError && err.code === 'session_not_found')) throw err;
+    }
+  }
+
+  private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = { Authorization: `Bearer ${this.token}` };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    let resp: Response;
+    try {
+      resp = await fetch(`${this.baseUrl}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      });
+    } catch (err) {
+      const cause = err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err);
+      throw new LogFleetError('network', `cannot reach the host at ${this.baseUrl}: ${cause}`);
+    }
+    const text = await resp.text();
+    if (!resp.ok) {
+      throw errorFromResponse(resp.status, text);
+    }
+    return JSON.parse(text) as T;
+  }
+}

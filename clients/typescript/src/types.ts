@@ -1,0 +1,86 @@
+/**
+ * Types of the host's JSON, field for field as in the public API reference.
+ * @module
+ */
+
+/** The six log levels. */
+export type Level = 'TRACE' | 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' | 'FATAL';
+
+/** One streamed log line (the reference's "Log Message Format"). */
+export interface LogMessage {
+  type: 'log';
+  /** Per-agent line counter, +1 per line read: detects gaps, de-duplicates overlapping sessions. */
+  seq: number;
+  /** When the agent read the line, RFC 3339 UTC with milliseconds. */
+  timestamp: string;
+  level: Level;
+  source: string;
+  message: string;
+  metadata: { host: string; file: string; line: number };
+}
+
+/** Why a session ended. */
+export type EndReason = 'timeout' | 'stopped' | 'shutdown';
+
+/** A `{"type": "control"}` message. */
+export type ControlMessage =
+  | { type: 'control'; event: 'session_ending'; reason: EndReason; seconds_remaining: number }
+  | { type: 'control'; event: 'session_ended'; reason: EndReason }
+  | { type: 'control'; event: 'agent_disconnected' }
+  | { type: 'control'; event: 'agent_reconnected' }
+  | { type: 'control'; event: 'logs_dropped'; count: number; reason: string }
+  | { type: 'control'; event: 'filter_error'; plugin: string; message: string };
+
+/** `filters` of a start request. All given filters must match; values in one list are OR. */
+export interface Filters {
+  /** Level names (case-insensitive; synonyms such as `warning` accepted). */
+  level?: string[];
+  /** One source name or a list. */
+  source?: string | string[];
+  /** A regex (Rust regex syntax) the message must match. */
+  pattern?: string;
+  /** Uploaded plugins, applied in order after the built-in filters. */
+  plugins?: { name: string; config?: unknown }[];
+}
+
+/** Optional per-session rate limits. */
+export interface Limits {
+  lines_per_second?: number;
+  bytes_per_second?: number;
+}
+
+/** A session as start and stop return it. */
+export interface Session {
+  id: string;
+  agent_id: string;
+  status: string;
+  started_at: string;
+  expires_at: string;
+  websocket_url: string;
+}
+
+/** An entry of the active sessions list. */
+export interface SessionSummary {
+  id: string;
+  agent_id: string;
+  agent_name: string;
+  status: string;
+  started_at: string;
+  expires_at: string;
+  created_by?: string;
+  clients?: number;
+}
+
+/** What the host knows of one agent. */
+export interface Agent {
+  id: string;
+  name: string;
+  hostname: string;
+  version: string;
+  /** `online` or `offline`. */
+  status: string;
+  sources: { name: string; path: string }[];
+  connected_at: string | null;
+  last_seen: string;
+  active_sessions: number;
+}
