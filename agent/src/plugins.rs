@@ -14,9 +14,8 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use logfleet_filter_runtime::{MAX_COMPONENT_BYTES, PluginSource};
@@ -32,9 +31,6 @@ pub const MAX_MEMORY_PLUGIN_BYTES: usize = 4 * MAX_COMPONENT_BYTES;
 const DIGEST_PREFIX: &str = "sha256:";
 /// Hex digits of a SHA-256.
 const DIGEST_HEX_LEN: usize = 64;
-
-/// Makes temp file names unique between threads of this process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Whether `digest` is a well-formed `sha256:<64 lower-case hex digits>`: the only digests
 /// the agent fetches, stores or turns into file names.
@@ -130,7 +126,7 @@ impl PluginStore {
             });
         }
         if let Some(path) = self.path(digest) {
-            match write_atomically(&path, &bytes) {
+            match logfleet_filter_runtime::write_atomically(&path, &bytes) {
                 Ok(()) => {
                     debug!(%digest, path = %path.display(), "plugin component cached on disk");
                     return Ok(());
@@ -234,31 +230,6 @@ fn read_bounded(path: &Path) -> io::Result<Option<Vec<u8>>> {
     file.take(MAX_COMPONENT_BYTES as u64 + 1)
         .read_to_end(&mut bytes)?;
     Ok((bytes.len() <= MAX_COMPONENT_BYTES).then_some(bytes))
-}
-
-/// Writes `bytes` to `path` through a unique temp file in the same directory, fsync and
-/// rename, so a crash never leaves a truncated component under a real name.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

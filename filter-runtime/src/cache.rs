@@ -140,17 +140,20 @@ fn load_artifact(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     unsafe { Component::deserialize_file(engine, path) }
 }
 
-/// Writes `bytes` to `path` via a unique temp file in the same directory and a rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path` through a unique temp file in the same directory, fsync and
+/// rename, so a crash or a concurrent writer never leaves a truncated file under a real name.
+/// Shared by every on-disk store in LogFleet (compiled artifacts, plugin components, indexes).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path
+    let name = path
         .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("artifact");
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(
-        ".{file_name}.{}.{:?}.tmp",
+        ".{name}.{}.{}.tmp",
         std::process::id(),
-        std::thread::current().id()
+        TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let result = (|| {
         let mut file = fs::File::create(&tmp)?;

@@ -33,6 +33,7 @@ mod ticker;
 mod validate;
 
 pub use builtins::Builtin;
+pub use cache::write_atomically;
 pub use chain::{Chain, ChainOutput, FilterFailure, Kept, PluginSource};
 pub use config::RuntimeConfig;
 pub use error::{ChainError, RuntimeError, ValidateError};

@@ -5,12 +5,11 @@
 //! org → name → digest and is replaced atomically (write, fsync, rename) on every change.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
-use logfleet_filter_runtime::{MAX_COMPONENT_BYTES, digest};
+use logfleet_filter_runtime::{MAX_COMPONENT_BYTES, digest, write_atomically};
 use logfleet_protocol::rest::PluginInfo;
 use serde::{Deserialize, Serialize};
 
@@ -89,7 +88,7 @@ impl Plugins {
         }
         let blob = store.blob_path(&digest);
         if !blob.exists() {
-            write_atomic(&blob, bytes)?;
+            write_atomically(&blob, bytes)?;
         }
         let info = PluginInfo {
             name: name.to_owned(),
@@ -166,18 +165,9 @@ impl Store {
 
     fn save(&self) -> Result<(), PluginError> {
         let json = serde_json::to_vec_pretty(&self.index)?;
-        write_atomic(&self.dir.join("index.json"), &json)?;
+        write_atomically(&self.dir.join("index.json"), &json)?;
         Ok(())
     }
-}
-
-/// Writes via a temp file and rename, so a crash never leaves a half-written file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -88,3 +88,86 @@ fn mints_user_and_agent_tokens_the_host_accepts() {
     assert_eq!(claims.name.as_deref(), Some("edge-1"));
     assert_eq!(claims.role, logfleet_host::auth::Role::Agent);
 }
+
+/// SIGTERM: sessions end with reason `shutdown`, clients get a normal close, agents are let
+/// go, and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_sessions_cleanly_and_exits_zero() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = tempfile::tempdir().unwrap();
+    let mut host = tokio::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .env("LOGFLEET_JWT_SECRET", testkit::SECRET)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let anon = testkit::Api::new(&base, None);
+    testkit::wait_for(|| async {
+        let up = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok();
+        up.then_some(())
+    })
+    .await;
+    assert_eq!(anon.get("/healthz").await.0, 200);
+
+    let auth = logfleet_host::auth::Auth::new(testkit::SECRET.as_bytes());
+    let user = auth
+        .mint(
+            "alice",
+            "acme",
+            logfleet_host::auth::Role::User,
+            None,
+            std::time::Duration::from_secs(600),
+        )
+        .unwrap();
+    let api = testkit::Api::new(&base, Some(user.clone()));
+    let id = uuid::Uuid::new_v4();
+    let token = auth
+        .mint(
+            &id.to_string(),
+            "acme",
+            logfleet_host::auth::Role::Agent,
+            Some("edge"),
+            std::time::Duration::from_secs(600),
+        )
+        .unwrap();
+    let logs = testkit::LogDir::new();
+    let file = logs.create("app.log", &[]);
+    let agent =
+        testkit::InProcessAgent::start(testkit::agent_config_for(&base, token, &[("app", &file)]));
+    api.wait_agent_status(&id.to_string(), "online").await;
+    let session = api.start_session(serde_json::json!({"agent_id": id})).await;
+    let mut client =
+        testkit::WsClient::connect(session["websocket_url"].as_str().unwrap(), &user, None).await;
+
+    let pid = host.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let ended = client.expect_event("session_ended").await;
+    assert_eq!(ended["reason"], "shutdown");
+    assert_eq!(u16::from(client.expect_close().await.unwrap().code), 1000);
+    let status = tokio::time::timeout(testkit::WAIT, host.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    agent.stop().await;
+}

@@ -270,8 +270,17 @@ pub fn agent_config(
     token: String,
     sources: &[(&str, &Path)],
 ) -> logfleet_agent::Config {
+    agent_config_for(&host.base, token, sources)
+}
+
+/// Agent configuration with test timers, for a host at `base` (e.g. a host binary).
+pub fn agent_config_for(
+    base: &str,
+    token: String,
+    sources: &[(&str, &Path)],
+) -> logfleet_agent::Config {
     logfleet_agent::Config {
-        host: host.base.clone(),
+        host: base.to_owned(),
         token,
         name: "test-agent".to_owned(),
         sources: sources
