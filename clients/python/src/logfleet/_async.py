@@ -11,7 +11,6 @@ Same methods as the synchronous :class:`~logfleet.Client`, as coroutines::
 from __future__ import annotations
 
 import inspect
-import json
 from types import TracebackType
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Type
 from urllib.parse import quote
@@ -26,11 +25,13 @@ from ._common import (
     OnEnding,
     closed_error,
     decode,
+    handshake_error,
     resolve_config,
+    response_body,
     start_body,
     ws_url,
 )
-from ._errors import LogFleetConnectionError, LogFleetError, error_from_response
+from ._errors import LogFleetConnectionError, LogFleetError
 from ._models import Agent, ControlEvent, LogEntry, Session, SessionSummary
 
 __all__ = ["AsyncClient", "AsyncStream"]
@@ -58,13 +59,7 @@ class AsyncClient:
             response = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as e:
             raise LogFleetConnectionError(f"cannot reach the host at {self.base_url}: {e}") from e
-        try:
-            body: Any = response.json()
-        except ValueError:
-            body = response.text
-        if response.is_error:
-            raise error_from_response(response.status_code, body)
-        return body
+        return response_body(response)
 
     async def agents(self) -> List[Agent]:
         """Every agent of the token's organisation."""
@@ -193,12 +188,7 @@ class AsyncStream:
                 open_timeout=HTTP_TIMEOUT,
             )
         except InvalidStatus as e:
-            raw = e.response.body.decode(errors="replace") if e.response.body else ""
-            try:
-                body: Any = json.loads(raw)
-            except ValueError:
-                body = raw
-            raise error_from_response(e.response.status_code, body) from e
+            raise handshake_error(e.response.status_code, e.response.body) from e
         except (OSError, WebSocketException, TimeoutError) as e:
             raise LogFleetConnectionError(
                 f"cannot connect to {session.websocket_url}: {e}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import ExitStack
 from types import TracebackType
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Type
@@ -18,30 +17,16 @@ from ._common import (
     OnEnding,
     closed_error,
     decode,
+    handshake_error,
     resolve_config,
+    response_body,
     start_body,
     ws_url,
 )
-from ._errors import LogFleetConnectionError, LogFleetError, error_from_response
+from ._errors import LogFleetConnectionError, LogFleetError
 from ._models import Agent, ControlEvent, LogEntry, Session, SessionSummary
 
 __all__ = ["Client", "Stream"]
-
-
-def _json_or_text(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
-
-
-def _handshake_body(e: InvalidStatus) -> Any:
-    """The (JSON, if possible) body of a refused WebSocket upgrade."""
-    raw = e.response.body.decode(errors="replace") if e.response.body else ""
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
 
 
 class Client:
@@ -77,10 +62,7 @@ class Client:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as e:
             raise LogFleetConnectionError(f"cannot reach the host at {self.base_url}: {e}") from e
-        body = _json_or_text(response)
-        if response.is_error:
-            raise error_from_response(response.status_code, body)
-        return body
+        return response_body(response)
 
     def agents(self) -> List[Agent]:
         """Every agent of the token's organisation."""
@@ -231,7 +213,7 @@ class Stream:
                 )
             )
         except InvalidStatus as e:
-            raise error_from_response(e.response.status_code, _handshake_body(e)) from e
+            raise handshake_error(e.response.status_code, e.response.body) from e
         except (OSError, WebSocketException, TimeoutError) as e:
             raise LogFleetConnectionError(
                 f"cannot connect to {session.websocket_url}: {e}"

@@ -8,7 +8,9 @@ import os
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from ._errors import AuthError, LogFleetError, StreamClosedError
+import httpx
+
+from ._errors import AuthError, LogFleetError, StreamClosedError, error_from_response
 from ._models import ControlEvent, LogEntry
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -91,3 +93,25 @@ def closed_error(session_id: str, code: Optional[int], reason: str) -> StreamClo
     else:
         detail = f"close code {code}: {reason}" if code else "connection lost"
     return StreamClosedError(f"stream of session {session_id} closed: {detail}", code)
+
+
+def response_body(response: httpx.Response) -> Any:
+    """The body of a REST answer (JSON when it parses, else text); raises the matching
+    :class:`LogFleetError` for an error status."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    if response.is_error:
+        raise error_from_response(response.status_code, body)
+    return body
+
+
+def handshake_error(status: int, raw_body: Union[bytes, bytearray, None]) -> LogFleetError:
+    """The :class:`LogFleetError` for a refused WebSocket upgrade, from its (JSON) body."""
+    raw = raw_body.decode(errors="replace") if raw_body else ""
+    try:
+        body: Any = json.loads(raw)
+    except ValueError:
+        body = raw
+    return error_from_response(status, body)
