@@ -114,7 +114,8 @@ pub struct Tuning {
     pub reconnect_min: Duration,
     /// Longest wait before reconnecting (also used after the host rejects the token).
     pub reconnect_max: Duration,
-    /// How long a session's matching lines are held before being sent as one batch.
+    /// Longest a session's matching lines are held before being sent as one batch; they go at
+    /// once when no more lines are waiting, so this only bounds batching under load.
     pub batch_interval: Duration,
     /// Bound on the uplink buffer (encoded frames waiting for the host), in bytes.
     pub buffer_bytes: usize,

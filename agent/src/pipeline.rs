@@ -2,8 +2,8 @@
 //!
 //! It takes tail batches (assigns `seq`, detects levels, counts metrics, builds records, runs
 //! every session over them) and host commands (start, stop, the full session set), flushes
-//! session batches every `batch_interval`, ends expired sessions on its own, and emits metrics
-//! every `metrics_interval`. Everything it produces goes into the [`Outbox`].
+//! session batches as soon as no more lines are waiting (and at least every `batch_interval`),
+//! ends expired sessions on its own, and emits metrics every `metrics_interval`. Everything it produces goes into the [`Outbox`].
 //!
 //! Starting a session never blocks the pipeline: its chain is prepared by a
 //! [`ChainLoader`] task (fetching plugins the agent lacks, compiling on a blocking thread)
@@ -346,7 +346,14 @@ impl Pipeline {
                 // Never `None`: the pipeline holds a sender.
                 Some(ready) = self.ready_rx.recv() => self.activate(ready, Instant::now()),
                 batch = lines.recv() => match batch {
-                    Some(batch) => self.handle_lines(batch, Instant::now()),
+                    Some(batch) => {
+                        self.handle_lines(batch, Instant::now());
+                        // Nothing more read yet: ship now rather than wait for the timer. Under
+                        // load the channel is rarely empty, so batches still fill up.
+                        if lines.is_empty() {
+                            self.flush(now_ms());
+                        }
+                    }
                     None => break,
                 },
             }
