@@ -106,6 +106,13 @@ impl Rig {
             .spawn()
             .context("starting logfleet-agent")?;
         let api = Api::new(&base, Some(token.clone()));
+        testkit::wait_for(|| async {
+            let up = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok();
+            up.then_some(())
+        })
+        .await;
         let rig = Rig {
             host,
             agent,
