@@ -258,7 +258,7 @@ async fn slow_client(rig: &Rig, lines: u64) -> anyhow::Result<()> {
             Ok(_) => {}
             Err(_) => break,
         }
-        if received % 1000 == 0 {
+        if received.is_multiple_of(1000) {
             peak = peak.max(rss_kib(pid));
         }
     }
