@@ -398,6 +398,17 @@ async fn bad_input_gets_clear_json_errors() {
     // Nothing reached the agent.
     let (_, list) = fx.api.get("/api/v1/stream/sessions").await;
     assert_eq!(list["total"], 0);
+
+    // One agent runs a bounded number of sessions.
+    let max = logfleet_host::api::stream::MAX_SESSIONS_PER_AGENT;
+    for _ in 0..max {
+        fx.start(json!({})).await;
+    }
+    let (status, err) = fx.api.post(start, &json!({"agent_id": agent})).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (429, Some("too_many_sessions"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,9 +86,19 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Binary(bytes))) => {
                     last_heard = Instant::now();
-                    match agent::decode::<AgentFrame>(&bytes) {
+                    let reply = match agent::decode::<AgentFrame>(&bytes) {
                         Ok(frame) => handle_frame(&state, &ident, frame),
-                        Err(e) => tracing::warn!(agent = %ident.id, error = %e, "bad frame from agent"),
+                        Err(e) => {
+                            tracing::warn!(agent = %ident.id, error = %e, "bad frame from agent");
+                            None
+                        }
+                    };
+                    // Replies (plugin components, up to 16 MiB) go straight out on this socket,
+                    // one at a time, never piling up in the command queue.
+                    if let Some(reply) = reply
+                        && socket.send(Message::Binary(agent::encode(&reply).into())).await.is_err()
+                    {
+                        break None;
                     }
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
@@ -140,7 +150,8 @@ async fn read_hello(socket: &mut WebSocket) -> Result<Hello, String> {
     }
 }
 
-fn handle_frame(state: &AppState, ident: &AgentIdentity, frame: AgentFrame) {
+/// Applies one frame from an agent; returns what to answer it directly, if anything.
+fn handle_frame(state: &AppState, ident: &AgentIdentity, frame: AgentFrame) -> Option<HostFrame> {
     let agent_id = ident.id;
     match frame {
         AgentFrame::Hello(_) => {}
@@ -149,7 +160,7 @@ fn handle_frame(state: &AppState, ident: &AgentIdentity, frame: AgentFrame) {
             let Some((hub, hostname)) = state.sessions.agent_hub(agent_id, &batch.session_id)
             else {
                 tracing::debug!(session = %batch.session_id, "log batch for a session that is no longer active");
-                return;
+                return None;
             };
             tracing::trace!(session = %batch.session_id, lines = batch.records.len(), "log batch");
             Stats::add(&state.stats.log_lines_received, batch.records.len() as u64);
@@ -182,16 +193,16 @@ fn handle_frame(state: &AppState, ident: &AgentIdentity, frame: AgentFrame) {
         }
         AgentFrame::FetchPlugin { digest } => {
             // Only components of the agent's own org; the agent verifies the digest again.
-            let reply = match state.plugins.bytes_for(&ident.org, &digest) {
+            return Some(match state.plugins.bytes_for(&ident.org, &digest) {
                 Some(bytes) => HostFrame::Plugin { digest, bytes },
                 None => HostFrame::PluginUnavailable {
                     digest,
                     message: "no such plugin in this org (deleted?)".to_owned(),
                 },
-            };
-            state.agents.send(agent_id, reply);
+            });
         }
     }
+    None
 }
 
 fn log_message(r: Record, hostname: &str) -> Outgoing {

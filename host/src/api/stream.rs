@@ -21,6 +21,10 @@ use crate::session::{NewSession, SessionView};
 use crate::state::AppState;
 use crate::time::rfc3339;
 
+/// Active sessions one agent may run at once: each costs the host a replay buffer and the edge
+/// machine a filter chain.
+pub const MAX_SESSIONS_PER_AGENT: usize = 32;
+
 pub async fn start(
     State(state): State<AppState>,
     User(claims): User,
@@ -42,6 +46,16 @@ pub async fn start(
             StatusCode::CONFLICT,
             "agent_offline",
             format!("agent '{}' is offline", agent.name),
+        ));
+    }
+    if state.sessions.count_for_agent(agent.id) >= MAX_SESSIONS_PER_AGENT {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            format!(
+                "agent '{}' already runs {MAX_SESSIONS_PER_AGENT} sessions; stop one first",
+                agent.name
+            ),
         ));
     }
     let filters = resolve_plugins(filters, &state.plugins, &claims.org)?;

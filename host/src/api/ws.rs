@@ -17,6 +17,10 @@ use crate::error::ApiError;
 use crate::fanout::{Outgoing, Subscription};
 use crate::state::{AppState, Stats};
 
+/// Largest frame a session client may send. Clients have nothing to say beyond pongs and
+/// close frames, so nothing bigger is buffered for them.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
+
 pub async fn client_ws(
     State(state): State<AppState>,
     WsUser(claims): WsUser,
@@ -43,6 +47,7 @@ pub async fn client_ws(
         .ok_or_else(|| ApiError::session_not_found(&session_id))?;
     let guard = state.connection_guard.clone();
     Ok(ws
+        .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
             serve_client(socket, sub, state).await;
             drop(guard);
