@@ -1,9 +1,10 @@
 //! The uplink: the agent's one WebSocket connection to the host, kept up forever.
 //!
 //! Per connection: send `Hello`, then at once forward host frames to the pipeline, send what
-//! the [`Outbox`] holds, and ping every [`PING_INTERVAL`]; the link is dead after
-//! [`MAX_MISSED_PONGS`] unanswered pings or [`READ_TIMEOUT`] of silence. Pings from the host
-//! are answered by tungstenite as frames are read.
+//! the [`Outbox`] holds, and ping when the host has been silent for 2 × [`PING_INTERVAL`] (the host
+//! pings too; pinging both ways would double keepalive bytes on the edge link); the link is
+//! dead after [`MAX_MISSED_PONGS`] unanswered pings or [`READ_TIMEOUT`] of silence. Pings from
+//! the host are answered by tungstenite as frames are read.
 //!
 //! Losing the host is never an error: the uplink reconnects with full-jitter exponential
 //! backoff between `reconnect_min` and `reconnect_max`, reset after a connection that lasted
@@ -210,6 +211,13 @@ impl Uplink {
                     }
                 }
                 _ = ping.tick() => {
+                    // The host pings every 15 s itself: while it is heard from, the link is
+                    // alive and a ping of ours would only cost bytes on a metered edge link.
+                    // Twice the interval, so a host ping a moment late does not trigger ours.
+                    if last_heard.elapsed() < 2 * PING_INTERVAL {
+                        unanswered = 0;
+                        continue;
+                    }
                     if unanswered >= MAX_MISSED_PONGS {
                         return Err(LinkError::MissedPongs);
                     }
