@@ -47,13 +47,9 @@ impl Outgoing {
 #[derive(Debug, Clone)]
 pub struct Burst {
     pub logs_before: u64,
+    /// Log messages among `messages`, counted once here rather than by every client.
+    pub logs: u64,
     pub messages: Arc<[Outgoing]>,
-}
-
-impl Burst {
-    pub fn log_count(&self) -> u64 {
-        self.messages.iter().filter(|m| m.seq.is_some()).count() as u64
-    }
 }
 
 /// Serialises a client message. Plain data always serialises.
@@ -193,11 +189,13 @@ impl Hub {
 impl HubState {
     fn send(&mut self, messages: Vec<Outgoing>) {
         let Some(tx) = &self.tx else { return };
+        let logs = messages.iter().filter(|m| m.seq.is_some()).count() as u64;
         let burst = Burst {
             logs_before: self.logs_published,
+            logs,
             messages: messages.into(),
         };
-        self.logs_published += burst.log_count();
+        self.logs_published += logs;
         // No receivers is fine: log messages are in the replay buffer already.
         let _ = tx.send(burst);
     }
@@ -312,6 +310,6 @@ mod tests {
         // The oldest bursts (lines 1 and 2, the control) are gone; the next says so.
         let burst = sub.live.try_recv().unwrap();
         assert_eq!(burst.logs_before - sub.next_log, 2);
-        assert_eq!(burst.log_count(), 1);
+        assert_eq!(burst.logs, 1);
     }
 }

@@ -96,7 +96,7 @@ async fn serve_client(mut socket: WebSocket, sub: Subscription, state: AppState)
                     Ok(burst) => {
                         // Lines between what this client got and this burst were lost to lag.
                         let lost = burst.logs_before.saturating_sub(next_log);
-                        next_log = burst.logs_before + burst.log_count();
+                        next_log = burst.logs_before + burst.logs;
                         let notice = (lost > 0).then(|| {
                             Stats::add(&state.stats.client_messages_dropped, lost);
                             Outgoing::control(Control::LogsDropped {
