@@ -67,6 +67,9 @@ pub struct Pipeline {
 struct Pending {
     spec: SessionSpec,
     generation: u64,
+    /// When the host's command arrived: how long filters took to be ready is logged, since
+    /// that is the wait an operator sees between starting a session and its first line.
+    since: Instant,
     _task: AbortOnDrop,
 }
 
@@ -226,6 +229,7 @@ impl Pipeline {
             Pending {
                 spec,
                 generation,
+                since: Instant::now(),
                 _task: AbortOnDrop(task),
             },
         );
@@ -249,7 +253,8 @@ impl Pipeline {
             info!(session = %ready.id, "session expired before its filters were ready");
             return;
         }
-        info!(session = %ready.id, "session started");
+        let prepared_ms = u64::try_from(pending.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        info!(session = %ready.id, prepared_ms, "session started");
         let session = Session::start(pending.spec, ready.built, now, &mut self.frames);
         self.sessions.insert(ready.id, session);
         self.send_frames();

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, TimeZone, Utc};
 use logfleet_protocol::Level;
-use logfleet_protocol::agent::{Hello, HostFrame, Metrics};
+use logfleet_protocol::agent::{Health, Hello, HostFrame, Metrics};
 use logfleet_protocol::rest::{
     AgentHealth, AgentInfo, AgentMetrics, MetricsReport, SourceInfo, SourceMetrics,
 };
@@ -47,7 +47,25 @@ struct AgentEntry {
     connected_at: Option<DateTime<Utc>>,
     last_seen: DateTime<Utc>,
     link: Option<Link>,
-    metrics: VecDeque<MetricsReport>,
+    metrics: VecDeque<Sample>,
+}
+
+/// One metrics report as the registry keeps it: the agent's numbers, with source names shared
+/// between reports. About 300 bytes with 4 sources, where the JSON shape (`MetricsReport`,
+/// built only when asked for) takes over 1.5 KB: an hour of history for 10,000 agents is then
+/// ~200 MB instead of ~1 GB.
+struct Sample {
+    timestamp_ms: i64,
+    interval_ms: u32,
+    sources: Box<[SourceSample]>,
+    health: Health,
+}
+
+struct SourceSample {
+    name: Arc<str>,
+    /// Lines per level, indexed by `Level::index`.
+    levels: [u64; 6],
+    bytes: u64,
 }
 
 /// The live connection of an agent: an id (so a stale connection cannot unregister a newer
@@ -182,17 +200,37 @@ impl Agents {
             .map(|(id, e)| agent_ref(*id, e))
     }
 
-    /// Every agent of `org`, by name. `sessions` counts active sessions of an agent.
-    pub fn list(&self, org: &str, sessions: impl Fn(Uuid) -> usize) -> Vec<AgentInfo> {
+    /// The agents of `org` sorted by name (then id), `skip` of them skipped and at most `take`
+    /// returned, with how many `org` has. `sessions` counts active sessions of an agent.
+    /// Only the returned page is rendered, so a page of a large fleet costs little more than
+    /// sorting its keys.
+    pub fn list(
+        &self,
+        org: &str,
+        skip: usize,
+        take: usize,
+        sessions: impl Fn(Uuid) -> usize,
+    ) -> (Vec<AgentInfo>, usize) {
         let reg = self.lock();
-        let mut list: Vec<AgentInfo> = reg
+        let mut keys: Vec<(&str, Uuid)> = reg
             .agents
             .iter()
             .filter(|(_, e)| e.org == org)
-            .map(|(id, e)| agent_info(*id, e, sessions(*id)))
+            .map(|(id, e)| (e.name.as_str(), *id))
             .collect();
-        list.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        list
+        let total = keys.len();
+        keys.sort_unstable();
+        let page = keys
+            .iter()
+            .skip(skip)
+            .take(take)
+            .filter_map(|(_, id)| {
+                reg.agents
+                    .get(id)
+                    .map(|e| agent_info(*id, e, sessions(*id)))
+            })
+            .collect();
+        (page, total)
     }
 
     pub fn info(&self, org: &str, id: Uuid, sessions: usize) -> Option<AgentInfo> {
@@ -205,17 +243,20 @@ impl Agents {
 
     /// Stores a metrics report, keeping [`METRICS_HISTORY`] of them.
     pub fn record_metrics(&self, id: Uuid, metrics: &Metrics) {
-        let report = metrics_report(metrics);
         let now = Utc::now();
         let mut reg = self.lock();
         let Some(entry) = reg.agents.get_mut(&id) else {
             return;
         };
         entry.last_seen = now;
-        entry.metrics.push_back(report);
-        let oldest = rfc3339(now - METRICS_HISTORY);
+        let sample = sample(metrics, entry.metrics.back());
+        entry.metrics.push_back(sample);
+        let oldest = (now - METRICS_HISTORY).timestamp_millis();
         while entry.metrics.len() > MAX_METRICS_REPORTS
-            || entry.metrics.front().is_some_and(|m| m.timestamp < oldest)
+            || entry
+                .metrics
+                .front()
+                .is_some_and(|m| m.timestamp_ms < oldest)
         {
             entry.metrics.pop_front();
         }
@@ -224,10 +265,11 @@ impl Agents {
     pub fn metrics(&self, org: &str, id: Uuid) -> Option<AgentMetrics> {
         let reg = self.lock();
         let entry = reg.agents.get(&id).filter(|e| e.org == org)?;
+        let history: Vec<MetricsReport> = entry.metrics.iter().map(metrics_report).collect();
         Some(AgentMetrics {
             agent_id: id.to_string(),
-            latest: entry.metrics.back().cloned(),
-            history: entry.metrics.iter().cloned().collect(),
+            latest: history.last().cloned(),
+            history,
         })
     }
 
@@ -276,7 +318,29 @@ fn agent_info(id: Uuid, e: &AgentEntry, active_sessions: usize) -> AgentInfo {
     }
 }
 
-fn metrics_report(m: &Metrics) -> MetricsReport {
+/// Keeps `m`, sharing source names with the agent's previous report (sources rarely change).
+fn sample(m: &Metrics, previous: Option<&Sample>) -> Sample {
+    let known = previous.map(|p| &p.sources[..]).unwrap_or_default();
+    Sample {
+        timestamp_ms: m.timestamp_ms,
+        interval_ms: m.interval_ms,
+        sources: m
+            .sources
+            .iter()
+            .map(|s| SourceSample {
+                name: known
+                    .iter()
+                    .find(|k| *k.name == *s.name)
+                    .map_or_else(|| Arc::from(s.name.as_str()), |k| k.name.clone()),
+                levels: s.levels,
+                bytes: s.bytes,
+            })
+            .collect(),
+        health: m.health.clone(),
+    }
+}
+
+fn metrics_report(m: &Sample) -> MetricsReport {
     let timestamp = Utc
         .timestamp_millis_opt(m.timestamp_ms)
         .single()
@@ -288,7 +352,7 @@ fn metrics_report(m: &Metrics) -> MetricsReport {
             .sources
             .iter()
             .map(|s| SourceMetrics {
-                name: s.name.clone(),
+                name: s.name.to_string(),
                 lines: s.levels.iter().sum(),
                 bytes: s.bytes,
                 levels: Level::ALL
@@ -306,5 +370,87 @@ fn metrics_report(m: &Metrics) -> MetricsReport {
             lines_truncated: m.health.lines_truncated,
             buffered_bytes: m.health.buffered_bytes,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use logfleet_protocol::agent::{PROTOCOL_VERSION, SourceCounts};
+
+    use super::*;
+
+    fn join(agents: &Agents, org: &str, name: &str) -> (Uuid, Connected) {
+        let id = Uuid::new_v4();
+        let ident = AgentIdentity {
+            id,
+            org: org.into(),
+            name: Some(name.into()),
+        };
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            name: name.into(),
+            hostname: format!("{name}.local"),
+            version: "1".into(),
+            sources: vec![],
+        };
+        (id, agents.connect(&ident, &hello))
+    }
+
+    fn report(at_ms: i64, errors: u64) -> Metrics {
+        Metrics {
+            timestamp_ms: at_ms,
+            interval_ms: 60_000,
+            sources: vec![SourceCounts {
+                name: "nginx".into(),
+                levels: [0, 0, 0, 0, errors, 0],
+                bytes: 10,
+            }],
+            health: Health::default(),
+        }
+    }
+
+    #[test]
+    fn list_pages_by_name_within_the_org() {
+        let agents = Agents::default();
+        let _links: Vec<_> = ["c", "a", "b"]
+            .iter()
+            .map(|n| join(&agents, "acme", n))
+            .collect();
+        let _other = join(&agents, "other", "0");
+        let names = |skip, take| {
+            let (page, total) = agents.list("acme", skip, take, |_| 0);
+            (page.into_iter().map(|a| a.name).collect::<Vec<_>>(), total)
+        };
+        assert_eq!(
+            names(0, usize::MAX),
+            (vec!["a".into(), "b".into(), "c".into()], 3)
+        );
+        assert_eq!(names(1, 1), (vec!["b".to_owned()], 3));
+        assert_eq!(names(5, 10), (vec![], 3));
+    }
+
+    #[test]
+    fn metrics_history_keeps_an_hour_and_shares_source_names() {
+        let agents = Agents::default();
+        let (id, _link) = join(&agents, "acme", "edge");
+        let now = Utc::now().timestamp_millis();
+        agents.record_metrics(id, &report(now - 2 * 3_600_000, 9));
+        agents.record_metrics(id, &report(now - 1_000, 1));
+        agents.record_metrics(id, &report(now, 2));
+        let m = agents.metrics("acme", id).unwrap();
+        let errors: Vec<u64> = m
+            .history
+            .iter()
+            .map(|r| r.sources[0].levels["ERROR"])
+            .collect();
+        assert_eq!(errors, [1, 2], "the report older than an hour is gone");
+        assert_eq!(m.latest.unwrap().sources[0].lines, 2);
+        assert!(agents.metrics("other", id).is_none());
+        let reg = agents.lock();
+        let kept = &reg.agents[&id].metrics;
+        assert!(Arc::ptr_eq(
+            &kept[0].sources[0].name,
+            &kept[1].sources[0].name
+        ));
     }
 }

@@ -494,6 +494,22 @@ async fn agents_endpoints_and_metrics() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(sources, ["nginx", "api-gateway"]);
+    for (query, listed) in [
+        ("limit=1", 1),
+        ("limit=0", 0),
+        ("offset=1", 0),
+        ("limit=5&offset=0", 1),
+    ] {
+        let (status, page) = fx.api.get(&format!("/api/v1/agents?{query}")).await;
+        assert_eq!(status, 200, "{query}");
+        assert_eq!(page["total"], 1, "{query}");
+        assert_eq!(page["agents"].as_array().unwrap().len(), listed, "{query}");
+    }
+    let (status, err) = fx.api.get("/api/v1/agents?limit=-1").await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
     let (status, by_name) = fx.api.get("/api/v1/agents/edge-1").await;
     assert_eq!(
         (status, by_name["agent"]["id"].as_str()),

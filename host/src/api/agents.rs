@@ -3,21 +3,40 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::Uri;
 use logfleet_protocol::rest::{AgentInfo, AgentList, AgentMetrics};
 use serde::Serialize;
 
-use crate::auth::User;
+use crate::auth::{User, query_param};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub async fn list(State(state): State<AppState>, User(claims): User) -> Json<AgentList> {
-    let agents = state
-        .agents
-        .list(&claims.org, |id| state.sessions.count_for_agent(id));
-    Json(AgentList {
-        total: agents.len(),
-        agents,
-    })
+/// `?limit=N&offset=M` page through a large fleet (sorted by name); without them the whole
+/// list is returned. `total` is always the number of agents in the organisation.
+pub async fn list(
+    State(state): State<AppState>,
+    User(claims): User,
+    uri: Uri,
+) -> Result<Json<AgentList>, ApiError> {
+    let offset = count_param(&uri, "offset")?.unwrap_or(0);
+    let limit = count_param(&uri, "limit")?.unwrap_or(usize::MAX);
+    let (agents, total) = state.agents.list(&claims.org, offset, limit, |id| {
+        state.sessions.count_for_agent(id)
+    });
+    Ok(Json(AgentList { agents, total }))
+}
+
+fn count_param(uri: &Uri, key: &str) -> Result<Option<usize>, ApiError> {
+    query_param(uri, key)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    format!("{key} must be a non-negative integer"),
+                )
+            })
+        })
+        .transpose()
 }
 
 /// `{"agent": {...}}`.

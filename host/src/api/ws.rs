@@ -20,6 +20,10 @@ use crate::state::{AppState, Stats};
 /// Largest frame a session client may send. Clients have nothing to say beyond pongs and
 /// close frames, so nothing bigger is buffered for them.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
+/// Read chunk of a client socket. Clients send next to nothing, and tungstenite's 128 KiB
+/// default is allocated and touched per connection: with hundreds of clients on a session that
+/// was most of the host's memory.
+const CLIENT_READ_BUFFER_BYTES: usize = 4 * 1024;
 
 pub async fn client_ws(
     State(state): State<AppState>,
@@ -48,6 +52,7 @@ pub async fn client_ws(
     let guard = state.connection_guard.clone();
     Ok(ws
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .read_buffer_size(CLIENT_READ_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
             serve_client(socket, sub, state).await;
             drop(guard);
