@@ -109,7 +109,18 @@ pub async fn fleet(
         listed.as_secs_f64()
     );
 
-    // Steady state: metrics flowing, an operator using the REST API, sequentially.
+    // Steady state with nobody calling the API: what the fleet alone costs the host.
+    let idle = CpuMeter::start(pid);
+    let metrics0 = stats.metrics_sent.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    println!(
+        "fleet idle window=10s metrics_reports={} host_cpu={:.1}%_of_a_core host_rss={}KiB",
+        stats.metrics_sent.load(Ordering::Relaxed) - metrics0,
+        idle.percent(),
+        rss_kib(pid)
+    );
+
+    // Then an operator using the REST API, one call after another.
     let meter = CpuMeter::start(pid);
     let metrics0 = stats.metrics_sent.load(Ordering::Relaxed);
     let mut timings: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -122,7 +133,12 @@ pub async fn fleet(
     let mut list_bytes = 0;
     while Instant::now() < deadline {
         let id = ids[fastrand::usize(..ids.len())];
-        let calls: [(&str, String); 3] = [
+        let page = fastrand::usize(..agents.div_ceil(100)) * 100;
+        let calls: [(&str, String); 4] = [
+            (
+                "GET /api/v1/agents?limit=100&offset=N",
+                format!("/api/v1/agents?limit=100&offset={page}"),
+            ),
             ("GET /api/v1/agents/{id}", format!("/api/v1/agents/{id}")),
             (
                 "GET /api/v1/agents/{id}/metrics",

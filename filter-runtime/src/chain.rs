@@ -1,26 +1,30 @@
 //! One session's filters, in order, and what running them over records produces.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use logfleet_protocol::agent::Record;
 use logfleet_protocol::{Filters, PluginRef};
 
 use crate::batch::{BatchEncoder, Survivors};
 use crate::builtins::Builtin;
+use crate::cache::Prepared;
 use crate::error::ChainError;
 use crate::instance::CallFailure;
 use crate::instance::FilterInstance;
 use crate::runtime::{PrepareError, Runtime};
 
 /// Where a chain gets a plugin's component bytes when no compiled copy is cached. Any
-/// `Fn(&PluginRef) -> Option<Vec<u8>>` is one.
-pub trait PluginSource {
+/// `Fn(&PluginRef) -> Option<Vec<u8>>` is one. `Sync`, because a session's plugins are
+/// compiled in parallel.
+pub trait PluginSource: Sync {
     /// The component bytes of `plugin` (whose `digest` they must match), if available.
     fn component(&self, plugin: &PluginRef) -> Option<Vec<u8>>;
 }
 
-impl<F: Fn(&PluginRef) -> Option<Vec<u8>>> PluginSource for F {
+impl<F: Fn(&PluginRef) -> Option<Vec<u8>> + Sync> PluginSource for F {
     fn component(&self, plugin: &PluginRef) -> Option<Vec<u8>> {
         self(plugin)
     }
@@ -193,8 +197,10 @@ pub(crate) fn build(
         let config = serde_json::json!({ "pattern": pattern }).to_string();
         stages.push(builtin_stage(runtime, Builtin::Pattern, &config)?);
     }
+    let mut ready = prepare_in_parallel(runtime, &filters.plugins, plugins);
     for plugin in &filters.plugins {
-        stages.push(plugin_stage(runtime, plugin, plugins)?);
+        let prepared = ready.remove(plugin.digest.as_str());
+        stages.push(plugin_stage(runtime, plugin, plugins, prepared)?);
     }
     Ok(Chain {
         _runtime: runtime.clone(),
@@ -212,13 +218,52 @@ fn builtin_stage(runtime: &Runtime, builtin: Builtin, config: &str) -> Result<St
     start(runtime, builtin.name(), true, &prepared, config)
 }
 
+/// Makes the components of several distinct plugins ready at once, a thread each: a cold
+/// plugin compiles for up to a second, much of it single-threaded, so a session with two new
+/// plugins waits for the slowest rather than the sum. With one plugin, nothing is done here.
+fn prepare_in_parallel<'p>(
+    runtime: &Runtime,
+    plugins: &'p [PluginRef],
+    source: &dyn PluginSource,
+) -> HashMap<&'p str, Result<Arc<Prepared>, PrepareError>> {
+    let mut distinct: Vec<&PluginRef> = Vec::new();
+    for plugin in plugins {
+        if !plugin.digest.is_empty() && distinct.iter().all(|p| p.digest != plugin.digest) {
+            distinct.push(plugin);
+        }
+    }
+    if distinct.len() < 2 {
+        return HashMap::new();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = distinct
+            .iter()
+            .map(|plugin| {
+                let work = move || {
+                    runtime.prepare(&plugin.digest, || source.component(plugin).map(Cow::Owned))
+                };
+                (plugin.digest.as_str(), scope.spawn(work))
+            })
+            .collect();
+        // A thread that panicked leaves its plugin to be prepared again in order (and its
+        // failure reported there).
+        handles
+            .into_iter()
+            .filter_map(|(digest, handle)| handle.join().ok().map(|r| (digest, r)))
+            .collect()
+    })
+}
+
 fn plugin_stage(
     runtime: &Runtime,
     plugin: &PluginRef,
     source: &dyn PluginSource,
+    ready: Option<Result<Arc<Prepared>, PrepareError>>,
 ) -> Result<Stage, ChainError> {
     let name = plugin.name.as_str();
-    let prepared = if plugin.digest.is_empty() {
+    let prepared = if let Some(ready) = ready {
+        ready.map_err(|e| prepare_error(name, &plugin.digest, e))?
+    } else if plugin.digest.is_empty() {
         // No digest from the host: name the component by its content.
         let bytes = source
             .component(plugin)

@@ -79,20 +79,20 @@ fn sample_and_json_field() {
 fn plugin_bytes_are_checked_and_only_fetched_on_a_cache_miss() {
     let rt = runtime();
     let (mut redact, bytes) = plugin("redact", "null");
-    let fetches = std::cell::Cell::new(0);
+    let fetches = std::sync::atomic::AtomicUsize::new(0);
     let source = |_: &PluginRef| {
-        fetches.set(fetches.get() + 1);
+        fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(bytes.clone())
     };
     rt.chain(&with_plugins(vec![redact.clone()]), &source)
         .unwrap();
     // Zero when an earlier run left the compiled component in the disk cache.
-    let first = fetches.get();
+    let first = fetches.load(std::sync::atomic::Ordering::Relaxed);
     assert!(first <= 1);
     rt.chain(&with_plugins(vec![redact.clone()]), &source)
         .unwrap();
     assert_eq!(
-        fetches.get(),
+        fetches.load(std::sync::atomic::Ordering::Relaxed),
         first,
         "second chain must reuse the compiled component"
     );
@@ -109,4 +109,25 @@ fn plugin_bytes_are_checked_and_only_fetched_on_a_cache_miss() {
         })
         .unwrap_err();
     assert!(matches!(err, ChainError::DigestMismatch { .. }), "{err}");
+}
+
+#[test]
+fn plugins_prepared_in_parallel_report_the_failing_one() {
+    let rt = runtime();
+    let (sample, bytes) = plugin("sample", r#"{"one_in": 2}"#);
+    let mut missing = sample.clone();
+    missing.name = "gone".into();
+    missing.digest = format!("sha256:{}", "1".repeat(64));
+    let digest = sample.digest.clone();
+    let source = |p: &PluginRef| (p.digest == digest).then(|| bytes.clone());
+    let err = rt
+        .chain(&with_plugins(vec![sample.clone(), missing]), &source)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ChainError::PluginUnavailable { plugin, .. } if plugin == "gone"),
+        "{err}"
+    );
+    // The plugin that was fine is ready for the next chain.
+    rt.chain(&with_plugins(vec![sample.clone(), sample]), &source)
+        .unwrap();
 }
