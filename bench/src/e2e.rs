@@ -7,19 +7,13 @@ use anyhow::bail;
 use testkit::{WsClient, WsEnd};
 
 use crate::rig::{Rig, percentile, rss_kib};
-use crate::write::{now_ns, stamp_of, timestamped, write_at_rate};
+use crate::write::{now_ns, spawn_timestamped, stamp_of};
 
 /// `latency`: write → arrival for every line, and loss, at `rate` lines/s.
 pub async fn latency(rig: &Rig, rate: u64, seconds: u64) -> anyhow::Result<()> {
     let (mut client, _) = rig.session(rate).await?;
     let total = rate * seconds;
-    let pad = "x".repeat(60);
-    let writer = tokio::spawn(write_at_rate(
-        rig.logs.path("app.log"),
-        rate,
-        total,
-        move |n| timestamped(n, &pad),
-    ));
+    let writer = spawn_timestamped(rig.logs.path("app.log"), rate, total, 60);
     let mut latencies = Vec::with_capacity(total as usize);
     let mut dropped = 0u64;
     let mut last_seq = None;
@@ -65,13 +59,7 @@ pub async fn slow_client(rig: &Rig, lines: u64) -> anyhow::Result<()> {
     let (mut reader, url) = rig.session(20_000).await?;
     let _silent = WsClient::connect(&url, &rig.token, None).await;
     let before = rss_kib(pid);
-    let pad = "x".repeat(200);
-    let writer = tokio::spawn(write_at_rate(
-        rig.logs.path("app.log"),
-        20_000,
-        lines,
-        move |n| timestamped(n, &pad),
-    ));
+    let writer = spawn_timestamped(rig.logs.path("app.log"), 20_000, lines, 200);
     let mut peak = before;
     let mut received = 0u64;
     while received < lines {

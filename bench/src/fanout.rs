@@ -13,7 +13,7 @@ use tokio::sync::Barrier;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::rig::{CpuMeter, Rig, percentile, rss_kib};
-use crate::write::{now_ns, stamp_of, timestamped, write_at_rate};
+use crate::write::{now_ns, spawn_timestamped, stamp_of};
 
 /// Every this many lines a client takes a latency sample.
 const SAMPLE_EVERY: u64 = 50;
@@ -86,13 +86,7 @@ pub async fn fanout(bin_dir: &Path, clients: usize, rate: u64, seconds: u64) -> 
     let host = CpuMeter::start(host_pid);
     let agent = CpuMeter::start(agent_pid);
     let me = CpuMeter::start(std::process::id());
-    let pad = "x".repeat(100);
-    let writer = tokio::spawn(write_at_rate(
-        rig.logs.path("app.log"),
-        rate,
-        total,
-        move |n| timestamped(n, &pad),
-    ));
+    let writer = spawn_timestamped(rig.logs.path("app.log"), rate, total, 100);
     let mut peak = rss_before;
     while !writer.is_finished() {
         tokio::time::sleep(Duration::from_millis(250)).await;

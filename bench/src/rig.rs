@@ -328,13 +328,7 @@ impl HostProcess {
             None,
             Duration::from_secs(3600),
         )?;
-        testkit::wait_for(|| async {
-            let up = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok();
-            up.then_some(())
-        })
-        .await;
+        testkit::wait_listening(port).await;
         Ok(HostProcess {
             child,
             port,

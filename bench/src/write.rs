@@ -46,6 +46,19 @@ pub async fn write_at_rate(
     Ok(bytes)
 }
 
+/// Starts writing `total` [`timestamped`] lines with `pad` bytes of filler at `rate` lines/s.
+pub fn spawn_timestamped(
+    path: PathBuf,
+    rate: u64,
+    total: u64,
+    pad: usize,
+) -> tokio::task::JoinHandle<anyhow::Result<u64>> {
+    let pad = "x".repeat(pad);
+    tokio::spawn(write_at_rate(path, rate, total, move |n| {
+        timestamped(n, &pad)
+    }))
+}
+
 /// A line stamped with its write time (`t=<ns>`), its number and `pad` bytes of filler.
 pub fn timestamped(n: u64, pad: &str) -> String {
     format!("INFO t={} n={n} {pad}", now_ns())

@@ -114,13 +114,7 @@ async fn sigterm_ends_sessions_cleanly_and_exits_zero() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let anon = testkit::Api::new(&base, None);
-    testkit::wait_for(|| async {
-        let up = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok();
-        up.then_some(())
-    })
-    .await;
+    testkit::wait_listening(port).await;
     assert_eq!(anon.get("/healthz").await.0, 200);
 
     let auth = logfleet_host::auth::Auth::new(testkit::SECRET.as_bytes());

@@ -239,6 +239,17 @@ impl Api {
     }
 }
 
+/// Waits until something listens on loopback `port` (a host process that is starting).
+pub async fn wait_listening(port: u16) {
+    wait_for(|| async {
+        let up = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok();
+        up.then_some(())
+    })
+    .await;
+}
+
 /// Polls `check` until it returns `Some`, or panics after [`WAIT`].
 pub async fn wait_for<T, F, Fut>(mut check: F) -> T
 where
