@@ -1,7 +1,7 @@
 //! The agent registry: who is connected, what they said about themselves, their recent metrics,
 //! and the command channel to each connected agent.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -34,6 +34,10 @@ pub struct Agents {
 #[derive(Default)]
 struct Registry {
     agents: HashMap<Uuid, AgentEntry>,
+    /// Each org's agents as (name, id), in listing order: a page of a 10,000-agent fleet is a
+    /// walk from its start instead of a sort of all of it per request (the sort was a third
+    /// of the host's CPU under a console polling the list), and the total is a `len`.
+    by_name: HashMap<String, BTreeSet<(String, Uuid)>>,
     next_link: u64,
 }
 
@@ -115,6 +119,7 @@ impl Agents {
             .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| hello.name.clone());
+        let reg = &mut *reg;
         let entry = reg.agents.entry(ident.id).or_insert_with(|| AgentEntry {
             org: ident.org.clone(),
             name: String::new(),
@@ -126,6 +131,14 @@ impl Agents {
             link: None,
             metrics: VecDeque::new(),
         });
+        // The name (or org) may change between connections; the index follows.
+        if let Some(names) = reg.by_name.get_mut(&entry.org) {
+            names.remove(&(std::mem::take(&mut entry.name), ident.id));
+        }
+        reg.by_name
+            .entry(ident.org.clone())
+            .or_default()
+            .insert((name.clone(), ident.id));
         entry.org = ident.org.clone();
         entry.name = name;
         entry.hostname = hello.hostname.clone();
@@ -212,15 +225,10 @@ impl Agents {
         sessions: impl Fn(Uuid) -> usize,
     ) -> (Vec<AgentInfo>, usize) {
         let reg = self.lock();
-        let mut keys: Vec<(&str, Uuid)> = reg
-            .agents
-            .iter()
-            .filter(|(_, e)| e.org == org)
-            .map(|(id, e)| (e.name.as_str(), *id))
-            .collect();
-        let total = keys.len();
-        keys.sort_unstable();
-        let page = keys
+        let Some(names) = reg.by_name.get(org) else {
+            return (Vec::new(), 0);
+        };
+        let page = names
             .iter()
             .skip(skip)
             .take(take)
@@ -230,7 +238,7 @@ impl Agents {
                     .map(|e| agent_info(*id, e, sessions(*id)))
             })
             .collect();
-        (page, total)
+        (page, names.len())
     }
 
     pub fn info(&self, org: &str, id: Uuid, sessions: usize) -> Option<AgentInfo> {
@@ -412,7 +420,7 @@ mod tests {
     #[test]
     fn list_pages_by_name_within_the_org() {
         let agents = Agents::default();
-        let _links: Vec<_> = ["c", "a", "b"]
+        let links: Vec<_> = ["c", "a", "b"]
             .iter()
             .map(|n| join(&agents, "acme", n))
             .collect();
@@ -427,6 +435,23 @@ mod tests {
         );
         assert_eq!(names(1, 1), (vec!["b".to_owned()], 3));
         assert_eq!(names(5, 10), (vec![], 3));
+
+        // Renamed on reconnect: listed once, under its new name.
+        let (id, _) = &links[0];
+        let renamed = AgentIdentity {
+            id: *id,
+            org: "acme".into(),
+            name: Some("d".into()),
+        };
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            name: "d".into(),
+            hostname: "d.local".into(),
+            version: "1".into(),
+            sources: vec![],
+        };
+        let _again = agents.connect(&renamed, &hello);
+        assert_eq!(names(0, 10), (vec!["a".into(), "b".into(), "d".into()], 3));
     }
 
     #[test]
