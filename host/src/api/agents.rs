@@ -3,8 +3,9 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::Uri;
-use logfleet_protocol::rest::{AgentInfo, AgentList, AgentMetrics};
+use axum::http::{Uri, header};
+use axum::response::{IntoResponse, Response};
+use logfleet_protocol::rest::{AgentInfo, AgentMetrics};
 use serde::Serialize;
 
 use crate::auth::{User, query_param};
@@ -17,13 +18,13 @@ pub async fn list(
     State(state): State<AppState>,
     User(claims): User,
     uri: Uri,
-) -> Result<Json<AgentList>, ApiError> {
+) -> Result<Response, ApiError> {
     let offset = count_param(&uri, "offset")?.unwrap_or(0);
     let limit = count_param(&uri, "limit")?.unwrap_or(usize::MAX);
-    let (agents, total) = state.agents.list(&claims.org, offset, limit, |id| {
+    let body = state.agents.list_json(&claims.org, offset, limit, |id| {
         state.sessions.count_for_agent(id)
     });
-    Ok(Json(AgentList { agents, total }))
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 fn count_param(uri: &Uri, key: &str) -> Result<Option<usize>, ApiError> {
