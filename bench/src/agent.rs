@@ -178,21 +178,25 @@ pub async fn session_start(bin_dir: &Path, rounds: usize, sessions: usize) -> an
 
     let mut times = Vec::new();
     for _ in 0..rounds {
-        times.push(time_start(&mut rig, &builtins, true).await?);
+        times.push(time_start(&mut rig, &builtins, true).await?.0);
     }
     report("built-ins (level + pattern)", &times);
-    let first = time_start(&mut rig, &plugins, true).await?;
+    let (first, log) = time_start(&mut rig, &plugins, true).await?;
+    for (after, line) in &log {
+        // The agent's own account of the first use: fetch, compile, start.
+        println!("  +{:>6.1} ms  {line}", after.as_secs_f64() * 1e3);
+    }
     report(
         "2 plugins, first use (fetched from the host, compiled)",
         &[first],
     );
     let mut times = Vec::new();
     for _ in 0..rounds {
-        times.push(time_start(&mut rig, &plugins, true).await?);
+        times.push(time_start(&mut rig, &plugins, true).await?.0);
     }
     report("2 plugins, compiled in memory", &times);
     rig.restart_agent().await?;
-    let disk = time_start(&mut rig, &plugins, true).await?;
+    let (disk, _) = time_start(&mut rig, &plugins, true).await?;
     report(
         "2 plugins, compiled on disk (first session after a restart)",
         &[disk],
@@ -238,12 +242,21 @@ pub async fn session_start(bin_dir: &Path, rounds: usize, sessions: usize) -> an
 
 /// Starts a session and waits for the agent to report its filters running; the time from the
 /// request to that log line. Stops the session afterwards when `stop`.
-async fn time_start(rig: &mut Rig, body: &Value, stop: bool) -> anyhow::Result<Duration> {
+/// Also returns the agent's log lines read meanwhile, each with its time since the request.
+async fn time_start(
+    rig: &mut Rig,
+    body: &Value,
+    stop: bool,
+) -> anyhow::Result<(Duration, Vec<(Duration, String)>)> {
     let asked = Instant::now();
     let (id, _) = rig.start_session(body.clone()).await?;
-    let started = rig
+    let (started, before) = rig
         .agent_log_line(&["session started", &id], Duration::from_secs(30))
         .await?;
+    let log = before
+        .into_iter()
+        .map(|(at, line)| (at.saturating_duration_since(asked), line))
+        .collect();
     if stop {
         let (status, _) = rig
             .api
@@ -253,7 +266,7 @@ async fn time_start(rig: &mut Rig, body: &Value, stop: bool) -> anyhow::Result<D
             bail!("stream/stop answered {status}");
         }
     }
-    Ok(started.duration_since(asked))
+    Ok((started.duration_since(asked), log))
 }
 
 fn report(what: &str, times: &[Duration]) {

@@ -138,21 +138,25 @@ impl Rig {
         }
     }
 
-    /// Waits for the agent's first log line containing every one of `words`; when it was read.
+    /// Waits for the agent's first log line containing every one of `words`; when it was read,
+    /// and the lines read before it (with their instants), which show where the time went.
     pub async fn agent_log_line(
         &mut self,
         words: &[&str],
         within: Duration,
-    ) -> anyhow::Result<Instant> {
+    ) -> anyhow::Result<(Instant, Vec<(Instant, String)>)> {
         let log = self
             .agent_log
             .as_mut()
             .context("start the rig with capture_log")?;
         let deadline = tokio::time::Instant::now() + within;
+        let mut before = Vec::new();
         loop {
             match tokio::time::timeout_at(deadline, log.recv()).await {
-                Ok(Some((at, line))) if words.iter().all(|w| line.contains(w)) => return Ok(at),
-                Ok(Some(_)) => {}
+                Ok(Some((at, line))) if words.iter().all(|w| line.contains(w)) => {
+                    return Ok((at, before));
+                }
+                Ok(Some(seen)) => before.push(seen),
                 Ok(None) => bail!("the agent's log ended"),
                 Err(_) => bail!("no agent log line with {words:?} within {within:?}"),
             }
@@ -259,7 +263,7 @@ fn launch_agent(
         .clone()
         .unwrap_or_else(testkit::test_cache_dir);
     let filter = if options.capture_log {
-        "warn,logfleet_agent=info"
+        "warn,logfleet_agent=info,logfleet_filter_runtime=info"
     } else {
         "warn"
     };
