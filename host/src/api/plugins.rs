@@ -23,6 +23,18 @@ pub async fn upload(
     uri: Uri,
     body: Body,
 ) -> Result<(StatusCode, Json<PluginResponse>), ApiError> {
+    // The body is read before the name is checked: answering while the client is still
+    // sending a megabyte makes the server close the connection, and the client sees a broken
+    // pipe instead of the error.
+    let bytes = axum::body::to_bytes(body, MAX_COMPONENT_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("a plugin must be at most {MAX_COMPONENT_BYTES} bytes"),
+            )
+        })?;
     let name = query_param(&uri, "name").ok_or_else(|| {
         ApiError::bad_request("invalid_request", "missing ?name=NAME for the plugin")
     })?;
@@ -34,15 +46,6 @@ pub async fn upload(
             ),
         ));
     }
-    let bytes = axum::body::to_bytes(body, MAX_COMPONENT_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("a plugin must be at most {MAX_COMPONENT_BYTES} bytes"),
-            )
-        })?;
     // Compiling takes up to a second of CPU: bounded concurrency, off the async workers.
     let permit = state
         .validations
