@@ -481,12 +481,12 @@ mod tests {
     async fn session_set_starts_and_stops_and_expiry_ends_sessions() {
         let outbox = Outbox::new(1 << 20);
         let mut p = pipeline(&outbox);
+        // The same spec, not an equal-looking one: `spec` reads the clock, and a listed session
+        // whose spec changed is restarted.
+        let keep = spec("keep", &[], 0);
         start(&mut p, spec("old", &[], 0)).await;
-        start(&mut p, spec("keep", &[], 0)).await;
-        p.handle_host(HostFrame::Sessions(vec![
-            spec("keep", &[], 0),
-            spec("new", &[], 0),
-        ]));
+        start(&mut p, keep.clone()).await;
+        p.handle_host(HostFrame::Sessions(vec![keep, spec("new", &[], 0)]));
         assert_eq!(p.session_ids(), ["keep"]);
         assert_eq!(p.pending_sessions(), 1);
         p.activate_next().await;
