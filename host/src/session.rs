@@ -225,6 +225,17 @@ impl Sessions {
             .collect()
     }
 
+    /// Active sessions per agent, for listing many agents at once. Taken before the agent
+    /// registry's lock, never under it: ending a session locks the registry while holding
+    /// this one, so the other order could deadlock.
+    pub fn counts_by_agent(&self) -> HashMap<Uuid, usize> {
+        let mut counts = HashMap::new();
+        for s in self.lock().by_id.values() {
+            *counts.entry(s.agent.id).or_insert(0) += 1;
+        }
+        counts
+    }
+
     pub fn count_for_agent(&self, agent_id: Uuid) -> usize {
         let st = self.lock();
         st.by_id.values().filter(|s| s.agent.id == agent_id).count()

@@ -21,9 +21,10 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let offset = count_param(&uri, "offset")?.unwrap_or(0);
     let limit = count_param(&uri, "limit")?.unwrap_or(usize::MAX);
-    let body = state.agents.list_json(&claims.org, offset, limit, |id| {
-        state.sessions.count_for_agent(id)
-    });
+    let sessions = state.sessions.counts_by_agent();
+    let body = state
+        .agents
+        .list_json(&claims.org, offset, limit, &sessions);
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
