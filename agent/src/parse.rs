@@ -16,7 +16,6 @@
 //! "fine, retrying") are deliberately not levels: false positives cost users more than misses.
 
 use logfleet_protocol::Level;
-use memchr::memmem;
 
 /// How many leading words are examined for a level (separator-only words such as `-` or `|`
 /// are skipped and not counted): enough for "date time \[level\]" and "date time - logger - LEVEL".
@@ -231,32 +230,36 @@ fn bracketed_level(bytes: &[u8]) -> Option<Level> {
     None
 }
 
-/// `level=error`, `lvl="warn"` … where the key starts the line or follows whitespace.
+/// `level=error`, `lvl="warn"` …: the first `key=value` in the line whose key is a level key
+/// (starting the line or following whitespace) and whose value is a level. Walks the `=`
+/// signs in one `memchr` pass rather than searching the line once per key, which made lines
+/// naming no level at all, the common worst case, cost 2.5× as much.
 fn logfmt_level(bytes: &[u8]) -> Option<Level> {
-    for key in LEVEL_KEYS {
-        let finder = memmem::Finder::new(key);
-        for pos in finder.find_iter(bytes) {
-            if pos > 0 && !bytes[pos - 1].is_ascii_whitespace() {
-                continue;
+    for eq in memchr::memchr_iter(b'=', bytes) {
+        let before = &bytes[..eq];
+        let keyed = LEVEL_KEYS.iter().any(|key| {
+            before.ends_with(key)
+                && before
+                    .len()
+                    .checked_sub(key.len() + 1)
+                    .is_none_or(|i| before[i].is_ascii_whitespace())
+        });
+        if !keyed {
+            continue;
+        }
+        let value = &bytes[eq + 1..];
+        let value = match value.strip_prefix(b"\"") {
+            Some(quoted) => &quoted[..memchr::memchr(b'"', quoted).unwrap_or(quoted.len())],
+            None => {
+                let end = value
+                    .iter()
+                    .position(u8::is_ascii_whitespace)
+                    .unwrap_or(value.len());
+                &value[..end]
             }
-            let after = pos + key.len();
-            if bytes.get(after) != Some(&b'=') {
-                continue;
-            }
-            let value = &bytes[after + 1..];
-            let value = match value.strip_prefix(b"\"") {
-                Some(quoted) => &quoted[..memchr::memchr(b'"', quoted).unwrap_or(quoted.len())],
-                None => {
-                    let end = value
-                        .iter()
-                        .position(u8::is_ascii_whitespace)
-                        .unwrap_or(value.len());
-                    &value[..end]
-                }
-            };
-            if let Some(level) = parse_level(value) {
-                return Some(level);
-            }
+        };
+        if let Some(level) = parse_level(value) {
+            return Some(level);
         }
     }
     None
