@@ -143,6 +143,23 @@ pub fn query_param(uri: &axum::http::Uri, key: &str) -> Option<String> {
     })
 }
 
+/// Query parameter `key` as a non-negative integer, if present; a 400 naming it otherwise.
+pub fn query_count<T: std::str::FromStr>(
+    uri: &axum::http::Uri,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
+    query_param(uri, key)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    format!("{key} must be a non-negative integer"),
+                )
+            })
+        })
+        .transpose()
+}
+
 fn authenticate(parts: &Parts, state: &AppState, allow_query: bool) -> Result<Claims, ApiError> {
     let claims = match bearer(parts)? {
         Some(token) => state.auth.verify(token)?,

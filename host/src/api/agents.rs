@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use logfleet_protocol::rest::{AgentInfo, AgentMetrics};
 use serde::Serialize;
 
-use crate::auth::{User, query_param};
+use crate::auth::{User, query_count};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -19,26 +19,13 @@ pub async fn list(
     User(claims): User,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let offset = count_param(&uri, "offset")?.unwrap_or(0);
-    let limit = count_param(&uri, "limit")?.unwrap_or(usize::MAX);
+    let offset = query_count(&uri, "offset")?.unwrap_or(0);
+    let limit = query_count(&uri, "limit")?.unwrap_or(usize::MAX);
     let sessions = state.sessions.counts_by_agent();
     let body = state
         .agents
         .list_json(&claims.org, offset, limit, &sessions);
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
-}
-
-fn count_param(uri: &Uri, key: &str) -> Result<Option<usize>, ApiError> {
-    query_param(uri, key)
-        .map(|v| {
-            v.parse().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_request",
-                    format!("{key} must be a non-negative integer"),
-                )
-            })
-        })
-        .transpose()
 }
 
 /// `{"agent": {...}}`.

@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use logfleet_protocol::client::{CLOSE_CLIENT_TOO_SLOW, Control, DropReason};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::auth::{WsUser, query_param};
+use crate::auth::{WsUser, query_count};
 use crate::config::Tuning;
 use crate::error::ApiError;
 use crate::fanout::{Outgoing, Subscription};
@@ -32,15 +32,7 @@ pub async fn client_ws(
     uri: Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let since_seq = match query_param(&uri, "since_seq") {
-        None => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_request",
-                "since_seq must be a non-negative integer",
-            )
-        })?),
-    };
+    let since_seq: Option<u64> = query_count(&uri, "since_seq")?;
     let hub = state
         .sessions
         .hub(&claims.org, &session_id)
