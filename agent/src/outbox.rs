@@ -349,6 +349,7 @@ mod tests {
                         DropReason::AgentBufferFull => "full",
                         DropReason::RateLimited => "rate",
                         DropReason::ClientLagging => "lag",
+                        DropReason::FilterFailed => "filter",
                     }
                 ),
                 AgentFrame::Metrics(m) => format!("M:{}", m.interval_ms),

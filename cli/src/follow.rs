@@ -247,6 +247,7 @@ fn ended_text(reason: EndReason) -> &'static str {
         EndReason::Timeout => "timed out",
         EndReason::Stopped => "was stopped",
         EndReason::Shutdown => "ended: the host is shutting down",
+        EndReason::FilterFailed => "ended: a filter failed (see the filter error above)",
     }
 }
 
@@ -263,6 +264,9 @@ fn control_text(control: &Control) -> String {
                 logfleet_protocol::client::DropReason::RateLimited => "the session's rate limit",
                 logfleet_protocol::client::DropReason::AgentBufferFull => {
                     "the agent's buffer was full"
+                }
+                logfleet_protocol::client::DropReason::FilterFailed => {
+                    "a filter failed before deciding about them"
                 }
             };
             format!("{count} log lines dropped: {why}")

@@ -277,6 +277,7 @@ async fn stream(client: &Client, args: &StreamArgs) -> anyhow::Result<u8> {
     Ok(match outcome {
         Outcome::Ended(EndReason::Timeout | EndReason::Stopped) | Outcome::OutputClosed => exit::OK,
         Outcome::Ended(EndReason::Shutdown) => exit::NETWORK,
+        Outcome::Ended(EndReason::FilterFailed) => exit::OTHER,
         Outcome::Interrupted => {
             eprintln!("logfleet: interrupted; session stopped");
             exit::INTERRUPTED

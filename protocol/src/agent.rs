@@ -22,6 +22,18 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest frame either side accepts, in bytes.
 pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
 
+/// Close code for an agent speaking another protocol version.
+pub const CLOSE_PROTOCOL_MISMATCH: u16 = 4002;
+/// Close code for an agent link superseded by a newer link of the same agent (same org and
+/// id): two copies of one agent are running. The agent backs off for long and logs why,
+/// instead of the two taking the link from each other in a loop.
+pub const CLOSE_SUPERSEDED: u16 = 4009;
+/// Close code for an agent whose enrollment was revoked: its token is refused from now on.
+pub const CLOSE_REVOKED: u16 = 4010;
+/// Close code for an agent that broke one of the host's limits on what an agent sends
+/// (records per batch, bytes per record or batch, sources, frame size after inflation).
+pub const CLOSE_LIMIT_EXCEEDED: u16 = 4011;
+
 /// Codec tag: the rest of the message is plain postcard.
 const CODEC_POSTCARD: u8 = 0;
 /// Codec tag: the rest of the message is postcard, deflated (raw DEFLATE, RFC 1951).

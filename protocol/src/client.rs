@@ -64,6 +64,9 @@ pub enum EndReason {
     Stopped,
     /// The host is shutting down.
     Shutdown,
+    /// A filter of the session failed (trap, deadline, memory, fetch or configure). Filters
+    /// fail closed: the session ends rather than stream records no filter decided about.
+    FilterFailed,
 }
 
 /// Why lines were dropped. Data is never lost without one of these.
@@ -77,6 +80,8 @@ pub enum DropReason {
     RateLimited,
     /// The agent's uplink buffer overflowed while the host was unreachable.
     AgentBufferFull,
+    /// Records a failed filter held (not yet decided about) when its session ended.
+    FilterFailed,
 }
 
 /// WebSocket close code sent to a client that stayed too far behind for too long.

@@ -8,7 +8,8 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use logfleet_protocol::agent::{
-    self, AgentFrame, Hello, HostFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION, Record,
+    self, AgentFrame, CLOSE_PROTOCOL_MISMATCH, Hello, HostFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    Record,
 };
 use logfleet_protocol::client::{ClientMessage, Control, LogMessage, Metadata};
 
@@ -19,8 +20,6 @@ use crate::fanout::{Outgoing, to_text};
 use crate::state::{AppState, Stats};
 use crate::time::rfc3339_millis;
 
-/// WebSocket close code for an agent speaking another protocol version.
-pub const CLOSE_PROTOCOL_MISMATCH: u16 = 4002;
 /// Read chunk of an agent link. Tungstenite's 128 KiB default is allocated and touched per
 /// connection, which alone would take 1.3 GB for 10,000 agents that mostly send 40-byte
 /// metrics; a streaming agent's larger frames are still read whole, in more reads.
