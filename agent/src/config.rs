@@ -114,6 +114,10 @@ pub struct Tuning {
     pub reconnect_min: Duration,
     /// Longest wait before reconnecting (also used after the host rejects the token).
     pub reconnect_max: Duration,
+    /// Shortest wait after the host closed the link because another copy of this agent (same
+    /// token identity) connected (close 4009): long, so two copies do not take the link from
+    /// each other in a loop.
+    pub superseded_backoff: Duration,
     /// Longest a session's matching lines are held before being sent as one batch; they go at
     /// once when no more lines are waiting, so this only bounds batching under load.
     pub batch_interval: Duration,
@@ -131,6 +135,7 @@ impl Default for Tuning {
             glob_interval: Duration::from_secs(1),
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
+            superseded_backoff: Duration::from_secs(60),
             batch_interval: Duration::from_millis(20),
             buffer_bytes: 16 * 1024 * 1024,
             cache_dir: None,

@@ -283,6 +283,7 @@ mod tests {
             batch_interval: Duration::from_millis(5),
             buffer_bytes: 1 << 20,
             cache_dir: filter::tests::test_cache_dir(),
+            ..Tuning::default()
         };
         config
     }

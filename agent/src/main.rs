@@ -87,6 +87,8 @@ struct RunArgs {
     #[arg(long, hide = true, value_parser = humantime::parse_duration)]
     reconnect_max: Option<Duration>,
     #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+    superseded_backoff: Option<Duration>,
+    #[arg(long, hide = true, value_parser = humantime::parse_duration)]
     batch_interval: Option<Duration>,
     #[arg(long, hide = true)]
     buffer_bytes: Option<usize>,
@@ -112,6 +114,9 @@ impl RunArgs {
             glob_interval: self.glob_interval.unwrap_or(defaults.glob_interval),
             reconnect_min: self.reconnect_min.unwrap_or(defaults.reconnect_min),
             reconnect_max: self.reconnect_max.unwrap_or(defaults.reconnect_max),
+            superseded_backoff: self
+                .superseded_backoff
+                .unwrap_or(defaults.superseded_backoff),
             batch_interval: self.batch_interval.unwrap_or(defaults.batch_interval),
             buffer_bytes: self.buffer_bytes.unwrap_or(defaults.buffer_bytes),
             cache_dir: None,

@@ -9,12 +9,16 @@
 //! Losing the host is never an error: the uplink reconnects with full-jitter exponential
 //! backoff between `reconnect_min` and `reconnect_max`, reset after a connection that lasted
 //! [`STABLE_CONNECTION`]. A rejected token (HTTP 401/403) is logged as such and retried at
-//! `reconnect_max`, so a revoked agent does not hammer the host.
+//! `reconnect_max`, so a revoked agent does not hammer the host. A link the host closed because
+//! another copy of this agent connected (close 4009) waits `superseded_backoff` or more, with
+//! an error naming the cause: two copies must not take the link from each other in a loop.
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use logfleet_protocol::agent::{AgentFrame, Hello, HostFrame, decode, encode};
+use logfleet_protocol::agent::{
+    AgentFrame, CLOSE_REVOKED, CLOSE_SUPERSEDED, Hello, HostFrame, decode, encode,
+};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until, timeout, timeout_at};
@@ -69,6 +73,10 @@ enum LinkError {
     Ws(#[from] tungstenite::Error),
     #[error("the host closed the connection{0}")]
     Closed(String),
+    #[error("another connection of this agent (same org and id) took over the link")]
+    Superseded,
+    #[error("the host revoked this agent")]
+    Revoked,
     #[error("no pong for {MAX_MISSED_PONGS} pings")]
     MissedPongs,
     #[error("nothing heard from the host for {READ_TIMEOUT:?}")]
@@ -96,12 +104,27 @@ impl Uplink {
                     info!(url = %self.url, "connected to host");
                     match self.serve(ws, &mut drain).await {
                         Ok(()) => return,
-                        Err(e) => warn!(error = %e, "lost connection to host; reconnecting"),
+                        Err(LinkError::Superseded) => {
+                            let delay = self
+                                .tuning
+                                .superseded_backoff
+                                .mul_f64(1.0 + fastrand::f64() / 2.0);
+                            error!(url = %self.url, ?delay, "the host closed this link because another agent with the same identity connected: two agents are running with one token (or this one restarted while its old link was still open). Give each machine its own token; retrying later");
+                            attempt = 0;
+                            delay
+                        }
+                        Err(LinkError::Revoked) => {
+                            error!(url = %self.url, "the host revoked this agent; its token is refused from now on. Enroll it again for a new token");
+                            self.tuning.reconnect_max
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "lost connection to host; reconnecting");
+                            if started.elapsed() >= STABLE_CONNECTION {
+                                attempt = 0;
+                            }
+                            self.backoff(&mut attempt)
+                        }
                     }
-                    if started.elapsed() >= STABLE_CONNECTION {
-                        attempt = 0;
-                    }
-                    self.backoff(&mut attempt)
                 }
                 Err(LinkError::Rejected(status)) => {
                     error!(url = %self.url, %status, "the host rejected the agent token; check --token / LOGFLEET_AGENT_TOKEN. Retrying in {:?}", self.tuning.reconnect_max);
@@ -189,8 +212,13 @@ impl Uplink {
                         },
                         Some(Ok(Message::Pong(_))) => unanswered = 0,
                         Some(Ok(Message::Close(frame))) => {
-                            let why = frame.map(|f| format!(": {} {}", f.code, f.reason)).unwrap_or_default();
-                            return Err(LinkError::Closed(why));
+                            return Err(match frame.as_ref().map(|f| u16::from(f.code)) {
+                                Some(CLOSE_SUPERSEDED) => LinkError::Superseded,
+                                Some(CLOSE_REVOKED) => LinkError::Revoked,
+                                _ => LinkError::Closed(
+                                    frame.map(|f| format!(": {} {}", f.code, f.reason)).unwrap_or_default(),
+                                ),
+                            });
                         }
                         Some(Ok(Message::Text(_))) => warn!("unexpected text frame from host; ignored"),
                         Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}

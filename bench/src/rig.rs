@@ -328,7 +328,8 @@ impl HostProcess {
         let token = auth.mint(
             "bench",
             "bench",
-            Role::User,
+            // Admin: the benches upload plugins.
+            Role::Admin,
             None,
             Duration::from_secs(3600),
         )?;

@@ -16,7 +16,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Base URL clients reach the host at, for `websocket_url`; else taken from the request.
     pub public_url: Option<String>,
+    /// The primary HS256 secret.
     pub jwt_secret: Vec<u8>,
+    /// Rotation secrets by `kid`, identity-provider keys, the audience.
+    pub jwt: crate::jwt::JwtConfig,
     pub limits: LimitConfig,
     pub tuning: Tuning,
 }

@@ -52,6 +52,12 @@ impl ApiError {
         )
     }
 
+    /// A failure of the host's own (storage, a task); the message says what, not the cause's
+    /// internals.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }

@@ -3,7 +3,11 @@
 //! - [`config`]: how the host runs (listen address, secret, limits, timers).
 //! - [`server`]: the router and the serve loop with graceful shutdown.
 //! - [`state`]: the state handlers share.
-//! - [`auth`]: JWT claims, minting, verification, and the extractors.
+//! - [`jwt`]: JWT keys (secrets by `kid`, JWKS), claims, verification and minting.
+//! - [`auth`]: the extractors: who is calling, in which role.
+//! - [`identity`]: an agent's identity, (org, id).
+//! - [`enrollment`]: enrolled and revoked agents, persisted under the data dir.
+//! - [`audit`]: the append-only audit trail.
 //! - [`error`]: the JSON error type every handler returns.
 //! - [`registry`]: connected agents, their metadata, metrics and command queues.
 //! - [`session`]: active sessions and their expiry.
@@ -12,10 +16,14 @@
 //! - [`api`]: the handlers, one module per resource.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod enrollment;
 pub mod error;
 pub mod fanout;
+pub mod identity;
+pub mod jwt;
 pub mod plugins;
 pub mod registry;
 pub mod server;

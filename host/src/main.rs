@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use logfleet_host::auth::{Auth, Role};
 use logfleet_host::config::{Config, LimitConfig, Tuning, check_secret};
+use logfleet_host::jwt::JwtConfig;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -36,9 +37,29 @@ struct SecretArgs {
     /// Read the JWT secret from a file instead (trailing newline ignored).
     #[arg(long, conflicts_with = "jwt_secret")]
     jwt_secret_file: Option<PathBuf>,
+    /// More HS256 secrets by `kid`, for rotation: JSON
+    /// `{"signing_kid": "2026-12", "secrets": {"2026-12": "…", "2026-06": "…"}}`. Tokens with a
+    /// `kid` are verified with that secret; new tokens are signed with `signing_kid` if set.
+    #[arg(long, env = "LOGFLEET_JWT_SECRETS_FILE")]
+    jwt_secrets_file: Option<PathBuf>,
 }
 
 impl SecretArgs {
+    /// The primary secret and the rotation secrets.
+    fn keys(&self) -> anyhow::Result<(Vec<u8>, JwtConfig)> {
+        let mut jwt = JwtConfig::default();
+        if let Some(path) = &self.jwt_secrets_file {
+            jwt.load_secrets_file(path)?;
+        }
+        Ok((self.load()?, jwt))
+    }
+
+    /// The token minter these flags describe.
+    fn auth(&self) -> anyhow::Result<Auth> {
+        let (primary, jwt) = self.keys()?;
+        Ok(Auth::from_config(Some(&primary), &jwt))
+    }
+
     fn load(&self) -> anyhow::Result<Vec<u8>> {
         let secret = match (&self.jwt_secret_file, &self.jwt_secret) {
             (Some(path), _) => Some(
@@ -67,6 +88,13 @@ struct ServeArgs {
     public_url: Option<String>,
     #[command(flatten)]
     secret: SecretArgs,
+    /// Public keys (JWKS, RFC 7517) of an identity provider whose RS256/ES256 user tokens this
+    /// host accepts. A key may carry `"org": "ORG"` to verify that org's tokens only.
+    #[arg(long, env = "LOGFLEET_JWKS_FILE")]
+    jwks_file: Option<PathBuf>,
+    /// Require tokens to carry this audience (`aud`); without it, `aud` is not checked.
+    #[arg(long, env = "LOGFLEET_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
     /// Default per-session line rate limit.
     #[arg(long, default_value_t = LimitConfig::default().default.lines_per_second)]
     default_lines_per_second: u32,
@@ -160,7 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 UserRole::User => Role::User,
                 UserRole::Admin => Role::Admin,
             };
-            let token = Auth::new(&secret.load()?).mint(&sub, &org, role, None, ttl)?;
+            let token = secret.auth()?.mint(&sub, &org, role, None, ttl)?;
             println!("{token}");
             Ok(())
         }
@@ -173,13 +201,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             secret,
         }) => {
             let id = id.unwrap_or_else(Uuid::new_v4);
-            let token = Auth::new(&secret.load()?).mint(
-                &id.to_string(),
-                &org,
-                Role::Agent,
-                Some(&name),
-                ttl,
-            )?;
+            let token =
+                secret
+                    .auth()?
+                    .mint(&id.to_string(), &org, Role::Agent, Some(&name), ttl)?;
             if json {
                 println!("{}", serde_json::json!({"agent_id": id, "token": token}));
             } else {
@@ -197,7 +222,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let jwt_secret = args.secret.load()?;
+    let (jwt_secret, mut jwt) = args.secret.keys()?;
+    if let Some(path) = &args.jwks_file {
+        jwt.load_jwks_file(path)?;
+    }
+    jwt.audience = args.jwt_audience.clone();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let mut limits = LimitConfig::default();
@@ -210,6 +239,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         public_url: args.public_url,
         jwt_secret,
+        jwt,
         limits,
         tuning: Tuning {
             client_queue: args.client_queue,

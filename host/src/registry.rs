@@ -1,7 +1,8 @@
-//! The agent registry: who is connected, what they said about themselves, their recent metrics,
-//! and the command channel to each connected agent.
+//! The agent registry: who is connected (or enrolled), what they said about themselves, their
+//! recent metrics, and the command channel to each connected agent. Agents are keyed by
+//! [`AgentKey`] (org and id): the same UUID in two orgs is two agents that never meet here.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -11,10 +12,10 @@ use logfleet_protocol::rest::{
     AgentHealth, AgentInfo, AgentMetrics, MetricsReport, SourceInfo, SourceMetrics,
 };
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::auth::AgentIdentity;
+use crate::identity::AgentKey;
 use crate::time::rfc3339;
 
 /// Commands queued to one agent connection. Commands are small and rare (session start/stop,
@@ -34,7 +35,7 @@ pub struct Agents {
 
 #[derive(Default)]
 struct Registry {
-    agents: HashMap<Uuid, AgentEntry>,
+    agents: HashMap<AgentKey, AgentEntry>,
     /// Each org's agents as (name, id), in listing order: a page of a 10,000-agent fleet is a
     /// walk from its start instead of a sort of all of it per request (the sort was a third
     /// of the host's CPU under a console polling the list), and the total is a `len`.
@@ -44,8 +45,9 @@ struct Registry {
 
 /// What the host knows of one agent.
 struct AgentEntry {
-    org: String,
     name: String,
+    /// Set at enrollment; empty for agents that connected with a minted token.
+    labels: BTreeMap<String, String>,
     hostname: String,
     version: String,
     sources: Vec<SourceInfo>,
@@ -74,16 +76,29 @@ struct SourceSample {
 }
 
 /// The live connection of an agent: an id (so a stale connection cannot unregister a newer
-/// one) and the sender of its command queue.
+/// one), the sender of its command queue, and how to tell its task why it must close.
 struct Link {
     id: u64,
     tx: mpsc::Sender<HostFrame>,
+    end: oneshot::Sender<LinkEnd>,
+}
+
+/// Why the registry ended a live link, for its close frame. A link whose [`Connected::end`]
+/// closes without one of these was dropped to resynchronise (a stuck command queue) or at
+/// shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// A newer link of the same agent (same org and id) took over: two copies of one agent
+    /// are running, or the old link is half-open.
+    Superseded,
+    /// The agent's enrollment was revoked.
+    Revoked,
 }
 
 /// An agent as session code needs it.
 #[derive(Debug, Clone)]
 pub struct AgentRef {
-    pub id: Uuid,
+    pub key: AgentKey,
     pub name: String,
     pub hostname: String,
     pub online: bool,
@@ -93,7 +108,9 @@ pub struct AgentRef {
 pub struct Connected {
     pub link_id: u64,
     pub commands: mpsc::Receiver<HostFrame>,
-    /// The agent had a link already; that one is now dropped.
+    /// Resolves when the registry ends this link (see [`LinkEnd`]).
+    pub end: oneshot::Receiver<LinkEnd>,
+    /// The agent had a link already; that one is now told [`LinkEnd::Superseded`].
     pub replaced: bool,
 }
 
@@ -104,62 +121,74 @@ impl Agents {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a connected agent, replacing any previous connection of the same id.
-    pub fn connect(&self, ident: &AgentIdentity, hello: &Hello) -> Connected {
+    /// Registers a connected agent, superseding any previous connection of the same agent.
+    /// `token_name` (the token's `name` claim) wins over the name the agent says in `hello`.
+    pub fn connect(&self, key: &AgentKey, token_name: Option<&str>, hello: &Hello) -> Connected {
         let (tx, commands) = mpsc::channel(AGENT_COMMAND_QUEUE);
+        let (end_tx, end) = oneshot::channel();
         let now = Utc::now();
         let mut reg = self.lock();
         reg.next_link += 1;
         let link = Link {
             id: reg.next_link,
             tx,
+            end: end_tx,
         };
         let link_id = link.id;
-        let name = ident
-            .name
-            .clone()
+        let name = token_name
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| hello.name.clone());
-        let reg = &mut *reg;
-        let entry = reg.agents.entry(ident.id).or_insert_with(|| AgentEntry {
-            org: ident.org.clone(),
-            name: String::new(),
-            hostname: String::new(),
-            version: String::new(),
-            sources: Vec::new(),
-            connected_at: None,
-            last_seen: now,
-            link: None,
-            metrics: VecDeque::new(),
-        });
-        // The name (or org) may change between connections; the index follows.
-        if let Some(names) = reg.by_name.get_mut(&entry.org) {
-            names.remove(&(std::mem::take(&mut entry.name), ident.id));
-        }
-        reg.by_name
-            .entry(ident.org.clone())
-            .or_default()
-            .insert((name.clone(), ident.id));
-        entry.org = ident.org.clone();
-        entry.name = name;
+            .unwrap_or(&hello.name)
+            .to_owned();
+        let entry = reg.entry(key, now);
         entry.hostname = hello.hostname.clone();
         entry.version = hello.version.clone();
         entry.sources = hello.sources.clone();
         entry.connected_at = Some(now);
         entry.last_seen = now;
-        let replaced = entry.link.replace(link).is_some();
+        let previous = entry.link.replace(link);
+        reg.rename(key, name);
+        let replaced = previous.is_some_and(|old| {
+            // The old link's task may be gone already; then there is nobody to tell.
+            let _ = old.end.send(LinkEnd::Superseded);
+            true
+        });
         Connected {
             link_id,
             commands,
+            end,
             replaced,
         }
     }
 
+    /// Lists an enrolled agent before it ever connects (offline, with its labels).
+    pub fn enroll(&self, key: &AgentKey, name: &str, labels: BTreeMap<String, String>) {
+        let now = Utc::now();
+        let mut reg = self.lock();
+        reg.entry(key, now).labels = labels;
+        reg.rename(key, name.to_owned());
+    }
+
+    /// Forgets a revoked agent: it leaves the list, and its live link (if any) is told
+    /// [`LinkEnd::Revoked`]. Returns whether the registry knew it.
+    pub fn remove(&self, key: &AgentKey) -> bool {
+        let mut reg = self.lock();
+        let Some(entry) = reg.agents.remove(key) else {
+            return false;
+        };
+        if let Some(names) = reg.by_name.get_mut(&key.org) {
+            names.remove(&(entry.name, key.id));
+        }
+        if let Some(link) = entry.link {
+            let _ = link.end.send(LinkEnd::Revoked);
+        }
+        true
+    }
+
     /// Marks the agent offline if `link_id` is still its current connection. Returns whether
     /// it was (a replaced connection closing changes nothing).
-    pub fn disconnect(&self, id: Uuid, link_id: u64) -> bool {
+    pub fn disconnect(&self, key: &AgentKey, link_id: u64) -> bool {
         let mut reg = self.lock();
-        match reg.agents.get_mut(&id) {
+        match reg.agents.get_mut(key) {
             Some(entry) if entry.link.as_ref().is_some_and(|l| l.id == link_id) => {
                 entry.link = None;
                 entry.connected_at = None;
@@ -170,17 +199,17 @@ impl Agents {
         }
     }
 
-    pub fn touch(&self, id: Uuid) {
-        if let Some(entry) = self.lock().agents.get_mut(&id) {
+    pub fn touch(&self, key: &AgentKey) {
+        if let Some(entry) = self.lock().agents.get_mut(key) {
             entry.last_seen = Utc::now();
         }
     }
 
     /// Queues a command for a connected agent. Returns false if it is offline; if its queue is
     /// full the link is dropped (see [`AGENT_COMMAND_QUEUE`]).
-    pub fn send(&self, id: Uuid, frame: HostFrame) -> bool {
+    pub fn send(&self, key: &AgentKey, frame: HostFrame) -> bool {
         let mut reg = self.lock();
-        let Some(entry) = reg.agents.get_mut(&id) else {
+        let Some(entry) = reg.agents.get_mut(key) else {
             return false;
         };
         let Some(link) = &entry.link else {
@@ -189,7 +218,7 @@ impl Agents {
         match link.tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(agent = %id, "agent command queue full; dropping its link to resync");
+                tracing::warn!(agent = %key, "agent command queue full; dropping its link to resync");
                 entry.link = None;
                 entry.connected_at = None;
                 false
@@ -201,17 +230,23 @@ impl Agents {
     /// Finds an agent of `org` by UUID or, failing that, by name (an online one first).
     pub fn resolve(&self, org: &str, id_or_name: &str) -> Option<AgentRef> {
         let reg = self.lock();
-        let in_org = |e: &&AgentEntry| e.org == org;
-        if let Ok(id) = Uuid::parse_str(id_or_name)
-            && let Some(e) = reg.agents.get(&id).filter(in_org)
-        {
-            return Some(agent_ref(id, e));
+        if let Ok(id) = Uuid::parse_str(id_or_name) {
+            let key = AgentKey::new(org, id);
+            if let Some(e) = reg.agents.get(&key) {
+                return Some(agent_ref(key, e));
+            }
         }
-        reg.agents
-            .iter()
-            .filter(|(_, e)| e.org == org && e.name == id_or_name)
+        // Names are indexed per org in (name, id) order: the agents of that name are a range.
+        let names = reg.by_name.get(org)?;
+        names
+            .range((id_or_name.to_owned(), Uuid::nil())..)
+            .take_while(|(name, _)| name == id_or_name)
+            .filter_map(|(_, id)| {
+                let key = AgentKey::new(org, *id);
+                reg.agents.get(&key).map(|e| (key, e))
+            })
             .max_by_key(|(_, e)| (e.link.is_some(), e.last_seen))
-            .map(|(id, e)| agent_ref(*id, e))
+            .map(|(key, e)| agent_ref(key, e))
     }
 
     /// The `GET /api/v1/agents` body: the agents of `org` sorted by name (then id), `skip` of
@@ -234,7 +269,7 @@ impl Agents {
             .skip(skip)
             .take(take)
             .filter_map(|(_, id)| {
-                let entry = reg.agents.get(id)?;
+                let entry = reg.agents.get(&AgentKey::new(org, *id))?;
                 let active = sessions.get(id).copied().unwrap_or(0);
                 Some(AgentView::new(*id, entry, active))
             })
@@ -247,19 +282,16 @@ impl Agents {
         serde_json::to_vec(&list).unwrap_or_default()
     }
 
-    pub fn info(&self, org: &str, id: Uuid, sessions: usize) -> Option<AgentInfo> {
+    pub fn info(&self, key: &AgentKey, sessions: usize) -> Option<AgentInfo> {
         let reg = self.lock();
-        reg.agents
-            .get(&id)
-            .filter(|e| e.org == org)
-            .map(|e| agent_info(id, e, sessions))
+        reg.agents.get(key).map(|e| agent_info(key.id, e, sessions))
     }
 
     /// Stores a metrics report, keeping [`METRICS_HISTORY`] of them.
-    pub fn record_metrics(&self, id: Uuid, metrics: &Metrics) {
+    pub fn record_metrics(&self, key: &AgentKey, metrics: &Metrics) {
         let now = Utc::now();
         let mut reg = self.lock();
-        let Some(entry) = reg.agents.get_mut(&id) else {
+        let Some(entry) = reg.agents.get_mut(key) else {
             return;
         };
         entry.last_seen = now;
@@ -276,12 +308,12 @@ impl Agents {
         }
     }
 
-    pub fn metrics(&self, org: &str, id: Uuid) -> Option<AgentMetrics> {
+    pub fn metrics(&self, key: &AgentKey) -> Option<AgentMetrics> {
         let reg = self.lock();
-        let entry = reg.agents.get(&id).filter(|e| e.org == org)?;
+        let entry = reg.agents.get(key)?;
         let history: Vec<MetricsReport> = entry.metrics.iter().map(metrics_report).collect();
         Some(AgentMetrics {
-            agent_id: id.to_string(),
+            agent_id: key.id.to_string(),
             latest: history.last().cloned(),
             history,
         })
@@ -304,9 +336,39 @@ impl Agents {
     }
 }
 
-fn agent_ref(id: Uuid, e: &AgentEntry) -> AgentRef {
+impl Registry {
+    /// The agent's entry, created (offline, nameless, unindexed) if new.
+    fn entry(&mut self, key: &AgentKey, now: DateTime<Utc>) -> &mut AgentEntry {
+        self.agents
+            .entry(key.clone())
+            .or_insert_with(|| AgentEntry {
+                name: String::new(),
+                labels: BTreeMap::new(),
+                hostname: String::new(),
+                version: String::new(),
+                sources: Vec::new(),
+                connected_at: None,
+                last_seen: now,
+                link: None,
+                metrics: VecDeque::new(),
+            })
+    }
+
+    /// Gives a known agent its (possibly new) name, keeping the name index in step.
+    fn rename(&mut self, key: &AgentKey, name: String) {
+        let Some(entry) = self.agents.get_mut(key) else {
+            return;
+        };
+        let names = self.by_name.entry(key.org.clone()).or_default();
+        names.remove(&(std::mem::take(&mut entry.name), key.id));
+        names.insert((name.clone(), key.id));
+        entry.name = name;
+    }
+}
+
+fn agent_ref(key: AgentKey, e: &AgentEntry) -> AgentRef {
     AgentRef {
-        id,
+        key,
         name: e.name.clone(),
         hostname: e.hostname.clone(),
         online: e.link.is_some(),
@@ -330,6 +392,8 @@ struct AgentView<'a> {
     hostname: &'a str,
     version: &'a str,
     status: &'static str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
     sources: &'a [SourceInfo],
     connected_at: Option<String>,
     last_seen: String,
@@ -348,6 +412,7 @@ impl<'a> AgentView<'a> {
             } else {
                 "offline"
             },
+            labels: &e.labels,
             sources: &e.sources,
             connected_at: e.connected_at.map(rfc3339),
             last_seen: rfc3339(e.last_seen),
@@ -362,6 +427,7 @@ impl<'a> AgentView<'a> {
             hostname: self.hostname.to_owned(),
             version: self.version.to_owned(),
             status: self.status.to_owned(),
+            labels: self.labels.clone(),
             sources: self.sources.to_vec(),
             connected_at: self.connected_at.clone(),
             last_seen: self.last_seen.clone(),
@@ -436,21 +502,20 @@ mod tests {
 
     use super::*;
 
-    fn join(agents: &Agents, org: &str, name: &str) -> (Uuid, Connected) {
-        let id = Uuid::new_v4();
-        let ident = AgentIdentity {
-            id,
-            org: org.into(),
-            name: Some(name.into()),
-        };
-        let hello = Hello {
+    fn hello(name: &str) -> Hello {
+        Hello {
             protocol: PROTOCOL_VERSION,
             name: name.into(),
             hostname: format!("{name}.local"),
             version: "1".into(),
             sources: vec![],
-        };
-        (id, agents.connect(&ident, &hello))
+        }
+    }
+
+    fn join(agents: &Agents, org: &str, name: &str) -> (AgentKey, Connected) {
+        let key = AgentKey::new(org, Uuid::new_v4());
+        let link = agents.connect(&key, Some(name), &hello(name));
+        (key, link)
     }
 
     fn report(at_ms: i64, errors: u64) -> Metrics {
@@ -490,36 +555,24 @@ mod tests {
         assert_eq!(names(5, 10), (vec![], 3));
 
         // Renamed on reconnect: listed once, under its new name.
-        let (id, _) = &links[0];
-        let renamed = AgentIdentity {
-            id: *id,
-            org: "acme".into(),
-            name: Some("d".into()),
-        };
-        let hello = Hello {
-            protocol: PROTOCOL_VERSION,
-            name: "d".into(),
-            hostname: "d.local".into(),
-            version: "1".into(),
-            sources: vec![],
-        };
-        let _again = agents.connect(&renamed, &hello);
+        let (key, _) = &links[0];
+        let _again = agents.connect(key, Some("d"), &hello("d"));
         assert_eq!(names(0, 10), (vec!["a".into(), "b".into(), "d".into()], 3));
     }
 
     #[test]
     fn a_listed_agent_serialises_as_its_agent_info() {
         let agents = Agents::default();
-        let (id, link) = join(&agents, "acme", "edge");
+        let (key, link) = join(&agents, "acme", "edge");
         let listed = |agents: &Agents| {
-            let body = agents.list_json("acme", 0, 1, &HashMap::from([(id, 3)]));
+            let body = agents.list_json("acme", 0, 1, &HashMap::from([(key.id, 3)]));
             serde_json::from_slice::<serde_json::Value>(&body).unwrap()["agents"][0].clone()
         };
-        let info = serde_json::to_value(agents.info("acme", id, 3).unwrap()).unwrap();
+        let info = serde_json::to_value(agents.info(&key, 3).unwrap()).unwrap();
         assert_eq!(listed(&agents), info);
         assert_eq!(info["status"], "online");
-        assert!(agents.disconnect(id, link.link_id));
-        let info = serde_json::to_value(agents.info("acme", id, 3).unwrap()).unwrap();
+        assert!(agents.disconnect(&key, link.link_id));
+        let info = serde_json::to_value(agents.info(&key, 3).unwrap()).unwrap();
         assert_eq!(
             (listed(&agents), &info["status"]),
             (info.clone(), &"offline".into())
@@ -529,12 +582,12 @@ mod tests {
     #[test]
     fn metrics_history_keeps_an_hour_and_shares_source_names() {
         let agents = Agents::default();
-        let (id, _link) = join(&agents, "acme", "edge");
+        let (key, _link) = join(&agents, "acme", "edge");
         let now = Utc::now().timestamp_millis();
-        agents.record_metrics(id, &report(now - 2 * 3_600_000, 9));
-        agents.record_metrics(id, &report(now - 1_000, 1));
-        agents.record_metrics(id, &report(now, 2));
-        let m = agents.metrics("acme", id).unwrap();
+        agents.record_metrics(&key, &report(now - 2 * 3_600_000, 9));
+        agents.record_metrics(&key, &report(now - 1_000, 1));
+        agents.record_metrics(&key, &report(now, 2));
+        let m = agents.metrics(&key).unwrap();
         let errors: Vec<u64> = m
             .history
             .iter()
@@ -542,12 +595,81 @@ mod tests {
             .collect();
         assert_eq!(errors, [1, 2], "the report older than an hour is gone");
         assert_eq!(m.latest.unwrap().sources[0].lines, 2);
-        assert!(agents.metrics("other", id).is_none());
+        assert!(agents.metrics(&AgentKey::new("other", key.id)).is_none());
         let reg = agents.lock();
-        let kept = &reg.agents[&id].metrics;
+        let kept = &reg.agents[&key].metrics;
         assert!(Arc::ptr_eq(
             &kept[0].sources[0].name,
             &kept[1].sources[0].name
         ));
+    }
+
+    /// The same UUID in another org is another agent: connecting it neither replaces the
+    /// first agent's link nor shows in the first org's list, lookups or metrics.
+    #[test]
+    fn the_same_uuid_in_two_orgs_is_two_agents() {
+        let agents = Agents::default();
+        let (acme, mut acme_link) = join(&agents, "acme", "edge");
+        let evil = AgentKey::new("evil", acme.id);
+        let evil_link = agents.connect(&evil, Some("edge"), &hello("evil-box"));
+        assert!(!evil_link.replaced);
+        assert!(
+            acme_link.end.try_recv().is_err(),
+            "acme's link is untouched"
+        );
+        agents.record_metrics(&evil, &report(Utc::now().timestamp_millis(), 7));
+        assert!(agents.metrics(&acme).unwrap().history.is_empty());
+        let found = agents.resolve("acme", &acme.id.to_string()).unwrap();
+        assert_eq!(
+            (found.key, found.hostname.as_str()),
+            (acme.clone(), "edge.local")
+        );
+        let by_name = agents.resolve("acme", "edge").unwrap();
+        assert_eq!(by_name.key, acme);
+        assert!(agents.disconnect(&evil, evil_link.link_id));
+        assert!(agents.resolve("acme", "edge").unwrap().online);
+    }
+
+    /// A second link of one agent supersedes the first, which is told why (so it can close
+    /// with a code the agent backs off on); revoking ends the live link and unlists it.
+    #[test]
+    fn links_are_superseded_and_revoked_with_a_reason() {
+        let agents = Agents::default();
+        let (key, mut first) = join(&agents, "acme", "edge");
+        let mut second = agents.connect(&key, None, &hello("edge"));
+        assert!(second.replaced);
+        assert_eq!(first.end.try_recv(), Ok(LinkEnd::Superseded));
+        assert!(
+            !agents.disconnect(&key, first.link_id),
+            "a stale link changes nothing"
+        );
+        assert!(agents.remove(&key));
+        assert_eq!(second.end.try_recv(), Ok(LinkEnd::Revoked));
+        assert!(agents.resolve("acme", "edge").is_none());
+        let body = agents.list_json("acme", 0, 10, &HashMap::new());
+        let list: AgentList = serde_json::from_slice(&body).unwrap();
+        assert_eq!(list.total, 0);
+    }
+
+    /// An enrolled agent is listed (offline, with its labels) before it first connects, and
+    /// keeps its labels when it does.
+    #[test]
+    fn enrolled_agents_are_listed_before_they_connect() {
+        let agents = Agents::default();
+        let key = AgentKey::new("acme", Uuid::new_v4());
+        agents.enroll(
+            &key,
+            "edge-9",
+            BTreeMap::from([("env".into(), "prod".into())]),
+        );
+        let info = agents.info(&key, 0).unwrap();
+        assert_eq!(
+            (info.name.as_str(), info.status.as_str()),
+            ("edge-9", "offline")
+        );
+        assert_eq!(info.labels["env"], "prod");
+        let _link = agents.connect(&key, Some("edge-9"), &hello("edge-9"));
+        let info = agents.info(&key, 0).unwrap();
+        assert_eq!((info.status.as_str(), info.labels.len()), ("online", 1));
     }
 }

@@ -11,10 +11,13 @@ use logfleet_filter_runtime::{Runtime, RuntimeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::api::{agent_link, agents, health, plugins, stream, ws};
+use crate::api::{agent_link, agents, audit, health, plugins, stream, ws};
+use crate::audit::Audit;
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::enrollment::Enrollments;
 use crate::error::ApiError;
+use crate::identity::AgentKey;
 use crate::plugins::Plugins;
 use crate::registry::Agents;
 use crate::session::Sessions;
@@ -33,8 +36,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/stream/stop", post(stream::stop))
         .route("/api/v1/stream/sessions", get(stream::list))
         .route("/api/v1/stream/ws/{session_id}", get(ws::client_ws))
-        .route("/api/v1/agents", get(agents::list))
-        .route("/api/v1/agents/{id}", get(agents::get))
+        .route("/api/v1/agents", get(agents::list).post(agents::enroll))
+        .route(
+            "/api/v1/agents/{id}",
+            get(agents::get).delete(agents::revoke),
+        )
+        .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/agents/{id}/metrics", get(agents::metrics))
         .route("/api/v1/agent/connect", get(agent_link::agent_connect))
         .route("/api/v1/plugins", post(plugins::upload).get(plugins::list))
@@ -59,16 +66,27 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let plugins = Plugins::open(&config.data_dir).map_err(std::io::Error::other)?;
+    let enrollments = Enrollments::open(&config.data_dir).map_err(std::io::Error::other)?;
+    let audit = Audit::open(&config.data_dir)?;
     let runtime = Runtime::new(RuntimeConfig::default()).map_err(std::io::Error::other)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (guard_tx, mut all_closed) = mpsc::channel::<()>(1);
     let agents = Agents::default();
-    let sessions = Sessions::new(agents.clone(), config.tuning);
+    for agent in enrollments.enrolled() {
+        agents.enroll(
+            &AgentKey::new(agent.org, agent.id),
+            &agent.name,
+            agent.labels,
+        );
+    }
+    let sessions = Sessions::new(agents.clone(), config.tuning, audit.clone());
     let state = AppState {
-        auth: Auth::new(&config.jwt_secret),
+        auth: Auth::from_config(Some(&config.jwt_secret), &config.jwt),
         config: Arc::new(config),
         agents: agents.clone(),
         sessions: sessions.clone(),
+        enrollments,
+        audit: audit.clone(),
         stats: Arc::new(Stats::default()),
         plugins,
         runtime,
@@ -89,5 +107,8 @@ pub async fn serve(
         .await?;
     // `app` (and its guard sender) is gone; wait for connection tasks to drop theirs.
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, all_closed.recv()).await;
+    tokio::task::spawn_blocking(move || audit.close())
+        .await
+        .map_err(std::io::Error::other)?;
     Ok(())
 }

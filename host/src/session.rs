@@ -17,8 +17,10 @@ use logfleet_protocol::rest::{SessionSummary, WARNING_SECONDS};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::audit::{Audit, Kind};
 use crate::config::Tuning;
 use crate::fanout::Hub;
+use crate::identity::AgentKey;
 use crate::registry::{AgentRef, Agents};
 use crate::time::rfc3339;
 
@@ -33,6 +35,7 @@ struct Shared {
     /// Wakes the expiry task when a new, earlier deadline exists or on shutdown.
     wake: Notify,
     agents: Agents,
+    audit: Audit,
     tuning: Tuning,
 }
 
@@ -44,9 +47,8 @@ struct State {
     shutdown: bool,
 }
 
-/// One active session.
+/// One active session. Its org is its agent's (`agent.key.org`).
 struct Session {
-    org: String,
     agent: AgentRef,
     created_by: String,
     spec: SessionSpec,
@@ -98,9 +100,17 @@ impl SessionView {
     }
 }
 
-/// What a new session is made of.
+/// Why a user could not stop a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopRefused {
+    /// No active session of that id in the caller's org.
+    NotFound,
+    /// The session belongs to another user and the caller is not an admin.
+    NotOwner,
+}
+
+/// What a new session is made of. Its org is the agent's.
 pub struct NewSession {
-    pub org: String,
     pub created_by: String,
     pub agent: AgentRef,
     pub filters: Filters,
@@ -110,12 +120,13 @@ pub struct NewSession {
 
 impl Sessions {
     /// Creates the handle and spawns its expiry task, which ends with [`Sessions::shutdown`].
-    pub fn new(agents: Agents, tuning: Tuning) -> Sessions {
+    pub fn new(agents: Agents, tuning: Tuning, audit: Audit) -> Sessions {
         let sessions = Sessions {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
                 agents,
+                audit,
                 tuning,
             }),
         };
@@ -141,7 +152,6 @@ impl Sessions {
             expires_at_ms: expires_at.timestamp_millis(),
         };
         let session = Session {
-            org: new.org,
             agent: new.agent,
             created_by: new.created_by,
             spec: spec.clone(),
@@ -156,7 +166,7 @@ impl Sessions {
             )),
         };
         let view = view(&id, &session);
-        let agent_id = session.agent.id;
+        let agent = session.agent.key.clone();
         {
             let mut st = self.lock();
             let deadline = session.next_deadline();
@@ -168,19 +178,48 @@ impl Sessions {
             }
         }
         // Offline or stuck: the agent gets the session in the full set when it (re)connects.
-        self.shared.agents.send(agent_id, HostFrame::Start(spec));
-        tracing::info!(session = %id, agent = %agent_id, "session started");
+        self.shared.agents.send(&agent, HostFrame::Start(spec));
+        tracing::info!(session = %id, %agent, "session started");
         view
     }
 
-    /// Stops a session of `org` at a user's request.
-    pub fn stop(&self, org: &str, id: &str) -> Option<SessionView> {
+    /// Stops a session of `org` at a user's request: `by` (a user name) may stop the sessions
+    /// it started; with `any`, (an admin) any session of the org.
+    pub fn stop(
+        &self,
+        org: &str,
+        id: &str,
+        by: &str,
+        any: bool,
+    ) -> Result<SessionView, StopRefused> {
         let mut st = self.lock();
-        if st.by_id.get(id).is_none_or(|s| s.org != org) {
-            return None;
+        match st.by_id.get(id) {
+            Some(s) if s.agent.key.org == org => {
+                if !any && s.created_by != by {
+                    return Err(StopRefused::NotOwner);
+                }
+            }
+            _ => return Err(StopRefused::NotFound),
         }
-        let session = st.end(id, EndReason::Stopped, &self.shared.agents)?;
-        Some(view(id, &session))
+        let session = st
+            .end(id, EndReason::Stopped, &self.shared)
+            .ok_or(StopRefused::NotFound)?;
+        Ok(view(id, &session))
+    }
+
+    /// Ends every session of an agent (it was revoked), reason `stopped`; returns how many.
+    pub fn end_for_agent(&self, agent: &AgentKey) -> usize {
+        let mut st = self.lock();
+        let ids: Vec<String> = st
+            .by_id
+            .iter()
+            .filter(|(_, s)| s.agent.key == *agent)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            st.end(id, EndReason::Stopped, &self.shared);
+        }
+        ids.len()
     }
 
     /// Active sessions of `org`, oldest first.
@@ -189,7 +228,7 @@ impl Sessions {
         let mut list: Vec<SessionView> = st
             .by_id
             .iter()
-            .filter(|(_, s)| s.org == org)
+            .filter(|(_, s)| s.agent.key.org == org)
             .map(|(id, s)| view(id, s))
             .collect();
         list.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
@@ -201,44 +240,47 @@ impl Sessions {
         let st = self.lock();
         st.by_id
             .get(id)
-            .filter(|s| s.org == org)
+            .filter(|s| s.agent.key.org == org)
             .map(|s| s.hub.clone())
     }
 
     /// The hub of a session of this agent, for the agent's lines. Another agent's session
-    /// answers `None`: an agent can only feed its own sessions.
-    pub fn agent_hub(&self, agent_id: Uuid, id: &str) -> Option<(Arc<Hub>, String)> {
+    /// (also one of the same UUID in another org) answers `None`: an agent can only feed its
+    /// own sessions.
+    pub fn agent_hub(&self, agent: &AgentKey, id: &str) -> Option<(Arc<Hub>, String)> {
         let st = self.lock();
         st.by_id
             .get(id)
-            .filter(|s| s.agent.id == agent_id)
+            .filter(|s| s.agent.key == *agent)
             .map(|s| (s.hub.clone(), s.agent.hostname.clone()))
     }
 
     /// The specs of an agent's active sessions, for the full set sent after it says hello.
-    pub fn specs_for_agent(&self, agent_id: Uuid) -> Vec<SessionSpec> {
+    pub fn specs_for_agent(&self, agent: &AgentKey) -> Vec<SessionSpec> {
         let st = self.lock();
         st.by_id
             .values()
-            .filter(|s| s.agent.id == agent_id)
+            .filter(|s| s.agent.key == *agent)
             .map(|s| s.spec.clone())
             .collect()
     }
 
-    /// Active sessions per agent, for listing many agents at once. Taken before the agent
-    /// registry's lock, never under it: ending a session locks the registry while holding
-    /// this one, so the other order could deadlock.
-    pub fn counts_by_agent(&self) -> HashMap<Uuid, usize> {
+    /// Active sessions per agent of `org`, for listing many agents at once. Taken before the
+    /// agent registry's lock, never under it: ending a session locks the registry while
+    /// holding this one, so the other order could deadlock.
+    pub fn counts_by_agent(&self, org: &str) -> HashMap<Uuid, usize> {
         let mut counts = HashMap::new();
         for s in self.lock().by_id.values() {
-            *counts.entry(s.agent.id).or_insert(0) += 1;
+            if s.agent.key.org == org {
+                *counts.entry(s.agent.key.id).or_insert(0) += 1;
+            }
         }
         counts
     }
 
-    pub fn count_for_agent(&self, agent_id: Uuid) -> usize {
+    pub fn count_for_agent(&self, agent: &AgentKey) -> usize {
         let st = self.lock();
-        st.by_id.values().filter(|s| s.agent.id == agent_id).count()
+        st.by_id.values().filter(|s| s.agent.key == *agent).count()
     }
 
     pub fn active(&self) -> usize {
@@ -246,9 +288,9 @@ impl Sessions {
     }
 
     /// Tells the clients of an agent's sessions that it went away or came back, once per change.
-    pub fn agent_link_changed(&self, agent_id: Uuid, online: bool, hostname: &str) {
+    pub fn agent_link_changed(&self, agent: &AgentKey, online: bool, hostname: &str) {
         let mut st = self.lock();
-        for s in st.by_id.values_mut().filter(|s| s.agent.id == agent_id) {
+        for s in st.by_id.values_mut().filter(|s| s.agent.key == *agent) {
             s.agent.hostname = hostname.to_owned();
             if s.agent_online != online {
                 s.agent_online = online;
@@ -267,7 +309,7 @@ impl Sessions {
         st.shutdown = true;
         let ids: Vec<String> = st.by_id.keys().cloned().collect();
         for id in ids {
-            st.end(&id, EndReason::Shutdown, &self.shared.agents);
+            st.end(&id, EndReason::Shutdown, &self.shared);
         }
         drop(st);
         self.shared.wake.notify_one();
@@ -296,7 +338,7 @@ impl Shared {
                 continue;
             };
             if session.warned {
-                st.end(&id, EndReason::Timeout, &self.agents);
+                st.end(&id, EndReason::Timeout, self);
             } else {
                 session.warned = true;
                 session.hub.warn_ending(session.expires);
@@ -314,13 +356,27 @@ impl Shared {
 
 impl State {
     /// Removes a session, tells its clients why, and tells its agent to stop.
-    fn end(&mut self, id: &str, reason: EndReason, agents: &Agents) -> Option<Session> {
+    fn end(&mut self, id: &str, reason: EndReason, shared: &Shared) -> Option<Session> {
         let session = self.by_id.remove(id)?;
         self.deadlines
             .remove(&(session.next_deadline(), id.to_owned()));
         session.hub.end(reason);
-        agents.send(
-            session.agent.id,
+        // A user's stop is audited by its handler, which knows who; these are the host's.
+        let kind = match reason {
+            EndReason::Timeout => Some(Kind::SessionExpire),
+            EndReason::FilterFailed => Some(Kind::SessionFailed),
+            EndReason::Stopped | EndReason::Shutdown => None,
+        };
+        if let Some(kind) = kind {
+            shared.audit.record(
+                kind,
+                Some(&session.agent.key.org),
+                "host",
+                serde_json::json!({"session_id": id, "agent_id": session.agent.key.id}),
+            );
+        }
+        shared.agents.send(
+            &session.agent.key,
             HostFrame::Stop {
                 session_id: id.to_owned(),
             },
@@ -333,7 +389,7 @@ impl State {
 fn view(id: &str, s: &Session) -> SessionView {
     SessionView {
         id: id.to_owned(),
-        agent_id: s.agent.id,
+        agent_id: s.agent.key.id,
         agent_name: s.agent.name.clone(),
         started_at: s.started_at,
         expires_at: s.expires_at,

@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use logfleet_filter_runtime::Runtime;
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::audit::Audit;
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::enrollment::Enrollments;
 use crate::plugins::Plugins;
 use crate::registry::Agents;
 use crate::session::Sessions;
@@ -19,6 +21,8 @@ pub struct AppState {
     pub auth: Auth,
     pub agents: Agents,
     pub sessions: Sessions,
+    pub enrollments: Enrollments,
+    pub audit: Audit,
     pub stats: Arc<Stats>,
     pub plugins: Plugins,
     /// Validates plugin uploads (compiles them; caches nothing).

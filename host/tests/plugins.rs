@@ -18,7 +18,7 @@ async fn registry_validates_stores_isolates_and_survives_restart() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_path_buf();
     let host = TestHost::start_with(|c| c.data_dir = dir.clone()).await;
-    let api = host.api("acme", "alice");
+    let api = host.admin("acme", "alice");
 
     let redact = plugin_bytes("redact");
     let (status, body) = upload(&api, "redact", redact.clone()).await;
@@ -62,7 +62,7 @@ async fn registry_validates_stores_isolates_and_survives_restart() {
     let (status, _) = api.post_raw("/api/v1/plugins", redact.clone()).await;
     assert_eq!(status, 400);
 
-    let other = host.api("globex", "mallory");
+    let other = host.admin("globex", "mallory");
     let (_, list) = other.get("/api/v1/plugins").await;
     assert_eq!(list["total"], 0);
     let (status, _) = other.send_delete("/api/v1/plugins/redact").await;
@@ -70,7 +70,7 @@ async fn registry_validates_stores_isolates_and_survives_restart() {
 
     host.stop().await;
     let host = TestHost::start_with(|c| c.data_dir = dir.clone()).await;
-    let api = host.api("acme", "alice");
+    let api = host.admin("acme", "alice");
     let (_, list) = api.get("/api/v1/plugins").await;
     assert_eq!(list["total"], 1, "{list}");
     assert_eq!(
@@ -86,7 +86,7 @@ async fn registry_validates_stores_isolates_and_survives_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploaded_plugin_runs_in_a_live_session() {
     let stack = Stack::new().await;
-    let (status, body) = upload(&stack.api, "redact", plugin_bytes("redact")).await;
+    let (status, body) = upload(&stack.admin, "redact", plugin_bytes("redact")).await;
     assert_eq!(status, 201, "{body}");
     let session = stack
         .start(
@@ -144,7 +144,7 @@ async fn hostile_plugins_are_contained_to_their_session() {
         "hostile-config",
     ];
     for name in hostile {
-        let (status, body) = upload(&stack.api, name, plugin_bytes(name)).await;
+        let (status, body) = upload(&stack.admin, name, plugin_bytes(name)).await;
         assert_eq!(status, 201, "{name}: {body}");
     }
     let plain = stack.start(json!({"filters": {"source": "nginx"}})).await;

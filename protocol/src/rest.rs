@@ -44,6 +44,32 @@ pub struct Session {
     pub websocket_url: String,
 }
 
+/// `POST /api/v1/agents` (admin): enrolls a new agent of the caller's org.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `201` answer to an enrollment: the new agent's id and its token (shown once; the host
+/// keeps no copy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub agent_id: String,
+    pub token: String,
+}
+
+/// Answer to `DELETE /api/v1/agents/{id}` (admin): the agent is revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeResponse {
+    pub agent_id: String,
+    pub revoked_at: String,
+    /// Its sessions that were active and are now ended.
+    pub sessions_ended: usize,
+}
+
 /// `POST /api/v1/stream/stop`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +115,9 @@ pub struct AgentInfo {
     pub version: String,
     /// `online` or `offline`.
     pub status: String,
+    /// Labels given at enrollment (`POST /api/v1/agents`); absent when there are none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     pub sources: Vec<SourceInfo>,
     pub connected_at: Option<String>,
     pub last_seen: String,

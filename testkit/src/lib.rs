@@ -71,8 +71,17 @@ impl TestHost {
 
     /// Starts a host on a given address (to restart one where agents expect it).
     pub async fn start_on(addr: SocketAddr, adjust: impl FnOnce(&mut Config)) -> TestHost {
+        Self::start_in(addr, tempfile::tempdir().expect("temp dir"), adjust).await
+    }
+
+    /// Starts a host on a given address with a given data directory (a restart that keeps
+    /// what the host persisted: plugins, enrollments, revocations, the audit trail).
+    pub async fn start_in(
+        addr: SocketAddr,
+        data: tempfile::TempDir,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestHost {
         init_tracing();
-        let data = tempfile::tempdir().expect("temp dir");
         let listener = bind_retrying(addr).await;
         let addr = listener.local_addr().expect("local addr");
         let mut config = Config {
@@ -80,6 +89,7 @@ impl TestHost {
             data_dir: data.path().to_path_buf(),
             public_url: None,
             jwt_secret: SECRET.as_bytes().to_vec(),
+            jwt: Default::default(),
             limits: LimitConfig::default(),
             tuning: test_tuning(),
         };
@@ -104,6 +114,17 @@ impl TestHost {
             .expect("mint")
     }
 
+    pub fn admin_token(&self, org: &str, sub: &str) -> String {
+        self.auth
+            .mint(sub, org, Role::Admin, None, Duration::from_secs(3600))
+            .expect("mint")
+    }
+
+    /// A REST client acting as admin `sub` of `org`.
+    pub fn admin(&self, org: &str, sub: &str) -> Api {
+        Api::new(&self.base, Some(self.admin_token(org, sub)))
+    }
+
     pub fn agent_token(&self, org: &str, id: Uuid, name: &str) -> String {
         self.auth
             .mint(
@@ -125,6 +146,14 @@ impl TestHost {
     pub async fn restart(&mut self) {
         self.shutdown().await;
         *self = TestHost::start_on(self.addr, |_| {}).await;
+    }
+
+    /// Shuts the host down gracefully and starts it again on the same address and data
+    /// directory, as an operator's restart would.
+    pub async fn restart_keeping_data(&mut self, adjust: impl FnOnce(&mut Config)) {
+        self.shutdown().await;
+        let data = std::mem::replace(&mut self._data, tempfile::tempdir().expect("temp dir"));
+        *self = TestHost::start_in(self.addr, data, adjust).await;
     }
 
     /// Shuts the host down gracefully and waits for it.
@@ -596,7 +625,10 @@ pub struct Stack {
     pub host: TestHost,
     pub agent: Option<InProcessAgent>,
     pub logs: LogDir,
+    /// User `alice` of `acme`.
     pub api: Api,
+    /// Admin `root` of `acme` (plugin uploads, enrollment).
+    pub admin: Api,
     pub agent_id: Uuid,
     /// Set when the agent reaches the host through a [`TcpProxy`] (see [`Stack::behind_proxy`]).
     pub proxy: Option<TcpProxy>,
@@ -645,11 +677,13 @@ impl Stack {
         logs.create("api.log", &[]);
         let agent_id = Uuid::new_v4();
         let api = host.api("acme", "alice");
+        let admin = host.admin("acme", "root");
         let mut fx = Stack {
             host,
             agent: None,
             logs,
             api,
+            admin,
             agent_id,
             proxy,
             adjust_agent: Box::new(adjust_agent),
@@ -707,28 +741,38 @@ impl Stack {
         .await
     }
 
-    /// Appends probe lines (made by `probe`) to `file` until `client` receives one, so the
-    /// session is known to be active on the agent; then reads up to the last probe written.
-    /// Returns that probe's text, for other clients to skip to.
+    /// Appends probe lines to the stack's `file` until `client` receives one: see [`sync`].
     pub async fn sync(
         &self,
         file: &str,
         probe: impl Fn(usize) -> String,
         client: &mut WsClient,
     ) -> String {
-        for n in 0..200 {
-            let line = probe(n);
-            self.logs.append(file, &[&line]).await;
-            if let Ok(msg) = client.next(Duration::from_millis(100)).await {
-                assert_eq!(msg["type"], "log", "unexpected {msg}");
-                if msg["message"] != line {
-                    skip_until(client, &line).await;
-                }
-                return line;
-            }
-        }
-        panic!("session never became active on the agent");
+        sync(&self.logs, file, probe, client).await
     }
+}
+
+/// Appends probe lines (made by `probe`) to `file` in `logs` until `client` receives one, so
+/// the session is known to be active on the agent; then reads up to the last probe written.
+/// Returns that probe's text, for other clients to skip to.
+pub async fn sync(
+    logs: &LogDir,
+    file: &str,
+    probe: impl Fn(usize) -> String,
+    client: &mut WsClient,
+) -> String {
+    for n in 0..200 {
+        let line = probe(n);
+        logs.append(file, &[&line]).await;
+        if let Ok(msg) = client.next(Duration::from_millis(100)).await {
+            assert_eq!(msg["type"], "log", "unexpected {msg}");
+            if msg["message"] != line {
+                skip_until(client, &line).await;
+            }
+            return line;
+        }
+    }
+    panic!("session never became active on the agent");
 }
 
 /// Reads log messages until one whose message is `text`.

@@ -38,7 +38,8 @@ impl Fixture {
         let mut config = agent_config(&host, agent_token, &[("nginx", &nginx), ("app", &app)]);
         config.name = AGENT_NAME.to_owned();
         let agent = InProcessAgent::start(config);
-        let api = host.api("acme", "alice");
+        // An admin: the CLI's plugin commands are admin-only.
+        let api = host.admin("acme", "alice");
         api.wait_agent_status(&agent_id.to_string(), "online").await;
         let token = api.token().to_owned();
         Fixture {

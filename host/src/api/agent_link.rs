@@ -8,8 +8,8 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use logfleet_protocol::agent::{
-    self, AgentFrame, CLOSE_PROTOCOL_MISMATCH, Hello, HostFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION,
-    Record,
+    self, AgentFrame, CLOSE_PROTOCOL_MISMATCH, CLOSE_REVOKED, CLOSE_SUPERSEDED, Hello, HostFrame,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION, Record,
 };
 use logfleet_protocol::client::{ClientMessage, Control, LogMessage, Metadata};
 
@@ -17,6 +17,7 @@ use crate::api::ws::close_gracefully;
 use crate::auth::AgentIdentity;
 use crate::error::ApiError;
 use crate::fanout::{Outgoing, to_text};
+use crate::registry::LinkEnd;
 use crate::state::{AppState, Stats};
 use crate::time::rfc3339_millis;
 
@@ -47,30 +48,31 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
     let hello = match tokio::time::timeout(tuning.hello_timeout, read_hello(&mut socket)).await {
         Ok(Ok(hello)) => hello,
         Ok(Err(reason)) => {
-            tracing::warn!(agent = %ident.id, %reason, "agent refused");
+            tracing::warn!(agent = %ident.key, %reason, "agent refused");
             close_gracefully(socket, CLOSE_PROTOCOL_MISMATCH, &reason).await;
             return;
         }
         Err(_) => {
-            tracing::warn!(agent = %ident.id, "agent sent no hello in time");
+            tracing::warn!(agent = %ident.key, "agent sent no hello in time");
             return;
         }
     };
-    let mut conn = state.agents.connect(&ident, &hello);
+    let key = &ident.key;
+    let mut conn = state.agents.connect(key, ident.name.as_deref(), &hello);
     Stats::add(&state.stats.agent_connections, 1);
-    tracing::info!(agent = %ident.id, name = %hello.name, replaced = conn.replaced, "agent connected");
-    let sync = HostFrame::Sessions(state.sessions.specs_for_agent(ident.id));
+    tracing::info!(agent = %ident.key, name = %hello.name, replaced = conn.replaced, "agent connected");
+    let sync = HostFrame::Sessions(state.sessions.specs_for_agent(key));
     if socket
         .send(Message::Binary(agent::encode(&sync).into()))
         .await
         .is_err()
     {
-        state.agents.disconnect(ident.id, conn.link_id);
+        state.agents.disconnect(key, conn.link_id);
         return;
     }
     state
         .sessions
-        .agent_link_changed(ident.id, true, &hello.hostname);
+        .agent_link_changed(key, true, &hello.hostname);
 
     let mut shutdown = state.shutdown.clone();
     let mut ping = tokio::time::interval(tuning.ping_interval);
@@ -84,16 +86,17 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
                         break None;
                     }
                 }
-                // The registry dropped this link: replaced by a newer one, or stuck.
-                None => break Some((1000, "link replaced")),
+                // The registry dropped this link: the command sender goes with the reason.
+                None => break Some(close_for(conn.end.try_recv().ok())),
             },
+            end = &mut conn.end => break Some(close_for(end.ok())),
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Binary(bytes))) => {
                     last_heard = Instant::now();
                     let reply = match agent::decode::<AgentFrame>(&bytes) {
                         Ok(frame) => handle_frame(&state, &ident, frame),
                         Err(e) => {
-                            tracing::warn!(agent = %ident.id, error = %e, "bad frame from agent");
+                            tracing::warn!(agent = %ident.key, error = %e, "bad frame from agent");
                             None
                         }
                     };
@@ -110,13 +113,13 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
             },
             _ = ping.tick() => {
                 if last_heard.elapsed() > tuning.idle_timeout {
-                    tracing::warn!(agent = %ident.id, "agent silent too long; dropping link");
+                    tracing::warn!(agent = %ident.key, "agent silent too long; dropping link");
                     break None;
                 }
                 if socket.send(Message::Ping(Default::default())).await.is_err() {
                     break None;
                 }
-                state.agents.touch(ident.id);
+                state.agents.touch(key);
             }
             _ = shutdown.changed() => break Some((1001, "host shutting down")),
         }
@@ -124,11 +127,24 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
     if let Some((code, reason)) = close_reason {
         close_gracefully(socket, code, reason).await;
     }
-    if state.agents.disconnect(ident.id, conn.link_id) {
-        tracing::info!(agent = %ident.id, "agent disconnected");
+    if state.agents.disconnect(key, conn.link_id) {
+        tracing::info!(agent = %ident.key, "agent disconnected");
         state
             .sessions
-            .agent_link_changed(ident.id, false, &hello.hostname);
+            .agent_link_changed(key, false, &hello.hostname);
+    }
+}
+
+/// The close frame for a link the registry ended. Without a reason, its command queue was
+/// stuck or the host is shutting down: the agent reconnects and resynchronises.
+fn close_for(end: Option<LinkEnd>) -> (u16, &'static str) {
+    match end {
+        Some(LinkEnd::Superseded) => (
+            CLOSE_SUPERSEDED,
+            "superseded: another connection of this agent (same org and id) took over",
+        ),
+        Some(LinkEnd::Revoked) => (CLOSE_REVOKED, "this agent was revoked"),
+        None => (1000, "link reset"),
     }
 }
 
@@ -156,13 +172,12 @@ async fn read_hello(socket: &mut WebSocket) -> Result<Hello, String> {
 
 /// Applies one frame from an agent; returns what to answer it directly, if anything.
 fn handle_frame(state: &AppState, ident: &AgentIdentity, frame: AgentFrame) -> Option<HostFrame> {
-    let agent_id = ident.id;
+    let agent = &ident.key;
     match frame {
         AgentFrame::Hello(_) => {}
-        AgentFrame::Metrics(m) => state.agents.record_metrics(agent_id, &m),
+        AgentFrame::Metrics(m) => state.agents.record_metrics(agent, &m),
         AgentFrame::Logs(batch) => {
-            let Some((hub, hostname)) = state.sessions.agent_hub(agent_id, &batch.session_id)
-            else {
+            let Some((hub, hostname)) = state.sessions.agent_hub(agent, &batch.session_id) else {
                 tracing::debug!(session = %batch.session_id, "log batch for a session that is no longer active");
                 return None;
             };
@@ -181,7 +196,7 @@ fn handle_frame(state: &AppState, ident: &AgentIdentity, frame: AgentFrame) -> O
             count,
             reason,
         } => {
-            if let Some((hub, _)) = state.sessions.agent_hub(agent_id, &session_id) {
+            if let Some((hub, _)) = state.sessions.agent_hub(agent, &session_id) {
                 Stats::add(&state.stats.agent_drops_reported, count);
                 hub.publish(Control::LogsDropped { count, reason });
             }
@@ -191,13 +206,13 @@ fn handle_frame(state: &AppState, ident: &AgentIdentity, frame: AgentFrame) -> O
             plugin,
             message,
         } => {
-            if let Some((hub, _)) = state.sessions.agent_hub(agent_id, &session_id) {
+            if let Some((hub, _)) = state.sessions.agent_hub(agent, &session_id) {
                 hub.publish(Control::FilterError { plugin, message });
             }
         }
         AgentFrame::FetchPlugin { digest } => {
             // Only components of the agent's own org; the agent verifies the digest again.
-            return Some(match state.plugins.bytes_for(&ident.org, &digest) {
+            return Some(match state.plugins.bytes_for(&agent.org, &digest) {
                 Some(bytes) => HostFrame::Plugin { digest, bytes },
                 None => HostFrame::PluginUnavailable {
                     digest,

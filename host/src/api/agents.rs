@@ -1,16 +1,30 @@
-//! `GET /api/v1/agents`, `GET /api/v1/agents/{id}`, `GET /api/v1/agents/{id}/metrics`.
+//! `GET /api/v1/agents`, `GET /api/v1/agents/{id}`, `GET /api/v1/agents/{id}/metrics`, and,
+//! for admins, `POST /api/v1/agents` (enroll) and `DELETE /api/v1/agents/{id}` (revoke).
 //! `{id}` is an agent's UUID or its name.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{Uri, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use logfleet_protocol::rest::{AgentInfo, AgentMetrics};
+use logfleet_protocol::rest::{
+    AgentInfo, AgentMetrics, EnrollRequest, EnrollResponse, RevokeResponse,
+};
 use serde::Serialize;
+use uuid::Uuid;
 
-use crate::auth::{User, query_count};
+use super::body::JsonBody;
+use crate::audit::Kind;
+use crate::auth::{Admin, Role, User, query_count};
+use crate::enrollment::EnrollmentError;
 use crate::error::ApiError;
+use crate::identity::AgentKey;
 use crate::state::AppState;
+use crate::time::rfc3339;
+
+/// Lifetime of a token handed out at enrollment (as `logfleet-host token agent`'s default).
+pub const ENROLLED_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// `?limit=N&offset=M` page through a large fleet (sorted by name); without them the whole
 /// list is returned. `total` is always the number of agents in the organisation.
@@ -21,7 +35,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let offset = query_count(&uri, "offset")?.unwrap_or(0);
     let limit = query_count(&uri, "limit")?.unwrap_or(usize::MAX);
-    let sessions = state.sessions.counts_by_agent();
+    let sessions = state.sessions.counts_by_agent(&claims.org);
     let body = state
         .agents
         .list_json(&claims.org, offset, limit, &sessions);
@@ -45,7 +59,7 @@ pub async fn get(
         .and_then(|a| {
             state
                 .agents
-                .info(&claims.org, a.id, state.sessions.count_for_agent(a.id))
+                .info(&a.key, state.sessions.count_for_agent(&a.key))
         })
         .ok_or_else(|| ApiError::agent_not_found(&id))?;
     Ok(Json(AgentResponse { agent }))
@@ -59,7 +73,102 @@ pub async fn metrics(
     state
         .agents
         .resolve(&claims.org, &id)
-        .and_then(|a| state.agents.metrics(&claims.org, a.id))
+        .and_then(|a| state.agents.metrics(&a.key))
         .map(Json)
         .ok_or_else(|| ApiError::agent_not_found(&id))
+}
+
+/// Enrolls an agent of the admin's org: a new id, stored under the data dir, listed (offline)
+/// at once, and a token for it.
+pub async fn enroll(
+    State(state): State<AppState>,
+    Admin(claims): Admin,
+    JsonBody(req): JsonBody<EnrollRequest>,
+) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
+    let enrollments = state.enrollments.clone();
+    let (org, by) = (claims.org.clone(), claims.sub.clone());
+    let labels = req.labels.clone();
+    let name = req.name.clone();
+    let enrolled =
+        tokio::task::spawn_blocking(move || enrollments.enroll(&org, &name, labels, &by))
+            .await
+            .map_err(|_| ApiError::internal("enrollment task failed"))?
+            .map_err(enrollment_error)?;
+    let key = AgentKey::new(claims.org.clone(), enrolled.id);
+    let token = state
+        .auth
+        .mint(
+            &enrolled.id.to_string(),
+            &claims.org,
+            Role::Agent,
+            Some(&enrolled.name),
+            ENROLLED_TOKEN_TTL,
+        )
+        .map_err(|e| ApiError::internal(format!("cannot mint the agent token: {e}")))?;
+    state
+        .agents
+        .enroll(&key, &enrolled.name, enrolled.labels.clone());
+    state.audit.record(
+        Kind::AgentEnroll,
+        Some(&claims.org),
+        &claims.sub,
+        serde_json::json!({"agent_id": enrolled.id, "name": enrolled.name, "labels": enrolled.labels}),
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollResponse {
+            agent_id: enrolled.id.to_string(),
+            token,
+        }),
+    ))
+}
+
+/// Revokes an agent of the admin's org: persisted first, then its sessions end, its live link
+/// is closed (code 4010) and it leaves the list. A UUID this host has not seen is revoked too,
+/// so a stolen token can be refused before its agent ever connects here.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Admin(claims): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<RevokeResponse>, ApiError> {
+    let key = match state.agents.resolve(&claims.org, &id) {
+        Some(agent) => agent.key,
+        None => match Uuid::parse_str(&id) {
+            Ok(uuid) => AgentKey::new(claims.org.clone(), uuid),
+            Err(_) => return Err(ApiError::agent_not_found(&id)),
+        },
+    };
+    let enrollments = state.enrollments.clone();
+    let (revoking, by) = (key.clone(), claims.sub.clone());
+    let revoked = tokio::task::spawn_blocking(move || enrollments.revoke(&revoking, &by))
+        .await
+        .map_err(|_| ApiError::internal("revocation task failed"))?
+        .map_err(enrollment_error)?;
+    let sessions_ended = state.sessions.end_for_agent(&key);
+    state.agents.remove(&key);
+    tracing::info!(agent = %key, by = %claims.sub, sessions_ended, "agent revoked");
+    state.audit.record(
+        Kind::AgentRevoke,
+        Some(&claims.org),
+        &claims.sub,
+        serde_json::json!({"agent_id": key.id, "sessions_ended": sessions_ended}),
+    );
+    Ok(Json(RevokeResponse {
+        agent_id: key.id.to_string(),
+        revoked_at: rfc3339(revoked.revoked_at),
+        sessions_ended,
+    }))
+}
+
+fn enrollment_error(e: EnrollmentError) -> ApiError {
+    match e {
+        EnrollmentError::Invalid(message) => ApiError::bad_request("invalid_request", message),
+        EnrollmentError::TooMany => {
+            ApiError::new(StatusCode::CONFLICT, "too_many_agents", e.to_string())
+        }
+        EnrollmentError::Io(_) | EnrollmentError::Corrupt(_) => {
+            tracing::error!(error = %e, "agent store");
+            ApiError::internal("cannot store the change; try again")
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod agent_link;
 pub mod agents;
+pub mod audit;
 pub mod body;
 pub mod health;
 pub mod plugins;

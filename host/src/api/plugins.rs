@@ -12,17 +12,19 @@ use logfleet_filter_runtime::MAX_COMPONENT_BYTES;
 use logfleet_protocol::filters::valid_plugin_name;
 use logfleet_protocol::rest::{PluginList, PluginResponse};
 
-use crate::auth::{User, query_param};
+use crate::audit::Kind;
+use crate::auth::{Admin, User, query_param};
 use crate::error::ApiError;
 use crate::plugins::PluginError;
 use crate::state::AppState;
 
 pub async fn upload(
     State(state): State<AppState>,
-    User(claims): User,
+    user: User,
     uri: Uri,
     body: Body,
 ) -> Result<(StatusCode, Json<PluginResponse>), ApiError> {
+    let claims = &user.0;
     // The body is read before the name is checked: answering while the client is still
     // sending a megabyte makes the server close the connection, and the client sees a broken
     // pipe instead of the error.
@@ -35,6 +37,14 @@ pub async fn upload(
                 format!("a plugin must be at most {MAX_COMPONENT_BYTES} bytes"),
             )
         })?;
+    // Admin only; checked after the body is read, for the same reason as the name.
+    if !user.is_admin() {
+        let why = "uploading plugins needs the admin role";
+        state
+            .audit
+            .auth_refused(Some(&claims.org), Some(&claims.sub), uri.path(), why);
+        return Err(ApiError::forbidden(why));
+    }
     let name = query_param(&uri, "name").ok_or_else(|| {
         ApiError::bad_request("invalid_request", "missing ?name=NAME for the plugin")
     })?;
@@ -73,6 +83,12 @@ pub async fn upload(
         .put(&claims.org, &name, &bytes)
         .map_err(plugin_error)?;
     tracing::info!(org = %claims.org, %name, digest = %plugin.digest, "plugin stored");
+    state.audit.record(
+        Kind::PluginUpload,
+        Some(&claims.org),
+        &claims.sub,
+        serde_json::json!({"name": name, "digest": plugin.digest, "size": plugin.size}),
+    );
     Ok((StatusCode::CREATED, Json(PluginResponse { plugin })))
 }
 
@@ -86,13 +102,19 @@ pub async fn list(State(state): State<AppState>, User(claims): User) -> Json<Plu
 
 pub async fn delete(
     State(state): State<AppState>,
-    User(claims): User,
+    Admin(claims): Admin,
     Path(name): Path<String>,
 ) -> Result<Json<PluginResponse>, ApiError> {
     let plugin = state
         .plugins
         .delete(&claims.org, &name)
         .map_err(plugin_error)?;
+    state.audit.record(
+        Kind::PluginDelete,
+        Some(&claims.org),
+        &claims.sub,
+        serde_json::json!({"name": plugin.name, "digest": plugin.digest}),
+    );
     Ok(Json(PluginResponse { plugin }))
 }
 

@@ -13,11 +13,12 @@ use logfleet_protocol::rest::{
 use logfleet_protocol::{Filters, Limits};
 
 use super::body::JsonBody;
+use crate::audit::Kind;
 use crate::auth::User;
 use crate::config::{Config, LimitConfig};
 use crate::error::ApiError;
 use crate::plugins::Plugins;
-use crate::session::{NewSession, SessionView};
+use crate::session::{NewSession, SessionView, StopRefused};
 use crate::state::AppState;
 use crate::time::rfc3339;
 
@@ -48,7 +49,7 @@ pub async fn start(
             format!("agent '{}' is offline", agent.name),
         ));
     }
-    if state.sessions.count_for_agent(agent.id) >= MAX_SESSIONS_PER_AGENT {
+    if state.sessions.count_for_agent(&agent.key) >= MAX_SESSIONS_PER_AGENT {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_sessions",
@@ -59,29 +60,53 @@ pub async fn start(
         ));
     }
     let filters = resolve_plugins(filters, &state.plugins, &claims.org)?;
+    let details = serde_json::json!({
+        "agent_id": agent.key.id,
+        "agent_name": agent.name,
+        "filters": filters,
+        "limits": limits,
+        "timeout_seconds": timeout.as_secs(),
+    });
     let view = state.sessions.start(NewSession {
-        org: claims.org,
-        created_by: claims.sub,
+        created_by: claims.sub.clone(),
         agent,
         filters,
         limits,
         timeout,
     });
+    let mut details = details;
+    details["session_id"] = view.id.clone().into();
+    state
+        .audit
+        .record(Kind::SessionStart, Some(&claims.org), &claims.sub, details);
     Ok(Json(SessionResponse {
         session: session_body(&view, "active", &state.config, &headers),
     }))
 }
 
+/// A user stops the sessions it started; an admin any session of the org.
 pub async fn stop(
     State(state): State<AppState>,
-    User(claims): User,
+    user: User,
     headers: HeaderMap,
     JsonBody(req): JsonBody<StopRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
+    let claims = &user.0;
     let view = state
         .sessions
-        .stop(&claims.org, &req.session_id)
-        .ok_or_else(|| ApiError::session_not_found(&req.session_id))?;
+        .stop(&claims.org, &req.session_id, &claims.sub, user.is_admin())
+        .map_err(|refused| match refused {
+            StopRefused::NotFound => ApiError::session_not_found(&req.session_id),
+            StopRefused::NotOwner => ApiError::forbidden(
+                "this session was started by another user; only they or an admin may stop it",
+            ),
+        })?;
+    state.audit.record(
+        Kind::SessionStop,
+        Some(&claims.org),
+        &claims.sub,
+        serde_json::json!({"session_id": view.id, "agent_id": view.agent_id}),
+    );
     Ok(Json(SessionResponse {
         session: session_body(&view, "stopped", &state.config, &headers),
     }))

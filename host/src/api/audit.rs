@@ -1,0 +1,76 @@
+//! `GET /api/v1/audit` (admin): the org's audit trail, newest first.
+//! `?since=RFC3339&actor=NAME&kind=KIND&limit=N&offset=M`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::Uri;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::audit::{self, Event, Kind, Query};
+use crate::auth::{Admin, query_count, query_param};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Events per page unless `limit` says otherwise.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// `{"events": [...], "more": bool}`: `more` tells whether `offset + limit` has a next page.
+#[derive(Serialize)]
+pub struct AuditPage {
+    events: Vec<Event>,
+    more: bool,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Admin(claims): Admin,
+    uri: Uri,
+) -> Result<Json<AuditPage>, ApiError> {
+    let limit = query_count(&uri, "limit")?.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > audit::MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("limit must be between 1 and {}", audit::MAX_PAGE),
+        ));
+    }
+    let since = query_param(&uri, "since")
+        .map(|s| {
+            DateTime::parse_from_rfc3339(&s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_request",
+                        "since must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z",
+                    )
+                })
+        })
+        .transpose()?;
+    let kind = query_param(&uri, "kind")
+        .map(|k| {
+            Kind::parse(&k).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    "kind must be one of session_start, session_stop, session_expire, session_filter_change, session_failed, plugin_upload, plugin_delete, agent_enroll, agent_revoke, auth_refused",
+                )
+            })
+        })
+        .transpose()?;
+    let query = Query {
+        org: claims.org,
+        since,
+        actor: query_param(&uri, "actor"),
+        kind,
+        limit,
+        offset: query_count(&uri, "offset")?.unwrap_or(0),
+    };
+    let trail = state.audit.clone();
+    let (events, more) = tokio::task::spawn_blocking(move || trail.read(&query))
+        .await
+        .map_err(|_| ApiError::internal("audit read task failed"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot read the audit log");
+            ApiError::internal("cannot read the audit log")
+        })?;
+    Ok(Json(AuditPage { events, more }))
+}

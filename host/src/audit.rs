@@ -1,0 +1,441 @@
+//! The audit trail: who did what, when, from which org — session start, stop and expiry,
+//! plugin upload and delete, agent enrollment and revocation, refused authentication.
+//!
+//! Events are JSON lines appended under `<data-dir>/audit/`: `audit.log`, rotated to
+//! `audit.log.1` … `audit.log.{ROTATED_FILES}` once it reaches [`MAX_FILE_BYTES`], the oldest
+//! file deleted, so the trail is bounded on disk. A writer thread owns the file, so handlers
+//! never wait on a disk; they hand events over a bounded queue.
+//!
+//! Overflow policy: an event that finds the queue full (the disk stalled for
+//! [`QUEUE_EVENTS`] events) is not written; it is counted, the count is exported on
+//! `/metrics`, and the next event written carries it in `"lost_before"` so a reader sees the
+//! gap. Refused authentications are rate-limited ([`MAX_REFUSALS_PER_SECOND`]) the same way
+//! (`"suppressed"`), so a flood of bad tokens cannot push real events out of the rotation.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::time::rfc3339_millis;
+
+/// Size at which `audit.log` is rotated.
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// Rotated files kept besides the live one: the trail holds at most
+/// `(ROTATED_FILES + 1) × MAX_FILE_BYTES` bytes.
+pub const ROTATED_FILES: usize = 4;
+/// Events waiting for the writer thread.
+pub const QUEUE_EVENTS: usize = 4096;
+/// Refused authentications recorded per second; the rest are counted.
+pub const MAX_REFUSALS_PER_SECOND: u32 = 20;
+/// Most events one `GET /api/v1/audit` page returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    SessionStart,
+    SessionStop,
+    SessionExpire,
+    SessionFilterChange,
+    SessionFailed,
+    PluginUpload,
+    PluginDelete,
+    AgentEnroll,
+    AgentRevoke,
+    AuthRefused,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Option<Kind> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
+}
+
+/// One audit record, as written and as served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When, UTC, ms.
+    pub at: String,
+    pub kind: Kind,
+    /// The org it happened in; absent for refused authentications whose org is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// Who: a user's `sub`, `agent:<id>`, or `host` for expiry.
+    pub actor: String,
+    /// What: session id, agents, filters, plugin name and digest, reason… per kind.
+    pub details: serde_json::Value,
+    /// Events lost before this one (queue full).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lost_before: u64,
+    /// Refused authentications not recorded since the previous one (rate limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub suppressed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What a reader asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub org: String,
+    pub since: Option<DateTime<Utc>>,
+    pub actor: Option<String>,
+    pub kind: Option<Kind>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// Shared handle: records events, reads them back.
+#[derive(Clone)]
+pub struct Audit {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    tx: Mutex<Option<SyncSender<Event>>>,
+    lost: AtomicU64,
+    refusals: Mutex<RefusalWindow>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// A one-second window counting refused authentications.
+struct RefusalWindow {
+    started: Instant,
+    recorded: u32,
+    suppressed: u64,
+}
+
+impl Audit {
+    /// Opens the trail under `data_dir/audit` and starts its writer thread.
+    pub fn open(data_dir: &Path) -> std::io::Result<Audit> {
+        let dir = data_dir.join("audit");
+        fs::create_dir_all(&dir)?;
+        let (tx, rx) = sync_channel(QUEUE_EVENTS);
+        let writer_dir = dir.clone();
+        let writer = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || write_events(&writer_dir, rx))?;
+        Ok(Audit {
+            inner: Arc::new(Inner {
+                dir,
+                tx: Mutex::new(Some(tx)),
+                lost: AtomicU64::new(0),
+                refusals: Mutex::new(RefusalWindow {
+                    started: Instant::now(),
+                    recorded: 0,
+                    suppressed: 0,
+                }),
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    /// Records an event (see the overflow policy above).
+    pub fn record(&self, kind: Kind, org: Option<&str>, actor: &str, details: serde_json::Value) {
+        self.push(Event {
+            at: rfc3339_millis(Utc::now().timestamp_millis()),
+            kind,
+            org: org.map(str::to_owned),
+            actor: actor.to_owned(),
+            details,
+            lost_before: 0,
+            suppressed: 0,
+        });
+    }
+
+    /// Records a refused authentication or authorisation, rate-limited. `org` and `actor` are
+    /// given only when the token was genuine (a revoked agent, a user short of a role).
+    pub fn auth_refused(&self, org: Option<&str>, actor: Option<&str>, path: &str, why: &str) {
+        let suppressed = {
+            let mut w = self
+                .inner
+                .refusals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if w.started.elapsed().as_secs() >= 1 {
+                w.started = Instant::now();
+                w.recorded = 0;
+            }
+            if w.recorded >= MAX_REFUSALS_PER_SECOND {
+                w.suppressed += 1;
+                return;
+            }
+            w.recorded += 1;
+            std::mem::take(&mut w.suppressed)
+        };
+        let path: String = path.chars().take(256).collect();
+        self.push(Event {
+            at: rfc3339_millis(Utc::now().timestamp_millis()),
+            kind: Kind::AuthRefused,
+            org: org.map(str::to_owned),
+            actor: actor.unwrap_or("unknown").to_owned(),
+            details: serde_json::json!({"path": path, "reason": why}),
+            lost_before: 0,
+            suppressed,
+        });
+    }
+
+    fn push(&self, mut event: Event) {
+        let tx = self.inner.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = tx.as_ref() else {
+            self.inner.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        event.lost_before = self.inner.lost.swap(0, Ordering::Relaxed);
+        if let Err(TrySendError::Full(e) | TrySendError::Disconnected(e)) = tx.try_send(event) {
+            // Put the count back, plus this event.
+            self.inner
+                .lost
+                .fetch_add(e.lost_before + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events lost to a full queue and not yet reported in a written event.
+    pub fn lost(&self) -> u64 {
+        self.inner.lost.load(Ordering::Relaxed)
+    }
+
+    /// Writes what is queued and stops the writer (host shutdown).
+    pub fn close(&self) {
+        self.inner
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
+
+    /// The events matching `query`, newest first, and whether more follow. Blocking (reads
+    /// the files): call it on a blocking thread.
+    pub fn read(&self, query: &Query) -> std::io::Result<(Vec<Event>, bool)> {
+        let mut files = vec![self.inner.dir.join("audit.log")];
+        files.extend((1..=ROTATED_FILES).map(|n| rotated(&self.inner.dir, n)));
+        let limit = query.limit.min(MAX_PAGE);
+        let mut skipped = 0;
+        let mut page = Vec::new();
+        // Newest file first; within a file, newest line first.
+        for path in files {
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let mut events: Vec<Event> = BufReader::new(file)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|line| serde_json::from_str::<Event>(&line).ok())
+                .filter(|e| matches(e, query))
+                .collect();
+            events.reverse();
+            for event in events {
+                if skipped < query.offset {
+                    skipped += 1;
+                } else if page.len() < limit {
+                    page.push(event);
+                } else {
+                    return Ok((page, true));
+                }
+            }
+        }
+        Ok((page, false))
+    }
+}
+
+fn matches(e: &Event, q: &Query) -> bool {
+    e.org.as_deref() == Some(q.org.as_str())
+        && q.kind.is_none_or(|k| e.kind == k)
+        && q.actor.as_ref().is_none_or(|a| e.actor == *a)
+        && q.since
+            .is_none_or(|since| DateTime::parse_from_rfc3339(&e.at).is_ok_and(|at| at >= since))
+}
+
+fn rotated(dir: &Path, n: usize) -> PathBuf {
+    dir.join(format!("audit.log.{n}"))
+}
+
+/// The writer thread: appends each event as a line, rotating by size, until the queue closes.
+fn write_events(dir: &Path, rx: Receiver<Event>) {
+    let live = dir.join("audit.log");
+    let mut file = open_append(&live);
+    while let Ok(event) = rx.recv() {
+        let Ok(mut line) = serde_json::to_vec(&event) else {
+            continue;
+        };
+        line.push(b'\n');
+        let too_big =
+            fs::metadata(&live).map_or(0, |m| m.len()) + line.len() as u64 > MAX_FILE_BYTES;
+        if too_big {
+            rotate(dir);
+            file = open_append(&live);
+        }
+        let written = match file.as_mut() {
+            Some(f) => f.write_all(&line).and_then(|()| f.flush()),
+            None => Err(std::io::Error::other("audit log not open")),
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, "cannot write the audit log; event lost");
+            file = open_append(&live);
+        }
+    }
+    if let Some(f) = file {
+        let _ = f.sync_all();
+    }
+}
+
+fn open_append(path: &Path) -> Option<File> {
+    match OpenOptions::new().create(true).append(true).open(path) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open the audit log");
+            None
+        }
+    }
+}
+
+/// `audit.log.{N-1}` → `audit.log.N`, …, `audit.log` → `audit.log.1`; the oldest is replaced.
+fn rotate(dir: &Path) {
+    for n in (1..ROTATED_FILES).rev() {
+        let _ = fs::rename(rotated(dir, n), rotated(dir, n + 1));
+    }
+    if let Err(e) = fs::rename(dir.join("audit.log"), rotated(dir, 1)) {
+        tracing::error!(error = %e, "cannot rotate the audit log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(org: &str) -> Query {
+        Query {
+            org: org.into(),
+            limit: 100,
+            ..Query::default()
+        }
+    }
+
+    /// Events are read back newest first, only the caller's org, filtered and paged; what
+    /// was written before a restart is still there.
+    #[test]
+    fn events_are_org_scoped_filtered_and_paged() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::open(dir.path()).unwrap();
+        for i in 0..5 {
+            audit.record(
+                Kind::SessionStart,
+                Some("acme"),
+                "alice",
+                serde_json::json!({"n": i}),
+            );
+        }
+        audit.record(
+            Kind::PluginDelete,
+            Some("acme"),
+            "root",
+            serde_json::json!({}),
+        );
+        audit.record(
+            Kind::SessionStart,
+            Some("evil"),
+            "mallory",
+            serde_json::json!({}),
+        );
+        audit.auth_refused(None, None, "/api/v1/agents", "token expired");
+        audit.auth_refused(Some("acme"), Some("bob"), "/api/v1/plugins", "needs admin");
+        audit.close();
+
+        let audit = Audit::open(dir.path()).unwrap();
+        let (all, more) = audit.read(&query("acme")).unwrap();
+        assert_eq!((all.len(), more), (7, false));
+        assert_eq!(all[0].kind, Kind::AuthRefused, "newest first");
+        assert_eq!(all[1].kind, Kind::PluginDelete);
+        let (page, more) = audit
+            .read(&Query {
+                kind: Some(Kind::SessionStart),
+                limit: 2,
+                offset: 1,
+                ..query("acme")
+            })
+            .unwrap();
+        let ns: Vec<_> = page
+            .iter()
+            .map(|e| e.details["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!((ns, more), (vec![3, 2], true));
+        let (by_actor, _) = audit
+            .read(&Query {
+                actor: Some("root".into()),
+                ..query("acme")
+            })
+            .unwrap();
+        assert_eq!(by_actor.len(), 1);
+        assert!(
+            audit
+                .read(&query("evil"))
+                .unwrap()
+                .0
+                .iter()
+                .all(|e| e.actor == "mallory")
+        );
+    }
+
+    /// Rotation keeps the trail bounded: at most ROTATED_FILES old files, each under the cap.
+    #[test]
+    fn rotation_bounds_the_trail() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::open(dir.path()).unwrap();
+        let big = "x".repeat(64 * 1024);
+        let events = (MAX_FILE_BYTES as usize / big.len()) * (ROTATED_FILES + 3);
+        assert!(
+            events < QUEUE_EVENTS,
+            "the burst fits the queue: nothing is lost"
+        );
+        for _ in 0..events {
+            audit.record(
+                Kind::SessionStart,
+                Some("acme"),
+                "a",
+                serde_json::json!({"pad": big}),
+            );
+        }
+        assert_eq!(audit.lost(), 0);
+        audit.close();
+        let files: Vec<_> = fs::read_dir(dir.path().join("audit")).unwrap().collect();
+        assert_eq!(files.len(), ROTATED_FILES + 1);
+        for f in files {
+            assert!(f.unwrap().metadata().unwrap().len() <= MAX_FILE_BYTES);
+        }
+    }
+
+    /// A flood of refused authentications is recorded at a bounded rate, the rest counted.
+    #[test]
+    fn refusals_are_rate_limited_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::open(dir.path()).unwrap();
+        for _ in 0..(MAX_REFUSALS_PER_SECOND + 50) {
+            audit.auth_refused(None, None, "/x", "bad");
+        }
+        audit.close();
+        let text = fs::read_to_string(dir.path().join("audit/audit.log")).unwrap();
+        assert!(text.lines().count() <= MAX_REFUSALS_PER_SECOND as usize);
+    }
+}

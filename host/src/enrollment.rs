@@ -1,0 +1,300 @@
+//! Enrolled and revoked agents, kept under `<data-dir>/agents.json` so both survive a restart.
+//!
+//! Enrolling gives an org's admin an agent id and token without shell access to the host;
+//! revoking refuses every token of that agent from then on (agent tokens last a year, so
+//! waiting for a stolen one to expire is no answer). A revocation is keyed by (org, id): it is
+//! written to disk before the agent's link is closed, so neither a restart nor a quick
+//! reconnect lets the agent back in.
+//!
+//! The file is rewritten whole and atomically on every change: changes are rare (people
+//! enroll and revoke), and the file is bounded by [`MAX_RECORDS_PER_ORG`]. Callers run the
+//! changing methods on a blocking thread (they fsync).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use logfleet_filter_runtime::write_atomically;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::identity::AgentKey;
+
+/// Enrollments plus revocations one org may hold: the file (and the registry's offline
+/// entries) stay bounded whatever an admin script does.
+pub const MAX_RECORDS_PER_ORG: usize = 100_000;
+/// Longest agent name, in characters.
+pub const MAX_AGENT_NAME_CHARS: usize = 128;
+/// Most labels on one agent.
+pub const MAX_LABELS: usize = 32;
+/// Longest label key and value, in characters.
+pub const MAX_LABEL_CHARS: usize = 128;
+
+/// Why an enrollment change failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollmentError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("this org already holds {MAX_RECORDS_PER_ORG} enrolled or revoked agents")]
+    TooMany,
+    #[error("agent store: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("agent store is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// An enrolled agent, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolled {
+    pub org: String,
+    pub id: Uuid,
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub enrolled_at: DateTime<Utc>,
+    pub enrolled_by: String,
+}
+
+/// A revoked agent, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    pub org: String,
+    pub id: Uuid,
+    pub revoked_at: DateTime<Utc>,
+    pub revoked_by: String,
+}
+
+/// What `agents.json` holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct File {
+    enrolled: Vec<Enrolled>,
+    revoked: Vec<Revoked>,
+}
+
+/// Shared handle to the store.
+#[derive(Clone)]
+pub struct Enrollments {
+    inner: Arc<Mutex<Store>>,
+}
+
+struct Store {
+    path: PathBuf,
+    enrolled: HashMap<AgentKey, Enrolled>,
+    revoked: HashMap<AgentKey, Revoked>,
+    /// Looked up on every agent connection; kept apart so that check is one hash lookup.
+    revoked_keys: HashSet<AgentKey>,
+}
+
+impl Enrollments {
+    /// Opens the store under `data_dir` (empty if the file does not exist yet).
+    pub fn open(data_dir: &Path) -> Result<Enrollments, EnrollmentError> {
+        let path = data_dir.join("agents.json");
+        let file: File = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
+            Err(e) => return Err(e.into()),
+        };
+        let revoked: HashMap<AgentKey, Revoked> = file
+            .revoked
+            .into_iter()
+            .map(|r| (AgentKey::new(r.org.clone(), r.id), r))
+            .collect();
+        let enrolled = file
+            .enrolled
+            .into_iter()
+            .map(|e| (AgentKey::new(e.org.clone(), e.id), e))
+            .filter(|(key, _)| !revoked.contains_key(key))
+            .collect();
+        Ok(Enrollments {
+            inner: Arc::new(Mutex::new(Store {
+                path,
+                enrolled,
+                revoked_keys: revoked.keys().cloned().collect(),
+                revoked,
+            })),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // Plain maps stay consistent across a panic elsewhere; keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_revoked(&self, key: &AgentKey) -> bool {
+        self.lock().revoked_keys.contains(key)
+    }
+
+    /// Every enrolled (not revoked) agent, for the registry at start-up.
+    pub fn enrolled(&self) -> Vec<Enrolled> {
+        self.lock().enrolled.values().cloned().collect()
+    }
+
+    /// Records a new agent of `org` and persists it. Blocking (fsync).
+    pub fn enroll(
+        &self,
+        org: &str,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        by: &str,
+    ) -> Result<Enrolled, EnrollmentError> {
+        check_name(name)?;
+        check_labels(&labels)?;
+        let mut store = self.lock();
+        store.check_room(org)?;
+        let record = Enrolled {
+            org: org.to_owned(),
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            labels,
+            enrolled_at: Utc::now(),
+            enrolled_by: by.to_owned(),
+        };
+        let key = AgentKey::new(org, record.id);
+        store.enrolled.insert(key.clone(), record.clone());
+        if let Err(e) = store.save() {
+            store.enrolled.remove(&key);
+            return Err(e);
+        }
+        Ok(record)
+    }
+
+    /// Revokes an agent and persists it; the agent is refused from the moment this returns
+    /// (also after a restart). Revoking twice keeps the first record. Blocking (fsync).
+    pub fn revoke(&self, key: &AgentKey, by: &str) -> Result<Revoked, EnrollmentError> {
+        let mut store = self.lock();
+        if let Some(existing) = store.revoked.get(key) {
+            return Ok(existing.clone());
+        }
+        store.check_room(&key.org)?;
+        let record = Revoked {
+            org: key.org.clone(),
+            id: key.id,
+            revoked_at: Utc::now(),
+            revoked_by: by.to_owned(),
+        };
+        store.revoked.insert(key.clone(), record.clone());
+        let enrolled = store.enrolled.remove(key);
+        // Refused in memory at once, even if the disk write below fails: a revocation that
+        // cannot be persisted is reported, but never leaves the agent connected meanwhile.
+        store.revoked_keys.insert(key.clone());
+        if let Err(e) = store.save() {
+            store.revoked.remove(key);
+            if let Some(enrolled) = enrolled {
+                store.enrolled.insert(key.clone(), enrolled);
+            }
+            store.revoked_keys.remove(key);
+            return Err(e);
+        }
+        Ok(record)
+    }
+}
+
+impl Store {
+    fn check_room(&self, org: &str) -> Result<(), EnrollmentError> {
+        let held = self.enrolled.keys().filter(|k| k.org == org).count()
+            + self.revoked.keys().filter(|k| k.org == org).count();
+        if held >= MAX_RECORDS_PER_ORG {
+            return Err(EnrollmentError::TooMany);
+        }
+        Ok(())
+    }
+
+    fn save(&self) -> Result<(), EnrollmentError> {
+        let mut file = File {
+            enrolled: self.enrolled.values().cloned().collect(),
+            revoked: self.revoked.values().cloned().collect(),
+        };
+        // A stable order keeps the file diffable and the writes reproducible.
+        file.enrolled
+            .sort_by(|a, b| (&a.org, a.id).cmp(&(&b.org, b.id)));
+        file.revoked
+            .sort_by(|a, b| (&a.org, a.id).cmp(&(&b.org, b.id)));
+        let bytes = serde_json::to_vec_pretty(&file)?;
+        write_atomically(&self.path, &bytes)?;
+        Ok(())
+    }
+}
+
+fn check_name(name: &str) -> Result<(), EnrollmentError> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_AGENT_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(EnrollmentError::Invalid(format!(
+            "an agent name is 1..={MAX_AGENT_NAME_CHARS} characters, none of them control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), EnrollmentError> {
+    if labels.len() > MAX_LABELS {
+        return Err(EnrollmentError::Invalid(format!(
+            "at most {MAX_LABELS} labels"
+        )));
+    }
+    for (key, value) in labels {
+        let key_ok = !key.is_empty()
+            && key.chars().count() <= MAX_LABEL_CHARS
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+        if !key_ok {
+            return Err(EnrollmentError::Invalid(format!(
+                "label keys are 1..={MAX_LABEL_CHARS} of a-z, A-Z, 0-9, '-', '_', '.', '/'"
+            )));
+        }
+        if value.chars().count() > MAX_LABEL_CHARS || value.chars().any(char::is_control) {
+            return Err(EnrollmentError::Invalid(format!(
+                "label values are at most {MAX_LABEL_CHARS} characters, no control characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Enrollments and revocations survive reopening the store (a host restart), and a
+    /// revoked agent is no longer listed as enrolled.
+    #[test]
+    fn enrollments_and_revocations_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Enrollments::open(dir.path()).unwrap();
+        let a = store
+            .enroll(
+                "acme",
+                "edge-1",
+                BTreeMap::from([("env".into(), "prod".into())]),
+                "root",
+            )
+            .unwrap();
+        let b = store
+            .enroll("acme", "edge-2", BTreeMap::new(), "root")
+            .unwrap();
+        let b_key = AgentKey::new("acme", b.id);
+        store.revoke(&b_key, "root").unwrap();
+        let again = Enrollments::open(dir.path()).unwrap();
+        assert!(again.is_revoked(&b_key));
+        assert!(!again.is_revoked(&AgentKey::new("other", b.id)), "per org");
+        assert_eq!(again.enrolled(), vec![a.clone()]);
+        let first = again.revoke(&b_key, "someone").unwrap();
+        assert_eq!(
+            first.revoked_by, "root",
+            "revoking twice keeps the first record"
+        );
+    }
+
+    #[test]
+    fn names_and_labels_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Enrollments::open(dir.path()).unwrap();
+        for bad in ["", "a\nb", &"x".repeat(MAX_AGENT_NAME_CHARS + 1)] {
+            assert!(store.enroll("acme", bad, BTreeMap::new(), "root").is_err());
+        }
+        let labels = BTreeMap::from([("bad key".to_owned(), "v".to_owned())]);
+        assert!(store.enroll("acme", "edge", labels, "root").is_err());
+        assert!(store.enrolled().is_empty());
+    }
+}
