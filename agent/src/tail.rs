@@ -749,7 +749,9 @@ impl TailHandle {
 }
 
 /// Starts the tailer on its own thread: file I/O blocks, and a dedicated thread keeps it off
-/// the async runtime's few workers without a `spawn_blocking` per poll.
+/// the async runtime's few workers without a `spawn_blocking` per poll. The initial scan (which
+/// counts the lines of every existing file: gigabytes on a busy machine) runs on that thread
+/// too, so the agent connects to its host at once instead of after reading them.
 pub fn spawn(
     sources: &[SourceConfig],
     poll_interval: Duration,
@@ -757,12 +759,14 @@ pub fn spawn(
     stats: Arc<TailStats>,
     tx: mpsc::Sender<TailBatch>,
 ) -> io::Result<TailHandle> {
-    let tailer = Tailer::new(sources, stats);
+    let sources = sources.to_vec();
     let (stop, stop_rx) = std_mpsc::channel();
     // Detached: it ends on its own when told to stop or when the pipeline goes away.
     thread::Builder::new()
         .name("logfleet-tail".into())
-        .spawn(move || tailer.run(tx, stop_rx, poll_interval, glob_interval))?;
+        .spawn(move || {
+            Tailer::new(&sources, stats).run(tx, stop_rx, poll_interval, glob_interval)
+        })?;
     Ok(TailHandle { stop })
 }
 

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use logfleet_protocol::rest::{
-    AgentInfo, AgentList, PluginInfo, PluginList, PluginResponse, Session, SessionList,
-    SessionResponse, SessionSummary, StartRequest, StopRequest,
+    AgentInfo, AgentList, EnrollRequest, EnrollResponse, PluginInfo, PluginList, PluginResponse,
+    RevokeResponse, Session, SessionList, SessionResponse, SessionSummary, StartRequest,
+    StopRequest,
 };
 use reqwest::Url;
 use serde::Deserialize;
@@ -92,6 +93,33 @@ impl Client {
             )
             .await?;
         Ok(resp.agent)
+    }
+
+    /// `POST /api/v1/agents` (admin): enrolls an agent; the answer holds its token.
+    pub async fn enroll(
+        &self,
+        name: &str,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<EnrollResponse, Error> {
+        let body = EnrollRequest {
+            name: name.to_owned(),
+            labels,
+        };
+        self.call(
+            self.http
+                .post(self.url(&["api", "v1", "agents"]))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// `DELETE /api/v1/agents/{id}` (admin): revokes an agent, by UUID or name.
+    pub async fn revoke(&self, id_or_name: &str) -> Result<RevokeResponse, Error> {
+        self.call(
+            self.http
+                .delete(self.url(&["api", "v1", "agents", id_or_name])),
+        )
+        .await
     }
 
     /// `GET /api/v1/stream/sessions`: the organisation's active sessions.

@@ -49,8 +49,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List agents: name, id, status, last seen, sources.
-    Agents,
+    /// List agents (name, id, status, last seen, sources), or enroll or revoke one (admin).
+    Agents {
+        #[command(subcommand)]
+        action: Option<AgentCommand>,
+    },
     /// List active streaming sessions.
     Sessions,
     /// Stop a streaming session.
@@ -64,6 +67,27 @@ enum Command {
     /// Stream an agent's logs to stdout until the session ends (or forever with --follow).
     #[command(after_help = EXIT_CODES)]
     Stream(StreamArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Enroll a new agent (admin): prints its id and token, shown once. Start the agent with
+    /// `logfleet-agent --token TOKEN ...`.
+    Enroll {
+        /// The agent's display name.
+        name: String,
+        /// A label, KEY=VALUE. Repeatable.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Print `{"agent_id": "...", "token": "..."}` instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an agent (admin): its link is closed and its tokens are refused from now on.
+    Revoke {
+        /// Agent id (UUID) or name.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +182,14 @@ impl StreamArgs {
     }
 }
 
+/// `KEY=VALUE` for `--label`.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -218,9 +250,31 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     let now = chrono::Utc::now;
     let mut stdout = std::io::stdout();
     match cli.command {
-        Command::Agents => {
+        Command::Agents { action: None } => {
             let agents = client.agents().await?;
             write!(stdout, "{}", output::agents_table(&agents, now()))?;
+        }
+        Command::Agents {
+            action: Some(AgentCommand::Enroll { name, labels, json }),
+        } => {
+            let enrolled = client.enroll(&name, labels.into_iter().collect()).await?;
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string(&enrolled)?)?;
+            } else {
+                writeln!(stdout, "enrolled {name}: agent id {}", enrolled.agent_id)?;
+                writeln!(stdout, "token (shown once; keep it secret):")?;
+                writeln!(stdout, "{}", enrolled.token)?;
+            }
+        }
+        Command::Agents {
+            action: Some(AgentCommand::Revoke { id }),
+        } => {
+            let revoked = client.revoke(&id).await?;
+            writeln!(
+                stdout,
+                "revoked agent {} ({} session(s) ended)",
+                revoked.agent_id, revoked.sessions_ended
+            )?;
         }
         Command::Sessions => {
             let sessions = client.sessions().await?;

@@ -434,3 +434,45 @@ async fn plugins_upload_list_stream_delete() {
     assert_eq!(out.code, Some(4), "{out:?}");
     assert!(out.stderr.contains("plugin_not_found"), "{}", out.stderr);
 }
+
+/// An admin enrolls an agent (its id and token printed once) and revokes it; a user gets the
+/// auth exit code for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_enroll_and_revoke() {
+    let fx = Fixture::new().await;
+    let out = fx
+        .run(&[
+            "agents", "enroll", "edge-x", "--label", "env=prod", "--json",
+        ])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let enrolled: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    let id = enrolled["agent_id"].as_str().expect("agent_id").to_owned();
+    assert!(
+        enrolled["token"]
+            .as_str()
+            .is_some_and(|t| t.split('.').count() == 3)
+    );
+    let out = fx.run(&["agents"]).await;
+    assert!(
+        out.stdout.contains("edge-x") && out.stdout.contains(&id),
+        "{}",
+        out.stdout
+    );
+
+    let user = fx.host.user_token("acme", "bob");
+    let out = fx
+        .run(&["--token", &user, "agents", "revoke", "edge-x"])
+        .await;
+    assert_eq!(out.code, Some(3), "{out:?}");
+    let out = fx.run(&["agents", "revoke", "edge-x"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.starts_with(&format!("revoked agent {id}")),
+        "{}",
+        out.stdout
+    );
+    assert!(!fx.run(&["agents"]).await.stdout.contains("edge-x"));
+    let out = fx.run(&["agents", "enroll", "bad\nname"]).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+}
