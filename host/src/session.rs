@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use logfleet_protocol::Filters;
 use logfleet_protocol::agent::{HostFrame, RateLimits, SessionSpec};
-use logfleet_protocol::client::{Control, EndReason};
+use logfleet_protocol::client::{Control, DropReason, EndReason};
 use logfleet_protocol::rest::{SessionSummary, WARNING_SECONDS};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -98,6 +98,16 @@ impl SessionView {
     }
 }
 
+/// What an agent reported about a session's failed filter ([`Sessions::fail`]).
+#[derive(Debug, Clone)]
+pub struct FilterFailed {
+    /// The failed filter: a plugin's name, or a built-in's.
+    pub plugin: String,
+    pub message: String,
+    /// Records the failure kept from being decided.
+    pub dropped: u64,
+}
+
 /// What a new session is made of.
 pub struct NewSession {
     pub org: String,
@@ -181,6 +191,30 @@ impl Sessions {
         }
         let session = st.end(id, EndReason::Stopped, &self.shared.agents)?;
         Some(view(id, &session))
+    }
+
+    /// Ends a session of this agent whose filters failed on the agent, which has already
+    /// stopped it: clients get `filter_error` (naming the filter and the cause), `logs_dropped`
+    /// (`filter_failed`, the records the failure kept from being decided, sent even when 0 so
+    /// clients always see the same sequence), then `session_ended` (`filter_failed`). Another
+    /// agent's session is not touched: an agent can only end its own sessions. Returns whether
+    /// the session was ended.
+    pub fn fail(&self, agent_id: Uuid, id: &str, failure: FilterFailed) -> bool {
+        let mut st = self.lock();
+        let Some(session) = st.by_id.get(id).filter(|s| s.agent.id == agent_id) else {
+            return false;
+        };
+        tracing::warn!(session = %id, plugin = %failure.plugin, message = %failure.message, dropped = failure.dropped, "session's filters failed on the agent");
+        session.hub.publish(Control::FilterError {
+            plugin: failure.plugin,
+            message: failure.message,
+        });
+        session.hub.publish(Control::LogsDropped {
+            count: failure.dropped,
+            reason: DropReason::FilterFailed,
+        });
+        st.end(id, EndReason::FilterFailed, &self.shared.agents)
+            .is_some()
     }
 
     /// Active sessions of `org`, oldest first.

@@ -16,6 +16,7 @@ use super::body::JsonBody;
 use crate::auth::User;
 use crate::config::{Config, LimitConfig};
 use crate::error::ApiError;
+use crate::filter_check::{PluginCheckError, check_plugins};
 use crate::plugins::Plugins;
 use crate::session::{NewSession, SessionView};
 use crate::state::AppState;
@@ -59,6 +60,15 @@ pub async fn start(
         ));
     }
     let filters = resolve_plugins(filters, &state.plugins, &claims.org)?;
+    check_plugins(
+        &state.runtime,
+        &state.validations,
+        &state.plugins,
+        &claims.org,
+        &filters.plugins,
+    )
+    .await
+    .map_err(check_error)?;
     let view = state.sessions.start(NewSession {
         org: claims.org,
         created_by: claims.sub,
@@ -164,6 +174,22 @@ fn resolve_plugins(
         p.digest = info.digest;
     }
     Ok(filters)
+}
+
+fn check_error(e: PluginCheckError) -> ApiError {
+    match e {
+        PluginCheckError::Refused(_) => ApiError::bad_request("invalid_filter", e.to_string()),
+        PluginCheckError::Deleted(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "plugin_not_found", e.to_string())
+        }
+        PluginCheckError::ShuttingDown => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+        }
+        PluginCheckError::Corrupt(_) | PluginCheckError::Panicked(_) => {
+            tracing::error!(error = %e, "checking a session's plugins failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        }
+    }
 }
 
 fn session_body(view: &SessionView, status: &str, config: &Config, headers: &HeaderMap) -> Session {
