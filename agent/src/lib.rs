@@ -652,7 +652,9 @@ mod tests {
         // Lines are part of a session once its chain is ready: probe until one arrives.
         let got = loop {
             append(&log, "INFO dropped\nERROR kept\n");
-            if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), records(&mut ws, 1)).await {
+            if let Ok(got) =
+                tokio::time::timeout(Duration::from_millis(200), records(&mut ws, 1)).await
+            {
                 break got;
             }
         };

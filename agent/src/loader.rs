@@ -448,7 +448,10 @@ mod tests {
         next_request(&outbox).await;
         loader.plugin_unavailable(&plugin.digest, "deleted by its owner");
         let failure = task.await.unwrap().err().expect("the load fails");
-        assert!(failure.message.contains("deleted by its owner"), "{failure:?}");
+        assert!(
+            failure.message.contains("deleted by its owner"),
+            "{failure:?}"
+        );
 
         // Never answered.
         let failure = loader

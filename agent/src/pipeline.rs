@@ -525,9 +525,11 @@ mod tests {
         let mut p = pipeline(&outbox);
         let first = p.seq;
         assert!(first >= initial_seq(1_700_000_000_000));
-        p.handle_lines(lines("app", &["a", "b"]), Instant::now()).await;
+        p.handle_lines(lines("app", &["a", "b"]), Instant::now())
+            .await;
         start(&mut p, spec("s1", &[], 0)).await;
-        p.handle_lines(lines("web", &["ERROR c", "d"]), Instant::now()).await;
+        p.handle_lines(lines("web", &["ERROR c", "d"]), Instant::now())
+            .await;
         p.flush(now_ms());
         let frames = drain(&outbox);
         let AgentFrame::Logs(batch) = &frames[0] else {
@@ -650,7 +652,8 @@ mod tests {
         p.activate_next().await;
         assert_eq!(p.session_ids(), ["s"]);
         assert_eq!(p.pending_sessions(), 0);
-        p.handle_lines(lines("app", &["INFO skipped", "ERROR kept"]), now).await;
+        p.handle_lines(lines("app", &["INFO skipped", "ERROR kept"]), now)
+            .await;
         p.flush(now_ms());
         let frames = drain(&outbox);
         assert_eq!(frames.len(), 1, "{frames:?}");
@@ -770,7 +773,8 @@ mod tests {
     async fn metrics_count_lines_without_sessions() {
         let outbox = Outbox::new(1 << 20);
         let mut p = pipeline(&outbox);
-        p.handle_lines(lines("app", &["ERROR x", "WARN y", "z"]), Instant::now()).await;
+        p.handle_lines(lines("app", &["ERROR x", "WARN y", "z"]), Instant::now())
+            .await;
         p.report_metrics(Instant::now());
         let frames = drain(&outbox);
         let AgentFrame::Metrics(m) = &frames[0] else {

@@ -293,7 +293,10 @@ mod tests {
         let mut s = Session::start(spec(Filters::default(), 3), chain, now);
         s.offer(&records(4, Level::Info), now, &mut out).unwrap();
         assert!(out.is_empty(), "nothing flushed yet");
-        assert_eq!(s.offer(&records(5, Level::Info), now, &mut out), Err(Failed));
+        assert_eq!(
+            s.offer(&records(5, Level::Info), now, &mut out),
+            Err(Failed)
+        );
         assert_eq!(out.len(), 3, "{out:?}");
         assert!(matches!(
             &out[0],

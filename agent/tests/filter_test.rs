@@ -126,11 +126,16 @@ fn failing_plugins_are_named_on_stderr_and_pass_nothing() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("filter 'hostile-trap' failed: panicked: hostile-trap: deliberate failure"),
+        err.contains("filter 'hostile-trap' failed: panicked"),
         "{err}"
     );
+    assert!(err.contains("deliberate failure"), "{err}");
     assert!(err.contains("2 line(s) it had not decided"), "{err}");
-    assert_eq!(stdout(&out), "", "nothing passes a filter that did not decide");
+    assert_eq!(
+        stdout(&out),
+        "",
+        "nothing passes a filter that did not decide"
+    );
 
     // A refused config is an error carrying the plugin's own message.
     let refuse = plugin_file("hostile-config");

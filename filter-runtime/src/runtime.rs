@@ -124,9 +124,7 @@ impl Runtime {
                 },
                 builtin_bounds: Bounds {
                     call_deadline: config.builtin_call_deadline,
-                    configure_deadline: config
-                        .configure_deadline
-                        .max(config.builtin_call_deadline),
+                    configure_deadline: config.configure_deadline.max(config.builtin_call_deadline),
                     memory_limit: config.memory_limit,
                 },
                 memory_cache: Mutex::new(MemoryCache::default()),
@@ -269,7 +267,12 @@ impl Runtime {
 
     /// Keeps a component compiled elsewhere (upload validation) under `digest`, in memory and
     /// on disk, so the first session naming it does not compile it again.
-    pub(crate) fn remember(&self, digest: String, component: &Component, pre: FilterPre<StoreState>) {
+    pub(crate) fn remember(
+        &self,
+        digest: String,
+        component: &Component,
+        pre: FilterPre<StoreState>,
+    ) {
         if let Some(disk) = &self.inner.disk_cache {
             disk.store(&digest, component);
         }

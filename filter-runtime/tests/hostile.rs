@@ -67,10 +67,7 @@ fn infinite_loop_hits_the_deadline() {
         "{:?}",
         started.elapsed()
     );
-    assert!(
-        failure_message(&out).contains("deadline"),
-        "{out:?}"
-    );
+    assert!(failure_message(&out).contains("deadline"), "{out:?}");
 }
 
 #[test]
@@ -89,10 +86,7 @@ fn memory_hog_hits_the_cap() {
     let rt = common::runtime_with_deadline(Duration::from_secs(10));
     let mut chain = chain_with(&rt, "hostile-memory", "null").unwrap();
     let out = assert_fails_closed(&mut chain, "hostile-memory");
-    assert!(
-        failure_message(&out).contains("memory limit"),
-        "{out:?}"
-    );
+    assert!(failure_message(&out).contains("memory limit"), "{out:?}");
 }
 
 #[test]
@@ -113,10 +107,7 @@ fn bare_trap_is_contained() {
     let rt = runtime();
     let mut chain = chain_with(&rt, "hostile-trap", r#"{"mode":"unreachable"}"#).unwrap();
     let out = assert_fails_closed(&mut chain, "hostile-trap");
-    assert!(
-        failure_message(&out).starts_with("trapped"),
-        "{out:?}"
-    );
+    assert!(failure_message(&out).starts_with("trapped"), "{out:?}");
 }
 
 #[test]
@@ -170,7 +161,8 @@ fn keep_then_trap(rt: &Runtime) -> Chain {
             bad_bytes.clone()
         })
     };
-    rt.chain(&with_plugins(vec![good, bad]), &source).unwrap()
+    rt.chain(&with_plugins(vec![good, bad]), &source)
+        .expect("the chain builds")
 }
 
 /// Records every filter decided about pass until a filter fails; then nothing of that call or
@@ -198,7 +190,10 @@ fn a_failing_filter_passes_nothing_it_did_not_decide() {
         out.failure.as_ref().map(|f| f.plugin.as_str()),
         Some("hostile-trap")
     );
-    assert_eq!(out.undecided, 2, "\"drop d\" was decided: the template rejected it");
+    assert_eq!(
+        out.undecided, 2,
+        "\"drop d\" was decided: the template rejected it"
+    );
 
     let out = chain.apply(&before);
     assert!(out.kept.is_empty() && out.failure.is_none());

@@ -182,9 +182,11 @@ fn check_error(e: PluginCheckError) -> ApiError {
         PluginCheckError::Deleted(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "plugin_not_found", e.to_string())
         }
-        PluginCheckError::ShuttingDown => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
-        }
+        PluginCheckError::ShuttingDown => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
         PluginCheckError::Corrupt(_) | PluginCheckError::Panicked(_) => {
             tracing::error!(error = %e, "checking a session's plugins failed");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
