@@ -250,3 +250,81 @@ async fn a_refused_plugin_config_is_refused_at_start() {
     let (_, sessions) = stack.api.get("/api/v1/stream/sessions").await;
     assert_eq!(sessions["total"], 0, "{sessions}");
 }
+
+/// An agent can end only its own sessions: a `FilterError` naming another agent's session (of
+/// the same org, even) is ignored, and that session ends only when it is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_fail_another_agents_session() {
+    use futures_util::{SinkExt, StreamExt};
+    use logfleet_protocol::agent::{self, AgentFrame, Hello, HostFrame, PROTOCOL_VERSION};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let stack = Stack::new().await;
+    let session = stack.start(json!({})).await;
+    let mut client = stack.client(&session).await;
+    stack
+        .sync("nginx.log", |n| format!("probe {n}"), &mut client)
+        .await;
+
+    let rogue = stack
+        .host
+        .agent_token("acme", uuid::Uuid::new_v4(), "edge-rogue");
+    let url = format!(
+        "{}/api/v1/agent/connect?token={rogue}",
+        stack.host.base.replacen("http", "ws", 1)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let send = |frame: AgentFrame| Message::Binary(agent::encode(&frame).into());
+    ws.send(send(AgentFrame::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        name: "edge-rogue".into(),
+        hostname: "rogue".into(),
+        version: "0".into(),
+        sources: vec![],
+    })))
+    .await
+    .unwrap();
+    ws.send(send(AgentFrame::FilterError {
+        session_id: session["id"].as_str().unwrap().into(),
+        plugin: "redact".into(),
+        message: "forged".into(),
+        dropped: 7,
+    }))
+    .await
+    .unwrap();
+    // The host answers frames of one link in order: once this is answered, the forged error
+    // has been handled.
+    let digest = format!("sha256:{}", "0".repeat(64));
+    ws.send(send(AgentFrame::FetchPlugin { digest }))
+        .await
+        .unwrap();
+    loop {
+        let bytes = match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(bytes)))) => bytes,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("agent link ended: {other:?}"),
+        };
+        if matches!(
+            agent::decode::<HostFrame>(&bytes).unwrap(),
+            HostFrame::PluginUnavailable { .. }
+        ) {
+            break;
+        }
+    }
+
+    let (status, _) = stack
+        .api
+        .post("/api/v1/stream/stop", &json!({"session_id": session["id"]}))
+        .await;
+    assert_eq!(status, 200);
+    let (messages, _) = read_to_close(&mut client).await;
+    assert_eq!(
+        messages.last().unwrap(),
+        &json!({"type":"control","event":"session_ended","reason":"stopped"}),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().all(|m| m["event"] != "filter_error"),
+        "{messages:?}"
+    );
+}
