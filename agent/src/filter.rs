@@ -4,11 +4,12 @@
 //! `level`, `source` and `pattern` filters and user plugins alike; there is no native
 //! filtering path. This module adapts the runtime to sessions:
 //!
-//! - [`FilterChain`]: what a session applies to each batch — the runtime's [`Chain`], or
-//!   [`RejectAll`] when a built-in cannot start.
+//! - [`FilterChain`]: what a session applies to each batch (the runtime's [`Chain`]).
 //! - [`ChainBuilder`]: the runtime with the agent's bounds and plugin store; builds a
-//!   session's chain, leaving out (and reporting) plugins that cannot start.
+//!   session's chain, or says which filter could not start.
 //!
+//! Filters fail closed: a filter that cannot start, or that fails while running, ends its
+//! session (see [`crate::session`]); no record passes a filter that did not decide about it.
 //! The chain's output types ([`Kept`], [`ChainOutput`], [`FilterFailure`]) are the runtime's.
 //! Fetching plugins the agent lacks before a build is [`crate::loader`]'s job.
 
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use logfleet_protocol::Filters;
 use logfleet_protocol::agent::Record;
-use tracing::{error, warn};
+use tracing::warn;
 
 pub use logfleet_filter_runtime::{
     Builtin, Chain, ChainError, ChainOutput, FilterFailure, Kept, Runtime, RuntimeConfig,
@@ -32,10 +33,10 @@ pub const COMPILED_SUBDIR: &str = "compiled";
 pub const PLUGINS_SUBDIR: &str = "plugins";
 
 /// A session's filters, ready to run. Stateful (`&mut self`): plugin instances keep state for
-/// the session. A trait so a session can hold either a real chain or [`RejectAll`].
+/// the session. A trait so session tests can run chains that fail on purpose.
 pub trait FilterChain: Send {
-    /// Runs the filters over one batch; failing filters are disabled and reported in the
-    /// output, never returned as errors.
+    /// Runs the filters over one batch. A failing filter is reported in the output's
+    /// `failure`; the chain then keeps nothing (fails closed), counting `undecided` records.
     fn apply(&mut self, records: &[Record]) -> ChainOutput;
 }
 
@@ -45,31 +46,9 @@ impl FilterChain for Chain {
     }
 }
 
-/// A chain that keeps nothing: what a session runs when a built-in filter cannot start, so a
-/// filter the agent cannot apply never turns into "stream everything".
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RejectAll;
-
-impl FilterChain for RejectAll {
-    fn apply(&mut self, _records: &[Record]) -> ChainOutput {
-        ChainOutput::default()
-    }
-}
-
-/// What [`ChainBuilder::build`] produced: the chain and the filters left out of it, each to be
-/// reported to the session's clients as a `filter_error`.
-pub struct Built {
-    pub chain: Box<dyn FilterChain>,
-    pub failures: Vec<FilterFailure>,
-}
-
-impl std::fmt::Debug for Built {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Built")
-            .field("failures", &self.failures)
-            .finish_non_exhaustive()
-    }
-}
+/// What [`ChainBuilder::build`] produces: the session's chain, or the filter that could not
+/// start (to report as the session's `filter_error`; the session does not run).
+pub type Built = Result<Box<dyn FilterChain>, FilterFailure>;
 
 /// Builds sessions' chains: the process's one [`Runtime`] (engine, compiled-component cache,
 /// sandbox bounds) and the [`PluginStore`] it reads plugin components from. Cheap to clone.
@@ -107,73 +86,21 @@ impl ChainBuilder {
         &self.plugins
     }
 
-    /// Builds the chain for `filters`. A plugin that cannot start (component missing or
-    /// invalid, config refused, trap or timeout while configuring) is left out and reported;
-    /// the session runs with the rest. A built-in that cannot start (a bug: the host
-    /// validated the filters) makes the chain keep nothing. CPU-heavy on a cold cache (it may
-    /// compile): call it on a blocking thread.
+    /// Builds the chain for `filters`, or names the first filter that cannot start (component
+    /// missing or invalid, config refused, trap or timeout while configuring): a session never
+    /// runs without one of its filters. CPU-heavy on a cold cache (it may compile): call it
+    /// on a blocking thread.
     pub fn build(&self, filters: &Filters) -> Built {
-        let mut filters = filters.clone();
-        let mut failures = Vec::new();
-        // Each round either succeeds or removes at least one plugin, so this ends.
-        loop {
-            let error = match self.runtime.chain(&filters, self.plugins.as_ref()) {
-                Ok(chain) => {
-                    return Built {
-                        chain: Box::new(chain),
-                        failures,
-                    };
-                }
-                Err(error) => error,
-            };
-            let name = error.plugin().to_owned();
-            failures.push(FilterFailure {
-                plugin: name.clone(),
-                message: failure_message(&error),
-            });
-            if self.is_plugin_error(&filters, &error) {
-                warn!(plugin = %name, %error, "plugin left out of the session");
-                // Every use of the plugin goes: it is disabled for the session, reported once.
-                filters.plugins.retain(|p| p.name != name);
-            } else {
-                error!(filter = %name, %error, "built-in filter cannot start; the session keeps nothing");
-                return Built {
-                    chain: Box::new(RejectAll),
-                    failures,
-                };
+        match self.runtime.chain(filters, self.plugins.as_ref()) {
+            Ok(chain) => Ok(Box::new(chain)),
+            Err(error) => {
+                warn!(filter = %error.plugin(), %error, "a session's filter cannot start");
+                Err(FilterFailure {
+                    plugin: error.plugin().to_owned(),
+                    message: failure_message(&error),
+                })
             }
         }
-    }
-
-    /// Whether `error` is about one of `filters.plugins` rather than a built-in. Plugin names
-    /// may equal built-in names (`pattern`), so when both are in use the built-ins are built
-    /// alone to find out.
-    fn is_plugin_error(&self, filters: &Filters, error: &ChainError) -> bool {
-        let name = error.plugin();
-        if !filters.plugins.iter().any(|p| p.name == name) {
-            return false;
-        }
-        if matches!(
-            error,
-            ChainError::PluginUnavailable { .. } | ChainError::DigestMismatch { .. }
-        ) {
-            return true;
-        }
-        let builtin_in_use = match name {
-            "level" => !filters.levels.is_empty(),
-            "source" => !filters.sources.is_empty(),
-            "pattern" => filters.pattern.is_some(),
-            _ => false,
-        };
-        if !builtin_in_use {
-            return true;
-        }
-        let builtins_only = Filters {
-            plugins: Vec::new(),
-            ..filters.clone()
-        };
-        let no_plugins = |_: &logfleet_protocol::PluginRef| None;
-        self.runtime.chain(&builtins_only, &no_plugins).is_ok()
     }
 }
 
@@ -274,38 +201,42 @@ pub(crate) mod tests {
         ]
     }
 
-    fn kept(builder: &ChainBuilder, filters: &Filters) -> (Vec<u32>, Vec<FilterFailure>) {
-        let mut built = builder.build(filters);
-        let out = built.chain.apply(&sample());
-        built.failures.extend(out.failures);
-        (out.kept.iter().map(|k| k.index).collect(), built.failures)
+    fn kept(builder: &ChainBuilder, filters: &Filters) -> Result<Vec<u32>, FilterFailure> {
+        let mut chain = builder.build(filters)?;
+        let out = chain.apply(&sample());
+        match out.failure {
+            Some(failure) => Err(failure),
+            None => Ok(out.kept.iter().map(|k| k.index).collect()),
+        }
     }
 
     #[test]
     fn builtins_run_as_components_in_order() {
         let b = builder();
-        assert_eq!(kept(&b, &Filters::default()).0, [0, 1, 2, 3, 4]);
+        assert_eq!(kept(&b, &Filters::default()).unwrap(), [0, 1, 2, 3, 4]);
         let f = Filters {
             levels: vec![Level::Error, Level::Warn],
             ..Filters::default()
         };
-        assert_eq!(kept(&b, &f).0, [0, 2, 3]);
+        assert_eq!(kept(&b, &f).unwrap(), [0, 2, 3]);
         let f = Filters {
             sources: vec!["api".into(), "db".into()],
             ..Filters::default()
         };
-        assert_eq!(kept(&b, &f).0, [2, 3, 4]);
+        assert_eq!(kept(&b, &f).unwrap(), [2, 3, 4]);
         let f = Filters {
             levels: vec![Level::Error],
             sources: vec!["api".into()],
             pattern: Some("user_id=\\d+".into()),
             plugins: vec![],
         };
-        assert_eq!(kept(&b, &f), (vec![3], vec![]));
+        assert_eq!(kept(&b, &f).unwrap(), [3]);
     }
 
+    /// A session never runs without one of its filters: the first that cannot start (in chain
+    /// order) is named, with the plugin's own message for a refused config.
     #[test]
-    fn plugins_that_cannot_start_are_left_out_with_their_own_message() {
+    fn a_filter_that_cannot_start_fails_the_build() {
         let b = builder();
         let (good, bytes) = level_plugin("fatal-only", r#"{"levels":["FATAL"]}"#);
         let (bad, _) = level_plugin("picky", r#"{"levels":["LOUD"]}"#);
@@ -317,46 +248,36 @@ pub(crate) mod tests {
         b.plugins().put(&good.digest, bytes).unwrap();
         let f = Filters {
             sources: vec!["db".into(), "api".into()],
-            plugins: vec![bad, missing, good],
+            plugins: vec![good.clone(), bad, missing.clone()],
             ..Filters::default()
         };
-        let (kept, failures) = kept(&b, &f);
-        assert_eq!(kept, [4], "the rest of the chain still runs");
-        let names: Vec<&str> = failures.iter().map(|f| f.plugin.as_str()).collect();
-        assert_eq!(names, ["picky", "absent"]);
-        let refused = &failures[0].message;
+        let failure = kept(&b, &f).unwrap_err();
+        assert_eq!(failure.plugin, "picky");
         assert!(
-            refused.contains("LOUD"),
-            "the plugin's own configure error is shown: {refused}"
+            failure.message.contains("LOUD"),
+            "the plugin's own configure error is shown: {}",
+            failure.message
         );
-    }
-
-    #[test]
-    fn a_plugin_named_like_a_builtin_is_told_apart() {
-        let b = builder();
-        let (bad, bytes) = level_plugin("pattern", r#"{"levels":["LOUD"]}"#);
-        b.plugins().put(&bad.digest, bytes).unwrap();
         let f = Filters {
-            pattern: Some("timed? ?out".into()),
-            plugins: vec![bad],
+            plugins: vec![good.clone(), missing],
             ..Filters::default()
         };
-        let (kept, failures) = kept(&b, &f);
-        assert_eq!(kept, [0, 2], "the built-in pattern still applies");
-        assert_eq!(failures.len(), 1);
-        assert_eq!(failures[0].plugin, "pattern");
+        assert_eq!(kept(&b, &f).unwrap_err().plugin, "absent");
+        let f = Filters {
+            sources: vec!["db".into(), "api".into()],
+            plugins: vec![good],
+            ..Filters::default()
+        };
+        assert_eq!(kept(&b, &f).unwrap(), [4]);
     }
 
     #[test]
-    fn a_builtin_that_cannot_start_keeps_nothing() {
+    fn a_builtin_that_cannot_start_fails_the_build() {
         // The host never sends an invalid pattern; if one arrives anyway, nothing streams.
         let f = Filters {
             pattern: Some("(".into()),
             ..Filters::default()
         };
-        let (kept, failures) = kept(&builder(), &f);
-        assert!(kept.is_empty());
-        assert_eq!(failures.len(), 1);
-        assert_eq!(failures[0].plugin, "pattern");
+        assert_eq!(kept(&builder(), &f).unwrap_err().plugin, "pattern");
     }
 }

@@ -7,9 +7,11 @@
 //! go through the chain in batches of at most [`MAX_BATCH_LINES`], as tail batches do. A batch
 //! is also run whenever no more input is buffered, so interactive use sees output promptly.
 //!
-//! Unlike a live session, which carries on without a plugin that cannot start, a filter that
-//! cannot start here is an error: an author wants to see the refusal, not a silent bypass.
-//! Filters failing while running are reported on stderr, once each, and the rest carries on.
+//! Filters fail closed, as in a live session: a filter that cannot start is an error, and the
+//! first filter that fails while running (trap, deadline, memory cap) is reported on stderr,
+//! naming it and the cause; no line is printed after that, including the lines of the batch it
+//! failed on that other filters had already kept, and the input is not read further. The
+//! binary then exits with [`EXIT_FILTER_FAILED`].
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -28,6 +30,10 @@ use crate::time::now_ms;
 
 /// The `file` of every record read from stdin.
 pub const STDIN_FILE: &str = "<stdin>";
+/// Exit status of `logfleet-agent filter-test` when a filter failed while running (1 is bad
+/// input or a filter that cannot start; 2 is a usage error).
+pub const EXIT_FILTER_FAILED: u8 = 3;
+
 /// Input read ahead; a batch is run whenever this runs dry.
 const INPUT_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -52,8 +58,10 @@ pub struct Summary {
     pub lines: u64,
     /// Lines printed.
     pub kept: u64,
-    /// Filters that failed while running (each disabled from then on).
-    pub failures: Vec<FilterFailure>,
+    /// The filter that failed while running, which ended the run.
+    pub failure: Option<FilterFailure>,
+    /// Lines of the failing batch no filter had rejected: not printed.
+    pub undecided: u64,
 }
 
 /// Why `filter-test` could not run. The text is for the person at the terminal; each variant
@@ -93,7 +101,8 @@ pub enum FilterTestError {
 
 impl FilterTest {
     /// Runs the filters over `input`, printing kept messages (rewritten if a filter rewrote
-    /// them) to `output`, one per line, and filter failures to `errors`. Blocking.
+    /// them) to `output`, one per line. A filter failing while running ends the run: it is
+    /// reported on `errors` and in the summary, and nothing more is printed. Blocking.
     pub fn run(
         &self,
         input: impl Read,
@@ -171,13 +180,16 @@ impl FilterTest {
                 continue;
             }
             let out = chain.apply(&batch);
-            for failure in out.failures {
+            if let Some(failure) = out.failure {
                 let _ = writeln!(
                     errors,
-                    "filter '{}' failed and is disabled: {}",
-                    failure.plugin, failure.message
+                    "error: filter '{}' failed: {}; filters fail closed, so the {} line(s) it \
+                     had not decided were not printed and no further input was read",
+                    failure.plugin, failure.message, out.undecided
                 );
-                summary.failures.push(failure);
+                summary.failure = Some(failure);
+                summary.undecided = out.undecided;
+                break;
             }
             for kept in out.kept {
                 let message = match &kept.message {

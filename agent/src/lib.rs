@@ -562,6 +562,9 @@ mod tests {
             .unwrap();
     }
 
+    /// Plugins the agent lacks are fetched over the link and cached; one the host cannot
+    /// supply fails its session (filters fail closed) with a `FilterError` naming it, and the
+    /// agent carries on with other sessions.
     #[tokio::test]
     async fn plugins_are_fetched_over_the_link_and_failures_reported() {
         let dir = tempfile::tempdir().unwrap();
@@ -616,15 +619,24 @@ mod tests {
             },
         )
         .await;
-        let FilterErrorFrame { plugin, message } = loop {
+        let FilterErrorFrame {
+            plugin,
+            message,
+            dropped,
+        } = loop {
             match next_frame(&mut ws).await {
                 AgentFrame::FilterError {
                     session_id,
                     plugin,
                     message,
+                    dropped,
                 } => {
                     assert_eq!(session_id, "s1");
-                    break FilterErrorFrame { plugin, message };
+                    break FilterErrorFrame {
+                        plugin,
+                        message,
+                        dropped,
+                    };
                 }
                 AgentFrame::Metrics(_) => {}
                 other => panic!("unexpected frame {other:?}"),
@@ -632,10 +644,21 @@ mod tests {
         };
         assert_eq!(plugin, "absent");
         assert!(message.contains("no such plugin"), "{message}");
+        assert_eq!(dropped, 0, "the session never ran");
 
-        // The session now runs with the fetched plugin, which keeps errors only.
-        append(&log, "INFO dropped\nERROR kept\n");
-        let got = records(&mut ws, 1).await;
+        // Another session with the fetched plugin runs, which keeps errors only.
+        let mut spec = session("s2", vec![]);
+        spec.filters.plugins = vec![errors_only.clone()];
+        send(&mut ws, HostFrame::Start(spec)).await;
+        // Lines are part of a session once its chain is ready: probe until one arrives.
+        let got = loop {
+            append(&log, "INFO dropped\nERROR kept\n");
+            if let Ok(got) =
+                tokio::time::timeout(Duration::from_millis(200), records(&mut ws, 1)).await
+            {
+                break got;
+            }
+        };
         assert_eq!(got[0].message, "ERROR kept");
         // And the component is cached on disk for the next session or restart.
         let hex = errors_only.digest.strip_prefix("sha256:").unwrap();
@@ -655,6 +678,7 @@ mod tests {
     struct FilterErrorFrame {
         plugin: String,
         message: String,
+        dropped: u64,
     }
 
     #[tokio::test]

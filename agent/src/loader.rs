@@ -8,8 +8,9 @@
 //! when the chain is ready.
 //!
 //! A plugin the host cannot supply, whose bytes do not match its digest, or that does not
-//! arrive within the fetch timeout ([`PLUGIN_FETCH_TIMEOUT`] by default) is left out of the
-//! session and reported as a `filter_error`; the session runs with the other filters.
+//! arrive within the fetch timeout ([`PLUGIN_FETCH_TIMEOUT`] by default) fails the session:
+//! filters fail closed, so it never runs without one of its filters. The failure is reported
+//! as the session's `filter_error` and the session ends.
 //!
 //! Bounds: at most [`MAX_INFLIGHT_FETCHES`] digests requested at once, at most
 //! [`MAX_CONCURRENT_BUILDS`] chains built at once (each may occupy a core compiling), and
@@ -27,12 +28,12 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::filter::{Built, ChainBuilder, FilterFailure, RejectAll};
+use crate::filter::{Built, ChainBuilder, FilterFailure};
 use crate::outbox::Outbox;
 use crate::plugins::is_digest;
 
-/// How long a requested plugin may take to arrive before the sessions waiting for it start
-/// without it. Generous: the component may be megabytes over a slow edge link.
+/// How long a requested plugin may take to arrive before the sessions waiting for it fail.
+/// Generous: the component may be megabytes over a slow edge link.
 pub const PLUGIN_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most digests requested from the host at once; more than a session can name
 /// ([`MAX_PLUGINS`](logfleet_protocol::filters::MAX_PLUGINS)), so one session always fits.
@@ -40,6 +41,10 @@ pub const MAX_INFLIGHT_FETCHES: usize = 32;
 /// Most chains built at once. Builds may compile for a second or more each; two keep a
 /// small edge machine responsive while a burst of sessions starts.
 pub const MAX_CONCURRENT_BUILDS: usize = 2;
+
+/// The name a session's `filter_error` carries when the filter runtime itself failed (a bug)
+/// rather than one filter.
+pub const RUNTIME_FILTER_NAME: &str = "filter-runtime";
 
 /// What waiters of a fetch learn: `Ok` once the component is in the plugin store, else the
 /// message to report as the plugin's `filter_error`.
@@ -103,13 +108,12 @@ impl ChainLoader {
     }
 
     /// Fetches the plugins of `filters` the agent lacks, then builds the chain on a blocking
-    /// thread. Never fails: what could not be had is left out and listed in the failures.
-    /// Cancel-safe: dropping the future abandons the wait (a build already running finishes
-    /// on its thread and is discarded).
-    pub async fn load(&self, mut filters: Filters) -> Built {
-        let mut failures = Vec::new();
+    /// thread. The first plugin (in chain order) that could not be had fails the whole load:
+    /// a session never runs without one of its filters. Cancel-safe: dropping the future
+    /// abandons the wait (a build already running finishes on its thread and is discarded).
+    pub async fn load(&self, filters: Filters) -> Built {
         let unavailable = self.fetch_missing(&filters).await;
-        filters.plugins.retain(|plugin| {
+        for plugin in &filters.plugins {
             let why = if is_digest(&plugin.digest) {
                 unavailable.get(&plugin.digest).cloned()
             } else {
@@ -118,18 +122,14 @@ impl ChainLoader {
                     plugin.digest
                 ))
             };
-            match why {
-                None => true,
-                Some(message) => {
-                    warn!(plugin = %plugin.name, %message, "plugin left out of the session");
-                    failures.push(FilterFailure {
-                        plugin: plugin.name.clone(),
-                        message,
-                    });
-                    false
-                }
+            if let Some(message) = why {
+                warn!(plugin = %plugin.name, %message, "plugin unavailable; the session fails");
+                return Err(FilterFailure {
+                    plugin: plugin.name.clone(),
+                    message,
+                });
             }
-        });
+        }
 
         // The semaphore is never closed, so `acquire_owned` cannot fail; were it to, building
         // unthrottled is still correct.
@@ -140,21 +140,14 @@ impl ChainLoader {
             builder.build(&filters)
         })
         .await;
-        match built {
-            Ok(mut built) => {
-                failures.append(&mut built.failures);
-                built.failures = failures;
-                built
-            }
-            Err(e) => {
-                // A panic inside the runtime: a bug. Keep nothing rather than everything.
-                error!(error = %e, "building a session's filters panicked; the session keeps nothing");
-                Built {
-                    chain: Box::new(RejectAll),
-                    failures,
-                }
-            }
-        }
+        built.unwrap_or_else(|e| {
+            // A panic inside the runtime: a bug. The session fails rather than run unfiltered.
+            error!(error = %e, "building a session's filters panicked; the session fails");
+            Err(FilterFailure {
+                plugin: RUNTIME_FILTER_NAME.to_owned(),
+                message: format!("the agent's filter runtime failed: {e}"),
+            })
+        })
     }
 
     /// A `Plugin` frame from the host: verifies and stores it off the executor, then wakes
@@ -199,7 +192,7 @@ impl ChainLoader {
         });
     }
 
-    /// A `PluginUnavailable` frame from the host: the sessions waiting start without it.
+    /// A `PluginUnavailable` frame from the host: the sessions waiting for it fail.
     pub fn plugin_unavailable(&self, digest: &str, message: &str) {
         warn!(%digest, %message, "the host cannot supply a plugin");
         self.finish(
@@ -418,9 +411,8 @@ mod tests {
 
         loader.plugin_received(plugin.digest.clone(), bytes);
         for task in [a, b] {
-            let mut built = task.await.unwrap();
-            assert!(built.failures.is_empty(), "{:?}", built.failures);
-            let out = built.chain.apply(&[
+            let mut chain = task.await.unwrap().expect("the chain builds");
+            let out = chain.apply(&[
                 record(1, Level::Info, "app", "x"),
                 record(2, Level::Error, "app", "y"),
             ]);
@@ -429,12 +421,15 @@ mod tests {
         assert_eq!(loader.fetches_in_flight(), 0);
 
         // Now stored: the next session fetches nothing.
-        loader.load(filters(vec![plugin])).await;
+        assert!(loader.load(filters(vec![plugin])).await.is_ok());
         assert!(fetch_requests(&outbox).is_empty());
     }
 
     #[tokio::test]
-    async fn bad_bytes_unavailable_and_timeouts_leave_the_plugin_out() {
+    /// A plugin that cannot be had (bytes not matching its digest, unavailable from the host,
+    /// never delivered, a malformed digest) fails the load, naming the plugin and the cause:
+    /// a session never runs without one of its filters.
+    async fn bad_bytes_unavailable_and_timeouts_fail_the_load() {
         let outbox = Outbox::new(1 << 20);
         let loader =
             ChainLoader::with_fetch_timeout(builder(), outbox.clone(), Duration::from_millis(200));
@@ -444,38 +439,39 @@ mod tests {
         let task = spawn_load(&loader, vec![plugin.clone()]);
         next_request(&outbox).await;
         loader.plugin_received(plugin.digest.clone(), b"not it".to_vec());
-        let built = task.await.unwrap();
-        assert_eq!(built.failures[0].plugin, "errors");
-        assert!(
-            built.failures[0].message.contains("plugin rejected"),
-            "{:?}",
-            built.failures
-        );
+        let failure = task.await.unwrap().err().expect("the load fails");
+        assert_eq!(failure.plugin, "errors");
+        assert!(failure.message.contains("plugin rejected"), "{failure:?}");
 
-        // The host cannot supply it; the session runs without it (everything passes).
+        // The host cannot supply it.
         let task = spawn_load(&loader, vec![plugin.clone()]);
         next_request(&outbox).await;
         loader.plugin_unavailable(&plugin.digest, "deleted by its owner");
-        let mut built = task.await.unwrap();
-        assert!(built.failures[0].message.contains("deleted by its owner"));
-        let out = built.chain.apply(&[record(1, Level::Info, "app", "x")]);
-        assert_eq!(out.kept.len(), 1);
+        let failure = task.await.unwrap().err().expect("the load fails");
+        assert!(
+            failure.message.contains("deleted by its owner"),
+            "{failure:?}"
+        );
 
         // Never answered.
-        let built = loader.load(filters(vec![plugin.clone()])).await;
-        assert!(
-            built.failures[0].message.contains("not delivered"),
-            "{:?}",
-            built.failures
-        );
+        let failure = loader
+            .load(filters(vec![plugin.clone()]))
+            .await
+            .err()
+            .expect("the load fails");
+        assert!(failure.message.contains("not delivered"), "{failure:?}");
         assert_eq!(loader.fetches_in_flight(), 0);
         assert_eq!(fetch_requests(&outbox).len(), 1);
 
         // A malformed digest is never requested.
         let mut bad = plugin;
         bad.digest = "sha256:../../x".into();
-        let built = loader.load(filters(vec![bad])).await;
-        assert_eq!(built.failures.len(), 1);
+        let failure = loader
+            .load(filters(vec![bad]))
+            .await
+            .err()
+            .expect("the load fails");
+        assert_eq!(failure.plugin, "errors");
         assert!(fetch_requests(&outbox).is_empty());
     }
 
@@ -496,7 +492,6 @@ mod tests {
         loader.resend_fetches();
         assert_eq!(next_request(&outbox).await, plugin.digest);
         loader.plugin_received(plugin.digest.clone(), bytes);
-        let built = task.await.unwrap();
-        assert!(built.failures.is_empty(), "{:?}", built.failures);
+        assert!(task.await.unwrap().is_ok());
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use logfleet_agent::filter_test::FilterTest;
+use logfleet_agent::filter_test::{EXIT_FILTER_FAILED, FilterTest};
 use logfleet_agent::{Config, STOP_TIMEOUT, Settings, SourceConfig, Tuning};
 use tracing_subscriber::EnvFilter;
 
@@ -29,6 +29,8 @@ enum Command {
     Run(RunArgs),
     /// Run a session's filters over lines from stdin, exactly as the agent would, and print
     /// the lines kept (rewritten if a filter rewrote them). For trying plugins without a host.
+    /// Filters fail closed: when one fails while running, its error goes to stderr, nothing
+    /// more is printed, and the exit status is 3 (1: bad input or a filter that cannot start).
     FilterTest(FilterTestArgs),
 }
 
@@ -127,7 +129,7 @@ impl RunArgs {
 
 fn main() -> ExitCode {
     match run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // `{:#}` prints the cause chain on one line, without a backtrace dump.
             eprintln!("error: {e:#}");
@@ -136,7 +138,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<()> {
+fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let args = match cli.command {
         None => cli.run,
@@ -153,7 +155,8 @@ fn run() -> anyhow::Result<()> {
     let result = runtime.block_on(logfleet_agent::run(config, shutdown_signal()));
     // A filter compile may still be running on a blocking thread; do not wait long for it.
     runtime.shutdown_timeout(STOP_TIMEOUT);
-    Ok(result?)
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides `default`.
@@ -166,9 +169,9 @@ fn init_tracing(default: &str) {
         .init();
 }
 
-/// `filter-test`: stdout gets the kept lines only; stderr the failures. Exits non-zero on bad
-/// input and when a filter failed while running.
-fn filter_test(args: FilterTestArgs) -> anyhow::Result<()> {
+/// `filter-test`: stdout gets the kept lines only; stderr the failures. Exits 1 on bad input
+/// or a filter that cannot start, [`EXIT_FILTER_FAILED`] when a filter failed while running.
+fn filter_test(args: FilterTestArgs) -> anyhow::Result<ExitCode> {
     // Quiet by default: stderr is for the filters' failures, which are printed anyway.
     init_tracing("error");
     let test = FilterTest {
@@ -182,11 +185,11 @@ fn filter_test(args: FilterTestArgs) -> anyhow::Result<()> {
         std::io::stdout().lock(),
         std::io::stderr(),
     )?;
-    if !summary.failures.is_empty() {
-        let names: Vec<&str> = summary.failures.iter().map(|f| f.plugin.as_str()).collect();
-        anyhow::bail!("filters failed while running: {}", names.join(", "));
-    }
-    Ok(())
+    // The failure is already on stderr, naming the filter and the cause.
+    Ok(match summary.failure {
+        Some(_) => ExitCode::from(EXIT_FILTER_FAILED),
+        None => ExitCode::SUCCESS,
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

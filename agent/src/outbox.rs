@@ -15,8 +15,10 @@
 //! - `Metrics`: not counted against the byte bound but capped at [`MAX_QUEUED_METRICS`]
 //!   frames; at the cap the two oldest are merged into one longer interval, so no counts are
 //!   lost and the host's history only gets coarser.
-//! - `FilterError` and other control frames: always queued; at most one per plugin per
-//!   session, so they are bounded by the sessions' own limits.
+//! - `FilterError`: always queued, at most one per session (it ends the session). The
+//!   session's unreported drops go right before it, so they reach the host while the session
+//!   still exists there.
+//! - Other control frames: always queued; they are few and small.
 //!
 //! A frame the uplink fails to send is put back at the front ([`Outbox::push_front`]).
 
@@ -141,6 +143,7 @@ impl Outbox {
                     reason,
                 } => state.push_dropped(session_id, count, reason),
                 frame @ AgentFrame::Metrics(_) => state.push_metrics(Entry::new(&frame)),
+                frame @ AgentFrame::FilterError { .. } => state.push_session_end(frame),
                 other => state.push_back(Entry::new(&other)),
             }
         }
@@ -218,6 +221,24 @@ impl State {
         } else {
             self.count_unreported(session_id, DropReason::AgentBufferFull, lines);
         }
+    }
+
+    /// Queues a frame that ends its session (`FilterError`) after the session's unreported
+    /// drops, whatever the byte bound: nothing of the session can follow to carry them.
+    fn push_session_end(&mut self, frame: AgentFrame) {
+        if let AgentFrame::FilterError { session_id, .. } = &frame {
+            let owed: Vec<Entry> = self
+                .unreported
+                .iter()
+                .filter(|u| &u.session_id == session_id)
+                .map(|u| u.to_entry())
+                .collect();
+            self.unreported.retain(|u| &u.session_id != session_id);
+            for e in owed {
+                self.push_back(e);
+            }
+        }
+        self.push_back(Entry::new(&frame));
     }
 
     fn push_dropped(&mut self, session_id: String, count: u64, reason: DropReason) {
@@ -353,6 +374,11 @@ mod tests {
                     }
                 ),
                 AgentFrame::Metrics(m) => format!("M:{}", m.interval_ms),
+                AgentFrame::FilterError {
+                    session_id,
+                    dropped,
+                    ..
+                } => format!("E:{session_id}:{dropped}"),
                 other => format!("{other:?}"),
             })
             .collect()
@@ -382,6 +408,27 @@ mod tests {
             ["L:s1:11", "D:s1:20:full", "L:s1:41", "D:s2:5:full"]
         );
         assert!(outbox.is_empty());
+    }
+
+    /// A session's end (`FilterError`) is queued even when full, after the session's
+    /// unreported drops, so the host learns of every lost line while the session still exists.
+    #[test]
+    fn a_session_end_carries_its_unreported_drops_before_it() {
+        let one = size_of(&logs("s1", 1, 10));
+        let outbox = Outbox::new(one);
+        outbox.push(logs("s1", 1, 10));
+        outbox.push(logs("s1", 11, 10)); // does not fit: dropped
+        outbox.push(logs("s2", 1, 5)); // nor this
+        outbox.push(AgentFrame::FilterError {
+            session_id: "s1".into(),
+            plugin: "redact".into(),
+            message: "trapped".into(),
+            dropped: 3,
+        });
+        assert_eq!(
+            describe(&drain(&outbox)),
+            ["L:s1:1", "D:s1:10:full", "E:s1:3", "D:s2:5:full"]
+        );
     }
 
     #[test]

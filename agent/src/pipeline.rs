@@ -12,6 +12,15 @@
 //! read before a session starts. Stopping, replacing or the expiry of a pending session
 //! cancels it.
 //!
+//! Filters run off the async workers: a filter call may take up to its deadline, so each tail
+//! batch's records go through every session on a blocking thread, which the pipeline awaits
+//! before it does anything else. Sessions move there and back with the batch, so records,
+//! frames and host commands keep their order exactly as if it all ran inline.
+//!
+//! Filters fail closed: a session whose filters cannot start, or fail while running, ends on
+//! the agent at once with a `FilterError` frame (see [`crate::session`]); the host then ends
+//! it for clients.
+//!
 //! `seq` starts at the current Unix time in ms × 1000 and grows by one per line read, across
 //! all sources. A restarted agent therefore continues above where it was (unless it sustained
 //! more than a million lines per second), so clients can de-duplicate across restarts too.
@@ -23,15 +32,15 @@ use std::time::{Duration, Instant};
 use logfleet_protocol::agent::{AgentFrame, HostFrame, Record, SessionSpec};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use crate::AbortOnDrop;
-use crate::filter::Built;
-use crate::loader::ChainLoader;
+use crate::filter::{Built, FilterFailure};
+use crate::loader::{ChainLoader, RUNTIME_FILTER_NAME};
 use crate::metrics::{HealthInputs, MetricsCollector};
 use crate::outbox::Outbox;
 use crate::parse::detect_level;
-use crate::session::Session;
+use crate::session::{Session, filter_error};
 use crate::tail::{TailBatch, TailStats};
 use crate::time::now_ms;
 
@@ -41,6 +50,11 @@ pub const HOST_CHANNEL_CAPACITY: usize = 64;
 /// Ready chains queued for the pipeline. Loader tasks wait when it is full; the pipeline
 /// takes them between other work.
 pub const READY_CHANNEL_CAPACITY: usize = 16;
+
+/// Ids of sessions that failed here, remembered so a session list the host sent before it
+/// learnt of the failure (after a reconnect) does not start them again. Session ids are never
+/// reused, so forgetting the oldest only costs a needless restart that fails again.
+pub const MAX_REMEMBERED_FAILED_SESSIONS: usize = 256;
 
 /// Sessions, metrics and sequence numbers; drive it with [`Pipeline::run`] or call its steps.
 pub struct Pipeline {
@@ -61,6 +75,9 @@ pub struct Pipeline {
     tail_stats: Arc<TailStats>,
     /// Frames produced by sessions, reused between calls.
     frames: Vec<AgentFrame>,
+    /// Sessions whose filters failed here, oldest first (see
+    /// [`MAX_REMEMBERED_FAILED_SESSIONS`]).
+    failed: std::collections::VecDeque<String>,
 }
 
 /// A session waiting for its chain. Dropping it cancels the loader task.
@@ -105,6 +122,7 @@ impl Pipeline {
             outbox,
             tail_stats,
             frames: Vec::new(),
+            failed: std::collections::VecDeque::new(),
         }
     }
 
@@ -125,8 +143,9 @@ impl Pipeline {
         ids
     }
 
-    /// Processes one batch of tailed lines.
-    pub fn handle_lines(&mut self, batch: TailBatch, now: Instant) {
+    /// Processes one batch of tailed lines. Sessions filter it on a blocking thread (see the
+    /// module docs); this returns once all of them have.
+    pub async fn handle_lines(&mut self, batch: TailBatch, now: Instant) {
         let streaming = !self.sessions.is_empty();
         let mut records = Vec::with_capacity(if streaming { batch.len() } else { 0 });
         for line in batch {
@@ -150,10 +169,31 @@ impl Pipeline {
         if records.is_empty() {
             return;
         }
-        for session in self.sessions.values_mut() {
-            session.offer(&records, now, &mut self.frames);
+        let sessions = std::mem::take(&mut self.sessions);
+        let frames = std::mem::take(&mut self.frames);
+        let filtered =
+            tokio::task::spawn_blocking(move || offer_all(sessions, &records, now, frames)).await;
+        match filtered {
+            Ok((sessions, frames, failed)) => {
+                self.sessions = sessions;
+                self.frames = frames;
+                for id in failed {
+                    info!(session = %id, "session ended: its filters failed");
+                    self.remember_failed(id);
+                }
+            }
+            // Only when the runtime shuts down, which ends the pipeline too.
+            Err(e) => error!(error = %e, "filtering task lost; its sessions end"),
         }
         self.send_frames();
+    }
+
+    /// Remembers that session `id` failed here (bounded, oldest forgotten first).
+    fn remember_failed(&mut self, id: String) {
+        if self.failed.len() == MAX_REMEMBERED_FAILED_SESSIONS {
+            self.failed.pop_front();
+        }
+        self.failed.push_back(id);
     }
 
     /// Applies a command from the host.
@@ -197,6 +237,10 @@ impl Pipeline {
     fn start(&mut self, spec: SessionSpec) {
         if spec.expires_at_ms <= now_ms() {
             debug!(session = %spec.id, "session already expired; not starting it");
+            return;
+        }
+        if self.failed.contains(&spec.id) {
+            debug!(session = %spec.id, "session's filters failed here; the host ends it, not restarting it");
             return;
         }
         // A replaced session's pending lines were matched under the old spec: send them.
@@ -253,11 +297,20 @@ impl Pipeline {
             info!(session = %ready.id, "session expired before its filters were ready");
             return;
         }
+        let chain = match ready.built {
+            Ok(chain) => chain,
+            Err(failure) => {
+                // Never runs without one of its filters: it ends before its first record.
+                info!(session = %ready.id, filter = %failure.plugin, error = %failure.message, "session ended: a filter cannot start");
+                self.outbox.push(filter_error(&ready.id, failure, 0));
+                self.remember_failed(ready.id);
+                return;
+            }
+        };
         let prepared_ms = u64::try_from(pending.since.elapsed().as_millis()).unwrap_or(u64::MAX);
         info!(session = %ready.id, prepared_ms, "session started");
-        let session = Session::start(pending.spec, ready.built, now, &mut self.frames);
+        let session = Session::start(pending.spec, chain, now);
         self.sessions.insert(ready.id, session);
-        self.send_frames();
     }
 
     fn stop(&mut self, id: &str, why: &str) {
@@ -352,7 +405,7 @@ impl Pipeline {
                 Some(ready) = self.ready_rx.recv() => self.activate(ready, Instant::now()),
                 batch = lines.recv() => match batch {
                     Some(batch) => {
-                        self.handle_lines(batch, Instant::now());
+                        self.handle_lines(batch, Instant::now()).await;
                         // Nothing more read yet: ship now rather than wait for the timer. Under
                         // load the channel is rarely empty, so batches still fill up.
                         if lines.is_empty() {
@@ -366,6 +419,43 @@ impl Pipeline {
         self.flush(now_ms());
         debug!("pipeline stopped");
     }
+}
+
+/// Offers `records` to every session (blocking: filters run here), collecting their frames in
+/// `frames`. Returns the sessions still running, the frames, and the ids of sessions that
+/// failed (already removed; their last frames are in `frames`).
+fn offer_all(
+    mut sessions: HashMap<String, Session>,
+    records: &[Record],
+    now: Instant,
+    mut frames: Vec<AgentFrame>,
+) -> (HashMap<String, Session>, Vec<AgentFrame>, Vec<String>) {
+    let mut failed = Vec::new();
+    for (id, session) in &mut sessions {
+        // The runtime contains filter misbehaviour; a panic here is a bug of ours. It must end
+        // this session (closed: nothing of the batch passes) without taking the others along.
+        // Unwind safety: the session is failed and dropped, never used again.
+        let offered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            session.offer(records, now, &mut frames)
+        }));
+        match offered {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => failed.push(id.clone()),
+            Err(_) => {
+                error!(session = %id, "filtering panicked; the session ends");
+                let failure = FilterFailure {
+                    plugin: RUNTIME_FILTER_NAME.to_owned(),
+                    message: "the agent's filter runtime failed".to_owned(),
+                };
+                session.fail(failure, records.len() as u64, &mut frames);
+                failed.push(id.clone());
+            }
+        }
+    }
+    for id in &failed {
+        sessions.remove(id);
+    }
+    (sessions, frames, failed)
 }
 
 #[cfg(test)]
@@ -435,9 +525,11 @@ mod tests {
         let mut p = pipeline(&outbox);
         let first = p.seq;
         assert!(first >= initial_seq(1_700_000_000_000));
-        p.handle_lines(lines("app", &["a", "b"]), Instant::now());
+        p.handle_lines(lines("app", &["a", "b"]), Instant::now())
+            .await;
         start(&mut p, spec("s1", &[], 0)).await;
-        p.handle_lines(lines("web", &["ERROR c", "d"]), Instant::now());
+        p.handle_lines(lines("web", &["ERROR c", "d"]), Instant::now())
+            .await;
         p.flush(now_ms());
         let frames = drain(&outbox);
         let AgentFrame::Logs(batch) = &frames[0] else {
@@ -456,8 +548,8 @@ mod tests {
         let now = Instant::now();
         start(&mut p, spec("a", &["app"], 0)).await;
         start(&mut p, spec("w", &["web"], 1)).await;
-        p.handle_lines(lines("app", &["1", "2"]), now);
-        p.handle_lines(lines("web", &["3", "4", "5"]), now);
+        p.handle_lines(lines("app", &["1", "2"]), now).await;
+        p.handle_lines(lines("web", &["3", "4", "5"]), now).await;
         p.flush(now_ms());
         let mut got: Vec<String> = drain(&outbox)
             .iter()
@@ -510,10 +602,10 @@ mod tests {
         let mut p = pipeline(&outbox);
         let now = Instant::now();
         start(&mut p, spec("s", &["app"], 0)).await;
-        p.handle_lines(lines("app", &["1"]), now);
+        p.handle_lines(lines("app", &["1"]), now).await;
         start(&mut p, spec("s", &["web"], 0)).await;
-        p.handle_lines(lines("app", &["2"]), now);
-        p.handle_lines(lines("web", &["3"]), now);
+        p.handle_lines(lines("app", &["2"]), now).await;
+        p.handle_lines(lines("web", &["3"]), now).await;
         p.flush(now_ms());
         let texts: Vec<String> = drain(&outbox)
             .iter()
@@ -539,7 +631,7 @@ mod tests {
         p.handle_host(HostFrame::Start(other));
 
         // Lines read while the chain is being prepared are not part of the session.
-        p.handle_lines(lines("app", &["ERROR early"]), now);
+        p.handle_lines(lines("app", &["ERROR early"]), now).await;
         let entry = tokio::time::timeout(Duration::from_secs(10), outbox.next())
             .await
             .unwrap();
@@ -560,7 +652,8 @@ mod tests {
         p.activate_next().await;
         assert_eq!(p.session_ids(), ["s"]);
         assert_eq!(p.pending_sessions(), 0);
-        p.handle_lines(lines("app", &["INFO skipped", "ERROR kept"]), now);
+        p.handle_lines(lines("app", &["INFO skipped", "ERROR kept"]), now)
+            .await;
         p.flush(now_ms());
         let frames = drain(&outbox);
         assert_eq!(frames.len(), 1, "{frames:?}");
@@ -572,14 +665,17 @@ mod tests {
         assert_eq!(messages, ["ERROR kept"]);
     }
 
+    /// A session whose plugin cannot be had never runs: it ends before its first record with
+    /// one `FilterError` naming the plugin (0 records dropped), streams nothing, and a session
+    /// list that still names it (sent before the host learnt of the failure) does not restart it.
     #[tokio::test]
-    async fn unavailable_plugins_are_reported_and_the_session_runs_without_them() {
+    async fn a_session_whose_plugin_is_unavailable_ends_without_streaming() {
         let outbox = Outbox::new(1 << 20);
         let mut p = pipeline(&outbox);
         let (plugin, _) = level_plugin("errors", r#"{"levels":["ERROR"]}"#);
         let mut with_plugin = spec("s", &["app"], 0);
         with_plugin.filters.plugins = vec![plugin.clone()];
-        p.handle_host(HostFrame::Start(with_plugin));
+        p.handle_host(HostFrame::Start(with_plugin.clone()));
         tokio::time::timeout(Duration::from_secs(10), outbox.next())
             .await
             .unwrap();
@@ -588,22 +684,97 @@ mod tests {
             message: "no such plugin".into(),
         });
         p.activate_next().await;
-        p.handle_lines(lines("app", &["INFO still streamed"]), Instant::now());
+        assert_eq!(p.active_sessions() + p.pending_sessions(), 0);
+        p.handle_lines(lines("app", &["INFO never streamed"]), Instant::now())
+            .await;
         p.flush(now_ms());
+        p.handle_host(HostFrame::Sessions(vec![with_plugin]));
+        assert_eq!(p.active_sessions() + p.pending_sessions(), 0);
         let frames = drain(&outbox);
+        assert_eq!(frames.len(), 1, "{frames:?}");
         assert!(
-            matches!(&frames[0], AgentFrame::FilterError { session_id, plugin, message }
+            matches!(&frames[0], AgentFrame::FilterError { session_id, plugin, message, dropped: 0 }
                 if session_id == "s" && plugin == "errors" && message.contains("no such plugin")),
             "{frames:?}"
         );
-        assert!(matches!(&frames[1], AgentFrame::Logs(b) if b.records.len() == 1));
+    }
+
+    /// Fail closed: when a plugin fails mid-stream, the records every filter decided still go
+    /// out, then one `FilterError` counting the records the plugin held; not one of those, nor
+    /// any later line, is sent; other sessions carry on.
+    #[tokio::test]
+    async fn a_failing_plugin_ends_its_session_and_passes_nothing_it_did_not_decide() {
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox);
+        let bytes = testkit::plugin_bytes("hostile-trap");
+        let trap = logfleet_protocol::PluginRef {
+            name: "hostile-trap".into(),
+            config: r#"{"on":"boom"}"#.into(),
+            digest: logfleet_filter_runtime::digest(&bytes),
+        };
+        let mut hostile = spec("h", &[], 0);
+        hostile.filters.plugins = vec![trap.clone()];
+        p.handle_host(HostFrame::Start(hostile));
+        tokio::time::timeout(Duration::from_secs(10), outbox.next())
+            .await
+            .unwrap();
+        p.handle_host(HostFrame::Plugin {
+            digest: trap.digest,
+            bytes,
+        });
+        p.activate_next().await;
+        start(&mut p, spec("plain", &[], 0)).await;
+
+        let now = Instant::now();
+        p.handle_lines(lines("app", &["decided 1", "decided 2"]), now)
+            .await;
+        p.handle_lines(lines("app", &["held", "boom", "held too"]), now)
+            .await;
+        p.handle_lines(lines("app", &["after"]), now).await;
+        p.flush(now_ms());
+        assert_eq!(p.session_ids(), ["plain"]);
+
+        let frames = drain(&outbox);
+        let hostile: Vec<String> = frames
+            .iter()
+            .filter_map(|f| match f {
+                AgentFrame::Logs(b) if b.session_id == "h" => Some(
+                    b.records
+                        .iter()
+                        .map(|r| r.message.clone())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                AgentFrame::FilterError {
+                    session_id,
+                    plugin,
+                    dropped,
+                    ..
+                } if session_id == "h" => Some(format!("error {plugin} dropped {dropped}")),
+                AgentFrame::Logs(_) | AgentFrame::FilterError { .. } => None,
+                other => Some(format!("{other:?}")),
+            })
+            .collect();
+        assert_eq!(
+            hostile,
+            ["decided 1,decided 2", "error hostile-trap dropped 3"]
+        );
+        let plain: usize = frames
+            .iter()
+            .map(|f| match f {
+                AgentFrame::Logs(b) if b.session_id == "plain" => b.records.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(plain, 6, "the other session carries on");
     }
 
     #[tokio::test]
     async fn metrics_count_lines_without_sessions() {
         let outbox = Outbox::new(1 << 20);
         let mut p = pipeline(&outbox);
-        p.handle_lines(lines("app", &["ERROR x", "WARN y", "z"]), Instant::now());
+        p.handle_lines(lines("app", &["ERROR x", "WARN y", "z"]), Instant::now())
+            .await;
         p.report_metrics(Instant::now());
         let frames = drain(&outbox);
         let AgentFrame::Metrics(m) = &frames[0] else {

@@ -4,18 +4,22 @@
 //! holds it as pending.
 //!
 //! A session turns the records of each tail batch into frames for the outbox: matching records
-//! are batched into `Logs` (flushed every `batch_interval`, or earlier when full), rate-limit
-//! drops become a `Dropped` frame placed before the batch they interrupted, and filter failures
-//! become one `FilterError` per plugin.
+//! are batched into `Logs` (flushed every `batch_interval`, or earlier when full), and rate-limit
+//! drops become a `Dropped` frame placed before the batch they interrupted.
+//!
+//! Filters fail closed. When a filter fails, the session ends on the spot: what every filter
+//! decided to keep (its pending batch) still goes out, then one `FilterError` frame naming the
+//! filter and counting the records it kept from being decided; those never pass. The pipeline
+//! then drops the session, and the host ends it for clients.
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use logfleet_protocol::agent::{AgentFrame, LogBatch, Record, SessionSpec};
 use logfleet_protocol::client::DropReason;
 use tracing::warn;
 
-use crate::filter::{Built, FilterChain, FilterFailure};
+use crate::filter::{FilterChain, FilterFailure};
+use crate::loader::RUNTIME_FILTER_NAME;
 use crate::ratelimit::RateLimiter;
 
 /// A batch is sent as soon as it holds this many records...
@@ -35,33 +39,22 @@ pub struct Session {
     pending_bytes: usize,
     /// Records dropped by the rate limit since the last flush.
     rate_dropped: u64,
-    /// Filters already reported as failed; each is reported once.
-    reported: HashSet<String>,
 }
 
+/// A session's filters failed: it has put its last frames out and must be dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failed;
+
 impl Session {
-    /// Starts a session with its ready chain. Filters left out of the chain (`built.failures`)
-    /// are reported into `out`, once each.
-    pub fn start(
-        spec: SessionSpec,
-        built: Built,
-        now: Instant,
-        out: &mut Vec<AgentFrame>,
-    ) -> Session {
-        let mut reported = HashSet::new();
-        for failure in built.failures {
-            if reported.insert(failure.plugin.clone()) {
-                out.push(filter_error(&spec.id, failure));
-            }
-        }
+    /// Starts a session with its ready chain.
+    pub fn start(spec: SessionSpec, chain: Box<dyn FilterChain>, now: Instant) -> Session {
         Session {
             limiter: RateLimiter::new(spec.limits, now),
             spec,
-            chain: built.chain,
+            chain,
             pending: Vec::new(),
             pending_bytes: 0,
             rate_dropped: 0,
-            reported,
         }
     }
 
@@ -75,14 +68,26 @@ impl Session {
     }
 
     /// Runs the chain and rate limit over one tail batch's records; full batches are flushed
-    /// into `out` as they fill.
-    pub fn offer(&mut self, records: &[Record], now: Instant, out: &mut Vec<AgentFrame>) {
+    /// into `out` as they fill. Runs WebAssembly for up to the filters' deadlines: call it on
+    /// a blocking thread. When a filter fails, nothing of `records` passes: the session
+    /// flushes what it holds, puts its `FilterError` into `out` and returns [`Failed`]; it must
+    /// not be offered records again.
+    pub fn offer(
+        &mut self,
+        records: &[Record],
+        now: Instant,
+        out: &mut Vec<AgentFrame>,
+    ) -> Result<(), Failed> {
         let result = self.chain.apply(records);
-        for failure in result.failures {
-            if self.reported.insert(failure.plugin.clone()) {
-                warn!(session = %self.spec.id, filter = %failure.plugin, error = %failure.message, "filter failed; disabled for this session");
-                out.push(filter_error(&self.spec.id, failure));
-            }
+        if result.failure.is_some() || result.undecided > 0 {
+            // A chain reporting undecided records without a failure failed before: never
+            // expected here (a failed session is dropped), but it must not pass silently.
+            let failure = result.failure.unwrap_or_else(|| FilterFailure {
+                plugin: RUNTIME_FILTER_NAME.to_owned(),
+                message: "the session's filter chain had failed".to_owned(),
+            });
+            self.fail(failure, result.undecided, out);
+            return Err(Failed);
         }
         for kept in result.kept {
             let Some(source) = records.get(kept.index as usize) else {
@@ -107,6 +112,15 @@ impl Session {
                 self.flush(out);
             }
         }
+        Ok(())
+    }
+
+    /// Ends the session after `failure`: what every filter decided goes out first, then the
+    /// `FilterError` counting the `undecided` records.
+    pub fn fail(&mut self, failure: FilterFailure, undecided: u64, out: &mut Vec<AgentFrame>) {
+        warn!(session = %self.spec.id, filter = %failure.plugin, error = %failure.message, undecided, "filter failed; the session ends");
+        self.flush(out);
+        out.push(filter_error(&self.spec.id, failure, undecided));
     }
 
     /// Moves what is pending into `out`: first the count of rate-limited records (they were
@@ -129,11 +143,13 @@ impl Session {
     }
 }
 
-fn filter_error(session_id: &str, failure: FilterFailure) -> AgentFrame {
+/// The frame that tells the host a session's filter failed and the agent stopped it.
+pub fn filter_error(session_id: &str, failure: FilterFailure, dropped: u64) -> AgentFrame {
     AgentFrame::FilterError {
         session_id: session_id.to_owned(),
         plugin: failure.plugin,
         message: failure.message,
+        dropped,
     }
 }
 
@@ -158,32 +174,43 @@ mod tests {
     }
 
     /// A session over the real runtime, as the loader would build it.
-    fn start(filters: Filters, lines_per_second: u32, out: &mut Vec<AgentFrame>) -> Session {
-        let built = builder().build(&filters);
-        Session::start(spec(filters, lines_per_second), built, Instant::now(), out)
+    fn start(filters: Filters, lines_per_second: u32) -> Session {
+        let chain = builder().build(&filters).expect("the chain builds");
+        Session::start(spec(filters, lines_per_second), chain, Instant::now())
     }
 
     fn records(n: u64, level: Level) -> Vec<Record> {
         (1..=n).map(|i| record(i, level, "app", "msg")).collect()
     }
 
-    /// A chain whose plugin fails on every call (a trap each time, as a hostile plugin would)
-    /// and rewrites what it keeps.
-    struct Failing;
+    /// A chain that keeps (and rewrites) everything until its call number `fail_at`, where a
+    /// plugin fails holding every record of the call, as a hostile plugin would.
+    struct FailsAt {
+        calls: usize,
+        fail_at: usize,
+    }
 
-    impl FilterChain for Failing {
+    impl FilterChain for FailsAt {
         fn apply(&mut self, records: &[Record]) -> ChainOutput {
+            self.calls += 1;
+            if self.calls < self.fail_at {
+                return ChainOutput {
+                    kept: (0..records.len() as u32)
+                        .map(|index| Kept {
+                            index,
+                            message: Some(format!("rewritten {index}")),
+                        })
+                        .collect(),
+                    ..ChainOutput::default()
+                };
+            }
             ChainOutput {
-                kept: (0..records.len() as u32)
-                    .map(|index| Kept {
-                        index,
-                        message: Some(format!("rewritten {index}")),
-                    })
-                    .collect(),
-                failures: vec![FilterFailure {
+                kept: Vec::new(),
+                failure: (self.calls == self.fail_at).then(|| FilterFailure {
                     plugin: "hostile".into(),
                     message: "trapped".into(),
-                }],
+                }),
+                undecided: records.len() as u64,
             }
         }
     }
@@ -192,12 +219,13 @@ mod tests {
     fn batches_fill_and_flush() {
         let now = Instant::now();
         let mut out = Vec::new();
-        let mut s = start(Filters::default(), 0, &mut out);
+        let mut s = start(Filters::default(), 0);
         s.offer(
             &records(MAX_BATCH_RECORDS as u64 + 10, Level::Info),
             now,
             &mut out,
-        );
+        )
+        .unwrap();
         assert_eq!(out.len(), 1, "a full batch goes out at once");
         s.flush(&mut out);
         let sizes: Vec<usize> = out
@@ -216,8 +244,8 @@ mod tests {
     fn rate_limit_drops_are_reported_before_the_batch() {
         let now = Instant::now();
         let mut out = Vec::new();
-        let mut s = start(Filters::default(), 5, &mut out);
-        s.offer(&records(8, Level::Info), now, &mut out);
+        let mut s = start(Filters::default(), 5);
+        s.offer(&records(8, Level::Info), now, &mut out).unwrap();
         s.flush(&mut out);
         assert!(matches!(
             &out[0],
@@ -238,11 +266,11 @@ mod tests {
             levels: vec![Level::Error],
             ..Filters::default()
         };
-        let mut s = start(filters, 0, &mut out);
+        let mut s = start(filters, 0);
         let mut batch = records(3, Level::Info);
         batch.push(record(4, Level::Error, "app", "boom"));
-        s.offer(&batch, now, &mut out);
-        s.offer(&batch, now, &mut out);
+        s.offer(&batch, now, &mut out).unwrap();
+        s.offer(&batch, now, &mut out).unwrap();
         s.flush(&mut out);
         assert_eq!(out.len(), 1);
         assert!(
@@ -251,50 +279,46 @@ mod tests {
         assert!(s.expired(1000) && !s.expired(999));
     }
 
+    /// A filter failure ends the session: what every filter decided (the pending batch, after
+    /// its rate-limit drops) goes out, then one `FilterError` counting the records the filter
+    /// held; none of those is ever sent.
     #[test]
-    fn startup_and_runtime_failures_are_reported_once_per_plugin() {
+    fn a_filter_failure_ends_the_session_after_what_was_decided() {
         let now = Instant::now();
         let mut out = Vec::new();
-        let built = Built {
-            chain: Box::new(Failing),
-            failures: vec![
-                FilterFailure {
-                    plugin: "absent".into(),
-                    message: "plugin not delivered".into(),
-                },
-                FilterFailure {
-                    plugin: "absent".into(),
-                    message: "again".into(),
-                },
-            ],
-        };
-        let mut s = Session::start(spec(Filters::default(), 0), built, now, &mut out);
-        s.offer(&records(2, Level::Info), now, &mut out);
-        s.offer(&records(1, Level::Info), now, &mut out);
-        s.flush(&mut out);
-        let errors: Vec<(&str, &str, &str)> = out
-            .iter()
-            .filter_map(|f| match f {
-                AgentFrame::FilterError {
-                    session_id,
-                    plugin,
-                    message,
-                } => Some((session_id.as_str(), plugin.as_str(), message.as_str())),
-                _ => None,
-            })
-            .collect();
+        let chain = Box::new(FailsAt {
+            calls: 0,
+            fail_at: 2,
+        });
+        let mut s = Session::start(spec(Filters::default(), 3), chain, now);
+        s.offer(&records(4, Level::Info), now, &mut out).unwrap();
+        assert!(out.is_empty(), "nothing flushed yet");
         assert_eq!(
-            errors,
-            [
-                ("s1", "absent", "plugin not delivered"),
-                ("s1", "hostile", "trapped")
-            ]
+            s.offer(&records(5, Level::Info), now, &mut out),
+            Err(Failed)
         );
-        // The session carries on, with the rewritten messages.
-        let AgentFrame::Logs(batch) = out.last().unwrap() else {
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert!(matches!(
+            &out[0],
+            AgentFrame::Dropped {
+                count: 1,
+                reason: DropReason::RateLimited,
+                ..
+            }
+        ));
+        let AgentFrame::Logs(batch) = &out[1] else {
             panic!("expected logs, got {out:?}");
         };
         let messages: Vec<&str> = batch.records.iter().map(|r| r.message.as_str()).collect();
-        assert_eq!(messages, ["rewritten 0", "rewritten 1", "rewritten 0"]);
+        assert_eq!(messages, ["rewritten 0", "rewritten 1", "rewritten 2"]);
+        assert_eq!(
+            out[2],
+            AgentFrame::FilterError {
+                session_id: "s1".into(),
+                plugin: "hostile".into(),
+                message: "trapped".into(),
+                dropped: 5,
+            }
+        );
     }
 }

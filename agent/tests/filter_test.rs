@@ -108,23 +108,34 @@ fn plugin_components_run_after_the_builtins() {
     assert_eq!(stdout(&out), "{\"status\":500,\"user\":\"<email>\"}\n");
 }
 
+/// Filters fail closed in `filter-test` as in a session: a plugin that traps is named on
+/// stderr with its cause, not one line it had not decided is printed (nor any later line), and
+/// the exit status is 3.
 #[test]
-fn failing_plugins_are_named_on_stderr() {
+fn failing_plugins_are_named_on_stderr_and_pass_nothing() {
     let trap = plugin_file("hostile-trap");
     let out = filter_test(
         &[
             "--filters",
-            r#"{"plugins":[{"name":"hostile-trap"}]}"#,
+            r#"{"level":["info"],"plugins":[{"name":"hostile-trap"}]}"#,
             "--plugin",
             &trap,
         ],
-        "one\ntwo\n",
+        "INFO one\nINFO two\nDEBUG three\n",
     );
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("filter 'hostile-trap' failed"), "{err}");
-    // The trapping plugin is disabled; the lines it had not decided pass, as in a session.
-    assert_eq!(stdout(&out), "one\ntwo\n");
+    assert!(
+        err.contains("filter 'hostile-trap' failed: panicked"),
+        "{err}"
+    );
+    assert!(err.contains("deliberate failure"), "{err}");
+    assert!(err.contains("2 line(s) it had not decided"), "{err}");
+    assert_eq!(
+        stdout(&out),
+        "",
+        "nothing passes a filter that did not decide"
+    );
 
     // A refused config is an error carrying the plugin's own message.
     let refuse = plugin_file("hostile-config");

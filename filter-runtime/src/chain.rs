@@ -39,8 +39,8 @@ pub struct Kept {
     pub message: Option<String>,
 }
 
-/// A filter that failed (trap, deadline, memory cap, broken verdicts) and was disabled for
-/// this chain. Reported once; the agent forwards it to clients as a `filter_error`.
+/// The filter that failed (trap, deadline, memory cap, broken verdicts) and so ended its
+/// chain. The agent forwards it to the session's clients as a `filter_error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterFailure {
     /// The plugin's name, or `level` / `source` / `pattern` for a built-in.
@@ -49,13 +49,18 @@ pub struct FilterFailure {
     pub message: String,
 }
 
-/// What [`Chain::apply`] produces for one slice of records.
+/// What [`Chain::apply`] produces for one slice of records. Either `kept` holds the records
+/// every filter decided to keep and `undecided` is 0, or (the chain failed, during this call
+/// or before) `kept` is empty and `undecided` counts the records no filter rejected: the
+/// failed filter held them, or kept them before later filters could see them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChainOutput {
-    /// The records every enabled filter kept, in input order.
+    /// The records every filter kept, in input order.
     pub kept: Vec<Kept>,
-    /// Filters disabled during this call.
-    pub failures: Vec<FilterFailure>,
+    /// The filter that failed during this call; the chain keeps nothing from now on.
+    pub failure: Option<FilterFailure>,
+    /// Records not rejected by any filter and not kept by all of them: they pass nowhere.
+    pub undecided: u64,
 }
 
 /// One filter of a chain; `instance` is `None` once it has failed (its store is dropped:
@@ -69,20 +74,32 @@ struct Stage {
 /// A session's filter chain: level → source → pattern → plugins, each in its own store.
 /// Later filters see only what earlier ones kept, with rewritten messages. Not shared between
 /// sessions; `Send`, so it can move to a blocking thread.
+///
+/// Fails closed: no record passes a filter that did not decide about it. The first filter
+/// that fails ends the chain: from then on it keeps nothing.
 pub struct Chain {
     /// Keeps the engine's deadline ticker alive as long as the chain.
     _runtime: Runtime,
     stages: Vec<Stage>,
     encoder: BatchEncoder,
+    /// The filter that failed, once one has.
+    failed: Option<String>,
 }
 
 impl Chain {
-    /// Runs `records` through every enabled filter. Never panics on filter misbehaviour: a
-    /// failing filter is disabled, reported in `failures`, and the records it had not yet
-    /// decided about pass it unfiltered, as do all later batches.
+    /// Runs `records` through every filter. Never panics on filter misbehaviour: the first
+    /// filter that fails is reported in `failure`, nothing of this call is kept, and the
+    /// records no filter had rejected are counted as `undecided`; so are all records of later
+    /// calls.
     pub fn apply(&mut self, records: &[Record]) -> ChainOutput {
+        if self.failed.is_some() {
+            return ChainOutput {
+                kept: Vec::new(),
+                failure: None,
+                undecided: records.len() as u64,
+            };
+        }
         let mut survivors = Survivors::all(records.len());
-        let mut failures = Vec::new();
 
         for stage in &mut self.stages {
             if survivors.indices.is_empty() {
@@ -100,8 +117,15 @@ impl Chain {
                 let verdicts = match instance.filter_batch(self.encoder.batch()) {
                     Ok(verdicts) => verdicts,
                     Err(failure) => {
-                        failures.push(stage.failed(failure));
-                        break;
+                        // Kept by this filter so far (`write`) but unseen by later ones, or
+                        // not decided at all (from `pos` on): none of them may pass.
+                        let undecided = write + (survivors.indices.len() - pos);
+                        self.failed = Some(stage.name.clone());
+                        return ChainOutput {
+                            kept: Vec::new(),
+                            failure: Some(stage.failed(failure)),
+                            undecided: undecided as u64,
+                        };
                     }
                 };
                 // Lengths and indices were checked against the batch by `filter_batch`.
@@ -120,10 +144,7 @@ impl Chain {
                 }
                 pos += taken;
             }
-            // After a failure the records not yet decided pass on unfiltered.
-            let len = survivors.indices.len();
-            survivors.indices.copy_within(pos..len, write);
-            survivors.indices.truncate(write + (len - pos));
+            survivors.indices.truncate(write);
         }
 
         let kept = std::mem::take(&mut survivors.indices)
@@ -133,7 +154,11 @@ impl Chain {
                 message: survivors.take_message(index),
             })
             .collect();
-        ChainOutput { kept, failures }
+        ChainOutput {
+            kept,
+            failure: None,
+            undecided: 0,
+        }
     }
 
     /// The chain's filters in order: built-in names, then plugin names.
@@ -141,25 +166,22 @@ impl Chain {
         self.stages.iter().map(|s| s.name.as_str())
     }
 
-    /// The filters disabled so far.
-    pub fn disabled(&self) -> impl Iterator<Item = &str> {
-        self.stages
-            .iter()
-            .filter(|s| s.instance.is_none())
-            .map(|s| s.name.as_str())
+    /// The filter that failed and ended this chain, if one has.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
     }
 }
 
 impl Stage {
-    /// Disables this filter after `failure`: its poisoned instance is dropped, the failure
+    /// Ends this filter after `failure`: its poisoned instance is dropped, the failure
     /// logged and returned for the session's clients.
     fn failed(&mut self, failure: CallFailure) -> FilterFailure {
         self.instance = None;
         let message = failure.to_string();
         if self.builtin {
-            tracing::error!(filter = %self.name, %message, "built-in filter failed (a bug); disabled for this session");
+            tracing::error!(filter = %self.name, %message, "built-in filter failed (a bug); the chain keeps nothing");
         } else {
-            tracing::warn!(plugin = %self.name, %message, "plugin disabled for this session");
+            tracing::warn!(plugin = %self.name, %message, "plugin failed; the chain keeps nothing");
         }
         FilterFailure {
             plugin: self.name.clone(),
@@ -172,7 +194,7 @@ impl fmt::Debug for Chain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Chain")
             .field("filters", &self.filters().collect::<Vec<_>>())
-            .field("disabled", &self.disabled().collect::<Vec<_>>())
+            .field("failed", &self.failed)
             .finish()
     }
 }
@@ -206,6 +228,7 @@ pub(crate) fn build(
         _runtime: runtime.clone(),
         stages,
         encoder: BatchEncoder::new(),
+        failed: None,
     })
 }
 
@@ -292,8 +315,13 @@ fn start(
         plugin: name.to_owned(),
         message: failure.to_string(),
     };
+    let bounds = if builtin {
+        runtime.builtin_bounds()
+    } else {
+        runtime.bounds()
+    };
     let mut instance =
-        FilterInstance::start(runtime.engine(), prepared, runtime.bounds()).map_err(startup)?;
+        FilterInstance::start(runtime.engine(), prepared, bounds).map_err(startup)?;
     instance
         .configure(config)
         .map_err(startup)?

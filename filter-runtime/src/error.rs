@@ -1,6 +1,7 @@
 //! Errors of the runtime's three entry points: building a runtime, validating an upload,
 //! building a session's chain. Failures while a chain runs are not errors: they are reported
-//! as [`FilterFailure`](crate::FilterFailure)s and the chain carries on.
+//! as a [`FilterFailure`](crate::FilterFailure) in the chain's output, and the chain keeps
+//! nothing from then on.
 
 use std::path::PathBuf;
 

@@ -40,7 +40,10 @@ struct Inner {
     engine: Engine,
     /// The WIT's host imports; each component gets a clone plus its own trap stubs.
     linker: Linker<StoreState>,
+    /// Bounds of plugin instances.
     bounds: Bounds,
+    /// Bounds of built-in filter instances: the same memory cap, generous deadlines.
+    builtin_bounds: Bounds,
     memory_cache: Mutex<MemoryCache>,
     disk_cache: Option<DiskCache>,
     stats: Stats,
@@ -84,7 +87,10 @@ impl Runtime {
         if config.memory_limit < MIN_MEMORY_LIMIT {
             return Err(RuntimeError::Config("memory_limit must be at least 64 KiB"));
         }
-        if config.call_deadline.is_zero() || config.configure_deadline.is_zero() {
+        if config.call_deadline.is_zero()
+            || config.builtin_call_deadline.is_zero()
+            || config.configure_deadline.is_zero()
+        {
             return Err(RuntimeError::Config("deadlines must be positive"));
         }
         let mut wasm = wasmtime::Config::new();
@@ -114,6 +120,11 @@ impl Runtime {
                 bounds: Bounds {
                     call_deadline: config.call_deadline,
                     configure_deadline: config.configure_deadline,
+                    memory_limit: config.memory_limit,
+                },
+                builtin_bounds: Bounds {
+                    call_deadline: config.builtin_call_deadline,
+                    configure_deadline: config.configure_deadline.max(config.builtin_call_deadline),
                     memory_limit: config.memory_limit,
                 },
                 memory_cache: Mutex::new(MemoryCache::default()),
@@ -147,6 +158,23 @@ impl Runtime {
         chain::build(self, filters, plugins)
     }
 
+    /// Instantiates and configures each of `plugins` as a session would, then drops them: how
+    /// the host refuses, before a session starts, a config a plugin rejects (or that makes it
+    /// trap or time out while configuring). Uses and fills the compiled-component caches, so
+    /// only the first check of a component compiles it. CPU-heavy on a cache miss: call it
+    /// off the async executor.
+    pub fn check_plugins(
+        &self,
+        plugins: &[logfleet_protocol::PluginRef],
+        source: &dyn PluginSource,
+    ) -> Result<(), ChainError> {
+        let filters = Filters {
+            plugins: plugins.to_vec(),
+            ..Filters::default()
+        };
+        chain::build(self, &filters, source).map(drop)
+    }
+
     /// Compiles (or loads from the disk cache) the built-ins now, so the first session does not
     /// wait for it.
     pub fn warm_up(&self) -> Result<(), ChainError> {
@@ -173,8 +201,14 @@ impl Runtime {
         &self.inner.engine
     }
 
+    /// Bounds of plugin instances.
     pub(crate) fn bounds(&self) -> Bounds {
         self.inner.bounds
+    }
+
+    /// Bounds of built-in filter instances.
+    pub(crate) fn builtin_bounds(&self) -> Bounds {
+        self.inner.builtin_bounds
     }
 
     /// Links `component` against the sandbox and type-checks it against the world.
@@ -229,6 +263,21 @@ impl Runtime {
         self.memory_cache()
             .insert(digest.to_owned(), Arc::clone(&prepared));
         Ok(prepared)
+    }
+
+    /// Keeps a component compiled elsewhere (upload validation) under `digest`, in memory and
+    /// on disk, so the first session naming it does not compile it again.
+    pub(crate) fn remember(
+        &self,
+        digest: String,
+        component: &Component,
+        pre: FilterPre<StoreState>,
+    ) {
+        if let Some(disk) = &self.inner.disk_cache {
+            disk.store(&digest, component);
+        }
+        self.memory_cache()
+            .insert(digest, Arc::new(Prepared { pre }));
     }
 
     /// The in-memory cache. A panic while holding the lock cannot leave the map inconsistent

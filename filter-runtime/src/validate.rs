@@ -48,7 +48,10 @@ pub(crate) fn validate(runtime: &Runtime, bytes: &[u8]) -> Result<(), ValidateEr
         .map_err(|e| ValidateError::WrongWorld(format!("{e:#}")))?;
     // Instantiate it once under the sandbox's limits: catches components whose initial memory
     // is over the cap or that trap when instantiated. (Configuring needs a session's config.)
-    FilterInstance::start(engine, &Prepared { pre }, runtime.bounds())
+    let prepared = Prepared { pre };
+    FilterInstance::start(engine, &prepared, runtime.bounds())
         .map_err(|failure| ValidateError::Startup(failure.to_string()))?;
+    // Sessions naming this component start without compiling it again.
+    runtime.remember(crate::cache::digest(bytes), &component, prepared.pre);
     Ok(())
 }

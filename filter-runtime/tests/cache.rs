@@ -84,3 +84,27 @@ fn corrupt_artifacts_are_discarded_and_recompiled() {
     rt.chain(&only_level, &no_plugins).unwrap();
     assert_eq!(rt.cache_stats().compiled, 1);
 }
+
+/// A validated upload is cached: checking its config at session start (the host) compiles
+/// nothing, and a config the plugin refuses comes back with the plugin's own message.
+#[test]
+fn validated_uploads_are_checked_at_start_without_compiling() {
+    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let (template, bytes) = common::plugin("template", r#"{"contains":"x"}"#);
+    rt.validate(&bytes).unwrap();
+    let compiled = rt.cache_stats().compiled;
+    rt.check_plugins(std::slice::from_ref(&template), &no_plugins)
+        .unwrap();
+    assert_eq!(rt.cache_stats().compiled, compiled, "no recompile");
+
+    let (refusing, bytes) = common::plugin("hostile-config", r#"{"threshold":-1}"#);
+    rt.validate(&bytes).unwrap();
+    let err = rt
+        .check_plugins(&[template, refusing], &no_plugins)
+        .unwrap_err();
+    assert_eq!(err.plugin(), "hostile-config");
+    assert!(
+        err.to_string().contains("must be a positive number"),
+        "{err}"
+    );
+}

@@ -1,5 +1,6 @@
-//! Plugins that misbehave on purpose: each is contained, disabled for its chain only, and
-//! reported once; the rest of the chain and other chains carry on.
+//! Plugins that misbehave on purpose: each is contained to its chain, reported once, and the
+//! chain fails closed: no record passes a filter that did not decide about it. Other chains
+//! carry on.
 
 mod common;
 
@@ -31,22 +32,28 @@ fn lines() -> Vec<Record> {
     ]
 }
 
-/// Runs two batches: the first must report exactly one failure of `plugin` and still apply
-/// the healthy filter; the second must not report it again.
-fn assert_contained(chain: &mut Chain, plugin: &str) -> ChainOutput {
+/// Runs two batches: the first must report exactly one failure of `plugin` and keep nothing,
+/// counting both records as undecided; the second must not report it again and keep nothing.
+fn assert_fails_closed(chain: &mut Chain, plugin: &str) -> ChainOutput {
     let first = chain.apply(&lines());
-    assert_eq!(first.failures.len(), 1, "{:?}", first.failures);
-    assert_eq!(first.failures[0].plugin, plugin);
     assert_eq!(
-        first.kept.iter().map(|k| k.index).collect::<Vec<_>>(),
-        [0],
-        "the healthy filter after it still runs"
+        first.failure.as_ref().map(|f| f.plugin.as_str()),
+        Some(plugin),
+        "{first:?}"
     );
-    assert_eq!(chain.disabled().collect::<Vec<_>>(), [plugin]);
+    assert!(first.kept.is_empty(), "nothing passes a failed filter");
+    assert_eq!(first.undecided, 2);
+    assert_eq!(chain.failed(), Some(plugin));
     let second = chain.apply(&lines());
-    assert!(second.failures.is_empty(), "reported once only");
-    assert_eq!(second.kept.len(), 1);
+    assert!(second.failure.is_none(), "reported once only");
+    assert!(second.kept.is_empty(), "a failed chain keeps nothing");
+    assert_eq!(second.undecided, 2);
     first
+}
+
+/// The message of the failure `out` reports.
+fn failure_message(out: &ChainOutput) -> &str {
+    out.failure.as_ref().map_or("", |f| f.message.as_str())
 }
 
 #[test]
@@ -54,17 +61,13 @@ fn infinite_loop_hits_the_deadline() {
     let rt = runtime();
     let mut chain = chain_with(&rt, "hostile-loop", "null").unwrap();
     let started = Instant::now();
-    let out = assert_contained(&mut chain, "hostile-loop");
+    let out = assert_fails_closed(&mut chain, "hostile-loop");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
-    assert!(
-        out.failures[0].message.contains("deadline"),
-        "{}",
-        out.failures[0].message
-    );
+    assert!(failure_message(&out).contains("deadline"), "{out:?}");
 }
 
 #[test]
@@ -82,20 +85,16 @@ fn memory_hog_hits_the_cap() {
     // A generous deadline: filling 32 MiB on a loaded machine must not be cut short by it.
     let rt = common::runtime_with_deadline(Duration::from_secs(10));
     let mut chain = chain_with(&rt, "hostile-memory", "null").unwrap();
-    let out = assert_contained(&mut chain, "hostile-memory");
-    assert!(
-        out.failures[0].message.contains("memory limit"),
-        "{}",
-        out.failures[0].message
-    );
+    let out = assert_fails_closed(&mut chain, "hostile-memory");
+    assert!(failure_message(&out).contains("memory limit"), "{out:?}");
 }
 
 #[test]
 fn panic_message_surfaces() {
     let rt = runtime();
     let mut chain = chain_with(&rt, "hostile-trap", "null").unwrap();
-    let out = assert_contained(&mut chain, "hostile-trap");
-    let message = &out.failures[0].message;
+    let out = assert_fails_closed(&mut chain, "hostile-trap");
+    let message = failure_message(&out);
     assert!(message.starts_with("panicked"), "{message}");
     assert!(
         message.contains("deliberate failure on a batch of 2"),
@@ -107,12 +106,8 @@ fn panic_message_surfaces() {
 fn bare_trap_is_contained() {
     let rt = runtime();
     let mut chain = chain_with(&rt, "hostile-trap", r#"{"mode":"unreachable"}"#).unwrap();
-    let out = assert_contained(&mut chain, "hostile-trap");
-    assert!(
-        out.failures[0].message.starts_with("trapped"),
-        "{}",
-        out.failures[0].message
-    );
+    let out = assert_fails_closed(&mut chain, "hostile-trap");
+    assert!(failure_message(&out).starts_with("trapped"), "{out:?}");
 }
 
 #[test]
@@ -137,13 +132,9 @@ fn sandbox_escapes_trap() {
     for attempt in ["file", "env", "clock"] {
         let config = format!(r#"{{"try":"{attempt}"}}"#);
         let mut chain = chain_with(&rt, "hostile-escape", &config).unwrap();
-        let out = assert_contained(&mut chain, "hostile-escape");
-        let message = &out.failures[0].message;
+        let out = assert_fails_closed(&mut chain, "hostile-escape");
+        let message = failure_message(&out);
         assert!(message.contains("unknown import"), "{attempt}: {message}");
-        assert!(
-            out.kept.iter().all(|k| k.message.is_none()),
-            "{attempt}: nothing leaked"
-        );
     }
 }
 
@@ -152,8 +143,84 @@ fn a_failing_plugin_does_not_affect_other_chains() {
     let rt = runtime();
     let mut bad = chain_with(&rt, "hostile-trap", "null").unwrap();
     let mut good = chain_with(&rt, "template", r#"{"contains":"me"}"#).unwrap();
-    assert_eq!(bad.apply(&lines()).failures.len(), 1);
+    assert!(bad.apply(&lines()).failure.is_some());
     let out = good.apply(&lines());
-    assert!(out.failures.is_empty());
+    assert!(out.failure.is_none());
     assert_eq!(out.kept.len(), 1);
+}
+
+/// A chain of `template` keeping lines with "keep", then `hostile-trap` failing the batch that
+/// holds "boom".
+fn keep_then_trap(rt: &Runtime) -> Chain {
+    let (good, good_bytes) = plugin("template", r#"{"contains":"keep"}"#);
+    let (bad, bad_bytes) = plugin("hostile-trap", r#"{"on":"boom"}"#);
+    let source = move |p: &PluginRef| {
+        Some(if p.name == "template" {
+            good_bytes.clone()
+        } else {
+            bad_bytes.clone()
+        })
+    };
+    rt.chain(&with_plugins(vec![good, bad]), &source)
+        .expect("the chain builds")
+}
+
+/// Records every filter decided about pass until a filter fails; then nothing of that call or
+/// later ones passes, and exactly the records no filter rejected are counted as undecided.
+#[test]
+fn a_failing_filter_passes_nothing_it_did_not_decide() {
+    let rt = runtime();
+    let mut chain = keep_then_trap(&rt);
+    let before = [
+        record(Level::Info, "app", "keep a"),
+        record(Level::Info, "app", "drop b"),
+    ];
+    let out = chain.apply(&before);
+    assert_eq!(out.kept.iter().map(|k| k.index).collect::<Vec<_>>(), [0]);
+    assert_eq!((out.failure, out.undecided), (None, 0));
+
+    let during = [
+        record(Level::Info, "app", "keep c"),
+        record(Level::Info, "app", "drop d"),
+        record(Level::Info, "app", "keep boom"),
+    ];
+    let out = chain.apply(&during);
+    assert!(out.kept.is_empty(), "{out:?}");
+    assert_eq!(
+        out.failure.as_ref().map(|f| f.plugin.as_str()),
+        Some("hostile-trap")
+    );
+    assert_eq!(
+        out.undecided, 2,
+        "\"drop d\" was decided: the template rejected it"
+    );
+
+    let out = chain.apply(&before);
+    assert!(out.kept.is_empty() && out.failure.is_none());
+    assert_eq!(out.undecided, 2);
+}
+
+/// A filter that fails on a later sub-batch of a large call (over 4096 records) has already
+/// kept the earlier sub-batches; later filters never saw them, so they do not pass either.
+#[test]
+fn records_kept_before_a_failure_in_the_same_call_do_not_pass() {
+    let rt = runtime();
+    let (bad, bad_bytes) = plugin("hostile-trap", r#"{"on":"boom"}"#);
+    let (good, good_bytes) = plugin("template", r#"{"contains":"keep"}"#);
+    let source = move |p: &PluginRef| {
+        Some(if p.name == "template" {
+            good_bytes.clone()
+        } else {
+            bad_bytes.clone()
+        })
+    };
+    let mut chain = rt.chain(&with_plugins(vec![bad, good]), &source).unwrap();
+    let mut records: Vec<Record> = (0..5000)
+        .map(|i| record(Level::Info, "app", &format!("keep {i}")))
+        .collect();
+    records.push(record(Level::Info, "app", "keep boom"));
+    let out = chain.apply(&records);
+    assert!(out.kept.is_empty(), "{} records leaked", out.kept.len());
+    assert!(out.failure.is_some());
+    assert_eq!(out.undecided, 5001);
 }

@@ -13,6 +13,7 @@
 //! - [`session`]: active sessions and their expiry.
 //! - [`fanout`]: one session's messages to many WebSocket clients; the replay buffer.
 //! - [`plugins`]: the plugin registry, content-addressed on disk.
+//! - [`filter_check`]: plugin configs judged (instantiate + `configure`) before a session starts.
 //! - [`api`]: the handlers, one module per resource.
 
 pub mod api;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod enrollment;
 pub mod error;
 pub mod fanout;
+pub mod filter_check;
 pub mod identity;
 pub mod jwt;
 pub mod plugins;

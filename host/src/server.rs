@@ -23,6 +23,10 @@ use crate::registry::Agents;
 use crate::session::Sessions;
 use crate::state::{AppState, MAX_CONCURRENT_VALIDATIONS, Stats};
 
+/// Subdirectory of the data directory holding compiled plugin components (`.cwasm`, private
+/// to the host): a restarted host checks session plugin configs without recompiling.
+pub const COMPILED_SUBDIR: &str = "compiled";
+
 /// How long shutdown waits for WebSocket connections to send their closing messages.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -68,7 +72,11 @@ pub async fn serve(
     let plugins = Plugins::open(&config.data_dir).map_err(std::io::Error::other)?;
     let enrollments = Enrollments::open(&config.data_dir).map_err(std::io::Error::other)?;
     let audit = Audit::open(&config.data_dir)?;
-    let runtime = Runtime::new(RuntimeConfig::default()).map_err(std::io::Error::other)?;
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(config.data_dir.join(COMPILED_SUBDIR)),
+        ..RuntimeConfig::default()
+    })
+    .map_err(std::io::Error::other)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (guard_tx, mut all_closed) = mpsc::channel::<()>(1);
     let agents = Agents::default();

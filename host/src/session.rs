@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use logfleet_protocol::Filters;
 use logfleet_protocol::agent::{HostFrame, RateLimits, SessionSpec};
-use logfleet_protocol::client::{Control, EndReason};
+use logfleet_protocol::client::{Control, DropReason, EndReason};
 use logfleet_protocol::rest::{SessionSummary, WARNING_SECONDS};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -107,6 +107,16 @@ pub enum StopRefused {
     NotFound,
     /// The session belongs to another user and the caller is not an admin.
     NotOwner,
+}
+
+/// What an agent reported about a session's failed filter ([`Sessions::fail`]).
+#[derive(Debug, Clone)]
+pub struct FilterFailed {
+    /// The failed filter: a plugin's name, or a built-in's.
+    pub plugin: String,
+    pub message: String,
+    /// Records the failure kept from being decided.
+    pub dropped: u64,
 }
 
 /// What a new session is made of. Its org is the agent's.
@@ -220,6 +230,29 @@ impl Sessions {
             st.end(id, EndReason::Stopped, &self.shared);
         }
         ids.len()
+    }
+
+    /// Ends a session of this agent whose filters failed on the agent, which has already
+    /// stopped it: clients get `filter_error` (naming the filter and the cause), `logs_dropped`
+    /// (`filter_failed`, the records the failure kept from being decided, sent even when 0 so
+    /// clients always see the same sequence), then `session_ended` (`filter_failed`). Another
+    /// agent's session is not touched: an agent can only end its own sessions. Returns whether
+    /// the session was ended.
+    pub fn fail(&self, agent: &AgentKey, id: &str, failure: FilterFailed) -> bool {
+        let mut st = self.lock();
+        let Some(session) = st.by_id.get(id).filter(|s| s.agent.key == *agent) else {
+            return false;
+        };
+        tracing::warn!(session = %id, plugin = %failure.plugin, message = %failure.message, dropped = failure.dropped, "session's filters failed on the agent");
+        session.hub.publish(Control::FilterError {
+            plugin: failure.plugin,
+            message: failure.message,
+        });
+        session.hub.publish(Control::LogsDropped {
+            count: failure.dropped,
+            reason: DropReason::FilterFailed,
+        });
+        st.end(id, EndReason::FilterFailed, &self.shared).is_some()
     }
 
     /// Active sessions of `org`, oldest first.

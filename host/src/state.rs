@@ -25,9 +25,12 @@ pub struct AppState {
     pub audit: Audit,
     pub stats: Arc<Stats>,
     pub plugins: Plugins,
-    /// Validates plugin uploads (compiles them; caches nothing).
+    /// Validates plugin uploads, and plugin configs at session start
+    /// ([`crate::filter_check`]); caches compiled components by digest, in memory and under
+    /// `<data-dir>/compiled`.
     pub runtime: Runtime,
-    /// Bounds how many uploads compile at once (see [`MAX_CONCURRENT_VALIDATIONS`]).
+    /// Bounds how many uploads and plugin-config checks run at once (see
+    /// [`MAX_CONCURRENT_VALIDATIONS`]).
     pub validations: Arc<Semaphore>,
     /// Flips to `true` when the host shuts down; long-lived connections watch it.
     pub shutdown: watch::Receiver<bool>,
@@ -36,7 +39,8 @@ pub struct AppState {
     pub connection_guard: mpsc::Sender<()>,
 }
 
-/// Plugin uploads compiled at once; each takes up to a second of a core.
+/// Plugin uploads validated and session plugin configs checked at once; each may compile for
+/// up to a second of a core.
 pub const MAX_CONCURRENT_VALIDATIONS: usize = 2;
 
 /// Counters exported on `/metrics`.

@@ -18,7 +18,11 @@ use crate::rest::SourceInfo;
 use crate::{Filters, Level};
 
 /// Version of the frames below; the host refuses an agent that speaks another.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: `FilterError` ends its session (filters fail closed) and carries `dropped`. Agents of
+/// version 1 let records pass a failed filter, so a host refuses them rather than let them
+/// stream unfiltered data.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame either side accepts, in bytes.
 pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
 
@@ -55,11 +59,19 @@ pub enum AgentFrame {
         count: u64,
         reason: DropReason,
     },
-    /// A plugin failed and is disabled for this session.
+    /// A filter of this session failed (trap, deadline, memory cap, broken verdicts, or it
+    /// could not be fetched, loaded, configured or started), so the agent has stopped the
+    /// session: filters fail closed. Sent once, after the session's last `Logs` (records every
+    /// filter decided to keep). The host ends the session with reason `filter_failed`.
     FilterError {
         session_id: String,
+        /// The failed filter: a plugin's name, or `level` / `source` / `pattern`.
         plugin: String,
+        /// What happened, for users.
         message: String,
+        /// Records the failure kept from being decided (held by the failed filter, or kept by
+        /// it before later filters saw them): dropped, reported as `filter_failed`.
+        dropped: u64,
     },
     /// Asks for a plugin component the agent does not have cached.
     FetchPlugin {

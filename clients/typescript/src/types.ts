@@ -19,8 +19,8 @@ export interface LogMessage {
   metadata: { host: string; file: string; line: number };
 }
 
-/** Why a session ended. */
-export type EndReason = 'timeout' | 'stopped' | 'shutdown';
+/** Why a session ended (`filter_failed`: a filter failed and, failing closed, ended it). */
+export type EndReason = 'timeout' | 'stopped' | 'shutdown' | 'filter_failed';
 
 /** A `{"type": "control"}` message. */
 export type ControlMessage =

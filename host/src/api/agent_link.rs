@@ -18,6 +18,7 @@ use crate::auth::AgentIdentity;
 use crate::error::ApiError;
 use crate::fanout::{Outgoing, to_text};
 use crate::registry::LinkEnd;
+use crate::session::FilterFailed;
 use crate::state::{AppState, Stats};
 use crate::time::rfc3339_millis;
 
@@ -205,9 +206,16 @@ fn handle_frame(state: &AppState, ident: &AgentIdentity, frame: AgentFrame) -> O
             session_id,
             plugin,
             message,
+            dropped,
         } => {
-            if let Some((hub, _)) = state.sessions.agent_hub(agent, &session_id) {
-                hub.publish(Control::FilterError { plugin, message });
+            // The agent has stopped the session (filters fail closed); end it for clients.
+            let failure = FilterFailed {
+                plugin,
+                message,
+                dropped,
+            };
+            if state.sessions.fail(agent, &session_id, failure) {
+                Stats::add(&state.stats.agent_drops_reported, dropped);
             }
         }
         AgentFrame::FetchPlugin { digest } => {

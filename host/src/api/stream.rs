@@ -17,6 +17,7 @@ use crate::audit::Kind;
 use crate::auth::User;
 use crate::config::{Config, LimitConfig};
 use crate::error::ApiError;
+use crate::filter_check::{PluginCheckError, check_plugins};
 use crate::plugins::Plugins;
 use crate::session::{NewSession, SessionView, StopRefused};
 use crate::state::AppState;
@@ -60,6 +61,15 @@ pub async fn start(
         ));
     }
     let filters = resolve_plugins(filters, &state.plugins, &claims.org)?;
+    check_plugins(
+        &state.runtime,
+        &state.validations,
+        &state.plugins,
+        &claims.org,
+        &filters.plugins,
+    )
+    .await
+    .map_err(check_error)?;
     let details = serde_json::json!({
         "agent_id": agent.key.id,
         "agent_name": agent.name,
@@ -189,6 +199,24 @@ fn resolve_plugins(
         p.digest = info.digest;
     }
     Ok(filters)
+}
+
+fn check_error(e: PluginCheckError) -> ApiError {
+    match e {
+        PluginCheckError::Refused(_) => ApiError::bad_request("invalid_filter", e.to_string()),
+        PluginCheckError::Deleted(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "plugin_not_found", e.to_string())
+        }
+        PluginCheckError::ShuttingDown => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+        PluginCheckError::Corrupt(_) | PluginCheckError::Panicked(_) => {
+            tracing::error!(error = %e, "checking a session's plugins failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        }
+    }
 }
 
 fn session_body(view: &SessionView, status: &str, config: &Config, headers: &HeaderMap) -> Session {

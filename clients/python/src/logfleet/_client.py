@@ -159,7 +159,8 @@ class Stream:
 
     Attributes:
         session: The session, once started.
-        ended_reason: ``"timeout"``, ``"stopped"`` or ``"shutdown"`` once the session ended.
+        ended_reason: ``"timeout"``, ``"stopped"``, ``"shutdown"`` or ``"filter_failed"`` once
+            the session ended.
         seconds_remaining: Set when the host warned that the session is ending.
     """
 
