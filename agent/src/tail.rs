@@ -1075,14 +1075,20 @@ mod tests {
         let p = dir.path().join("a.log");
         append(&p, "before\n");
         let (tx, mut rx) = mpsc::channel(TAIL_CHANNEL_BATCHES);
+        let stats = stats();
         let handle = spawn(
             &[SourceConfig::new("app", p.to_string_lossy().into_owned())],
             Duration::from_millis(5),
             Duration::from_millis(50),
-            stats(),
+            stats.clone(),
             tx,
         )
         .unwrap();
+        // The initial scan runs on the tailer's thread; what is written before it ends counts
+        // as existing. Wait until the file is followed.
+        while stats.files_watched.load(Ordering::Relaxed) == 0 {
+            thread::sleep(Duration::from_millis(1));
+        }
         append(&p, "after\n");
         let batch = rx.blocking_recv().unwrap();
         assert_eq!(batch[0].text, "after");
