@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::Tuning;
-use crate::fanout::Hub;
+use crate::fanout::{Hub, HubBounds};
 use crate::registry::{AgentRef, Agents};
 use crate::time::rfc3339;
 
@@ -150,10 +150,7 @@ impl Sessions {
             expires,
             warned: false,
             agent_online: true,
-            hub: Arc::new(Hub::new(
-                self.shared.tuning.client_queue,
-                self.shared.tuning.replay_messages,
-            )),
+            hub: Arc::new(Hub::new(HubBounds::from(&self.shared.tuning))),
         };
         let view = view(&id, &session);
         let agent_id = session.agent.id;
