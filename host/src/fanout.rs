@@ -255,9 +255,14 @@ impl HubState {
     }
 
     /// Keeps a log message for resume, evicting the oldest ones while either bound is
-    /// exceeded (a message larger than the byte bound alone is evicted at once).
+    /// exceeded. A message larger than the whole byte bound is not kept (and counted as
+    /// evicted) rather than emptying the buffer for nothing.
     fn remember(&mut self, msg: Outgoing) {
         if self.replay_capacity == 0 {
+            return;
+        }
+        if msg.text.len() > self.replay_byte_capacity {
+            self.forget(msg.seq.unwrap_or(0));
             return;
         }
         self.replay_bytes += msg.text.len();
@@ -269,12 +274,17 @@ impl HubState {
                 break;
             };
             self.replay_bytes -= old.text.len();
-            if self.evicted.len() == EVICTED_SEQ_MEMORY {
-                self.evicted.pop_front();
-                self.evicted_forgotten += 1;
-            }
-            self.evicted.push_back(old.seq.unwrap_or(0));
+            self.forget(old.seq.unwrap_or(0));
         }
+    }
+
+    /// Remembers that the message with `seq` is no longer in the replay buffer.
+    fn forget(&mut self, seq: u64) {
+        if self.evicted.len() == EVICTED_SEQ_MEMORY {
+            self.evicted.pop_front();
+            self.evicted_forgotten += 1;
+        }
+        self.evicted.push_back(seq);
     }
 
     /// Log messages after `since` that the replay buffer no longer holds. Exact while the
@@ -415,7 +425,10 @@ mod tests {
             ends: false,
             text: "x".repeat(bound + 1).into(),
         }]);
-        assert_eq!(hub.replay_usage().1, 10 * 1000);
+        assert_eq!(hub.replay_usage(), (10, 10 * 1000));
+        let sub = hub.subscribe(Some(195)).unwrap();
+        assert!(sub.backlog[0].text.as_str().contains(r#""count":1"#));
+        assert_eq!(sub.backlog.len(), 6);
     }
 
     /// A session serves at most `max_clients` clients; one leaving makes room for another.

@@ -4,6 +4,10 @@
 //!
 //! Timers are shortened through configuration (ping intervals, metrics interval, poll
 //! interval), never by sleeping in tests.
+//!
+//! - [`raw_agent`]: a hand-driven agent link speaking the agent protocol frame by frame.
+
+pub mod raw_agent;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -116,6 +120,11 @@ impl TestHost {
             .expect("mint")
     }
 
+    /// The agent link URL, `ws://…/api/v1/agent/connect`.
+    pub fn agent_url(&self) -> String {
+        format!("ws://{}/api/v1/agent/connect", self.addr)
+    }
+
     /// A REST client acting as `sub` of `org`.
     pub fn api(&self, org: &str, sub: &str) -> Api {
         Api::new(&self.base, Some(self.user_token(org, sub)))
@@ -215,6 +224,17 @@ impl Api {
     pub async fn send_delete(&self, path: &str) -> (u16, Value) {
         self.send(self.http.delete(format!("{}{path}", self.base)))
             .await
+    }
+
+    /// POSTs `body` as it is with `Content-Type: application/json` (malformed JSON on purpose).
+    pub async fn post_json_bytes(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
     }
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {

@@ -30,11 +30,16 @@ pub fn parse<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
         .map_err(|e| invalid(e.body_text()))
 }
 
+/// Every `key=value` pair, decoded, in order.
+fn decoded(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| invalid(e.body_text()))
+}
+
 /// Every `key=value` pair, decoded, in order; a key given twice is refused.
 fn pairs(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
-    let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
-        .map_err(|e| invalid(e.body_text()))?
-        .0;
+    let pairs = decoded(uri)?;
     for (i, (key, _)) in pairs.iter().enumerate() {
         if pairs[..i].iter().any(|(k, _)| k == key) {
             return Err(invalid(format!(
@@ -50,12 +55,15 @@ fn invalid(message: String) -> ApiError {
     ApiError::bad_request("invalid_request", message)
 }
 
-/// The decoded value of query parameter `key`, if given exactly once in a well-formed query.
+/// The decoded value of query parameter `key`, if it is given exactly once. Other keys are
+/// not judged here: the handler's own [`Query`] refuses what is wrong with them.
 pub fn query_param(uri: &Uri, key: &str) -> Option<String> {
-    pairs(uri)
+    let mut values = decoded(uri)
         .ok()?
         .into_iter()
-        .find_map(|(k, v)| (k == key).then_some(v))
+        .filter_map(|(k, v)| (k == key).then_some(v));
+    let value = values.next()?;
+    values.next().is_none().then_some(value)
 }
 
 /// Query parameter `key` as a non-negative integer, if present; a 400 naming it otherwise
@@ -104,5 +112,9 @@ mod tests {
             Some("a.b")
         );
         assert_eq!(query_param(&uri("/x?token=a&token=b"), "token"), None);
+        assert_eq!(
+            query_param(&uri("/x?token=a&n=1&n=2"), "token").as_deref(),
+            Some("a")
+        );
     }
 }
