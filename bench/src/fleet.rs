@@ -245,7 +245,10 @@ async fn simulated_agent(
     let run = async {
         let mut agent = RawAgent::connect(&url, &token).await?;
         let sources = ["nginx", "api", "worker", "syslog"];
-        let paths: Vec<String> = sources.iter().map(|s| format!("/var/log/{s}.log")).collect();
+        let paths: Vec<String> = sources
+            .iter()
+            .map(|s| format!("/var/log/{s}.log"))
+            .collect();
         let pairs: Vec<(&str, &str)> = sources
             .iter()
             .zip(&paths)

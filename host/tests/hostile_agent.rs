@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use logfleet_protocol::Level;
-use logfleet_protocol::agent::{self, AgentFrame, CLOSE_LIMIT_EXCEEDED, HostFrame, LogBatch, Record};
+use logfleet_protocol::agent::{
+    self, AgentFrame, CLOSE_LIMIT_EXCEEDED, HostFrame, LogBatch, Record,
+};
 use logfleet_protocol::agent_limits::{MAX_BATCH_RECORDS, MAX_LINE_BYTES, MAX_SOURCES};
 use serde_json::json;
 use testkit::raw_agent::{self, FromHost, RawAgent};
@@ -162,7 +164,10 @@ async fn hostile_agents_are_cut_off_counted_and_contained() {
                 let _ = evil.send_bytes(frame).await;
             }
         }
-        match tokio::time::timeout(testkit::WAIT, evil.recv()).await.unwrap() {
+        match tokio::time::timeout(testkit::WAIT, evil.recv())
+            .await
+            .unwrap()
+        {
             Ok(FromHost::Closed(Some(close))) => {
                 assert_eq!(u16::from(close.code), CLOSE_LIMIT_EXCEEDED, "{limit}");
                 assert!(
@@ -183,7 +188,10 @@ async fn hostile_agents_are_cut_off_counted_and_contained() {
         );
         // The other tenant's stream goes on, line by line.
         good.agent
-            .send(&batch(&sid, vec![record(2 + i as u64, format!("during {i}"))]))
+            .send(&batch(
+                &sid,
+                vec![record(2 + i as u64, format!("during {i}"))],
+            ))
             .await
             .unwrap();
         assert_eq!(

@@ -75,8 +75,11 @@ async fn json_objects_do_not_accept_arrays() {
         "invalid_request",
     );
     assert_error(
-        api.post(start, &json!({"agent_id": "edge-1", "limits": {"lines_per_second": 5}}))
-            .await,
+        api.post(
+            start,
+            &json!({"agent_id": "edge-1", "limits": {"lines_per_second": 5}}),
+        )
+        .await,
         404,
         "agent_not_found",
     );
@@ -157,10 +160,24 @@ async fn every_error_is_a_json_error_body() {
         )
     };
     let cases = [
-        (get("/api/v1/agents/%FF".into(), String::new()), 400, "invalid_request"),
-        (get(format!("/api/v1/agents/{}", "a".repeat(10_000)), String::new()), 414, "uri_too_long"),
         (
-            get("/api/v1/agents".into(), format!("X-Big: {}\r\n", "b".repeat(40_000))),
+            get("/api/v1/agents/%FF".into(), String::new()),
+            400,
+            "invalid_request",
+        ),
+        (
+            get(
+                format!("/api/v1/agents/{}", "a".repeat(10_000)),
+                String::new(),
+            ),
+            414,
+            "uri_too_long",
+        ),
+        (
+            get(
+                "/api/v1/agents".into(),
+                format!("X-Big: {}\r\n", "b".repeat(40_000)),
+            ),
             431,
             "headers_too_large",
         ),
@@ -211,21 +228,31 @@ async fn every_documented_route_is_served() {
     let http = reqwest::Client::new();
     for route in routes() {
         let op = &doc["paths"][route.path][route.verb.as_str()];
-        assert!(op.is_object(), "{} {} is not documented", route.verb.as_str(), route.path);
+        assert!(
+            op.is_object(),
+            "{} {} is not documented",
+            route.verb.as_str(),
+            route.path
+        );
         let public = op["security"] == json!([]);
         let path = route
             .path
             .replace("{session_id}", "sess_x")
             .replace("{id}", "edge-1")
             .replace("{name}", "redact");
-        let method = reqwest::Method::from_bytes(route.verb.as_str().to_uppercase().as_bytes())
-            .unwrap();
+        let method =
+            reqwest::Method::from_bytes(route.verb.as_str().to_uppercase().as_bytes()).unwrap();
         let resp = http
             .request(method, format!("{}{path}", host.base))
             .send()
             .await
             .unwrap();
         let want = if public { 200 } else { 401 };
-        assert_eq!(resp.status().as_u16(), want, "{} {path}", route.verb.as_str());
+        assert_eq!(
+            resp.status().as_u16(),
+            want,
+            "{} {path}",
+            route.verb.as_str()
+        );
     }
 }

@@ -18,9 +18,9 @@ use logfleet_protocol::agent::{
     PROTOCOL_VERSION, Record,
 };
 use logfleet_protocol::agent_limits::{self, Limit, LimitExceeded, MAX_AGENT_FRAME_BYTES};
+use logfleet_protocol::client::{ClientMessage, Control, LogMessage, Metadata};
 use tokio_tungstenite::tungstenite;
 use uuid::Uuid;
-use logfleet_protocol::client::{ClientMessage, Control, LogMessage, Metadata};
 
 use crate::api::ws::close_gracefully;
 use crate::auth::AgentIdentity;
@@ -191,16 +191,15 @@ enum Refused {
 /// Decodes one agent frame, inflating at most to [`MAX_AGENT_FRAME_BYTES`], and checks it
 /// against the limits on what an agent sends.
 fn read_frame(bytes: &[u8]) -> Result<AgentFrame, Refused> {
-    let frame = agent::decode_within::<AgentFrame>(bytes, MAX_AGENT_FRAME_BYTES).map_err(|e| {
-        match e {
+    let frame =
+        agent::decode_within::<AgentFrame>(bytes, MAX_AGENT_FRAME_BYTES).map_err(|e| match e {
             FrameError::TooLarge { size, limit } => Refused::Limit(LimitExceeded {
                 limit: Limit::FrameBytes,
                 actual: size,
                 max: limit,
             }),
             other => Refused::Malformed(other),
-        }
-    })?;
+        })?;
     agent_limits::check(&frame).map_err(Refused::Limit)?;
     Ok(frame)
 }
@@ -236,7 +235,12 @@ fn limit_exceeded(state: &AppState, agent: Uuid, e: &LimitExceeded) -> (u16, Str
 /// Writes one frame to the agent within [`crate::config::Tuning::agent_write_deadline`] for its
 /// size. `false` when the link failed or the agent did not take it in time (counted): either
 /// way the link is done.
-async fn send_to_agent(socket: &mut WebSocket, frame: &HostFrame, agent: Uuid, state: &AppState) -> bool {
+async fn send_to_agent(
+    socket: &mut WebSocket,
+    frame: &HostFrame,
+    agent: Uuid,
+    state: &AppState,
+) -> bool {
     let bytes = agent::encode(frame);
     let deadline = state.config.tuning.agent_write_deadline(bytes.len());
     match tokio::time::timeout(deadline, socket.send(Message::Binary(bytes.into()))).await {

@@ -8,10 +8,10 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
-use serde::Deserialize;
 use logfleet_filter_runtime::MAX_COMPONENT_BYTES;
 use logfleet_protocol::filters::valid_plugin_name;
 use logfleet_protocol::rest::{PluginList, PluginResponse};
+use serde::Deserialize;
 
 use crate::api::body::read_body;
 use crate::api::query;

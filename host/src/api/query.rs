@@ -73,9 +73,8 @@ pub fn query_count<T: std::str::FromStr>(uri: &Uri, key: &str) -> Result<Option<
         .into_iter()
         .find_map(|(k, v)| (k == key).then_some(v))
         .map(|v| {
-            v.parse().map_err(|_| {
-                invalid(format!("{key} must be a non-negative integer"))
-            })
+            v.parse()
+                .map_err(|_| invalid(format!("{key} must be a non-negative integer")))
         })
         .transpose()
 }
@@ -105,7 +104,10 @@ mod tests {
         assert!(parse::<Page>(&uri("/x?limit=abc")).is_err());
         let dup = parse::<Page>(&uri("/x?limit=1&limit=abc")).unwrap_err();
         assert!(dup.message.contains("more than once"), "{}", dup.message);
-        assert_eq!(query_count::<u32>(&uri("/x?limit=%32"), "limit").unwrap(), Some(2));
+        assert_eq!(
+            query_count::<u32>(&uri("/x?limit=%32"), "limit").unwrap(),
+            Some(2)
+        );
         assert!(query_count::<u32>(&uri("/x?limit=1&limit=1"), "limit").is_err());
         assert_eq!(
             query_param(&uri("/x?token=a%2Eb"), "token").as_deref(),
