@@ -93,6 +93,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<logfleet_protocol::FilterError> for ApiError {
+    fn from(e: logfleet_protocol::FilterError) -> Self {
+        ApiError::bad_request("invalid_filter", e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,11 +112,5 @@ mod tests {
         assert!(cut.ends_with('…'));
         let message = ApiError::agent_not_found(&"x".repeat(900 * 1024)).message;
         assert!(message.len() < 200, "{} bytes", message.len());
-    }
-}
-
-impl From<logfleet_protocol::FilterError> for ApiError {
-    fn from(e: logfleet_protocol::FilterError) -> Self {
-        ApiError::bad_request("invalid_filter", e.to_string())
     }
 }
