@@ -315,3 +315,117 @@ async fn an_agent_that_does_not_read_is_dropped() {
     .await;
     api.wait_agent_status(&id.to_string(), "offline").await;
 }
+
+/// Hostile links at once in the memory test, and the rounds each sends.
+const HOSTILE_LINKS: usize = 32;
+const HOSTILE_ROUNDS: usize = 3;
+/// How much a real host process may grow (its peak resident memory, `VmHWM`) while
+/// [`HOSTILE_LINKS`] agents at once send deflate bombs (30 MiB inflated each) and oversized
+/// batches: each costs at most the 1 MiB inflate bound and a 1 MiB message while it is read,
+/// so at most about 2 MiB per link (measured: a few MiB in all). Without the bound, each bomb
+/// inflated to 30 MiB and then decoded into another 30 MiB.
+const HOSTILE_GROWTH_BOUND_KIB: u64 = 64 * 1024;
+
+/// A real `logfleet-host` process under many hostile agents at once keeps its peak resident
+/// memory within a bound set by the frame limits, and every hostile link is closed with 4011.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_memory_stays_bounded_under_hostile_agents() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = tempfile::tempdir().unwrap();
+    let host = tokio::process::Command::new(env!("CARGO_BIN_EXE_logfleet-host"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .env("LOGFLEET_JWT_SECRET", testkit::SECRET)
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = host.id().unwrap();
+    testkit::wait_listening(port).await;
+    let auth = logfleet_host::auth::Auth::new(testkit::SECRET.as_bytes());
+    let url = format!("ws://127.0.0.1:{port}/api/v1/agent/connect");
+    // One ordinary agent first, so the baseline includes a link's ordinary costs.
+    let token = |org: &str| {
+        auth.mint(
+            &Uuid::new_v4().to_string(),
+            org,
+            logfleet_host::auth::Role::Agent,
+            Some("a"),
+            Duration::from_secs(600),
+        )
+        .unwrap()
+    };
+    let mut ordinary = RawAgent::connect(&url, &token("acme")).await.unwrap();
+    ordinary
+        .send(&raw_agent::hello("a", "a", &[("a", "/a")]))
+        .await
+        .unwrap();
+    ordinary.expect_frame().await;
+    let baseline = testkit::process_memory_kib(pid, "VmHWM").unwrap();
+
+    let bomb = agent::encode(&batch("s", vec![record(1, "x".repeat(30 << 20))]));
+    let big_batch = agent::encode(&batch(
+        "s",
+        (0..10).map(|i| record(i, "y".repeat(60 * 1024))).collect(),
+    ));
+    for round in 0..HOSTILE_ROUNDS {
+        let mut links = tokio::task::JoinSet::new();
+        for n in 0..HOSTILE_LINKS {
+            let (url, token) = (url.clone(), token("evil"));
+            let frame = if n % 2 == 0 {
+                bomb.clone()
+            } else {
+                big_batch.clone()
+            };
+            links.spawn(async move {
+                let mut evil = RawAgent::connect(&url, &token).await.unwrap();
+                evil.send(&raw_agent::hello("evil", "evil", &[("a", "/a")]))
+                    .await
+                    .unwrap();
+                evil.expect_frame().await;
+                evil.send_bytes(frame).await.unwrap();
+                let close = evil.expect_close().await.expect("a close frame");
+                assert_eq!(u16::from(close.code), CLOSE_LIMIT_EXCEEDED);
+            });
+        }
+        while let Some(done) = links.join_next().await {
+            done.unwrap();
+        }
+        let peak = testkit::process_memory_kib(pid, "VmHWM").unwrap();
+        assert!(
+            peak.saturating_sub(baseline) <= HOSTILE_GROWTH_BOUND_KIB,
+            "round {round}: peak resident memory grew from {baseline} KiB to {peak} KiB"
+        );
+    }
+    // The ordinary agent was never disturbed.
+    ordinary
+        .send(&AgentFrame::Dropped {
+            session_id: "none".into(),
+            count: 1,
+            reason: logfleet_protocol::client::DropReason::RateLimited,
+        })
+        .await
+        .unwrap();
+    let (_, body) = Api::new(&format!("http://127.0.0.1:{port}"), None)
+        .get("/metrics")
+        .await;
+    let violations = format!(
+        "logfleet_agent_limit_violations_total {}",
+        HOSTILE_LINKS * HOSTILE_ROUNDS
+    );
+    assert!(body.as_str().unwrap().contains(&violations), "{body}");
+    println!(
+        "host peak resident memory: {baseline} KiB before, {} KiB after {} hostile links",
+        testkit::process_memory_kib(pid, "VmHWM").unwrap(),
+        HOSTILE_LINKS * HOSTILE_ROUNDS
+    );
+}

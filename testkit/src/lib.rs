@@ -270,6 +270,16 @@ pub async fn wait_listening(port: u16) {
     .await;
 }
 
+/// A memory figure of a process from `/proc/PID/status`, in KiB: `VmRSS` (resident now) or
+/// `VmHWM` (the most it was ever resident). `None` where there is no such file (not Linux).
+pub fn process_memory_kib(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Polls `check` until it returns `Some`, or panics after [`WAIT`].
 pub async fn wait_for<T, F, Fut>(mut check: F) -> T
 where

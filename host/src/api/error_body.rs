@@ -24,7 +24,8 @@ const MAX_REWRAPPED_BYTES: usize = 1024;
 /// Middleware: refuses oversized URIs and headers with JSON errors, and turns any error
 /// response that is not JSON into the JSON error body (same status and headers).
 pub async fn json_errors(req: Request, next: Next) -> Response {
-    let uri_bytes = req.uri().to_string().len();
+    let uri = req.uri();
+    let uri_bytes = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
     if uri_bytes > MAX_URI_BYTES {
         return ApiError::new(
             StatusCode::URI_TOO_LONG,
