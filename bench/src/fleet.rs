@@ -10,17 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
 use logfleet_host::auth::Role;
-use logfleet_protocol::agent::{
-    self, AgentFrame, Health, Hello, HostFrame, Metrics, PROTOCOL_VERSION, SourceCounts,
-};
-use logfleet_protocol::rest::SourceInfo;
+use logfleet_protocol::agent::{AgentFrame, Health, Metrics, SourceCounts};
 use serde_json::json;
+use testkit::raw_agent::{self, FromHost, RawAgent};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 use uuid::Uuid;
 
 use crate::rig::{CpuMeter, HostProcess, percentile, rss_kib};
@@ -249,27 +243,23 @@ async fn simulated_agent(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let run = async {
-        let mut request = url.as_str().into_client_request()?;
-        request.headers_mut().insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {token}"))?,
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
-        let sources: Vec<SourceInfo> = ["nginx", "api", "worker", "syslog"]
+        let mut agent = RawAgent::connect(&url, &token).await?;
+        let sources = ["nginx", "api", "worker", "syslog"];
+        let paths: Vec<String> = sources
             .iter()
-            .map(|s| SourceInfo {
-                name: (*s).into(),
-                path: format!("/var/log/{s}.log"),
-            })
+            .map(|s| format!("/var/log/{s}.log"))
             .collect();
-        let hello = AgentFrame::Hello(Hello {
-            protocol: PROTOCOL_VERSION,
-            name: format!("sim-{n}"),
-            hostname: format!("edge-{n}"),
-            version: env!("CARGO_PKG_VERSION").into(),
-            sources: sources.clone(),
-        });
-        ws.send(Message::Binary(agent::encode(&hello).into()))
+        let pairs: Vec<(&str, &str)> = sources
+            .iter()
+            .zip(&paths)
+            .map(|(s, p)| (*s, p.as_str()))
+            .collect();
+        agent
+            .send(&raw_agent::hello(
+                &format!("sim-{n}"),
+                &format!("edge-{n}"),
+                &pairs,
+            ))
             .await?;
         drop(permit);
         stats.connected.fetch_add(1, Ordering::Relaxed);
@@ -277,8 +267,8 @@ async fn simulated_agent(
         let now_ms = i64::try_from(crate::write::now_ns() / 1_000_000)?;
         for i in 0..history {
             let age_ms = (history - i) as i64 * 3_600_000 / (history as i64 + 1);
-            let frame = metrics_frame(&sources, now_ms - age_ms, every)?;
-            ws.send(Message::Binary(agent::encode(&frame).into()))
+            agent
+                .send(&metrics_frame(&sources, now_ms - age_ms, every)?)
                 .await?;
         }
         stats.primed.fetch_add(1, Ordering::Relaxed);
@@ -288,19 +278,15 @@ async fn simulated_agent(
             tokio::select! {
                 _ = tick.tick() => {
                     let now_ms = i64::try_from(crate::write::now_ns() / 1_000_000)?;
-                    let frame = metrics_frame(&sources, now_ms, every)?;
-                    ws.send(Message::Binary(agent::encode(&frame).into())).await?;
+                    agent.send(&metrics_frame(&sources, now_ms, every)?).await?;
                     stats.metrics_sent.fetch_add(1, Ordering::Relaxed);
                 }
-                msg = ws.next() => match msg {
-                    // Pings are answered by tungstenite as the stream is read.
-                    Some(Ok(Message::Binary(bytes))) => {
-                        agent::decode::<HostFrame>(&bytes)?;
+                // Pings are answered by tungstenite as the link is read.
+                msg = agent.recv() => match msg? {
+                    FromHost::Frame(_) => {
                         stats.host_frames.fetch_add(1, Ordering::Relaxed);
                     }
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e.into()),
+                    FromHost::Closed(_) => break,
                 },
             }
         }
@@ -315,7 +301,7 @@ async fn simulated_agent(
 
 /// A metrics report like a real agent's: 4 sources, a few hundred lines each.
 fn metrics_frame(
-    sources: &[SourceInfo],
+    sources: &[&str],
     timestamp_ms: i64,
     every: Duration,
 ) -> anyhow::Result<AgentFrame> {
@@ -325,7 +311,7 @@ fn metrics_frame(
         sources: sources
             .iter()
             .map(|s| SourceCounts {
-                name: s.name.clone(),
+                name: (*s).to_owned(),
                 levels: [0, 0, 540, 40, 20, 0],
                 bytes: 600 * 120,
             })

@@ -399,14 +399,7 @@ async fn pump(
 
 /// Resident memory of a process, in KiB (0 if it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    testkit::process_memory_kib(pid, "VmRSS").unwrap_or(0)
 }
 
 /// CPU seconds (user + system) a process has used.

@@ -54,31 +54,9 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
     }
 }
 
-/// The value of query parameter `key`. Values LogFleet reads (tokens, numbers) are never
-/// percent-encoded, so none is decoded.
-pub fn query_param(uri: &axum::http::Uri, key: &str) -> Option<String> {
-    uri.query()?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == key).then(|| v.to_owned())
-    })
-}
-
-/// Query parameter `key` as a non-negative integer, if present; a 400 naming it otherwise.
-pub fn query_count<T: std::str::FromStr>(
-    uri: &axum::http::Uri,
-    key: &str,
-) -> Result<Option<T>, ApiError> {
-    query_param(uri, key)
-        .map(|v| {
-            v.parse().map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_request",
-                    format!("{key} must be a non-negative integer"),
-                )
-            })
-        })
-        .transpose()
-}
+/// Query strings are read in [`crate::api::query`] (decoded, duplicates refused); `?token=`
+/// below goes through it too.
+pub use crate::api::query::{query_count, query_param};
 
 fn authenticate(parts: &Parts, state: &AppState, allow_query: bool) -> Result<Claims, ApiError> {
     let result = match bearer(parts)? {

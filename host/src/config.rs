@@ -6,6 +6,14 @@ use std::time::Duration;
 
 use logfleet_protocol::agent::RateLimits;
 
+impl Tuning {
+    /// How long writing a frame of `bytes` to an agent may take before the agent is dropped.
+    pub fn agent_write_deadline(&self, bytes: usize) -> Duration {
+        let rate = self.agent_min_write_rate.max(1);
+        self.agent_write_timeout + Duration::from_secs_f64(bytes as f64 / rate as f64)
+    }
+}
+
 /// Shortest accepted JWT secret, in bytes (HS256 wants at least the hash size).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -47,7 +55,7 @@ impl Default for LimitConfig {
     }
 }
 
-/// Queue sizes and timers. Defaults suit production; tests shorten the timers.
+/// Queue sizes, bounds and timers. Defaults suit production; tests shorten the timers.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
     /// Bursts (agent batches of at most 512 lines, or single control messages) a session
@@ -56,6 +64,18 @@ pub struct Tuning {
     pub client_queue: usize,
     /// Log messages per session kept for `?since_seq=` resume.
     pub replay_messages: usize,
+    /// Bytes of log messages (as sent to clients) per session kept for `?since_seq=` resume;
+    /// whichever of this and `replay_messages` is reached first evicts the oldest.
+    pub replay_bytes: usize,
+    /// WebSocket clients one session serves at once; more are refused with 429
+    /// `too_many_clients`.
+    pub max_clients_per_session: usize,
+    /// How long a write to an agent may take, plus the time its size needs at
+    /// `agent_min_write_rate`; an agent that does not read its link is dropped after it.
+    pub agent_write_timeout: Duration,
+    /// Slowest link speed, in bytes per second, a large frame to an agent (a plugin component)
+    /// is given time for, on top of `agent_write_timeout`.
+    pub agent_min_write_rate: u64,
     /// Lines a client may lose to lagging before it is closed with 4008 `client_too_slow`.
     pub max_client_lost_lines: u64,
     /// How often the host pings agents and clients.
@@ -71,6 +91,10 @@ impl Default for Tuning {
         Self {
             client_queue: 128,
             replay_messages: 10_000,
+            replay_bytes: 16 * 1024 * 1024,
+            max_clients_per_session: 1024,
+            agent_write_timeout: Duration::from_secs(30),
+            agent_min_write_rate: 32 * 1024,
             max_client_lost_lines: 100_000,
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),

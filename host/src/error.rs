@@ -6,6 +6,30 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use logfleet_protocol::rest::{ErrorBody, ErrorDetail};
 
+/// Most bytes of a caller's input (an id, a name) an error message repeats back: enough to
+/// recognise it, not enough to turn a 900 KiB id into a 900 KiB answer.
+pub const MAX_ECHO_BYTES: usize = 128;
+/// Longest error message sent, whatever produced it (a compiler's or a plugin's own message
+/// can be long); longer ones are cut, marked with `…`.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
+
+/// `input` as an error message may repeat it: cut at [`MAX_ECHO_BYTES`] (on a character
+/// boundary) and marked with `…` when cut.
+pub fn echo(input: &str) -> String {
+    cut(input, MAX_ECHO_BYTES)
+}
+
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// An API failure: an HTTP status, a stable machine code, and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -40,7 +64,7 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             "agent_not_found",
-            format!("no agent '{id}'"),
+            format!("no agent '{}'", echo(id)),
         )
     }
 
@@ -48,7 +72,7 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             "session_not_found",
-            format!("no active session '{id}'"),
+            format!("no active session '{}'", echo(id)),
         )
     }
 
@@ -68,7 +92,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
-                message: self.message,
+                message: cut(&self.message, MAX_ERROR_MESSAGE_BYTES),
             },
         };
         (self.status, Json(body)).into_response()
@@ -78,5 +102,21 @@ impl IntoResponse for ApiError {
 impl From<logfleet_protocol::FilterError> for ApiError {
     fn from(e: logfleet_protocol::FilterError) -> Self {
         ApiError::bad_request("invalid_filter", e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_input_is_cut_on_a_character_boundary() {
+        assert_eq!(echo("edge-1"), "edge-1");
+        let long = "é".repeat(MAX_ECHO_BYTES);
+        let cut = echo(&long);
+        assert!(cut.len() <= MAX_ECHO_BYTES + '…'.len_utf8());
+        assert!(cut.ends_with('…'));
+        let message = ApiError::agent_not_found(&"x".repeat(900 * 1024)).message;
+        assert!(message.len() < 200, "{} bytes", message.len());
     }
 }

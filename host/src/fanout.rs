@@ -5,8 +5,10 @@
 //! slot, and a client writes it with one flush. A slow client never slows the agent or the other
 //! clients: when it falls more than `client_queue` bursts behind it loses the oldest ones and is
 //! told exactly how many lines (`logs_dropped`, `client_lagging`), counted with the per-session
-//! log ordinal every burst carries. Log messages are also kept in a bounded replay buffer so a
-//! client can resume with `?since_seq=N`.
+//! log ordinal every burst carries. Log messages are also kept in a replay buffer, bounded in
+//! messages and in bytes, so a client can resume with `?since_seq=N`; what it evicted is
+//! reported to a resuming client as `logs_dropped`. A session serves at most
+//! `max_clients` clients at once.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +18,8 @@ use std::time::Instant;
 use axum::extract::ws::Utf8Bytes;
 use logfleet_protocol::client::{ClientMessage, Control, DropReason, EndReason};
 use tokio::sync::broadcast;
+
+use crate::config::Tuning;
 
 /// Seqs of messages evicted from the replay buffer that are remembered, so a resuming client
 /// is told exactly how many it lost (8 bytes each).
@@ -59,10 +63,44 @@ pub fn to_text(msg: &ClientMessage) -> Utf8Bytes {
         .into()
 }
 
+/// A hub's bounds (from the host's [`Tuning`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HubBounds {
+    /// Bursts the channel holds for a lagging client.
+    pub client_queue: usize,
+    /// Log messages the replay buffer keeps.
+    pub replay_messages: usize,
+    /// Bytes of log messages (their JSON text) the replay buffer keeps.
+    pub replay_bytes: usize,
+    /// Clients connected at once.
+    pub max_clients: usize,
+}
+
+impl From<&Tuning> for HubBounds {
+    fn from(t: &Tuning) -> Self {
+        Self {
+            client_queue: t.client_queue,
+            replay_messages: t.replay_messages,
+            replay_bytes: t.replay_bytes,
+            max_clients: t.max_clients_per_session,
+        }
+    }
+}
+
+/// Why a client could not subscribe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// The session has ended.
+    Ended,
+    /// The session already serves [`HubBounds::max_clients`] clients.
+    Full,
+}
+
 /// The fan-out point of one session.
 pub struct Hub {
     state: Mutex<HubState>,
     clients: Arc<AtomicUsize>,
+    max_clients: usize,
 }
 
 struct HubState {
@@ -72,6 +110,9 @@ struct HubState {
     logs_published: u64,
     replay: VecDeque<Outgoing>,
     replay_capacity: usize,
+    /// Bytes of the texts in `replay`, kept at most `replay_byte_capacity`.
+    replay_bytes: usize,
+    replay_byte_capacity: usize,
     /// Seqs of the most recently evicted log messages, oldest first.
     evicted: VecDeque<u64>,
     /// Evicted messages older than `evicted` remembers.
@@ -100,14 +141,17 @@ impl Drop for ClientGuard {
 }
 
 impl Hub {
-    pub fn new(client_queue: usize, replay_capacity: usize) -> Self {
-        let (tx, _) = broadcast::channel(client_queue.max(1));
+    pub fn new(bounds: HubBounds) -> Self {
+        let (tx, _) = broadcast::channel(bounds.client_queue.max(1));
         Self {
+            max_clients: bounds.max_clients,
             state: Mutex::new(HubState {
                 tx: Some(tx),
                 logs_published: 0,
                 replay: VecDeque::new(),
-                replay_capacity,
+                replay_capacity: bounds.replay_messages,
+                replay_bytes: 0,
+                replay_byte_capacity: bounds.replay_bytes,
                 evicted: VecDeque::new(),
                 evicted_forgotten: 0,
                 ending_at: None,
@@ -122,6 +166,12 @@ impl Hub {
 
     pub fn clients(&self) -> usize {
         self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Messages and bytes the replay buffer holds now.
+    pub fn replay_usage(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.replay.len(), st.replay_bytes)
     }
 
     /// Publishes log messages (in seq order, one agent batch) to clients and the replay buffer.
@@ -157,10 +207,14 @@ impl Hub {
 
     /// Subscribes a client. With `since_seq`, log messages after it that are still in the
     /// replay buffer come first, and a `logs_dropped` if some are no longer there. Subscribing
-    /// and reading the buffer happen under one lock, so nothing is missed or sent twice.
-    pub fn subscribe(&self, since_seq: Option<u64>) -> Option<Subscription> {
+    /// and reading the buffer happen under one lock, so nothing is missed or sent twice, and
+    /// the client count is checked and taken under it, so the cap is exact.
+    pub fn subscribe(&self, since_seq: Option<u64>) -> Result<Subscription, SubscribeError> {
         let st = self.lock();
-        let live = st.tx.as_ref()?.subscribe();
+        let live = st.tx.as_ref().ok_or(SubscribeError::Ended)?.subscribe();
+        if self.clients.load(Ordering::Relaxed) >= self.max_clients {
+            return Err(SubscribeError::Full);
+        }
         let mut backlog = Vec::new();
         if let Some(ending_at) = st.ending_at {
             backlog.push(ending_message(ending_at));
@@ -177,7 +231,7 @@ impl Hub {
             backlog.extend(st.replay.range(start..).cloned());
         }
         self.clients.fetch_add(1, Ordering::Relaxed);
-        Some(Subscription {
+        Ok(Subscription {
             backlog,
             live,
             next_log: st.logs_published,
@@ -200,20 +254,37 @@ impl HubState {
         let _ = tx.send(burst);
     }
 
+    /// Keeps a log message for resume, evicting the oldest ones while either bound is
+    /// exceeded. A message larger than the whole byte bound is not kept (and counted as
+    /// evicted) rather than emptying the buffer for nothing.
     fn remember(&mut self, msg: Outgoing) {
         if self.replay_capacity == 0 {
             return;
         }
-        if self.replay.len() == self.replay_capacity
-            && let Some(old) = self.replay.pop_front()
-        {
-            if self.evicted.len() == EVICTED_SEQ_MEMORY {
-                self.evicted.pop_front();
-                self.evicted_forgotten += 1;
-            }
-            self.evicted.push_back(old.seq.unwrap_or(0));
+        if msg.text.len() > self.replay_byte_capacity {
+            self.forget(msg.seq.unwrap_or(0));
+            return;
         }
+        self.replay_bytes += msg.text.len();
         self.replay.push_back(msg);
+        while self.replay.len() > self.replay_capacity
+            || self.replay_bytes > self.replay_byte_capacity
+        {
+            let Some(old) = self.replay.pop_front() else {
+                break;
+            };
+            self.replay_bytes -= old.text.len();
+            self.forget(old.seq.unwrap_or(0));
+        }
+    }
+
+    /// Remembers that the message with `seq` is no longer in the replay buffer.
+    fn forget(&mut self, seq: u64) {
+        if self.evicted.len() == EVICTED_SEQ_MEMORY {
+            self.evicted.pop_front();
+            self.evicted_forgotten += 1;
+        }
+        self.evicted.push_back(seq);
     }
 
     /// Log messages after `since` that the replay buffer no longer holds. Exact while the
@@ -244,6 +315,15 @@ fn ending_message(expires: Instant) -> Outgoing {
 mod tests {
     use super::*;
 
+    fn hub(client_queue: usize, replay_messages: usize) -> Hub {
+        Hub::new(HubBounds {
+            client_queue,
+            replay_messages,
+            replay_bytes: usize::MAX,
+            max_clients: usize::MAX,
+        })
+    }
+
     fn log(seq: u64) -> Outgoing {
         Outgoing {
             seq: Some(seq),
@@ -258,7 +338,7 @@ mod tests {
 
     #[test]
     fn resume_replays_after_since_without_duplicates() {
-        let hub = Hub::new(16, 100);
+        let hub = hub(16, 100);
         hub.publish_logs(vec![log(10), log(12), log(13)]);
         let sub = hub.subscribe(Some(12)).unwrap();
         assert_eq!(seqs(&sub), vec![Some(13)]);
@@ -269,7 +349,7 @@ mod tests {
 
     #[test]
     fn resume_past_the_buffer_reports_exact_loss() {
-        let hub = Hub::new(16, 2);
+        let hub = hub(16, 2);
         hub.publish_logs(vec![log(1), log(2), log(5), log(7)]);
         // 1 and 2 were evicted; since 1 → only 2 is lost.
         let sub = hub.subscribe(Some(1)).unwrap();
@@ -279,7 +359,7 @@ mod tests {
 
     #[test]
     fn late_subscriber_sees_ending_and_ended_closes() {
-        let hub = Hub::new(16, 0);
+        let hub = hub(16, 0);
         hub.warn_ending(Instant::now() + std::time::Duration::from_secs(20));
         let mut sub = hub.subscribe(None).unwrap();
         assert!(
@@ -291,12 +371,12 @@ mod tests {
         hub.end(EndReason::Stopped);
         let last = sub.live.try_recv().unwrap();
         assert!(last.messages[0].ends);
-        assert!(hub.subscribe(None).is_none());
+        assert_eq!(hub.subscribe(None).err(), Some(SubscribeError::Ended));
     }
 
     #[test]
     fn a_lagging_receiver_can_count_lost_lines_exactly() {
-        let hub = Hub::new(2, 0);
+        let hub = hub(2, 0);
         let mut sub = hub.subscribe(None).unwrap();
         assert_eq!(sub.next_log, 0);
         hub.publish_logs(vec![log(1), log(2)]);
@@ -311,5 +391,59 @@ mod tests {
         let burst = sub.live.try_recv().unwrap();
         assert_eq!(burst.logs_before - sub.next_log, 2);
         assert_eq!(burst.logs, 1);
+    }
+
+    /// The replay buffer never holds more bytes than its bound, and a client resuming from
+    /// the start is told exactly how many lines the byte bound evicted.
+    #[test]
+    fn replay_is_bounded_in_bytes_with_exact_loss() {
+        let bound = 10 * 1024;
+        let hub = Hub::new(HubBounds {
+            client_queue: 4,
+            replay_messages: 1_000,
+            replay_bytes: bound,
+            max_clients: 8,
+        });
+        let line = |seq: u64| Outgoing {
+            seq: Some(seq),
+            ends: false,
+            text: format!("{seq:>1000}").into(),
+        };
+        for batch in 0..20u64 {
+            hub.publish_logs((1..=10).map(|i| line(batch * 10 + i)).collect());
+            let (_, bytes) = hub.replay_usage();
+            assert!(bytes <= bound, "{bytes} bytes held");
+        }
+        let (messages, bytes) = hub.replay_usage();
+        assert_eq!((messages, bytes), (10, 10 * 1000));
+        let sub = hub.subscribe(Some(0)).unwrap();
+        assert!(sub.backlog[0].text.as_str().contains(r#""count":190"#));
+        assert_eq!(sub.backlog.len(), 11);
+        // A message bigger than the whole bound is not kept, and counted as evicted.
+        hub.publish_logs(vec![Outgoing {
+            seq: Some(1_000),
+            ends: false,
+            text: "x".repeat(bound + 1).into(),
+        }]);
+        assert_eq!(hub.replay_usage(), (10, 10 * 1000));
+        let sub = hub.subscribe(Some(195)).unwrap();
+        assert!(sub.backlog[0].text.as_str().contains(r#""count":1"#));
+        assert_eq!(sub.backlog.len(), 6);
+    }
+
+    /// A session serves at most `max_clients` clients; one leaving makes room for another.
+    #[test]
+    fn clients_are_capped_exactly() {
+        let hub = Hub::new(HubBounds {
+            client_queue: 4,
+            replay_messages: 0,
+            replay_bytes: 0,
+            max_clients: 2,
+        });
+        let a = hub.subscribe(None).unwrap();
+        let _b = hub.subscribe(None).unwrap();
+        assert_eq!(hub.subscribe(None).err(), Some(SubscribeError::Full));
+        drop(a);
+        assert!(hub.subscribe(None).is_ok());
     }
 }

@@ -113,6 +113,16 @@ struct ServeArgs {
     /// Log messages per session kept for `?since_seq=` resume.
     #[arg(long, default_value_t = Tuning::default().replay_messages)]
     replay_messages: usize,
+    /// Bytes of log messages per session kept for `?since_seq=` resume.
+    #[arg(long, default_value_t = Tuning::default().replay_bytes)]
+    replay_bytes: usize,
+    /// WebSocket clients one session serves at once (more get 429 `too_many_clients`).
+    #[arg(long, default_value_t = Tuning::default().max_clients_per_session)]
+    max_clients_per_session: usize,
+    /// How long a write to an agent may take (plus time for its size at 32 KiB/s) before the
+    /// agent is dropped.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    agent_write_timeout: Duration,
     /// Lines a WebSocket client may lose to lagging before it is closed (code 4008).
     #[arg(long, default_value_t = Tuning::default().max_client_lost_lines)]
     max_client_lost_lines: u64,
@@ -244,6 +254,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tuning: Tuning {
             client_queue: args.client_queue,
             replay_messages: args.replay_messages,
+            replay_bytes: args.replay_bytes,
+            max_clients_per_session: args.max_clients_per_session,
+            agent_write_timeout: args.agent_write_timeout,
             max_client_lost_lines: args.max_client_lost_lines,
             ping_interval: args.ping_interval,
             idle_timeout: args.idle_timeout,

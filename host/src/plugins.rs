@@ -2,7 +2,12 @@
 //! `<data-dir>/plugins/`, named per org, surviving restarts.
 //!
 //! Layout: `blobs/sha256-<hex>.wasm` holds each distinct component once; `index.json` maps
-//! org → name → digest and is replaced atomically (write, fsync, rename) on every change.
+//! org → name → digest and is replaced atomically (write, fsync, rename) on every change. A
+//! blob no name refers to any more (the name was deleted, or re-uploaded with other bytes) is
+//! removed once the index no longer names it.
+//!
+//! Every method here touches the disk (fsyncs, reads of up to 16 MiB): async callers run them
+//! on a blocking thread (`spawn_blocking`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -70,7 +75,7 @@ impl Plugins {
     }
 
     /// Stores an already validated component under `name` for `org`, replacing any previous
-    /// version of that name.
+    /// version of that name (whose blob goes when nothing else refers to it).
     pub fn put(&self, org: &str, name: &str, bytes: &[u8]) -> Result<PluginInfo, PluginError> {
         if bytes.len() > MAX_COMPONENT_BYTES {
             return Err(PluginError::TooLarge(bytes.len()));
@@ -96,13 +101,16 @@ impl Plugins {
             size: bytes.len() as u64,
             uploaded_at: rfc3339(Utc::now()),
         };
-        store
+        let previous = store
             .index
             .orgs
             .entry(org.to_owned())
             .or_default()
             .insert(name.to_owned(), info.clone());
         store.save()?;
+        if let Some(previous) = previous {
+            store.remove_blob_if_unused(&previous.digest);
+        }
         Ok(info)
     }
 
@@ -129,31 +137,33 @@ impl Plugins {
             .and_then(|m| m.remove(name))
             .ok_or_else(|| PluginError::NotFound(name.to_owned()))?;
         store.save()?;
-        let still_used = store
-            .index
-            .orgs
-            .values()
-            .flat_map(|m| m.values())
-            .any(|p| p.digest == info.digest);
-        if !still_used {
-            let _ = std::fs::remove_file(store.blob_path(&info.digest));
-        }
+        store.remove_blob_if_unused(&info.digest);
         Ok(info)
     }
 
     /// The bytes of a component `org` stores under some name, for an agent of that org.
+    /// The file is read after the lock is released: a concurrent delete may remove it first,
+    /// and then there is nothing to send, as if the delete had come first.
     pub fn bytes_for(&self, org: &str, digest: &str) -> Option<Vec<u8>> {
-        let store = self.lock();
-        let owned = store
-            .index
-            .orgs
-            .get(org)?
-            .values()
-            .any(|p| p.digest == digest);
-        if !owned {
-            return None;
-        }
-        std::fs::read(store.blob_path(digest)).ok()
+        let path = {
+            let store = self.lock();
+            let owned = store
+                .index
+                .orgs
+                .get(org)?
+                .values()
+                .any(|p| p.digest == digest);
+            if !owned {
+                return None;
+            }
+            store.blob_path(digest)
+        };
+        std::fs::read(path).ok()
+    }
+
+    /// Where the blob of `digest` lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.lock().blob_path(digest)
     }
 }
 
@@ -161,6 +171,27 @@ impl Store {
     fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
         self.dir.join("blobs").join(format!("sha256-{hex}.wasm"))
+    }
+
+    /// Removes the blob of `digest` if no name of any org refers to it. Called after the index
+    /// that dropped the reference is saved, so a crash leaves an unreferenced blob, never a
+    /// name without its blob.
+    fn remove_blob_if_unused(&self, digest: &str) {
+        let used = self
+            .index
+            .orgs
+            .values()
+            .flat_map(|m| m.values())
+            .any(|p| p.digest == digest);
+        if used {
+            return;
+        }
+        let path = self.blob_path(digest);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove an unused plugin blob");
+        }
     }
 
     fn save(&self) -> Result<(), PluginError> {
@@ -195,5 +226,26 @@ mod tests {
             reopened.delete("acme", "redact"),
             Err(PluginError::NotFound(_))
         ));
+    }
+
+    /// A blob is removed once no name refers to it: after re-uploading its only name with other
+    /// bytes, or deleting its last name; while another name (of any org) refers to it, it stays.
+    #[test]
+    fn unreferenced_blobs_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = Plugins::open(dir.path()).unwrap();
+        let v1 = plugins.put("acme", "redact", b"v1").unwrap();
+        plugins.put("globex", "mine", b"v1").unwrap();
+        let v1_blob = plugins.blob_path(&v1.digest);
+        let v2 = plugins.put("acme", "redact", b"v2").unwrap();
+        assert!(v1_blob.exists(), "globex still refers to v1");
+        plugins.put("globex", "mine", b"v3").unwrap();
+        assert!(!v1_blob.exists(), "nothing refers to v1 any more");
+        // Re-uploading the same bytes keeps the blob.
+        plugins.put("acme", "redact", b"v2").unwrap();
+        let v2_blob = plugins.blob_path(&v2.digest);
+        assert!(v2_blob.exists());
+        plugins.delete("acme", "redact").unwrap();
+        assert!(!v2_blob.exists());
     }
 }

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
 use logfleet_filter_runtime::{Runtime, RuntimeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::api::{agent_link, agents, audit, health, plugins, stream, ws};
+use crate::api::error_body;
+use crate::api::routes::routes;
 use crate::audit::Audit;
 use crate::auth::Auth;
 use crate::config::Config;
@@ -32,24 +32,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Every route of the host.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/metrics", get(health::metrics))
-        .route("/api/v1/openapi.json", get(health::openapi))
-        .route("/api/v1/stream/start", post(stream::start))
-        .route("/api/v1/stream/stop", post(stream::stop))
-        .route("/api/v1/stream/sessions", get(stream::list))
-        .route("/api/v1/stream/ws/{session_id}", get(ws::client_ws))
-        .route("/api/v1/agents", get(agents::list).post(agents::enroll))
-        .route(
-            "/api/v1/agents/{id}",
-            get(agents::get).delete(agents::revoke),
-        )
-        .route("/api/v1/audit", get(audit::list))
-        .route("/api/v1/agents/{id}/metrics", get(agents::metrics))
-        .route("/api/v1/agent/connect", get(agent_link::agent_connect))
-        .route("/api/v1/plugins", post(plugins::upload).get(plugins::list))
-        .route("/api/v1/plugins/{name}", delete(plugins::delete))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -58,6 +43,7 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this endpoint",
             )
         })
+        .layer(axum::middleware::from_fn(error_body::json_errors))
         .with_state(state)
 }
 

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::audit::{Audit, Kind};
 use crate::config::Tuning;
-use crate::fanout::Hub;
+use crate::fanout::{Hub, HubBounds};
 use crate::identity::AgentKey;
 use crate::registry::{AgentRef, Agents};
 use crate::time::rfc3339;
@@ -170,10 +170,7 @@ impl Sessions {
             expires,
             warned: false,
             agent_online: true,
-            hub: Arc::new(Hub::new(
-                self.shared.tuning.client_queue,
-                self.shared.tuning.replay_messages,
-            )),
+            hub: Arc::new(Hub::new(HubBounds::from(&self.shared.tuning))),
         };
         let view = view(&id, &session);
         let agent = session.agent.key.clone();

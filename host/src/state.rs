@@ -51,6 +51,10 @@ pub struct Stats {
     pub client_messages_dropped: AtomicU64,
     pub clients_closed_slow: AtomicU64,
     pub agent_connections: AtomicU64,
+    /// Agent links closed for breaking a limit on what an agent sends (code 4011).
+    pub agent_limit_violations: AtomicU64,
+    /// Agent links dropped because a write to the agent did not finish in time.
+    pub agent_write_timeouts: AtomicU64,
 }
 
 impl Stats {

@@ -380,12 +380,12 @@ async fn bad_input_gets_clear_json_errors() {
                 .is_some_and(|m| !m.is_empty())
         );
     }
-    let (status, err) = fx.api.post_raw(start, b"{not json".to_vec()).await;
+    let (status, err) = fx.api.post_json_bytes(start, b"{not json".to_vec()).await;
     assert_eq!(
         (status, err["error"]["code"].as_str()),
         (400, Some("invalid_request"))
     );
-    let (status, err) = fx.api.post_raw(start, vec![b' '; 1 << 20]).await;
+    let (status, err) = fx.api.post_json_bytes(start, vec![b' '; 1 << 20]).await;
     assert_eq!(
         (status, err["error"]["code"].as_str()),
         (413, Some("payload_too_large"))

@@ -84,6 +84,39 @@ async fn registry_validates_stores_isolates_and_survives_restart() {
     assert_eq!(list["total"], 0);
 }
 
+/// The store keeps a component's blob only while some name refers to it: re-uploading a name
+/// with other bytes removes the old blob, deleting the last name removes its blob, and a blob
+/// another org's name refers to stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreferenced_plugin_blobs_leave_the_disk() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_path_buf();
+    let host = TestHost::start_with(|c| c.data_dir = dir.clone()).await;
+    let blob = |digest: &serde_json::Value| {
+        let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
+        dir.join("plugins/blobs").join(format!("sha256-{hex}.wasm"))
+    };
+    let acme = host.admin("acme", "alice");
+    let globex = host.admin("globex", "bob");
+    let (_, v1) = upload(&acme, "filter", plugin_bytes("sample")).await;
+    let v1_blob = blob(&v1["plugin"]["digest"]);
+    assert!(v1_blob.exists());
+    let (status, v2) = upload(&acme, "filter", plugin_bytes("template")).await;
+    assert_eq!(status, 201, "{v2}");
+    let v2_blob = blob(&v2["plugin"]["digest"]);
+    assert!(!v1_blob.exists(), "the re-uploaded name's old blob is gone");
+    assert!(v2_blob.exists());
+
+    let (status, _) = upload(&globex, "theirs", plugin_bytes("template")).await;
+    assert_eq!(status, 201);
+    let (status, _) = acme.send_delete("/api/v1/plugins/filter").await;
+    assert_eq!(status, 200);
+    assert!(v2_blob.exists(), "globex still refers to it");
+    let (status, _) = globex.send_delete("/api/v1/plugins/theirs").await;
+    assert_eq!(status, 200);
+    assert!(!v2_blob.exists(), "no name refers to it any more");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploaded_plugin_runs_in_a_live_session() {
     let stack = Stack::new().await;

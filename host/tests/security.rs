@@ -6,76 +6,40 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use logfleet_host::jwt::JwtConfig;
-use logfleet_protocol::agent::{
-    AgentFrame, CLOSE_REVOKED, CLOSE_SUPERSEDED, Hello, HostFrame, PROTOCOL_VERSION, decode, encode,
-};
+use logfleet_protocol::agent::{CLOSE_REVOKED, CLOSE_SUPERSEDED, HostFrame};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
+use testkit::raw_agent::{RawAgent, hello};
 use testkit::{
-    Api, InProcessAgent, LogDir, SECRET, Stack, TestHost, WAIT, WsClient, agent_config, wait_for,
+    Api, InProcessAgent, LogDir, SECRET, Stack, TestHost, WsClient, agent_config, wait_for,
 };
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;
 
-type RawLink =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Connects as an agent speaking the real protocol: hello, then the host's session set.
-async fn raw_agent(host: &TestHost, token: &str) -> Result<(RawLink, Vec<String>), u16> {
-    let url = format!("ws://{}/api/v1/agent/connect", host.addr);
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
-        Ok(ok) => ok,
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            return Err(resp.status().as_u16());
-        }
-        Err(e) => panic!("agent connect: {e}"),
-    };
-    let hello = AgentFrame::Hello(Hello {
-        protocol: PROTOCOL_VERSION,
-        name: "raw".into(),
-        hostname: "raw.local".into(),
-        version: "test".into(),
-        sources: vec![],
-    });
-    ws.send(Message::Binary(encode(&hello).into()))
-        .await
-        .unwrap();
-    loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("session set in time")
-        {
-            Some(Ok(Message::Binary(bytes))) => {
-                if let HostFrame::Sessions(specs) = decode::<HostFrame>(&bytes).unwrap() {
-                    return Ok((ws, specs.into_iter().map(|s| s.id).collect()));
-                }
+/// Connects as an agent speaking the real protocol: hello, then the host's session set (its
+/// ids). The HTTP status when the host refuses the upgrade.
+async fn raw_agent(host: &TestHost, token: &str) -> Result<(RawAgent, Vec<String>), u16> {
+    let mut agent = match RawAgent::connect(&host.agent_url(), token).await {
+        Ok(agent) => agent,
+        Err(e) => match e.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+            Some(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                return Err(resp.status().as_u16());
             }
-            Some(Ok(_)) => continue,
-            other => panic!("link ended before the session set: {other:?}"),
+            _ => panic!("agent connect: {e}"),
+        },
+    };
+    agent.send(&hello("raw", "raw.local", &[])).await.unwrap();
+    loop {
+        if let HostFrame::Sessions(specs) = agent.expect_frame().await {
+            return Ok((agent, specs.into_iter().map(|s| s.id).collect()));
         }
     }
 }
 
 /// The close code the host ends a raw agent link with.
-async fn close_code(ws: &mut RawLink) -> u16 {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("close in time")
-        {
-            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
-            Some(Ok(_)) => continue,
-            other => panic!("link ended without a close frame: {other:?}"),
-        }
-    }
+async fn close_code(agent: &mut RawAgent) -> u16 {
+    u16::from(agent.expect_close().await.expect("a close frame").code)
 }
 
 /// Another org's agent token carrying an acme agent's UUID is another agent: it neither

@@ -23,7 +23,9 @@ use crate::{Filters, Level};
 /// version 1 let records pass a failed filter, so a host refuses them rather than let them
 /// stream unfiltered data.
 pub const PROTOCOL_VERSION: u32 = 2;
-/// Largest frame either side accepts, in bytes.
+/// Largest frame either side accepts, in bytes, after inflation. Host → agent frames carry
+/// plugin components (up to 16 MiB); agent → host frames are held to the much smaller
+/// [`crate::agent_limits::MAX_AGENT_FRAME_BYTES`] with [`decode_within`].
 pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
 
 /// Close code for an agent speaking another protocol version.
@@ -186,8 +188,8 @@ pub enum FrameError {
     Empty,
     #[error("unknown frame codec {0}")]
     UnknownCodec(u8),
-    #[error("frame of {0} bytes is over the {MAX_FRAME_BYTES}-byte limit")]
-    TooLarge(usize),
+    #[error("frame is over the {limit}-byte limit (at least {size} bytes)")]
+    TooLarge { size: usize, limit: usize },
     #[error("malformed frame: {0}")]
     Malformed(#[from] postcard::Error),
     #[error("corrupt compressed frame: {0}")]
@@ -218,27 +220,53 @@ pub fn encode<T: Serialize>(frame: &T) -> Vec<u8> {
     }
 }
 
-/// Decodes a binary WebSocket message into a frame.
+/// Decodes a binary WebSocket message into a frame of at most [`MAX_FRAME_BYTES`].
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
-    if bytes.len() > MAX_FRAME_BYTES {
-        return Err(FrameError::TooLarge(bytes.len()));
+    decode_within(bytes, MAX_FRAME_BYTES)
+}
+
+/// Decodes a binary WebSocket message into a frame of at most `limit` bytes, compressed or
+/// inflated. Inflating stops at the limit: a small deflated frame that would expand past it
+/// is refused without ever holding more than `limit` bytes.
+pub fn decode_within<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, FrameError> {
+    if bytes.len() > limit.saturating_add(1) {
+        return Err(FrameError::TooLarge {
+            size: bytes.len(),
+            limit,
+        });
     }
     match bytes.split_first() {
         None => Err(FrameError::Empty),
         Some((&CODEC_POSTCARD, rest)) => Ok(postcard::from_bytes(rest)?),
-        Some((&CODEC_POSTCARD_DEFLATE, rest)) => {
-            // Bounded inflate: a small hostile frame must not expand into gigabytes.
-            let mut plain = Vec::new();
-            let read = DeflateDecoder::new(rest)
-                .take(MAX_FRAME_BYTES as u64 + 1)
-                .read_to_end(&mut plain)
-                .map_err(|e| FrameError::Inflate(e.to_string()))?;
-            if read > MAX_FRAME_BYTES {
-                return Err(FrameError::TooLarge(read));
-            }
-            Ok(postcard::from_bytes(&plain)?)
-        }
+        Some((&CODEC_POSTCARD_DEFLATE, rest)) => Ok(postcard::from_bytes(&inflate(rest, limit)?)?),
         Some((&other, _)) => Err(FrameError::UnknownCodec(other)),
+    }
+}
+
+/// Inflates `deflated`, refusing output past `limit`. The buffer grows by at most what was
+/// read and never past `limit` (a `Vec` left to itself doubles, up to twice the limit).
+fn inflate(deflated: &[u8], limit: usize) -> Result<Vec<u8>, FrameError> {
+    /// Inflate step: small enough that the overshoot past `limit` is checked before it is kept.
+    const CHUNK: usize = 64 * 1024;
+    let mut decoder = DeflateDecoder::new(deflated);
+    let mut plain: Vec<u8> = Vec::with_capacity(deflated.len().saturating_mul(4).min(limit));
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        let n = decoder
+            .read(&mut chunk)
+            .map_err(|e| FrameError::Inflate(e.to_string()))?;
+        if n == 0 {
+            return Ok(plain);
+        }
+        let len = plain.len() + n;
+        if len > limit {
+            return Err(FrameError::TooLarge { size: len, limit });
+        }
+        if len > plain.capacity() {
+            let target = plain.capacity().saturating_mul(2).max(len).min(limit);
+            plain.reserve_exact(target - plain.len());
+        }
+        plain.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -325,5 +353,25 @@ mod tests {
             decode::<AgentFrame>(&[0, 200]),
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    /// A deflate bomb is refused at the limit: inflating never holds more than the limit.
+    #[test]
+    fn inflating_stops_at_the_limit() {
+        let bomb = encode(&AgentFrame::FilterError {
+            session_id: "s".into(),
+            plugin: "p".into(),
+            message: "x".repeat(4 << 20),
+            dropped: 0,
+        });
+        assert_eq!(bomb[0], CODEC_POSTCARD_DEFLATE);
+        assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+        assert!(matches!(
+            decode_within::<AgentFrame>(&bomb, 1 << 20),
+            Err(FrameError::TooLarge { limit, .. }) if limit == 1 << 20
+        ));
+        assert!(decode_within::<AgentFrame>(&bomb, 5 << 20).is_ok());
+        let plain = inflate(&bomb[1..], 5 << 20).unwrap();
+        assert!(plain.capacity() <= 5 << 20);
     }
 }

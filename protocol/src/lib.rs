@@ -5,8 +5,10 @@
 //! - [`rest`]: REST request and response bodies, exactly as the public reference shows them.
 //! - [`client`]: messages the host sends to session WebSocket clients.
 //! - [`agent`]: frames between agent and host on `/api/v1/agent/connect` (binary, postcard).
+//! - [`agent_limits`]: the bounds the host enforces on every frame an agent sends.
 
 pub mod agent;
+pub mod agent_limits;
 pub mod client;
 pub mod filters;
 pub mod level;

@@ -4,6 +4,10 @@
 //!
 //! Timers are shortened through configuration (ping intervals, metrics interval, poll
 //! interval), never by sleeping in tests.
+//!
+//! - [`raw_agent`]: a hand-driven agent link speaking the agent protocol frame by frame.
+
+pub mod raw_agent;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -137,6 +141,11 @@ impl TestHost {
             .expect("mint")
     }
 
+    /// The agent link URL, `ws://…/api/v1/agent/connect`.
+    pub fn agent_url(&self) -> String {
+        format!("ws://{}/api/v1/agent/connect", self.addr)
+    }
+
     /// A REST client acting as `sub` of `org`.
     pub fn api(&self, org: &str, sub: &str) -> Api {
         Api::new(&self.base, Some(self.user_token(org, sub)))
@@ -246,6 +255,17 @@ impl Api {
             .await
     }
 
+    /// POSTs `body` as it is with `Content-Type: application/json` (malformed JSON on purpose).
+    pub async fn post_json_bytes(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
         self.send(self.http.post(format!("{}{path}", self.base)).body(body))
             .await
@@ -277,6 +297,16 @@ pub async fn wait_listening(port: u16) {
         up.then_some(())
     })
     .await;
+}
+
+/// A memory figure of a process from `/proc/PID/status`, in KiB: `VmRSS` (resident now) or
+/// `VmHWM` (the most it was ever resident). `None` where there is no such file (not Linux).
+pub fn process_memory_kib(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Polls `check` until it returns `Some`, or panics after [`WAIT`].

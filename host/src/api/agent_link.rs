@@ -1,5 +1,11 @@
 //! `GET /api/v1/agent/connect`: the WebSocket an agent keeps open. Carries `Hello`, metrics and
 //! log batches up, session commands down (frames in `logfleet_protocol::agent`).
+//!
+//! Everything an agent sends is bounded ([`logfleet_protocol::agent_limits`]): a frame is
+//! inflated at most to [`MAX_AGENT_FRAME_BYTES`], then checked, and an agent that breaks a
+//! bound is closed with [`CLOSE_LIMIT_EXCEEDED`] and a reason naming it, and counted. Every
+//! write to an agent has a deadline ([`crate::config::Tuning::agent_write_deadline`]): an
+//! agent that stops reading is dropped rather than holding its link task.
 
 use std::time::Instant;
 
@@ -8,15 +14,18 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use logfleet_protocol::agent::{
-    self, AgentFrame, CLOSE_PROTOCOL_MISMATCH, CLOSE_REVOKED, CLOSE_SUPERSEDED, Hello, HostFrame,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION, Record,
+    self, AgentFrame, CLOSE_LIMIT_EXCEEDED, CLOSE_PROTOCOL_MISMATCH, CLOSE_REVOKED,
+    CLOSE_SUPERSEDED, FrameError, Hello, HostFrame, PROTOCOL_VERSION, Record,
 };
+use logfleet_protocol::agent_limits::{self, Limit, LimitExceeded, MAX_AGENT_FRAME_BYTES};
 use logfleet_protocol::client::{ClientMessage, Control, LogMessage, Metadata};
+use tokio_tungstenite::tungstenite;
 
 use crate::api::ws::close_gracefully;
 use crate::auth::AgentIdentity;
 use crate::error::ApiError;
 use crate::fanout::{Outgoing, to_text};
+use crate::identity::AgentKey;
 use crate::registry::LinkEnd;
 use crate::session::FilterFailed;
 use crate::state::{AppState, Stats};
@@ -35,7 +44,9 @@ pub async fn agent_connect(
     let ws = ws.map_err(|e| ApiError::new(e.status(), "websocket_required", e.body_text()))?;
     let guard = state.connection_guard.clone();
     Ok(ws
-        .max_message_size(MAX_FRAME_BYTES)
+        // The codec tag is the one byte a frame may have beyond the inflated bound.
+        .max_message_size(MAX_AGENT_FRAME_BYTES + 1)
+        .max_frame_size(MAX_AGENT_FRAME_BYTES + 1)
         .read_buffer_size(AGENT_READ_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
             run_link(socket, ident, state).await;
@@ -48,9 +59,12 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
     let tuning = state.config.tuning;
     let hello = match tokio::time::timeout(tuning.hello_timeout, read_hello(&mut socket)).await {
         Ok(Ok(hello)) => hello,
-        Ok(Err(reason)) => {
+        Ok(Err((code, reason))) => {
             tracing::warn!(agent = %ident.key, %reason, "agent refused");
-            close_gracefully(socket, CLOSE_PROTOCOL_MISMATCH, &reason).await;
+            if code == CLOSE_LIMIT_EXCEEDED {
+                Stats::add(&state.stats.agent_limit_violations, 1);
+            }
+            close_gracefully(socket, code, &reason).await;
             return;
         }
         Err(_) => {
@@ -63,11 +77,7 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
     Stats::add(&state.stats.agent_connections, 1);
     tracing::info!(agent = %ident.key, name = %hello.name, replaced = conn.replaced, "agent connected");
     let sync = HostFrame::Sessions(state.sessions.specs_for_agent(key));
-    if socket
-        .send(Message::Binary(agent::encode(&sync).into()))
-        .await
-        .is_err()
-    {
+    if !send_to_agent(&mut socket, &sync, key, &state).await {
         state.agents.disconnect(key, conn.link_id);
         return;
     }
@@ -83,7 +93,7 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
         tokio::select! {
             cmd = conn.commands.recv() => match cmd {
                 Some(frame) => {
-                    if socket.send(Message::Binary(agent::encode(&frame).into())).await.is_err() {
+                    if !send_to_agent(&mut socket, &frame, key, &state).await {
                         break None;
                     }
                 }
@@ -94,9 +104,10 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Binary(bytes))) => {
                     last_heard = Instant::now();
-                    let reply = match agent::decode::<AgentFrame>(&bytes) {
-                        Ok(frame) => handle_frame(&state, &ident, frame),
-                        Err(e) => {
+                    let reply = match read_frame(&bytes) {
+                        Ok(frame) => handle_frame(&state, &ident, frame).await,
+                        Err(Refused::Limit(e)) => break Some(limit_exceeded(&state, key, &e)),
+                        Err(Refused::Malformed(e)) => {
                             tracing::warn!(agent = %ident.key, error = %e, "bad frame from agent");
                             None
                         }
@@ -104,12 +115,16 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
                     // Replies (plugin components, up to 16 MiB) go straight out on this socket,
                     // one at a time, never piling up in the command queue.
                     if let Some(reply) = reply
-                        && socket.send(Message::Binary(agent::encode(&reply).into())).await.is_err()
+                        && !send_to_agent(&mut socket, &reply, key, &state).await
                     {
                         break None;
                     }
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                Some(Err(e)) => match oversized(e) {
+                    Some(e) => break Some(limit_exceeded(&state, key, &e)),
+                    None => break None,
+                },
+                Some(Ok(Message::Close(_))) | None => break None,
                 Some(Ok(_)) => last_heard = Instant::now(),
             },
             _ = ping.tick() => {
@@ -117,16 +132,17 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
                     tracing::warn!(agent = %ident.key, "agent silent too long; dropping link");
                     break None;
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                let ping = socket.send(Message::Ping(Default::default()));
+                if tokio::time::timeout(tuning.agent_write_timeout, ping).await.map_or(true, |r| r.is_err()) {
                     break None;
                 }
                 state.agents.touch(key);
             }
-            _ = shutdown.changed() => break Some((1001, "host shutting down")),
+            _ = shutdown.changed() => break Some((1001, "host shutting down".to_owned())),
         }
     };
     if let Some((code, reason)) = close_reason {
-        close_gracefully(socket, code, reason).await;
+        close_gracefully(socket, code, &reason).await;
     }
     if state.agents.disconnect(key, conn.link_id) {
         tracing::info!(agent = %ident.key, "agent disconnected");
@@ -138,41 +154,129 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
 
 /// The close frame for a link the registry ended. Without a reason, its command queue was
 /// stuck or the host is shutting down: the agent reconnects and resynchronises.
-fn close_for(end: Option<LinkEnd>) -> (u16, &'static str) {
-    match end {
+fn close_for(end: Option<LinkEnd>) -> (u16, String) {
+    let (code, reason) = match end {
         Some(LinkEnd::Superseded) => (
             CLOSE_SUPERSEDED,
             "superseded: another connection of this agent (same org and id) took over",
         ),
         Some(LinkEnd::Revoked) => (CLOSE_REVOKED, "this agent was revoked"),
         None => (1000, "link reset"),
-    }
+    };
+    (code, reason.to_owned())
 }
 
-async fn read_hello(socket: &mut WebSocket) -> Result<Hello, String> {
+/// Reads the first frame, which must be a `Hello` of this protocol within the limits; else
+/// the close code and reason to refuse the agent with.
+async fn read_hello(socket: &mut WebSocket) -> Result<Hello, (u16, String)> {
+    let protocol = |reason: String| (CLOSE_PROTOCOL_MISMATCH, reason);
     loop {
         match socket.recv().await {
             Some(Ok(Message::Binary(bytes))) => {
-                return match agent::decode::<AgentFrame>(&bytes) {
+                return match read_frame(&bytes) {
                     Ok(AgentFrame::Hello(hello)) if hello.protocol == PROTOCOL_VERSION => Ok(hello),
-                    Ok(AgentFrame::Hello(hello)) => Err(format!(
+                    Ok(AgentFrame::Hello(hello)) => Err(protocol(format!(
                         "agent protocol {} is not supported; this host speaks {PROTOCOL_VERSION}",
                         hello.protocol
-                    )),
-                    Ok(_) => Err("the first frame must be hello".to_owned()),
-                    Err(e) => Err(format!(
+                    ))),
+                    Ok(_) => Err(protocol("the first frame must be hello".to_owned())),
+                    Err(Refused::Limit(e)) => Err((CLOSE_LIMIT_EXCEEDED, e.to_string())),
+                    Err(Refused::Malformed(e)) => Err(protocol(format!(
                         "cannot read hello ({e}); this host speaks protocol {PROTOCOL_VERSION}"
-                    )),
+                    ))),
                 };
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            _ => return Err("connection closed before hello".to_owned()),
+            Some(Err(e)) => {
+                return Err(match oversized(e) {
+                    Some(e) => (CLOSE_LIMIT_EXCEEDED, e.to_string()),
+                    None => protocol("connection failed before hello".to_owned()),
+                });
+            }
+            _ => return Err(protocol("connection closed before hello".to_owned())),
+        }
+    }
+}
+
+/// Why a frame from an agent was not applied.
+enum Refused {
+    /// Over a bound: the agent is closed with [`CLOSE_LIMIT_EXCEEDED`].
+    Limit(LimitExceeded),
+    /// Not a frame of this protocol: logged and skipped.
+    Malformed(FrameError),
+}
+
+/// Decodes one agent frame, inflating at most to [`MAX_AGENT_FRAME_BYTES`], and checks it
+/// against the limits on what an agent sends.
+fn read_frame(bytes: &[u8]) -> Result<AgentFrame, Refused> {
+    let frame =
+        agent::decode_within::<AgentFrame>(bytes, MAX_AGENT_FRAME_BYTES).map_err(|e| match e {
+            FrameError::TooLarge { size, limit } => Refused::Limit(LimitExceeded {
+                limit: Limit::FrameBytes,
+                actual: size,
+                max: limit,
+            }),
+            other => Refused::Malformed(other),
+        })?;
+    agent_limits::check(&frame).map_err(Refused::Limit)?;
+    Ok(frame)
+}
+
+/// The bound a read error broke, if it was a message over the WebSocket size cap.
+fn oversized(e: axum::Error) -> Option<LimitExceeded> {
+    let e = e.into_inner();
+    match e.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(cap)) => {
+            let (actual, max) = match cap {
+                tungstenite::error::CapacityError::MessageTooLong { size, max_size } => {
+                    (*size, *max_size)
+                }
+                _ => (MAX_AGENT_FRAME_BYTES + 2, MAX_AGENT_FRAME_BYTES + 1),
+            };
+            Some(LimitExceeded {
+                limit: Limit::FrameBytes,
+                actual,
+                max,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Counts and logs a broken limit; the close code and reason for the agent.
+fn limit_exceeded(state: &AppState, agent: &AgentKey, e: &LimitExceeded) -> (u16, String) {
+    Stats::add(&state.stats.agent_limit_violations, 1);
+    tracing::warn!(%agent, limit = %e.limit, actual = e.actual, max = e.max, "agent broke a limit; closing its link");
+    (CLOSE_LIMIT_EXCEEDED, e.to_string())
+}
+
+/// Writes one frame to the agent within [`crate::config::Tuning::agent_write_deadline`] for its
+/// size. `false` when the link failed or the agent did not take it in time (counted): either
+/// way the link is done.
+async fn send_to_agent(
+    socket: &mut WebSocket,
+    frame: &HostFrame,
+    agent: &AgentKey,
+    state: &AppState,
+) -> bool {
+    let bytes = agent::encode(frame);
+    let deadline = state.config.tuning.agent_write_deadline(bytes.len());
+    match tokio::time::timeout(deadline, socket.send(Message::Binary(bytes.into()))).await {
+        Ok(result) => result.is_ok(),
+        Err(_) => {
+            Stats::add(&state.stats.agent_write_timeouts, 1);
+            tracing::warn!(%agent, ?deadline, "agent did not read its link in time; dropping it");
+            false
         }
     }
 }
 
 /// Applies one frame from an agent; returns what to answer it directly, if anything.
-fn handle_frame(state: &AppState, ident: &AgentIdentity, frame: AgentFrame) -> Option<HostFrame> {
+async fn handle_frame(
+    state: &AppState,
+    ident: &AgentIdentity,
+    frame: AgentFrame,
+) -> Option<HostFrame> {
     let agent = &ident.key;
     match frame {
         AgentFrame::Hello(_) => {}
@@ -220,7 +324,14 @@ fn handle_frame(state: &AppState, ident: &AgentIdentity, frame: AgentFrame) -> O
         }
         AgentFrame::FetchPlugin { digest } => {
             // Only components of the agent's own org; the agent verifies the digest again.
-            return Some(match state.plugins.bytes_for(&agent.org, &digest) {
+            // Reading up to 16 MiB from disk happens on a blocking thread.
+            let plugins = state.plugins.clone();
+            let (org, wanted) = (agent.org.clone(), digest.clone());
+            let bytes = tokio::task::spawn_blocking(move || plugins.bytes_for(&org, &wanted))
+                .await
+                .ok()
+                .flatten();
+            return Some(match bytes {
                 Some(bytes) => HostFrame::Plugin { digest, bytes },
                 None => HostFrame::PluginUnavailable {
                     digest,

@@ -24,7 +24,7 @@ pub async fn openapi() -> impl IntoResponse {
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let s = &state.stats;
-    let rows: [(&str, &str, &str, u64); 7] = [
+    let rows: [(&str, &str, &str, u64); 9] = [
         (
             "logfleet_agents_online",
             "gauge",
@@ -66,6 +66,18 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "counter",
             "WebSocket clients closed for being too slow.",
             s.clients_closed_slow.load(Ordering::Relaxed),
+        ),
+        (
+            "logfleet_agent_limit_violations_total",
+            "counter",
+            "Agent links closed (code 4011) for breaking a limit on what an agent sends.",
+            s.agent_limit_violations.load(Ordering::Relaxed),
+        ),
+        (
+            "logfleet_agent_write_timeouts_total",
+            "counter",
+            "Agent links dropped because the agent did not read what the host wrote in time.",
+            s.agent_write_timeouts.load(Ordering::Relaxed),
         ),
     ];
     let mut out = String::new();

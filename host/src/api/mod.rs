@@ -1,11 +1,19 @@
 //! HTTP and WebSocket handlers, one module per resource. Handlers stay thin: extract, call the
 //! state's handles, render.
+//!
+//! Beside them, what every handler shares: [`routes`] (the route table the router and the
+//! OpenAPI test read), [`body`] and [`strict_json`] (request bodies), [`query`] (query
+//! strings), [`error_body`] (JSON errors for what no handler sees).
 
 pub mod agent_link;
 pub mod agents;
 pub mod audit;
 pub mod body;
+pub mod error_body;
 pub mod health;
 pub mod plugins;
+pub mod query;
+pub mod routes;
 pub mod stream;
+pub mod strict_json;
 pub mod ws;

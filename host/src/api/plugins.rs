@@ -11,11 +11,15 @@ use axum::http::{StatusCode, Uri};
 use logfleet_filter_runtime::MAX_COMPONENT_BYTES;
 use logfleet_protocol::filters::valid_plugin_name;
 use logfleet_protocol::rest::{PluginList, PluginResponse};
+use serde::Deserialize;
 
+use crate::api::body::read_body;
+use crate::api::query;
 use crate::audit::Kind;
-use crate::auth::{Admin, User, query_param};
+use crate::auth::{Admin, User};
 use crate::error::ApiError;
-use crate::plugins::PluginError;
+use crate::error::echo;
+use crate::plugins::{PluginError, Plugins};
 use crate::state::AppState;
 
 pub async fn upload(
@@ -28,15 +32,10 @@ pub async fn upload(
     // The body is read before the name is checked: answering while the client is still
     // sending a megabyte makes the server close the connection, and the client sees a broken
     // pipe instead of the error.
-    let bytes = axum::body::to_bytes(body, MAX_COMPONENT_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("a plugin must be at most {MAX_COMPONENT_BYTES} bytes"),
-            )
-        })?;
+    let bytes = read_body(body, MAX_COMPONENT_BYTES, || {
+        format!("a plugin must be at most {MAX_COMPONENT_BYTES} bytes")
+    })
+    .await?;
     // Admin only; checked after the body is read, for the same reason as the name.
     if !user.is_admin() {
         let why = "uploading plugins needs the admin role";
@@ -45,14 +44,16 @@ pub async fn upload(
             .auth_refused(Some(&claims.org), Some(&claims.sub), uri.path(), why);
         return Err(ApiError::forbidden(why));
     }
-    let name = query_param(&uri, "name").ok_or_else(|| {
+    let UploadQuery { name } = query::parse(&uri)?;
+    let name = name.ok_or_else(|| {
         ApiError::bad_request("invalid_request", "missing ?name=NAME for the plugin")
     })?;
     if !valid_plugin_name(&name) {
         return Err(ApiError::bad_request(
             "invalid_plugin",
             format!(
-                "invalid plugin name '{name}' (1..=64 of a-z, 0-9, '-', '_', starting with a letter or digit)"
+                "invalid plugin name '{}' (1..=64 of a-z, 0-9, '-', '_', starting with a letter or digit)",
+                echo(&name)
             ),
         ));
     }
@@ -78,10 +79,8 @@ pub async fn upload(
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     verdict.map_err(|e| ApiError::bad_request("invalid_plugin", e.to_string()))?;
-    let plugin = state
-        .plugins
-        .put(&claims.org, &name, &bytes)
-        .map_err(plugin_error)?;
+    let (org, stored) = (claims.org.clone(), name.clone());
+    let plugin = on_store(&state.plugins, move |p| p.put(&org, &stored, &bytes)).await?;
     tracing::info!(org = %claims.org, %name, digest = %plugin.digest, "plugin stored");
     state.audit.record(
         Kind::PluginUpload,
@@ -105,10 +104,8 @@ pub async fn delete(
     Admin(claims): Admin,
     Path(name): Path<String>,
 ) -> Result<Json<PluginResponse>, ApiError> {
-    let plugin = state
-        .plugins
-        .delete(&claims.org, &name)
-        .map_err(plugin_error)?;
+    let (org, deleted) = (claims.org.clone(), name);
+    let plugin = on_store(&state.plugins, move |p| p.delete(&org, &deleted)).await?;
     state.audit.record(
         Kind::PluginDelete,
         Some(&claims.org),
@@ -118,11 +115,31 @@ pub async fn delete(
     Ok(Json(PluginResponse { plugin }))
 }
 
+/// `?name=NAME` of an upload.
+#[derive(Deserialize)]
+struct UploadQuery {
+    name: Option<String>,
+}
+
+/// Runs a store operation (fsyncs, file removal) on a blocking thread.
+async fn on_store<T: Send + 'static>(
+    plugins: &Plugins,
+    op: impl FnOnce(&Plugins) -> Result<T, PluginError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let plugins = plugins.clone();
+    tokio::task::spawn_blocking(move || op(&plugins))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(plugin_error)
+}
+
 fn plugin_error(e: PluginError) -> ApiError {
     match e {
-        PluginError::NotFound(_) => {
-            ApiError::new(StatusCode::NOT_FOUND, "plugin_not_found", e.to_string())
-        }
+        PluginError::NotFound(name) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "plugin_not_found",
+            format!("no plugin '{}'", echo(&name)),
+        ),
         PluginError::TooLarge(_) => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",

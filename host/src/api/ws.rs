@@ -5,16 +5,19 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::Uri;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use logfleet_protocol::client::{CLOSE_CLIENT_TOO_SLOW, Control, DropReason};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::auth::{WsUser, query_count};
+use serde::Deserialize;
+
+use crate::api::query::Query;
+use crate::auth::WsUser;
 use crate::config::Tuning;
 use crate::error::ApiError;
-use crate::fanout::{Outgoing, Subscription};
+use crate::fanout::{Outgoing, SubscribeError, Subscription};
 use crate::state::{AppState, Stats};
 
 /// Largest frame a session client may send. Clients have nothing to say beyond pongs and
@@ -25,22 +28,37 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
 /// was most of the host's memory.
 const CLIENT_READ_BUFFER_BYTES: usize = 4 * 1024;
 
+/// The session WebSocket's query (`?token=` is read by [`WsUser`]).
+#[derive(Deserialize)]
+pub struct ClientWsQuery {
+    /// Resume after this `seq`: missed lines come from the replay buffer first.
+    since_seq: Option<u64>,
+}
+
 pub async fn client_ws(
     State(state): State<AppState>,
     WsUser(claims): WsUser,
     Path(session_id): Path<String>,
-    uri: Uri,
+    Query(ClientWsQuery { since_seq }): Query<ClientWsQuery>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let since_seq: Option<u64> = query_count(&uri, "since_seq")?;
     let hub = state
         .sessions
         .hub(&claims.org, &session_id)
         .ok_or_else(|| ApiError::session_not_found(&session_id))?;
     let ws = ws.map_err(|e| ApiError::new(e.status(), "websocket_required", e.body_text()))?;
-    let sub = hub
-        .subscribe(since_seq)
-        .ok_or_else(|| ApiError::session_not_found(&session_id))?;
+    let sub = hub.subscribe(since_seq).map_err(|e| match e {
+        SubscribeError::Ended => ApiError::session_not_found(&session_id),
+        SubscribeError::Full => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_clients",
+            format!(
+                "session '{}' already serves {} clients (the most it may); close one first",
+                crate::error::echo(&session_id),
+                state.config.tuning.max_clients_per_session
+            ),
+        ),
+    })?;
     let guard = state.connection_guard.clone();
     Ok(ws
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)

@@ -1,0 +1,284 @@
+//! What an agent may send the host: bounds on every agent → host frame, so that one agent,
+//! buggy or hostile, cannot exhaust the host. The host checks each frame with [`check`] and
+//! closes the link of an agent that breaks one with
+//! [`CLOSE_LIMIT_EXCEEDED`](crate::agent::CLOSE_LIMIT_EXCEEDED).
+//!
+//! A well-behaved agent stays well inside them: it sends a batch once it holds 512 records or
+//! about 256 KiB, cuts lines at 64 KiB, and its names and paths come from its configuration.
+
+use std::fmt;
+
+use crate::agent::{AgentFrame, Hello, LogBatch, Metrics, Record};
+
+/// Records in one log batch (the agent flushes at 512).
+pub const MAX_BATCH_RECORDS: usize = 512;
+/// Longest agent name, hostname, version, source name, session id, plugin name or digest.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Longest file path or source path (glob): Linux's `PATH_MAX`.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Longest line the agent ships (it cuts longer ones there).
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Bytes of one record: its message, source and file together.
+pub const MAX_RECORD_BYTES: usize = MAX_LINE_BYTES + MAX_NAME_BYTES + MAX_PATH_BYTES;
+/// Bytes of one batch's records together (message, source and file): the agent flushes at
+/// 256 KiB, so a batch holds at most that plus its last record.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024 + MAX_RECORD_BYTES;
+/// Sources in `Hello`, and entries in one metrics report.
+pub const MAX_SOURCES: usize = 128;
+/// Longest free text an agent sends (a filter error's message, traps with backtraces).
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Largest agent → host frame after inflation. The largest legitimate frames are a full batch
+/// (≈ 330 KiB of text plus ≈ 20 KiB of per-record overhead) and a `Hello` with every source at
+/// its longest path (≈ 560 KiB); the unit tests check both fit.
+pub const MAX_AGENT_FRAME_BYTES: usize = 1024 * 1024;
+
+/// Which bound a frame broke; named in the close reason and the host's logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    FrameBytes,
+    BatchRecords,
+    BatchBytes,
+    RecordBytes,
+    Sources,
+    NameBytes,
+    PathBytes,
+    TextBytes,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::FrameBytes => "frame_bytes",
+            Limit::BatchRecords => "batch_records",
+            Limit::BatchBytes => "batch_bytes",
+            Limit::RecordBytes => "record_bytes",
+            Limit::Sources => "sources",
+            Limit::NameBytes => "name_bytes",
+            Limit::PathBytes => "path_bytes",
+            Limit::TextBytes => "text_bytes",
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A frame over one of the bounds. Its text fits a WebSocket close reason (≤ 123 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("limit exceeded: {limit} ({actual} > {max})")]
+pub struct LimitExceeded {
+    pub limit: Limit,
+    pub actual: usize,
+    pub max: usize,
+}
+
+fn at_most(limit: Limit, actual: usize, max: usize) -> Result<(), LimitExceeded> {
+    if actual > max {
+        return Err(LimitExceeded { limit, actual, max });
+    }
+    Ok(())
+}
+
+fn name(s: &str) -> Result<(), LimitExceeded> {
+    at_most(Limit::NameBytes, s.len(), MAX_NAME_BYTES)
+}
+
+fn path(s: &str) -> Result<(), LimitExceeded> {
+    at_most(Limit::PathBytes, s.len(), MAX_PATH_BYTES)
+}
+
+/// Checks a decoded agent frame against every bound above (the frame size is checked while
+/// decoding, with [`crate::agent::decode_within`]).
+pub fn check(frame: &AgentFrame) -> Result<(), LimitExceeded> {
+    match frame {
+        AgentFrame::Hello(hello) => check_hello(hello),
+        AgentFrame::Metrics(metrics) => check_metrics(metrics),
+        AgentFrame::Logs(batch) => check_batch(batch),
+        AgentFrame::Dropped { session_id, .. } => name(session_id),
+        AgentFrame::FilterError {
+            session_id,
+            plugin,
+            message,
+            dropped: _,
+        } => {
+            name(session_id)?;
+            name(plugin)?;
+            at_most(Limit::TextBytes, message.len(), MAX_TEXT_BYTES)
+        }
+        AgentFrame::FetchPlugin { digest } => name(digest),
+    }
+}
+
+fn check_hello(hello: &Hello) -> Result<(), LimitExceeded> {
+    name(&hello.name)?;
+    name(&hello.hostname)?;
+    name(&hello.version)?;
+    at_most(Limit::Sources, hello.sources.len(), MAX_SOURCES)?;
+    for source in &hello.sources {
+        name(&source.name)?;
+        path(&source.path)?;
+    }
+    Ok(())
+}
+
+fn check_metrics(metrics: &Metrics) -> Result<(), LimitExceeded> {
+    at_most(Limit::Sources, metrics.sources.len(), MAX_SOURCES)?;
+    metrics.sources.iter().try_for_each(|s| name(&s.name))
+}
+
+fn check_batch(batch: &LogBatch) -> Result<(), LimitExceeded> {
+    name(&batch.session_id)?;
+    at_most(Limit::BatchRecords, batch.records.len(), MAX_BATCH_RECORDS)?;
+    let mut total = 0usize;
+    for record in &batch.records {
+        name(&record.source)?;
+        path(&record.file)?;
+        let bytes = record_bytes(record);
+        at_most(Limit::RecordBytes, bytes, MAX_RECORD_BYTES)?;
+        total += bytes;
+    }
+    at_most(Limit::BatchBytes, total, MAX_BATCH_BYTES)
+}
+
+/// What a record weighs against [`MAX_RECORD_BYTES`] and [`MAX_BATCH_BYTES`].
+pub fn record_bytes(record: &Record) -> usize {
+    record.message.len() + record.source.len() + record.file.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Level;
+    use crate::agent::{Health, SourceCounts};
+    use crate::rest::SourceInfo;
+
+    fn record(message: String) -> Record {
+        Record {
+            seq: u64::MAX,
+            timestamp_ms: i64::MIN,
+            level: Level::Fatal,
+            source: "s".repeat(MAX_NAME_BYTES),
+            file: "f".repeat(MAX_PATH_BYTES),
+            line: u64::MAX,
+            message,
+        }
+    }
+
+    /// The largest batch within the limits: full records up to the batch bound, the rest
+    /// empty ones, up to the record count.
+    fn largest_batch() -> LogBatch {
+        let mut records = Vec::new();
+        let mut total = 0;
+        while records.len() < MAX_BATCH_RECORDS {
+            let room = (MAX_BATCH_BYTES - total).min(MAX_RECORD_BYTES);
+            let full = record(String::new());
+            let message_room = room.saturating_sub(record_bytes(&full));
+            let r = record("m".repeat(message_room));
+            total += record_bytes(&r);
+            records.push(r);
+            if total + record_bytes(&full) > MAX_BATCH_BYTES {
+                break;
+            }
+        }
+        LogBatch {
+            session_id: "x".repeat(MAX_NAME_BYTES),
+            records,
+        }
+    }
+
+    fn plain_size(frame: &AgentFrame) -> usize {
+        postcard::to_allocvec(frame).unwrap().len() + 1
+    }
+
+    /// Every frame a well-behaved agent can send fits the inflated frame bound.
+    #[test]
+    fn largest_legitimate_frames_fit_the_frame_bound() {
+        let batch = AgentFrame::Logs(largest_batch());
+        assert_eq!(check(&batch), Ok(()));
+        let hello = AgentFrame::Hello(Hello {
+            protocol: u32::MAX,
+            name: "n".repeat(MAX_NAME_BYTES),
+            hostname: "h".repeat(MAX_NAME_BYTES),
+            version: "v".repeat(MAX_NAME_BYTES),
+            sources: (0..MAX_SOURCES)
+                .map(|_| SourceInfo {
+                    name: "s".repeat(MAX_NAME_BYTES),
+                    path: "p".repeat(MAX_PATH_BYTES),
+                })
+                .collect(),
+        });
+        assert_eq!(check(&hello), Ok(()));
+        let metrics = AgentFrame::Metrics(Metrics {
+            timestamp_ms: i64::MIN,
+            interval_ms: u32::MAX,
+            sources: (0..MAX_SOURCES)
+                .map(|_| SourceCounts {
+                    name: "s".repeat(MAX_NAME_BYTES),
+                    levels: [u64::MAX; 6],
+                    bytes: u64::MAX,
+                })
+                .collect(),
+            health: Health::default(),
+        });
+        assert_eq!(check(&metrics), Ok(()));
+        // A batch of 512 maximal records is refused (by bytes), so the batch bound is the one
+        // that keeps frames small.
+        for frame in [&batch, &hello, &metrics] {
+            let size = plain_size(frame);
+            assert!(size <= MAX_AGENT_FRAME_BYTES, "{size} bytes");
+        }
+    }
+
+    #[test]
+    fn each_bound_is_named_when_broken() {
+        let mut batch = largest_batch();
+        batch.records.push(record(String::new()));
+        assert_eq!(
+            check(&AgentFrame::Logs(batch)).unwrap_err().limit,
+            Limit::BatchBytes
+        );
+        let many = LogBatch {
+            session_id: "s".into(),
+            records: vec![record(String::new()); MAX_BATCH_RECORDS + 1],
+        };
+        assert_eq!(
+            check(&AgentFrame::Logs(many)).unwrap_err().limit,
+            Limit::BatchRecords
+        );
+        let long = LogBatch {
+            session_id: "s".into(),
+            records: vec![record("m".repeat(MAX_LINE_BYTES + 1))],
+        };
+        let err = check(&AgentFrame::Logs(long)).unwrap_err();
+        assert_eq!(err.limit, Limit::RecordBytes);
+        assert!(err.to_string().len() <= 123, "{err}");
+        let hello = Hello {
+            protocol: 1,
+            name: "a".into(),
+            hostname: "h".into(),
+            version: "1".into(),
+            sources: vec![
+                SourceInfo {
+                    name: "s".into(),
+                    path: "/p".into()
+                };
+                MAX_SOURCES + 1
+            ],
+        };
+        assert_eq!(
+            check(&AgentFrame::Hello(hello)).unwrap_err().limit,
+            Limit::Sources
+        );
+        assert_eq!(
+            check(&AgentFrame::FetchPlugin {
+                digest: "d".repeat(MAX_NAME_BYTES + 1)
+            })
+            .unwrap_err()
+            .limit,
+            Limit::NameBytes
+        );
+    }
+}
