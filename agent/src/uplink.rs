@@ -11,6 +11,7 @@
 //! [`STABLE_CONNECTION`]. A rejected token (HTTP 401/403) is logged as such and retried at
 //! `reconnect_max`, so a revoked agent does not hammer the host.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -51,6 +52,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Everything the uplink needs; run it with [`Uplink::run`].
 pub struct Uplink {
     pub url: String,
+    /// Whom to trust for `wss://` (`--ca-cert`); `None`: the public web PKI roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub token: String,
     pub hello: Hello,
     pub outbox: Outbox,
@@ -137,7 +140,9 @@ impl Uplink {
         let auth = HeaderValue::from_str(&format!("Bearer {}", self.token))
             .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
         request.headers_mut().insert(header::AUTHORIZATION, auth);
-        let connecting = tokio_tungstenite::connect_async(request);
+        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
         let (mut ws, _response) = match timeout(CONNECT_TIMEOUT, connecting).await {
             Err(_) => return Err(LinkError::ConnectTimeout),
             Ok(Err(tungstenite::Error::Http(response)))

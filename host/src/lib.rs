@@ -2,6 +2,9 @@
 //!
 //! - [`config`]: how the host runs (listen address, secret, limits, timers).
 //! - [`server`]: the router and the serve loop with graceful shutdown.
+//! - [`accept`]: the accept loop: TLS, header read timeout, connection cap, draining.
+//! - [`read_timeout`]: the request body read timeout.
+//! - [`tls`]: the certificate and key the host serves TLS with.
 //! - [`state`]: the state handlers share.
 //! - [`auth`]: JWT claims, minting, verification, and the extractors.
 //! - [`error`]: the JSON error type every handler returns.
@@ -18,10 +21,13 @@ pub mod error;
 pub mod fanout;
 pub mod plugins;
 pub mod registry;
+pub mod accept;
+pub mod read_timeout;
 pub mod server;
 pub mod session;
 pub mod state;
 pub mod time;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{router, serve};

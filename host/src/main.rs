@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use logfleet_host::auth::{Auth, Role};
 use logfleet_host::config::{Config, LimitConfig, Tuning, check_secret};
+use logfleet_host::tls::TlsFiles;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -67,6 +68,24 @@ struct ServeArgs {
     public_url: Option<String>,
     #[command(flatten)]
     secret: SecretArgs,
+    /// Serve HTTPS and WSS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM); needs --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Open connections at once (HTTP, WebSocket, agent links); more are closed on accept.
+    #[arg(long, default_value_t = Tuning::default().max_connections)]
+    max_connections: usize,
+    /// How long a client may take to send a request's headers (also closes idle keep-alives).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    header_read_timeout: Duration,
+    /// Longest pause inside a request body before the request is answered 408.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    body_read_timeout: Duration,
+    /// How long a TLS handshake may take.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    tls_handshake_timeout: Duration,
     /// Default per-session line rate limit.
     #[arg(long, default_value_t = LimitConfig::default().default.lines_per_second)]
     default_lines_per_second: u32,
@@ -210,6 +229,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         public_url: args.public_url,
         jwt_secret,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            // clap's `requires` makes one without the other a usage error.
+            _ => None,
+        },
         limits,
         tuning: Tuning {
             client_queue: args.client_queue,
@@ -217,6 +241,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_client_lost_lines: args.max_client_lost_lines,
             ping_interval: args.ping_interval,
             idle_timeout: args.idle_timeout,
+            header_read_timeout: args.header_read_timeout,
+            body_read_timeout: args.body_read_timeout,
+            tls_handshake_timeout: args.tls_handshake_timeout,
+            max_connections: args.max_connections,
             ..Tuning::default()
         },
     };
