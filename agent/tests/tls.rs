@@ -62,7 +62,10 @@ async fn refused(host: &TestHost, pki: &TestPki, extra: &[String], expected: &st
         .arg(format!("--token={}", host.agent_token("acme", id, "edge")))
         .arg(format!("--source=app={}", file.display()))
         .args(["--reconnect-min=50ms", "--reconnect-max=300ms"])
-        .arg(format!("--cache-dir={}", testkit::test_cache_dir().display()))
+        .arg(format!(
+            "--cache-dir={}",
+            testkit::test_cache_dir().display()
+        ))
         .args(extra)
         .env("RUST_LOG", "warn")
         .env_remove("LOGFLEET_CA_CERT")
@@ -74,7 +77,11 @@ async fn refused(host: &TestHost, pki: &TestPki, extra: &[String], expected: &st
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let line = tokio::time::timeout(WAIT, async {
         loop {
-            let line = lines.next_line().await.unwrap().expect("agent still running");
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("agent still running");
             if line.contains(expected) {
                 return line;
             }
@@ -90,7 +97,11 @@ async fn refused(host: &TestHost, pki: &TestPki, extra: &[String], expected: &st
     );
     let (status, agents) = api.get("/api/v1/agents").await;
     assert_eq!(status, 200);
-    assert_eq!(agents["agents"], json!([]), "the agent got through: {agents}");
+    assert_eq!(
+        agents["agents"],
+        json!([]),
+        "the agent got through: {agents}"
+    );
     child.kill().await.unwrap();
     line
 }
@@ -142,7 +153,10 @@ async fn an_unusable_ca_file_stops_the_agent_at_start() {
             .args(["--host=https://localhost:1", "--token=t"])
             .arg(format!("--source=app={}", file.display()))
             .arg(format!("--ca-cert={}", empty.display()))
-            .arg(format!("--cache-dir={}", testkit::test_cache_dir().display()))
+            .arg(format!(
+                "--cache-dir={}",
+                testkit::test_cache_dir().display()
+            ))
             .output(),
     )
     .await

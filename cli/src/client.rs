@@ -21,6 +21,9 @@ use crate::stream::LogStream;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one REST call may take in total.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle pooled connection is kept for reuse: below the host's 10 s header read
+/// timeout (which closes idle keep-alive connections), so a request never races that close.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a plugin upload may take: the host compiles the component before answering.
 pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -72,6 +75,7 @@ impl Client {
         let mut http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(concat!("logfleet-cli/", env!("CARGO_PKG_VERSION")));
         if let Some(tls) = &tls {
             http = http.use_preconfigured_tls(rustls::ClientConfig::clone(tls));

@@ -68,9 +68,16 @@ async fn the_cli_refuses_a_certificate_for_another_name() {
     let token = host.user_token("acme", "alice");
     let out = common::run({
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_logfleet"));
-        cmd.args(["agents", "--url", &host.base, "--token", &token, "--ca-cert"])
-            .arg(&pki.ca_cert)
-            .kill_on_drop(true);
+        cmd.args([
+            "agents",
+            "--url",
+            &host.base,
+            "--token",
+            &token,
+            "--ca-cert",
+        ])
+        .arg(&pki.ca_cert)
+        .kill_on_drop(true);
         cmd
     })
     .await;
@@ -87,9 +94,16 @@ async fn an_unusable_ca_file_is_a_usage_error() {
     std::fs::write(&empty, "").unwrap();
     let out = common::run({
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_logfleet"));
-        cmd.args(["agents", "--url", "https://localhost:1", "--token", "t", "--ca-cert"])
-            .arg(&empty)
-            .kill_on_drop(true);
+        cmd.args([
+            "agents",
+            "--url",
+            "https://localhost:1",
+            "--token",
+            "t",
+            "--ca-cert",
+        ])
+        .arg(&empty)
+        .kill_on_drop(true);
         cmd
     })
     .await;

@@ -113,10 +113,8 @@ impl Connection {
             serve_http(io, self.app, self.bounds, self.stop).await;
             return;
         };
-        let handshake = tokio::time::timeout(
-            self.bounds.tls_handshake_timeout,
-            acceptor.accept(self.io),
-        );
+        let handshake =
+            tokio::time::timeout(self.bounds.tls_handshake_timeout, acceptor.accept(self.io));
         let tls = tokio::select! {
             done = handshake => done,
             _ = self.stop.wait_for(|stop| *stop) => return,

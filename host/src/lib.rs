@@ -14,15 +14,15 @@
 //! - [`plugins`]: the plugin registry, content-addressed on disk.
 //! - [`api`]: the handlers, one module per resource.
 
+pub mod accept;
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod plugins;
-pub mod registry;
-pub mod accept;
 pub mod read_timeout;
+pub mod registry;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -57,7 +57,10 @@ async fn half_a_header_is_closed_after_the_header_read_timeout() {
     let started = Instant::now();
     let answer = read_until_closed(&mut stream).await;
     let took = started.elapsed();
-    assert!(took >= SHORT - Duration::from_millis(50), "closed after {took:?}");
+    assert!(
+        took >= SHORT - Duration::from_millis(50),
+        "closed after {took:?}"
+    );
     assert!(
         !String::from_utf8_lossy(&answer).contains("200"),
         "{}",
@@ -128,7 +131,10 @@ async fn a_stalled_tls_handshake_is_closed() {
     let started = Instant::now();
     read_until_closed(&mut stream).await;
     let took = started.elapsed();
-    assert!(took >= SHORT - Duration::from_millis(50), "closed after {took:?}");
+    assert!(
+        took >= SHORT - Duration::from_millis(50),
+        "closed after {took:?}"
+    );
     host.stop().await;
 }
 
@@ -141,7 +147,10 @@ async fn connections_over_the_cap_are_closed_at_once() {
     let mut open = Vec::new();
     for _ in 0..CAP {
         let mut stream = TcpStream::connect(host.addr).await.unwrap();
-        assert!(healthz(&mut stream).await, "a connection under the cap is served");
+        assert!(
+            healthz(&mut stream).await,
+            "a connection under the cap is served"
+        );
         open.push(stream);
     }
     let mut over = TcpStream::connect(host.addr).await.unwrap();

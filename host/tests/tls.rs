@@ -81,11 +81,20 @@ async fn the_reference_flow_runs_over_tls_with_a_private_ca() {
     testkit::skip_until(&mut client, "ERROR over tls").await;
 
     let pid = host.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let ended = client.expect_event("session_ended").await;
     assert_eq!(ended["reason"], "shutdown");
     assert_eq!(u16::from(client.expect_close().await.unwrap().code), 1000);
-    let status = tokio::time::timeout(WAIT, host.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(WAIT, host.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status:?}");
     agent.stop().await;
 }
@@ -95,7 +104,11 @@ async fn the_reference_flow_runs_over_tls_with_a_private_ca() {
 fn tls_flags_come_in_pairs() {
     let pki = TestPki::new();
     for (given, missing) in [("--tls-cert", "--tls-key"), ("--tls-key", "--tls-cert")] {
-        let file = if given == "--tls-cert" { &pki.cert } else { &pki.key };
+        let file = if given == "--tls-cert" {
+            &pki.cert
+        } else {
+            &pki.key
+        };
         let out = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", given])
             .arg(file)

@@ -560,9 +560,10 @@ impl WsClient {
     ) -> WsClient {
         let url = format!("{ws_url}?token={token}");
         let connector = tokio_tungstenite::Connector::Rustls(tls);
-        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
-            .await
-            .expect("wss connect");
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
+                .await
+                .expect("wss connect");
         WsClient { ws }
     }
 
