@@ -52,7 +52,10 @@ pub async fn run(
     bounds: Bounds,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let slots = Arc::new(Semaphore::new(bounds.max_connections));
+    // More permits than a semaphore can hold is no cap at all; clamp instead of panicking.
+    let slots = Arc::new(Semaphore::new(
+        bounds.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     // `stop` tells connections to finish; each holds a `live` receiver until it has.
     let (stop_tx, stop_rx) = watch::channel(false);
     let (live_tx, live_rx) = watch::channel(());

@@ -217,6 +217,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let jwt_secret = args.secret.load()?;
+    anyhow::ensure!(
+        args.max_connections > 0,
+        "--max-connections must be at least 1"
+    );
+    for (flag, value) in [
+        ("--header-read-timeout", args.header_read_timeout),
+        ("--body-read-timeout", args.body_read_timeout),
+        ("--tls-handshake-timeout", args.tls_handshake_timeout),
+    ] {
+        anyhow::ensure!(!value.is_zero(), "{flag} must be greater than zero");
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let mut limits = LimitConfig::default();

@@ -171,3 +171,27 @@ async fn connections_over_the_cap_are_closed_at_once() {
     .await;
     host.stop().await;
 }
+
+/// A cap of 0 or a zero timeout would refuse every connection: the binary refuses to start
+/// with one, naming the flag.
+#[test]
+fn zero_bounds_are_refused_at_start() {
+    for flag in [
+        "--max-connections=0",
+        "--header-read-timeout=0s",
+        "--body-read-timeout=0s",
+        "--tls-handshake-timeout=0s",
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_logfleet-host"))
+            .args(["serve", "--listen", "127.0.0.1:0", flag, "--data-dir"])
+            .arg(data.path())
+            .env("LOGFLEET_JWT_SECRET", testkit::SECRET)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let name = flag.split('=').next().unwrap();
+        assert!(stderr.contains(name), "{flag}: {stderr}");
+    }
+}
