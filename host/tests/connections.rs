@@ -57,8 +57,9 @@ async fn half_a_header_is_closed_after_the_header_read_timeout() {
     let started = Instant::now();
     let answer = read_until_closed(&mut stream).await;
     let took = started.elapsed();
+    // Well before the 10 s default: it is the configured timeout that closed it.
     assert!(
-        took >= SHORT - Duration::from_millis(50),
+        took >= SHORT - Duration::from_millis(50) && took < WAIT / 2,
         "closed after {took:?}"
     );
     assert!(
@@ -131,8 +132,9 @@ async fn a_stalled_tls_handshake_is_closed() {
     let started = Instant::now();
     read_until_closed(&mut stream).await;
     let took = started.elapsed();
+    // Well before the 10 s default: it is the configured timeout that closed it.
     assert!(
-        took >= SHORT - Duration::from_millis(50),
+        took >= SHORT - Duration::from_millis(50) && took < WAIT / 2,
         "closed after {took:?}"
     );
     host.stop().await;
