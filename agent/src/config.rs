@@ -37,6 +37,9 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     pub metrics_interval: Duration,
     pub tuning: Tuning,
+    /// PEM file of the CA certificates to trust for `https://`/`wss://` hosts instead of the
+    /// public web PKI roots (a host with a private CA). See [`crate::tls`].
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Config {
@@ -54,6 +57,7 @@ impl Config {
             sources,
             metrics_interval: DEFAULT_METRICS_INTERVAL,
             tuning: Tuning::default(),
+            ca_cert: None,
         }
     }
 }
@@ -68,6 +72,7 @@ impl fmt::Debug for Config {
             .field("sources", &self.sources)
             .field("metrics_interval", &self.metrics_interval)
             .field("tuning", &self.tuning)
+            .field("ca_cert", &self.ca_cert)
             .finish()
     }
 }
@@ -152,6 +157,7 @@ pub struct Settings {
     pub metrics_interval: Option<Duration>,
     pub sources: Vec<SourceConfig>,
     pub cache_dir: Option<PathBuf>,
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// The TOML file as written; unknown keys are refused so typos are not silently ignored.
@@ -163,6 +169,7 @@ struct FileConfig {
     name: Option<String>,
     metrics_interval: Option<String>,
     cache_dir: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -218,6 +225,7 @@ impl Settings {
             name: file.name,
             metrics_interval,
             cache_dir: file.cache_dir,
+            ca_cert: file.ca_cert,
             sources: file
                 .source
                 .into_iter()
@@ -245,6 +253,7 @@ impl Settings {
             metrics_interval: top.metrics_interval.or(self.metrics_interval),
             sources: self.sources,
             cache_dir: top.cache_dir.or(self.cache_dir),
+            ca_cert: top.ca_cert.or(self.ca_cert),
         }
     }
 
@@ -282,6 +291,7 @@ impl Settings {
             sources: self.sources,
             metrics_interval,
             tuning,
+            ca_cert: self.ca_cert,
         })
     }
 }
@@ -509,6 +519,7 @@ mod tests {
             metrics_interval: Some(Duration::from_secs(10)),
             sources: vec![SourceConfig::new("a", "/a"), SourceConfig::new("b", "/b")],
             cache_dir: Some("/file/cache".into()),
+            ca_cert: Some("/file/ca.pem".into()),
         };
         let flags = Settings {
             host: Some("http://flag".into()),
@@ -517,6 +528,7 @@ mod tests {
             metrics_interval: None,
             sources: vec![SourceConfig::new("b", "/b2"), SourceConfig::new("c", "/c")],
             cache_dir: Some("/flag/cache".into()),
+            ca_cert: None,
         };
         let c = file
             .overridden_by(flags)
@@ -527,6 +539,7 @@ mod tests {
         assert_eq!(c.name, "file-name");
         assert_eq!(c.metrics_interval, Duration::from_secs(10));
         assert_eq!(c.tuning.cache_dir, Some(PathBuf::from("/flag/cache")));
+        assert_eq!(c.ca_cert, Some(PathBuf::from("/file/ca.pem")));
         assert_eq!(
             c.sources,
             vec![

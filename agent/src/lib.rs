@@ -25,6 +25,7 @@
 //! - [`pipeline`]: the task owning all sessions and metrics.
 //! - [`outbox`]: the byte-bounded queue between pipeline and uplink, and its overflow policy.
 //! - [`uplink`]: the WebSocket connection to the host, reconnecting forever.
+//! - [`tls`]: whom the uplink trusts for `wss://` (`--ca-cert`).
 //!
 //! [`run`] wires them together; `main.rs` only parses arguments and calls it.
 
@@ -40,6 +41,7 @@ pub mod plugins;
 pub mod ratelimit;
 pub mod session;
 pub mod tail;
+pub mod tls;
 pub mod uplink;
 
 mod time;
@@ -80,6 +82,8 @@ pub enum AgentError {
     Runtime(#[from] RuntimeError),
     #[error("agent startup was interrupted: {0}")]
     Startup(tokio::task::JoinError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Runs the agent until `shutdown` resolves: the WebAssembly filter runtime with the agent's
@@ -122,6 +126,11 @@ pub async fn run_with(
     // Several rustls crypto providers may be compiled into the process; pick one explicitly.
     // An error only means one was installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = config
+        .ca_cert
+        .as_deref()
+        .map(tls::client_config)
+        .transpose()?;
 
     let tuning = config.tuning;
     let outbox = Outbox::new(tuning.buffer_bytes);
@@ -155,6 +164,7 @@ pub async fn run_with(
     )));
     let uplink = Uplink {
         url,
+        tls,
         token: config.token,
         hello: Hello {
             protocol: PROTOCOL_VERSION,

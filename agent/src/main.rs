@@ -78,6 +78,10 @@ struct RunArgs {
     /// or ~/.cache/logfleet; none if neither is writable).
     #[arg(long, env = "LOGFLEET_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Trust the CA certificates in this PEM file (instead of the public web PKI roots) for an
+    /// https:// or wss:// host with a private CA. Hostnames are still verified.
+    #[arg(long, env = "LOGFLEET_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 
     // Tuning, for tests and unusual deployments.
     #[arg(long, hide = true, value_parser = humantime::parse_duration)]
@@ -109,6 +113,7 @@ impl RunArgs {
             metrics_interval: self.metrics_interval,
             sources: self.sources,
             cache_dir: self.cache_dir,
+            ca_cert: self.ca_cert,
         };
         let defaults = Tuning::default();
         let tuning = Tuning {

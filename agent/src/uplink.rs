@@ -13,6 +13,7 @@
 //! another copy of this agent connected (close 4009) waits `superseded_backoff` or more, with
 //! an error naming the cause: two copies must not take the link from each other in a loop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -55,6 +56,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Everything the uplink needs; run it with [`Uplink::run`].
 pub struct Uplink {
     pub url: String,
+    /// Whom to trust for `wss://` (`--ca-cert`); `None`: the public web PKI roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub token: String,
     pub hello: Hello,
     pub outbox: Outbox,
@@ -160,7 +163,9 @@ impl Uplink {
         let auth = HeaderValue::from_str(&format!("Bearer {}", self.token))
             .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
         request.headers_mut().insert(header::AUTHORIZATION, auth);
-        let connecting = tokio_tungstenite::connect_async(request);
+        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
         let (mut ws, _response) = match timeout(CONNECT_TIMEOUT, connecting).await {
             Err(_) => return Err(LinkError::ConnectTimeout),
             Ok(Err(tungstenite::Error::Http(response)))

@@ -27,7 +27,7 @@ fn logrotate(file: &Path, directive: &str) {
         .arg(dir.join("logrotate.state"))
         .arg(&conf)
         .output()
-        .unwrap_or_else(|e| panic!("logrotate is required (`.ci/run` installs it): {e}"));
+        .unwrap_or_else(|e| panic!("logrotate is required (`scripts/setup.sh` installs it): {e}"));
     assert!(
         out.status.success(),
         "logrotate: {}",

@@ -3,6 +3,7 @@
 //! It exists so the CLI (and any Rust program) never builds URLs, headers or error handling by
 //! hand: every call returns the documented body or an [`Error`] that says what went wrong.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use logfleet_protocol::rest::{
@@ -21,6 +22,9 @@ use crate::stream::LogStream;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one REST call may take in total.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle pooled connection is kept for reuse: below the host's 10 s header read
+/// timeout (which closes idle keep-alive connections), so a request never races that close.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a plugin upload may take: the host compiles the component before answering.
 pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -30,6 +34,8 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     token: String,
+    /// Whom to trust for `https://` and `wss://`; `None`: the public web PKI roots.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// `{"agent": {...}}`, the answer to `GET /api/v1/agents/{id}`.
@@ -42,6 +48,16 @@ impl Client {
     /// A client of the host at `base_url` (`http://` or `https://`, optionally with a path
     /// prefix when behind a proxy), authenticating with the user JWT `token`.
     pub fn new(base_url: &str, token: impl Into<String>) -> Result<Client, Error> {
+        Client::with_tls(base_url, token, None)
+    }
+
+    /// Like [`Client::new`], trusting what `tls` trusts (e.g. [`crate::tls::trusting`] a
+    /// private CA) for `https://` and `wss://` instead of the public web PKI roots.
+    pub fn with_tls(
+        base_url: &str,
+        token: impl Into<String>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Client, Error> {
         let token = token.into();
         if token.trim().is_empty() {
             return Err(Error::MissingToken);
@@ -57,13 +73,23 @@ impl Client {
         if base.cannot_be_a_base() || base.host_str().is_none() {
             return Err(invalid("it has no host"));
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("logfleet-cli/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .user_agent(concat!("logfleet-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = &tls {
+            http = http.use_preconfigured_tls(rustls::ClientConfig::clone(tls));
+        }
+        let http = http
             .build()
             .map_err(|e| Error::Protocol(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Client { http, base, token })
+        Ok(Client {
+            http,
+            base,
+            token,
+            tls,
+        })
     }
 
     /// The host's base URL.
@@ -199,7 +225,7 @@ impl Client {
         session: &Session,
         since_seq: Option<u64>,
     ) -> Result<LogStream, Error> {
-        LogStream::connect(session, &self.token, since_seq).await
+        LogStream::connect_with(session, &self.token, since_seq, self.tls.clone()).await
     }
 
     /// The base URL with these path segments appended (each percent-encoded).

@@ -48,6 +48,9 @@ pub enum Error {
     /// The configured host URL is not a usable http(s) URL.
     #[error("invalid host URL '{url}': {detail}")]
     InvalidUrl { url: String, detail: String },
+    /// The `--ca-cert` file could not be read or holds no usable CA certificate.
+    #[error("cannot use the CA certificate file {path}: {detail}")]
+    CaCert { path: String, detail: String },
     /// The host answered something this client does not understand.
     #[error("unexpected answer from the host: {0}")]
     Protocol(String),
@@ -91,7 +94,7 @@ impl Error {
             },
             Error::Network { .. } | Error::StreamClosed { .. } => exit::NETWORK,
             Error::MissingToken => exit::AUTH,
-            Error::InvalidUrl { .. } => exit::USAGE,
+            Error::InvalidUrl { .. } | Error::CaCert { .. } => exit::USAGE,
             Error::Protocol(_) => exit::OTHER,
         }
     }

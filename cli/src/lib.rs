@@ -8,12 +8,14 @@
 //!   every session it started when interrupted.
 //! - [`output`]: how logs, agents, sessions and plugins are printed (text, JSON, tables).
 //! - [`error`]: [`Error`], and the process exit code each kind of failure maps to.
+//! - [`tls`]: trusting a private CA (`--ca-cert`) for `https://` and `wss://`.
 
 pub mod client;
 pub mod error;
 pub mod follow;
 pub mod output;
 pub mod stream;
+pub mod tls;
 
 pub use client::Client;
 pub use error::Error;

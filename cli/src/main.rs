@@ -30,6 +30,7 @@ Exit codes:
 Environment:
   LOGFLEET_URL    host URL (default http://127.0.0.1:8080)
   LOGFLEET_TOKEN  user JWT
+  LOGFLEET_CA_CERT  PEM file of the CA to trust for https:// (a private CA)
   NO_COLOR        disable coloured output
   RUST_LOG        diagnostics on stderr (e.g. RUST_LOG=debug)";
 
@@ -43,6 +44,10 @@ struct Cli {
     /// User JWT.
     #[arg(long, global = true, env = "LOGFLEET_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Trust the CA certificates in this PEM file (instead of the public web PKI roots) for a
+    /// host served with a private CA. Hostnames are still verified.
+    #[arg(long, global = true, env = "LOGFLEET_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -246,7 +251,12 @@ fn one_line(e: &anyhow::Error, code: u8) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let token = cli.token.clone().unwrap_or_default();
-    let client = Client::new(&cli.url, token)?;
+    let tls = cli
+        .ca_cert
+        .as_deref()
+        .map(logfleet_cli::tls::trusting)
+        .transpose()?;
+    let client = Client::with_tls(&cli.url, token, tls)?;
     let now = chrono::Utc::now;
     let mut stdout = std::io::stdout();
     match cli.command {

@@ -3,6 +3,7 @@
 //! It exists to hide the WebSocket details (authentication header, `since_seq`, pings, close
 //! codes, message types this version does not know yet) behind one `next()` call.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -37,6 +38,17 @@ impl LogStream {
         token: &str,
         since_seq: Option<u64>,
     ) -> Result<LogStream, Error> {
+        LogStream::connect_with(session, token, since_seq, None).await
+    }
+
+    /// Like [`LogStream::connect`], trusting what `tls` trusts for `wss://` (`None`: the
+    /// public web PKI roots).
+    pub async fn connect_with(
+        session: &Session,
+        token: &str,
+        since_seq: Option<u64>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<LogStream, Error> {
         let mut url = Url::parse(&session.websocket_url).map_err(|e| {
             Error::Protocol(format!(
                 "bad websocket_url '{}': {e}",
@@ -61,7 +73,12 @@ impl LogStream {
         };
         let connected = tokio::time::timeout(
             WS_CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async(request),
+            tokio_tungstenite::connect_async_tls_with_config(
+                request,
+                None,
+                false,
+                tls.map(tokio_tungstenite::Connector::Rustls),
+            ),
         )
         .await
         .map_err(|_| network("timed out".to_owned()))?;

@@ -2,7 +2,7 @@
 //! against a real host and in-process agent tailing a temp file as source `app`.
 //!
 //! The suites read `LOGFLEET_URL`, `LOGFLEET_TOKEN`, `LOGFLEET_AGENT_ID` and
-//! `LOGFLEET_LOG_FILE`. Their dependencies are installed by `.ci/run`; if they are missing this
+//! `LOGFLEET_LOG_FILE`. Their dependencies are installed by `scripts/setup.sh`; if they are missing this
 //! test fails and says so, rather than passing without having run anything.
 
 use std::path::{Path, PathBuf};
@@ -125,7 +125,7 @@ async fn require_python() {
     match out {
         Ok(o) if o.status.success() => {}
         other => panic!(
-            "the Python client or its test dependencies are missing ({}): run `.ci/run`, \
+            "the Python client or its test dependencies are missing ({}): run `scripts/setup.sh`, \
              which runs `pip install -e 'clients/python[test]'`",
             match other {
                 Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_owned(),
@@ -141,8 +141,8 @@ fn require_node_modules() {
     for dep in ["typescript", "ws", "@types/node"] {
         assert!(
             ts.join("node_modules").join(dep).exists(),
-            "clients/typescript/node_modules/{dep} is missing: run `.ci/run`, which runs \
-             `npm ci --prefix clients/typescript`"
+            "clients/typescript/node_modules/{dep} is missing: run `scripts/setup.sh`, which \
+             runs `npm ci --prefix clients/typescript`"
         );
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use logfleet_protocol::agent::RateLimits;
 
+use crate::tls::TlsFiles;
+
 impl Tuning {
     /// How long writing a frame of `bytes` to an agent may take before the agent is dropped.
     pub fn agent_write_deadline(&self, bytes: usize) -> Duration {
@@ -17,6 +19,18 @@ impl Tuning {
 /// Shortest accepted JWT secret, in bytes (HS256 wants at least the hash size).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
+/// Default [`Tuning::header_read_timeout`]: generous for any real client, short enough that
+/// thousands of half-sent headers do not pin memory for minutes.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`Tuning::body_read_timeout`] (a gap, not a total: a 16 MiB plugin upload over a slow
+/// link is fine as long as it keeps moving).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`Tuning::tls_handshake_timeout`].
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`Tuning::max_connections`]: room for the 10,000-agent fleet measured in
+/// BENCHMARKS.md plus their users, below a typical `ulimit -n` of 65,536.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+
 /// How the host runs. Built by the binary from flags, or by tests directly.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -26,6 +40,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// The primary HS256 secret.
     pub jwt_secret: Vec<u8>,
+    /// Serve HTTPS and WSS with these files; plain HTTP and WS when `None`.
+    pub tls: Option<TlsFiles>,
+
     /// Rotation secrets by `kid`, identity-provider keys, the audience.
     pub jwt: crate::jwt::JwtConfig,
     pub limits: LimitConfig,
@@ -84,6 +101,18 @@ pub struct Tuning {
     pub idle_timeout: Duration,
     /// How long a new agent connection may take to say hello.
     pub hello_timeout: Duration,
+    /// How long a connection may take to send a request's headers, counted from when the host
+    /// starts waiting for them (so an idle keep-alive connection is closed after it too).
+    pub header_read_timeout: Duration,
+    /// Longest gap between two pieces of a request body; a body that stalls (a `Content-Length`
+    /// larger than what is sent) is answered `408 request_timeout` and the connection closed.
+    /// Requests without a body (WebSocket upgrades) and upgraded connections are not affected.
+    pub body_read_timeout: Duration,
+    /// How long a TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
+    /// Open connections (HTTP, WebSocket, agent links, handshakes in progress) at once; one
+    /// more is closed as soon as it is accepted.
+    pub max_connections: usize,
 }
 
 impl Default for Tuning {
@@ -99,6 +128,10 @@ impl Default for Tuning {
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
             hello_timeout: Duration::from_secs(10),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

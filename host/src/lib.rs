@@ -2,6 +2,9 @@
 //!
 //! - [`config`]: how the host runs (listen address, secret, limits, timers).
 //! - [`server`]: the router and the serve loop with graceful shutdown.
+//! - [`accept`]: the accept loop: TLS, header read timeout, connection cap, draining.
+//! - [`read_timeout`]: the request body read timeout.
+//! - [`tls`]: the certificate and key the host serves TLS with.
 //! - [`state`]: the state handlers share.
 //! - [`jwt`]: JWT keys (secrets by `kid`, JWKS), claims, verification and minting.
 //! - [`auth`]: the extractors: who is calling, in which role.
@@ -16,6 +19,7 @@
 //! - [`filter_check`]: plugin configs judged (instantiate + `configure`) before a session starts.
 //! - [`api`]: the handlers, one module per resource.
 
+pub mod accept;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -27,11 +31,13 @@ pub mod filter_check;
 pub mod identity;
 pub mod jwt;
 pub mod plugins;
+pub mod read_timeout;
 pub mod registry;
 pub mod server;
 pub mod session;
 pub mod state;
 pub mod time;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{router, serve};

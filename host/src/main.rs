@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use logfleet_host::auth::{Auth, Role};
 use logfleet_host::config::{Config, LimitConfig, Tuning, check_secret};
 use logfleet_host::jwt::JwtConfig;
+use logfleet_host::tls::TlsFiles;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -22,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the REST and WebSocket API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint a token signed with this host's secret.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -95,6 +96,24 @@ struct ServeArgs {
     /// Require tokens to carry this audience (`aud`); without it, `aud` is not checked.
     #[arg(long, env = "LOGFLEET_JWT_AUDIENCE")]
     jwt_audience: Option<String>,
+    /// Serve HTTPS and WSS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM); needs --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Open connections at once (HTTP, WebSocket, agent links); more are closed on accept.
+    #[arg(long, default_value_t = Tuning::default().max_connections)]
+    max_connections: usize,
+    /// How long a client may take to send a request's headers (also closes idle keep-alives).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    header_read_timeout: Duration,
+    /// Longest pause inside a request body before the request is answered 408.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    body_read_timeout: Duration,
+    /// How long a TLS handshake may take.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    tls_handshake_timeout: Duration,
     /// Default per-session line rate limit.
     #[arg(long, default_value_t = LimitConfig::default().default.lines_per_second)]
     default_lines_per_second: u32,
@@ -186,7 +205,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Token(TokenCommand::User {
             sub,
             org,
@@ -237,6 +256,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         jwt.load_jwks_file(path)?;
     }
     jwt.audience = args.jwt_audience.clone();
+    anyhow::ensure!(
+        args.max_connections > 0,
+        "--max-connections must be at least 1"
+    );
+    for (flag, value) in [
+        ("--header-read-timeout", args.header_read_timeout),
+        ("--body-read-timeout", args.body_read_timeout),
+        ("--tls-handshake-timeout", args.tls_handshake_timeout),
+    ] {
+        anyhow::ensure!(!value.is_zero(), "{flag} must be greater than zero");
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let mut limits = LimitConfig::default();
@@ -250,6 +280,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url,
         jwt_secret,
         jwt,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            // clap's `requires` makes one without the other a usage error.
+            _ => None,
+        },
         limits,
         tuning: Tuning {
             client_queue: args.client_queue,
@@ -260,6 +295,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_client_lost_lines: args.max_client_lost_lines,
             ping_interval: args.ping_interval,
             idle_timeout: args.idle_timeout,
+            header_read_timeout: args.header_read_timeout,
+            body_read_timeout: args.body_read_timeout,
+            tls_handshake_timeout: args.tls_handshake_timeout,
+            max_connections: args.max_connections,
             ..Tuning::default()
         },
     };

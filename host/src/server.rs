@@ -1,4 +1,7 @@
 //! The router and the serve loop with graceful shutdown.
+//!
+//! Connections are accepted by [`crate::accept`] (TLS, header read timeout, connection cap);
+//! request bodies are held to [`crate::read_timeout`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -6,9 +9,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use logfleet_filter_runtime::{Runtime, RuntimeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::accept::{self, Bounds};
 
 use crate::api::error_body;
 use crate::api::routes::routes;
@@ -19,9 +26,11 @@ use crate::enrollment::Enrollments;
 use crate::error::ApiError;
 use crate::identity::AgentKey;
 use crate::plugins::Plugins;
+use crate::read_timeout;
 use crate::registry::Agents;
 use crate::session::Sessions;
 use crate::state::{AppState, MAX_CONCURRENT_VALIDATIONS, Stats};
+use crate::tls;
 
 /// Subdirectory of the data directory holding compiled plugin components (`.cwasm`, private
 /// to the host): a restarted host checks session plugin configs without recompiling.
@@ -47,14 +56,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown` resolves, then ends every session (clients get
-/// `session_ended` with reason `shutdown` and a normal close), closes agent links, and waits up
-/// to [`SHUTDOWN_GRACE`] for connections to finish.
+/// Serves on `listener` (HTTPS and WSS when `config.tls` is set) until `shutdown` resolves,
+/// then ends every session (clients get `session_ended` with reason `shutdown` and a normal
+/// close), closes agent links, and waits up to [`SHUTDOWN_GRACE`] for connections to finish.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = match &config.tls {
+        Some(files) => Some(TlsAcceptor::from(
+            tls::server_config(files).map_err(std::io::Error::other)?,
+        )),
+        None => None,
+    };
+    let tuning = config.tuning;
     let plugins = Plugins::open(&config.data_dir).map_err(std::io::Error::other)?;
     let enrollments = Enrollments::open(&config.data_dir).map_err(std::io::Error::other)?;
     let audit = Audit::open(&config.data_dir)?;
@@ -88,17 +104,24 @@ pub async fn serve(
         shutdown: shutdown_rx,
         connection_guard: guard_tx,
     };
-    let app = router(state);
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            sessions.shutdown();
-            agents.disconnect_all();
-            let _ = shutdown_tx.send(true);
-        })
-        .await?;
+    let app = router(state).layer(from_fn_with_state(
+        tuning.body_read_timeout,
+        read_timeout::limit_body,
+    ));
+    tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "listening");
+    let bounds = Bounds {
+        header_read_timeout: tuning.header_read_timeout,
+        tls_handshake_timeout: tuning.tls_handshake_timeout,
+        max_connections: tuning.max_connections,
+    };
+    accept::run(listener, app, tls, bounds, async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        sessions.shutdown();
+        agents.disconnect_all();
+        let _ = shutdown_tx.send(true);
+    })
+    .await;
     // `app` (and its guard sender) is gone; wait for connection tasks to drop theirs.
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, all_closed.recv()).await;
     tokio::task::spawn_blocking(move || audit.close())

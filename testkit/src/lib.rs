@@ -9,15 +9,19 @@
 
 pub mod raw_agent;
 
+pub mod pki;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use logfleet_host::auth::{Auth, Role};
 use logfleet_host::config::{Config, LimitConfig, Tuning};
+use logfleet_host::tls::TlsFiles;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -47,6 +51,8 @@ pub fn init_tracing() {
 pub struct TestHost {
     pub addr: SocketAddr,
     pub base: String,
+    /// Set when the host serves TLS (then `base` is `https://localhost:PORT`).
+    pub tls: Option<TlsFiles>,
     auth: Auth,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
@@ -94,22 +100,39 @@ impl TestHost {
             public_url: None,
             jwt_secret: SECRET.as_bytes().to_vec(),
             jwt: Default::default(),
+            tls: None,
             limits: LimitConfig::default(),
             tuning: test_tuning(),
         };
         adjust(&mut config);
+        let tls = config.tls.clone();
+        let base = match tls {
+            Some(_) => format!("https://localhost:{}", addr.port()),
+            None => format!("http://{addr}"),
+        };
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(logfleet_host::serve(config, listener, async {
             let _ = stopped.await;
         }));
         TestHost {
             addr,
-            base: format!("http://{addr}"),
+            base,
+            tls,
             auth: Auth::new(SECRET.as_bytes()),
             stop: Some(stop),
             task: Some(task),
             _data: data,
         }
+    }
+
+    /// Starts a host serving HTTPS and WSS with `pki`'s server certificate.
+    pub async fn start_tls(pki: &pki::TestPki, adjust: impl FnOnce(&mut Config)) -> TestHost {
+        let files = pki.tls_files();
+        Self::start_with(move |config| {
+            config.tls = Some(files);
+            adjust(config);
+        })
+        .await
     }
 
     pub fn user_token(&self, org: &str, sub: &str) -> String {
@@ -154,7 +177,8 @@ impl TestHost {
     /// Shuts the host down gracefully and starts a fresh one (empty state) on the same address.
     pub async fn restart(&mut self) {
         self.shutdown().await;
-        *self = TestHost::start_on(self.addr, |_| {}).await;
+        let tls = self.tls.clone();
+        *self = TestHost::start_on(self.addr, |config| config.tls = tls).await;
     }
 
     /// Shuts the host down gracefully and starts it again on the same address and data
@@ -162,7 +186,12 @@ impl TestHost {
     pub async fn restart_keeping_data(&mut self, adjust: impl FnOnce(&mut Config)) {
         self.shutdown().await;
         let data = std::mem::replace(&mut self._data, tempfile::tempdir().expect("temp dir"));
-        *self = TestHost::start_in(self.addr, data, adjust).await;
+        let tls = self.tls.clone();
+        *self = TestHost::start_in(self.addr, data, |config| {
+            config.tls = tls;
+            adjust(config);
+        })
+        .await;
     }
 
     /// Shuts the host down gracefully and waits for it.
@@ -212,6 +241,19 @@ impl Api {
     pub fn new(base: &str, token: Option<String>) -> Api {
         Api {
             http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
+    /// A client of an `https://` host that trusts only the CA of `tls` (see [`pki::TestPki`]).
+    pub fn with_tls(base: &str, token: Option<String>, tls: Arc<rustls::ClientConfig>) -> Api {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(rustls::ClientConfig::clone(&tls))
+            .build()
+            .expect("HTTPS client");
+        Api {
+            http,
             base: base.trim_end_matches('/').to_owned(),
             token,
         }
@@ -362,6 +404,7 @@ pub fn agent_config_for(
             .collect(),
         metrics_interval: Duration::from_millis(200),
         tuning: fast_agent_tuning(),
+        ca_cert: None,
     }
 }
 
@@ -570,6 +613,21 @@ impl WsClient {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connect");
+        WsClient { ws }
+    }
+
+    /// Like [`WsClient::connect`], for a `wss://` URL, trusting what `tls` trusts.
+    pub async fn connect_tls(
+        ws_url: &str,
+        token: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> WsClient {
+        let url = format!("{ws_url}?token={token}");
+        let connector = tokio_tungstenite::Connector::Rustls(tls);
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
+                .await
+                .expect("wss connect");
         WsClient { ws }
     }
 

@@ -7,6 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use testkit::pki::TestPki;
 use testkit::{Api, InProcessAgent, LogDir, TestHost, WAIT, agent_config};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -29,7 +30,15 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn new() -> Fixture {
-        let host = TestHost::start().await;
+        Fixture::on(TestHost::start().await, None).await
+    }
+
+    /// The same over HTTPS and WSS with `pki`'s certificate; the agent trusts its CA.
+    pub async fn new_tls(pki: &TestPki) -> Fixture {
+        Fixture::on(TestHost::start_tls(pki, |_| {}).await, Some(pki)).await
+    }
+
+    async fn on(host: TestHost, pki: Option<&TestPki>) -> Fixture {
         let logs = LogDir::new();
         let nginx = logs.create("nginx.log", &[]);
         let app = logs.create("app.log", &[]);
@@ -37,9 +46,14 @@ impl Fixture {
         let agent_token = host.agent_token("acme", agent_id, AGENT_NAME);
         let mut config = agent_config(&host, agent_token, &[("nginx", &nginx), ("app", &app)]);
         config.name = AGENT_NAME.to_owned();
+        config.ca_cert = pki.map(|p| p.ca_cert.clone());
         let agent = InProcessAgent::start(config);
         // An admin: the CLI's plugin commands are admin-only.
-        let api = host.admin("acme", "alice");
+        let user = host.admin_token("acme", "alice");
+        let api = match pki {
+            Some(pki) => Api::with_tls(&host.base, Some(user), pki.client_config()),
+            None => Api::new(&host.base, Some(user)),
+        };
         api.wait_agent_status(&agent_id.to_string(), "online").await;
         let token = api.token().to_owned();
         Fixture {

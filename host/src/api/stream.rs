@@ -234,8 +234,8 @@ fn session_body(view: &SessionView, status: &str, config: &Config, headers: &Hea
     }
 }
 
-/// `ws(s)://host[:port]` clients should use: `--public-url` if set, else the request's host
-/// (and `X-Forwarded-Proto`, so a TLS-terminating proxy yields `wss`).
+/// `ws(s)://host[:port]` clients should use: `--public-url` if set, else the request's host,
+/// `wss` when the host serves TLS itself or `X-Forwarded-Proto` says a proxy in front does.
 fn websocket_base(config: &Config, headers: &HeaderMap) -> String {
     if let Some(url) = &config.public_url {
         let url = url.trim_end_matches('/');
@@ -250,10 +250,11 @@ fn websocket_base(config: &Config, headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| config.listen.to_string());
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let secure = config.tls.is_some()
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"));
     format!("{}://{host}", if secure { "wss" } else { "ws" })
 }
 
