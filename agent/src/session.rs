@@ -15,6 +15,7 @@
 use std::time::Instant;
 
 use logfleet_protocol::agent::{AgentFrame, LogBatch, Record, SessionSpec};
+use logfleet_protocol::agent_limits::{MAX_NAME_BYTES, MAX_TEXT_BYTES, clip};
 use logfleet_protocol::client::DropReason;
 use tracing::warn;
 
@@ -144,11 +145,14 @@ impl Session {
 }
 
 /// The frame that tells the host a session's filter failed and the agent stopped it.
+/// The frame telling the host a session's filters failed. Its texts are cut to the host's
+/// bounds (a trap message carries a backtrace of names the plugin chose): a frame over them
+/// would get the whole link closed, and the session's end never reported.
 pub fn filter_error(session_id: &str, failure: FilterFailure, dropped: u64) -> AgentFrame {
     AgentFrame::FilterError {
         session_id: session_id.to_owned(),
-        plugin: failure.plugin,
-        message: failure.message,
+        plugin: clip(&failure.plugin, MAX_NAME_BYTES),
+        message: clip(&failure.message, MAX_TEXT_BYTES),
         dropped,
     }
 }

@@ -25,7 +25,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::rfc3339_millis;
 
-/// Size at which `audit.log` is rotated.
+/// The org-scoped trail's live file.
+const LIVE_FILE: &str = "audit.log";
+/// Refusals of tokens that could not be verified (no trustworthy org): kept apart.
+const ANONYMOUS_FILE: &str = "refused.log";
+/// Rotated files of [`ANONYMOUS_FILE`] kept.
+pub const ANONYMOUS_ROTATED_FILES: usize = 1;
+/// Longest `reason` kept for a refused authentication, in bytes.
+pub const MAX_REASON_BYTES: usize = 256;
+/// Size at which a log file is rotated.
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 /// Rotated files kept besides the live one: the trail holds at most
 /// `(ROTATED_FILES + 1) × MAX_FILE_BYTES` bytes.
@@ -44,7 +52,6 @@ pub enum Kind {
     SessionStart,
     SessionStop,
     SessionExpire,
-    SessionFilterChange,
     SessionFailed,
     PluginUpload,
     PluginDelete,
@@ -54,8 +61,36 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, for messages and documents.
+    pub const ALL: [Kind; 9] = [
+        Kind::SessionStart,
+        Kind::SessionStop,
+        Kind::SessionExpire,
+        Kind::SessionFailed,
+        Kind::PluginUpload,
+        Kind::PluginDelete,
+        Kind::AgentEnroll,
+        Kind::AgentRevoke,
+        Kind::AuthRefused,
+    ];
+
+    /// As written in events and `?kind=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::SessionStart => "session_start",
+            Kind::SessionStop => "session_stop",
+            Kind::SessionExpire => "session_expire",
+            Kind::SessionFailed => "session_failed",
+            Kind::PluginUpload => "plugin_upload",
+            Kind::PluginDelete => "plugin_delete",
+            Kind::AgentEnroll => "agent_enroll",
+            Kind::AgentRevoke => "agent_revoke",
+            Kind::AuthRefused => "auth_refused",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Kind> {
-        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -105,7 +140,9 @@ struct Inner {
     dir: PathBuf,
     tx: Mutex<Option<SyncSender<Event>>>,
     lost: AtomicU64,
-    refusals: Mutex<RefusalWindow>,
+    /// Rate windows for refusals: `[0]` unverified tokens, `[1]` genuine tokens (an org's
+    /// users short of a role, revoked agents), so a flood of the first never hides the second.
+    refusals: Mutex<[RefusalWindow; 2]>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -114,6 +151,16 @@ struct RefusalWindow {
     started: Instant,
     recorded: u32,
     suppressed: u64,
+}
+
+impl RefusalWindow {
+    fn new() -> RefusalWindow {
+        RefusalWindow {
+            started: Instant::now(),
+            recorded: 0,
+            suppressed: 0,
+        }
+    }
 }
 
 impl Audit {
@@ -131,11 +178,7 @@ impl Audit {
                 dir,
                 tx: Mutex::new(Some(tx)),
                 lost: AtomicU64::new(0),
-                refusals: Mutex::new(RefusalWindow {
-                    started: Instant::now(),
-                    recorded: 0,
-                    suppressed: 0,
-                }),
+                refusals: Mutex::new([RefusalWindow::new(), RefusalWindow::new()]),
                 writer: Mutex::new(Some(writer)),
             }),
         })
@@ -158,11 +201,12 @@ impl Audit {
     /// given only when the token was genuine (a revoked agent, a user short of a role).
     pub fn auth_refused(&self, org: Option<&str>, actor: Option<&str>, path: &str, why: &str) {
         let suppressed = {
-            let mut w = self
+            let mut windows = self
                 .inner
                 .refusals
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
+            let w = &mut windows[usize::from(org.is_some())];
             if w.started.elapsed().as_secs() >= 1 {
                 w.started = Instant::now();
                 w.recorded = 0;
@@ -174,7 +218,8 @@ impl Audit {
             w.recorded += 1;
             std::mem::take(&mut w.suppressed)
         };
-        let path: String = path.chars().take(256).collect();
+        let path = crate::error::truncate_bytes(path, MAX_REASON_BYTES);
+        let why = crate::error::truncate_bytes(why, MAX_REASON_BYTES);
         self.push(Event {
             at: rfc3339_millis(Utc::now().timestamp_millis()),
             kind: Kind::AuthRefused,
@@ -227,7 +272,7 @@ impl Audit {
     /// The events matching `query`, newest first, and whether more follow. Blocking (reads
     /// the files): call it on a blocking thread.
     pub fn read(&self, query: &Query) -> std::io::Result<(Vec<Event>, bool)> {
-        let mut files = vec![self.inner.dir.join("audit.log")];
+        let mut files = vec![self.inner.dir.join(LIVE_FILE)];
         files.extend((1..=ROTATED_FILES).map(|n| rotated(&self.inner.dir, n)));
         let limit = query.limit.min(MAX_PAGE);
         let mut skipped = 0;
@@ -269,36 +314,93 @@ fn matches(e: &Event, q: &Query) -> bool {
 }
 
 fn rotated(dir: &Path, n: usize) -> PathBuf {
-    dir.join(format!("audit.log.{n}"))
+    dir.join(format!("{LIVE_FILE}.{n}"))
+}
+
+/// One append-only log file and its rotation.
+struct Log {
+    dir: PathBuf,
+    name: &'static str,
+    rotated: usize,
+    file: Option<File>,
+}
+
+impl Log {
+    fn open(dir: &Path, name: &'static str, rotated: usize) -> Log {
+        let mut log = Log {
+            dir: dir.to_owned(),
+            name,
+            rotated,
+            file: None,
+        };
+        log.file = open_append(&log.path(0));
+        log
+    }
+
+    /// `name` for the live file, `name.N` for the N-th rotated one.
+    fn path(&self, n: usize) -> PathBuf {
+        if n == 0 {
+            self.dir.join(self.name)
+        } else {
+            self.dir.join(format!("{}.{n}", self.name))
+        }
+    }
+
+    fn append(&mut self, line: &[u8]) {
+        let live = self.path(0);
+        let size = fs::metadata(&live).map_or(0, |m| m.len());
+        if size + line.len() as u64 > MAX_FILE_BYTES {
+            self.rotate();
+        }
+        let written = match self.file.as_mut() {
+            Some(f) => f.write_all(line).and_then(|()| f.flush()),
+            None => Err(std::io::Error::other("audit log not open")),
+        };
+        if let Err(e) = written {
+            tracing::error!(file = self.name, error = %e, "cannot write the audit log; event lost");
+            self.file = open_append(&live);
+        }
+    }
+
+    /// `name.{N-1}` → `name.N`, …, `name` → `name.1`; the oldest is replaced.
+    fn rotate(&mut self) {
+        for n in (1..self.rotated).rev() {
+            let _ = fs::rename(self.path(n), self.path(n + 1));
+        }
+        if self.rotated == 0 {
+            let _ = fs::remove_file(self.path(0));
+        } else if let Err(e) = fs::rename(self.path(0), self.path(1)) {
+            tracing::error!(file = self.name, error = %e, "cannot rotate the audit log");
+        }
+        self.file = open_append(&self.path(0));
+    }
+
+    fn close(self) {
+        if let Some(f) = self.file {
+            let _ = f.sync_all();
+        }
+    }
 }
 
 /// The writer thread: appends each event as a line, rotating by size, until the queue closes.
+/// Refusals of tokens that could not be verified have no trustworthy org and are read by no
+/// one through the API: they go to their own file, so a flood of them never rotates an org's
+/// events away.
 fn write_events(dir: &Path, rx: Receiver<Event>) {
-    let live = dir.join("audit.log");
-    let mut file = open_append(&live);
+    let mut trail = Log::open(dir, LIVE_FILE, ROTATED_FILES);
+    let mut anonymous = Log::open(dir, ANONYMOUS_FILE, ANONYMOUS_ROTATED_FILES);
     while let Ok(event) = rx.recv() {
         let Ok(mut line) = serde_json::to_vec(&event) else {
             continue;
         };
         line.push(b'\n');
-        let too_big =
-            fs::metadata(&live).map_or(0, |m| m.len()) + line.len() as u64 > MAX_FILE_BYTES;
-        if too_big {
-            rotate(dir);
-            file = open_append(&live);
-        }
-        let written = match file.as_mut() {
-            Some(f) => f.write_all(&line).and_then(|()| f.flush()),
-            None => Err(std::io::Error::other("audit log not open")),
-        };
-        if let Err(e) = written {
-            tracing::error!(error = %e, "cannot write the audit log; event lost");
-            file = open_append(&live);
+        match event.org {
+            Some(_) => trail.append(&line),
+            None => anonymous.append(&line),
         }
     }
-    if let Some(f) = file {
-        let _ = f.sync_all();
-    }
+    trail.close();
+    anonymous.close();
 }
 
 fn open_append(path: &Path) -> Option<File> {
@@ -308,16 +410,6 @@ fn open_append(path: &Path) -> Option<File> {
             tracing::error!(path = %path.display(), error = %e, "cannot open the audit log");
             None
         }
-    }
-}
-
-/// `audit.log.{N-1}` → `audit.log.N`, …, `audit.log` → `audit.log.1`; the oldest is replaced.
-fn rotate(dir: &Path) {
-    for n in (1..ROTATED_FILES).rev() {
-        let _ = fs::rename(rotated(dir, n), rotated(dir, n + 1));
-    }
-    if let Err(e) = fs::rename(dir.join("audit.log"), rotated(dir, 1)) {
-        tracing::error!(error = %e, "cannot rotate the audit log");
     }
 }
 
@@ -419,10 +511,24 @@ mod tests {
         }
         assert_eq!(audit.lost(), 0);
         audit.close();
-        let files: Vec<_> = fs::read_dir(dir.path().join("audit")).unwrap().collect();
+        let files: Vec<_> = fs::read_dir(dir.path().join("audit"))
+            .unwrap()
+            .map(|f| f.unwrap())
+            .filter(|f| f.file_name().to_string_lossy().starts_with(LIVE_FILE))
+            .collect();
         assert_eq!(files.len(), ROTATED_FILES + 1);
         for f in files {
-            assert!(f.unwrap().metadata().unwrap().len() <= MAX_FILE_BYTES);
+            assert!(f.metadata().unwrap().len() <= MAX_FILE_BYTES);
+        }
+    }
+
+    /// Every kind reads back as written (serde's names are the documented ones).
+    #[test]
+    fn kinds_round_trip() {
+        for kind in Kind::ALL {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, kind.as_str());
+            assert_eq!(Kind::parse(kind.as_str()), Some(kind));
         }
     }
 
@@ -435,7 +541,7 @@ mod tests {
             audit.auth_refused(None, None, "/x", "bad");
         }
         audit.close();
-        let text = fs::read_to_string(dir.path().join("audit/audit.log")).unwrap();
+        let text = fs::read_to_string(dir.path().join("audit/refused.log")).unwrap();
         assert!(text.lines().count() <= MAX_REFUSALS_PER_SECOND as usize);
     }
 }

@@ -42,6 +42,10 @@ pub enum EnrollmentError {
     Io(#[from] std::io::Error),
     #[error("agent store is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error(
+        "revoked in memory, but the revocation could not be saved ({0}); retry, or it is lost at the next restart"
+    )]
+    NotPersisted(Box<EnrollmentError>),
 }
 
 /// An enrolled agent, as stored.
@@ -161,12 +165,19 @@ impl Enrollments {
 
     /// Revokes an agent and persists it; the agent is refused from the moment this returns
     /// (also after a restart). Revoking twice keeps the first record. Blocking (fsync).
+    ///
+    /// A revocation that cannot be written stays in force in memory (the agent is refused
+    /// until this host restarts) and is reported as [`EnrollmentError::NotPersisted`], so the
+    /// caller still cuts the agent off and tells the admin to retry.
     pub fn revoke(&self, key: &AgentKey, by: &str) -> Result<Revoked, EnrollmentError> {
         let mut store = self.lock();
         if let Some(existing) = store.revoked.get(key) {
             return Ok(existing.clone());
         }
-        store.check_room(&key.org)?;
+        // Moving an enrolled agent to the revoked list does not grow the file.
+        if !store.enrolled.contains_key(key) {
+            store.check_room(&key.org)?;
+        }
         let record = Revoked {
             org: key.org.clone(),
             id: key.id,
@@ -174,17 +185,10 @@ impl Enrollments {
             revoked_by: by.to_owned(),
         };
         store.revoked.insert(key.clone(), record.clone());
-        let enrolled = store.enrolled.remove(key);
-        // Refused in memory at once, even if the disk write below fails: a revocation that
-        // cannot be persisted is reported, but never leaves the agent connected meanwhile.
+        store.enrolled.remove(key);
         store.revoked_keys.insert(key.clone());
         if let Err(e) = store.save() {
-            store.revoked.remove(key);
-            if let Some(enrolled) = enrolled {
-                store.enrolled.insert(key.clone(), enrolled);
-            }
-            store.revoked_keys.remove(key);
-            return Err(e);
+            return Err(EnrollmentError::NotPersisted(Box::new(e)));
         }
         Ok(record)
     }

@@ -16,18 +16,12 @@ pub const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
 /// `input` as an error message may repeat it: cut at [`MAX_ECHO_BYTES`] (on a character
 /// boundary) and marked with `…` when cut.
 pub fn echo(input: &str) -> String {
-    cut(input, MAX_ECHO_BYTES)
+    truncate_bytes(input, MAX_ECHO_BYTES)
 }
 
-fn cut(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+/// `s` cut to at most `max` bytes on a character boundary, with `…` when cut.
+pub fn truncate_bytes(s: &str, max: usize) -> String {
+    logfleet_protocol::agent_limits::clip(s, max)
 }
 
 /// An API failure: an HTTP status, a stable machine code, and a message for people.
@@ -92,7 +86,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
-                message: cut(&self.message, MAX_ERROR_MESSAGE_BYTES),
+                message: truncate_bytes(&self.message, MAX_ERROR_MESSAGE_BYTES),
             },
         };
         (self.status, Json(body)).into_response()

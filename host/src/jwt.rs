@@ -5,8 +5,8 @@
 //!   against the primary secret; one with `kid` against that secret of the secrets file, so a
 //!   new secret can be rolled in while tokens signed with the old one still work.
 //! - RS256/ES256 tokens come from an organisation's identity provider and are checked against
-//!   its public keys in a JWKS file. They may carry user or admin roles only, and a key bound
-//!   to an org (`"org"` beside the key) verifies tokens of that org only.
+//!   its public keys in a JWKS file. They may carry user or admin roles only, and each key is
+//!   bound to one org (`"org"` beside the key) and verifies tokens of that org only.
 //!
 //! The algorithm is never taken from the token alone: the key is chosen first (by `kid` and
 //! key type) and the token's `alg` must be the one that key is for.
@@ -93,7 +93,7 @@ pub struct PublicKey {
     pub kid: Option<String>,
     pub algorithm: Algorithm,
     /// Tokens verified with this key must be of this org.
-    pub org: Option<String>,
+    pub org: String,
     key: DecodingKey,
 }
 
@@ -147,7 +147,7 @@ impl JwtConfig {
 
     /// Adds the public keys of a JWKS file (`{"keys": [...]}`, RFC 7517). RSA keys verify
     /// RS256, EC P-256 keys ES256, P-384 ES384, unless the key's `alg` says otherwise within
-    /// its family. A key may carry a non-standard `"org"` binding it to one org.
+    /// its family. Every key carries a non-standard `"org"`: the one org it may sign for.
     pub fn load_jwks_file(&mut self, path: &Path) -> Result<(), KeyError> {
         let invalid = |message: String| KeyError::Invalid {
             path: path.display().to_string(),
@@ -160,7 +160,18 @@ impl JwtConfig {
             .and_then(|k| k.as_array())
             .ok_or_else(|| invalid("expected {\"keys\": [...]}".to_owned()))?;
         for (i, value) in keys.iter().enumerate() {
-            let org = value.get("org").and_then(|o| o.as_str()).map(str::to_owned);
+            // An identity provider is one organisation's: a key that could mint tokens for every
+            // org of a multi-tenant host is refused rather than trusted.
+            let org = value
+                .get("org")
+                .and_then(|o| o.as_str())
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "key {i} has no \"org\": name the organisation whose tokens it signs"
+                    ))
+                })?;
             let jwk: Jwk = serde_json::from_value(value.clone())
                 .map_err(|e| invalid(format!("key {i}: {e}")))?;
             let algorithm = key_algorithm(&jwk).map_err(|m| invalid(format!("key {i}: {m}")))?;
@@ -307,8 +318,10 @@ impl Auth {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError(format!("token is over {MAX_TOKEN_BYTES} bytes")));
         }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| TokenError(format!("invalid token: {e}")))?;
+        // Messages never repeat the token's content: they are answered to anyone and audited.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            TokenError("invalid token: not a JWT with a readable header".to_owned())
+        })?;
         let chosen = self.choose(&header)?;
         let mut validation = Validation::new(chosen.algorithm);
         validation.leeway = LEEWAY_SECONDS;
@@ -334,7 +347,11 @@ impl Auth {
                     ErrorKind::MissingRequiredClaim(claim) => {
                         format!("token lacks the required `{claim}` claim")
                     }
-                    _ => format!("invalid token: {e}"),
+                    ErrorKind::InvalidAlgorithm => {
+                        "token algorithm does not fit its key".to_owned()
+                    }
+                    _ => "invalid token: its claims are not LogFleet's (sub, org, role, exp)"
+                        .to_owned(),
                 })
             })?;
         if let Some(external) = chosen.external {
@@ -343,7 +360,7 @@ impl Auth {
                     "agent tokens must be minted by the host (enroll the agent)".to_owned(),
                 ));
             }
-            if external.org.as_ref().is_some_and(|org| *org != claims.org) {
+            if external.org != claims.org {
                 return Err(TokenError(
                     "this signing key may not mint tokens for that org".to_owned(),
                 ));

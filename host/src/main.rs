@@ -90,7 +90,7 @@ struct ServeArgs {
     #[command(flatten)]
     secret: SecretArgs,
     /// Public keys (JWKS, RFC 7517) of an identity provider whose RS256/ES256 user tokens this
-    /// host accepts. A key may carry `"org": "ORG"` to verify that org's tokens only.
+    /// host accepts. Each key carries `"org": "ORG"`: the one org whose tokens it verifies.
     #[arg(long, env = "LOGFLEET_JWKS_FILE")]
     jwks_file: Option<PathBuf>,
     /// Require tokens to carry this audience (`aud`); without it, `aud` is not checked.

@@ -227,6 +227,17 @@ impl Agents {
         }
     }
 
+    /// How many agents of `org` are named `name`.
+    pub fn count_named(&self, org: &str, name: &str) -> usize {
+        let reg = self.lock();
+        reg.by_name.get(org).map_or(0, |names| {
+            names
+                .range((name.to_owned(), Uuid::nil())..)
+                .take_while(|(n, _)| n == name)
+                .count()
+        })
+    }
+
     /// Finds an agent of `org` by UUID or, failing that, by name (an online one first).
     pub fn resolve(&self, org: &str, id_or_name: &str) -> Option<AgentRef> {
         let reg = self.lock();

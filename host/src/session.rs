@@ -100,6 +100,18 @@ impl SessionView {
     }
 }
 
+/// Active sessions one agent may run at once: each costs the host a replay buffer and the edge
+/// machine a filter chain. Checked under the sessions lock, so concurrent starts cannot pass it
+/// together.
+pub const MAX_SESSIONS_PER_AGENT: usize = 32;
+
+/// Why a session could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartRefused {
+    /// The agent already runs [`MAX_SESSIONS_PER_AGENT`] sessions.
+    TooMany,
+}
+
 /// Why a user could not stop a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopRefused {
@@ -148,8 +160,9 @@ impl Sessions {
         self.shared.lock()
     }
 
-    /// Starts a session and tells its agent.
-    pub fn start(&self, new: NewSession) -> SessionView {
+    /// Starts a session and tells its agent, unless the agent already runs
+    /// [`MAX_SESSIONS_PER_AGENT`].
+    pub fn start(&self, new: NewSession) -> Result<SessionView, StartRefused> {
         let id = format!("sess_{}", Uuid::new_v4().simple());
         let now = Instant::now();
         let started_at = Utc::now();
@@ -176,6 +189,10 @@ impl Sessions {
         let agent = session.agent.key.clone();
         {
             let mut st = self.lock();
+            let running = st.by_id.values().filter(|s| s.agent.key == agent).count();
+            if running >= MAX_SESSIONS_PER_AGENT {
+                return Err(StartRefused::TooMany);
+            }
             let deadline = session.next_deadline();
             let earliest = st.deadlines.first().is_none_or(|(t, _)| deadline < *t);
             st.deadlines.insert((deadline, id.clone()));
@@ -187,7 +204,7 @@ impl Sessions {
         // Offline or stuck: the agent gets the session in the full set when it (re)connects.
         self.shared.agents.send(&agent, HostFrame::Start(spec));
         tracing::info!(session = %id, %agent, "session started");
-        view
+        Ok(view)
     }
 
     /// Stops a session of `org` at a user's request: `by` (a user name) may stop the sessions

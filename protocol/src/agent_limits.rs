@@ -32,6 +32,20 @@ pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 /// its longest path (≈ 560 KiB); the unit tests check both fit.
 pub const MAX_AGENT_FRAME_BYTES: usize = 1024 * 1024;
 
+/// `text` cut to at most `max` bytes on a character boundary, ending in `…` when cut: for free
+/// text that must fit a bound (an agent's filter error, a message echoing input).
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    const ELLIPSIS: &str = "…";
+    let mut end = max.saturating_sub(ELLIPSIS.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ELLIPSIS}", &text[..end])
+}
+
 /// Which bound a frame broke; named in the close reason and the host's logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {

@@ -74,6 +74,15 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
     };
     let key = &ident.key;
     let mut conn = state.agents.connect(key, ident.name.as_deref(), &hello);
+    // Revoked while this link waited for its hello: a revocation marks the agent revoked
+    // before it unlists it, so either that unlisting closed this link already, or this check
+    // sees the mark.
+    if state.enrollments.is_revoked(key) {
+        state.agents.remove(key);
+        let (code, reason) = close_for(Some(LinkEnd::Revoked));
+        close_gracefully(socket, code, &reason).await;
+        return;
+    }
     Stats::add(&state.stats.agent_connections, 1);
     tracing::info!(agent = %ident.key, name = %hello.name, replaced = conn.replaced, "agent connected");
     let sync = HostFrame::Sessions(state.sessions.specs_for_agent(key));

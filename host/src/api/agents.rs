@@ -131,6 +131,14 @@ pub async fn revoke(
     Admin(claims): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
+    // Revocation cannot be undone: a name must say which agent it means.
+    if Uuid::parse_str(&id).is_err() && state.agents.count_named(&claims.org, &id) > 1 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ambiguous_agent",
+            "several agents have this name; revoke by agent id",
+        ));
+    }
     let key = match state.agents.resolve(&claims.org, &id) {
         Some(agent) => agent.key,
         None => match Uuid::parse_str(&id) {
@@ -142,10 +150,21 @@ pub async fn revoke(
     let (revoking, by) = (key.clone(), claims.sub.clone());
     let revoked = tokio::task::spawn_blocking(move || enrollments.revoke(&revoking, &by))
         .await
-        .map_err(|_| ApiError::internal("revocation task failed"))?
-        .map_err(enrollment_error)?;
-    let sessions_ended = state.sessions.end_for_agent(&key);
-    state.agents.remove(&key);
+        .map_err(|_| ApiError::internal("revocation task failed"))?;
+    // The agent is refused from here on (its token at connect, and a link that connected in
+    // the meantime checks again after registering). Unlist it before ending its sessions, so
+    // no new session can be started on it in between.
+    let in_force = !matches!(
+        revoked,
+        Err(EnrollmentError::Invalid(_) | EnrollmentError::TooMany)
+    );
+    let sessions_ended = if in_force {
+        state.agents.remove(&key);
+        state.sessions.end_for_agent(&key)
+    } else {
+        0
+    };
+    let revoked = revoked.map_err(enrollment_error)?;
     tracing::info!(agent = %key, by = %claims.sub, sessions_ended, "agent revoked");
     state.audit.record(
         Kind::AgentRevoke,
@@ -169,6 +188,12 @@ fn enrollment_error(e: EnrollmentError) -> ApiError {
         EnrollmentError::Io(_) | EnrollmentError::Corrupt(_) => {
             tracing::error!(error = %e, "agent store");
             ApiError::internal("cannot store the change; try again")
+        }
+        EnrollmentError::NotPersisted(_) => {
+            tracing::error!(error = %e, "agent store");
+            ApiError::internal(
+                "the agent is cut off, but its revocation could not be saved and would be lost at a restart; revoke it again",
+            )
         }
     }
 }

@@ -49,9 +49,10 @@ pub async fn list(
     let kind = query_param(&uri, "kind")
         .map(|k| {
             Kind::parse(&k).ok_or_else(|| {
+                let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
                 ApiError::bad_request(
                     "invalid_request",
-                    "kind must be one of session_start, session_stop, session_expire, session_filter_change, session_failed, plugin_upload, plugin_delete, agent_enroll, agent_revoke, auth_refused",
+                    format!("kind must be one of {}", kinds.join(", ")),
                 )
             })
         })

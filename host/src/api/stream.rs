@@ -16,16 +16,14 @@ use super::body::JsonBody;
 use crate::audit::Kind;
 use crate::auth::User;
 use crate::config::{Config, LimitConfig};
-use crate::error::ApiError;
+use crate::error::{ApiError, echo};
 use crate::filter_check::{PluginCheckError, check_plugins};
 use crate::plugins::Plugins;
-use crate::session::{NewSession, SessionView, StopRefused};
+use crate::session::{NewSession, SessionView, StartRefused, StopRefused};
 use crate::state::AppState;
 use crate::time::rfc3339;
 
-/// Active sessions one agent may run at once: each costs the host a replay buffer and the edge
-/// machine a filter chain.
-pub const MAX_SESSIONS_PER_AGENT: usize = 32;
+pub use crate::session::MAX_SESSIONS_PER_AGENT;
 
 pub async fn start(
     State(state): State<AppState>,
@@ -50,15 +48,9 @@ pub async fn start(
             format!("agent '{}' is offline", agent.name),
         ));
     }
+    // Checked early to spare the plugin check; `start` checks again under its lock.
     if state.sessions.count_for_agent(&agent.key) >= MAX_SESSIONS_PER_AGENT {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_sessions",
-            format!(
-                "agent '{}' already runs {MAX_SESSIONS_PER_AGENT} sessions; stop one first",
-                agent.name
-            ),
-        ));
+        return Err(too_many_sessions(&agent.name));
     }
     let filters = resolve_plugins(filters, &state.plugins, &claims.org)?;
     check_plugins(
@@ -77,13 +69,17 @@ pub async fn start(
         "limits": limits,
         "timeout_seconds": timeout.as_secs(),
     });
-    let view = state.sessions.start(NewSession {
-        created_by: claims.sub.clone(),
-        agent,
-        filters,
-        limits,
-        timeout,
-    });
+    let agent_name = agent.name.clone();
+    let view = state
+        .sessions
+        .start(NewSession {
+            created_by: claims.sub.clone(),
+            agent,
+            filters,
+            limits,
+            timeout,
+        })
+        .map_err(|StartRefused::TooMany| too_many_sessions(&agent_name))?;
     let mut details = details;
     details["session_id"] = view.id.clone().into();
     state
@@ -133,6 +129,17 @@ pub async fn list(State(state): State<AppState>, User(claims): User) -> Json<Ses
         total: sessions.len(),
         sessions,
     })
+}
+
+fn too_many_sessions(agent: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_sessions",
+        format!(
+            "agent '{}' already runs {MAX_SESSIONS_PER_AGENT} sessions; stop one first",
+            echo(agent)
+        ),
+    )
 }
 
 fn checked_timeout(timeout: Option<u64>) -> Result<Duration, ApiError> {
