@@ -256,3 +256,126 @@ async fn every_documented_route_is_served() {
         );
     }
 }
+
+/// The served OpenAPI document says what the host accepts at its edges: a value the document
+/// allows passes the host's checks and one it forbids is refused with 400. Schemathesis
+/// (scripts/api-conformance.sh) found the document allowing more than the host takes: query
+/// integers past 64 bits, any string as a level name; and, of the same kind, empty or long
+/// source names, bad plugin names, invalid regexes and rate limits over this host's maxima.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_document_states_what_the_host_accepts() {
+    let host = TestHost::start_with(|c| {
+        // Above the defaults (2,000 lines/s, 2 MiB/s), which requests without limits get.
+        c.limits.max.lines_per_second = 5000;
+        c.limits.max.bytes_per_second = 3 << 20;
+    })
+    .await;
+    let api = host.api("acme", "alice");
+    let (status, doc) = api.get("/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    let schemas = &doc["components"]["schemas"];
+
+    // A start request passes every check on its content when it reaches the agent lookup.
+    let passes = |filters: Value, limits: Value| {
+        let api = &api;
+        async move {
+            let body = json!({"agent_id": "edge-1", "filters": filters, "limits": limits});
+            match api.post("/api/v1/stream/start", &body).await {
+                (404, _) => true,
+                (400, _) => false,
+                (status, body) => panic!("{status} {body}"),
+            }
+        }
+    };
+
+    let limits = &schemas["Limits"]["properties"];
+    assert_eq!(limits["lines_per_second"]["maximum"], 5000);
+    assert_eq!(limits["bytes_per_second"]["maximum"], 3 << 20);
+    for (limits, ok) in [
+        (
+            json!({"lines_per_second": 5000, "bytes_per_second": 3 << 20}),
+            true,
+        ),
+        (json!({"lines_per_second": 5001}), false),
+        (json!({"bytes_per_second": (3 << 20) + 1}), false),
+    ] {
+        assert_eq!(passes(json!({}), limits.clone()).await, ok, "{limits}");
+    }
+
+    let pattern = |schema: &Value| regex::Regex::new(schema["pattern"].as_str().unwrap()).unwrap();
+    let level = pattern(&schemas["Filters"]["properties"]["level"]["items"]);
+    for name in [
+        "ERROR",
+        "warning",
+        "eRr",
+        "Informational",
+        "crit",
+        "",
+        "loud",
+        "errors",
+        " info",
+    ] {
+        let ok = passes(json!({"level": [name]}), json!({})).await;
+        assert_eq!(ok, level.is_match(name), "level {name:?}");
+    }
+    let plugin = pattern(&schemas["PluginName"]);
+    let long = "a".repeat(64);
+    let too_long = "a".repeat(65);
+    for name in [
+        "redact", "r-2_x", "9x", "", "Redact", "-x", "../x", &long, &too_long,
+    ] {
+        let ok = passes(json!({"plugins": [{"name": name}]}), json!({})).await;
+        assert_eq!(ok, plugin.is_match(name), "plugin {name:?}");
+    }
+    let source = &schemas["SourceName"];
+    let max = source["maxLength"].as_u64().unwrap() as usize;
+    assert_eq!(source["minLength"], 1);
+    for (name, ok) in [
+        ("x".repeat(max), true),
+        ("x".repeat(max + 1), false),
+        (String::new(), false),
+    ] {
+        assert_eq!(passes(json!({"source": name}), json!({})).await, ok);
+    }
+    assert_eq!(
+        schemas["Filters"]["properties"]["pattern"]["format"],
+        "regex"
+    );
+    assert!(!passes(json!({"pattern": "(unclosed"}), json!({})).await);
+
+    // Query integers up to the documented maximum (2^64 - 1) are taken, one more is not.
+    let query_max = |path: &str, name: &str| {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let param = params.iter().find(|p| p["name"] == name).unwrap();
+        param["schema"]["maximum"].as_u64().unwrap()
+    };
+    assert_eq!(query_max("/api/v1/agents", "limit"), u64::MAX);
+    assert_eq!(query_max("/api/v1/agents", "offset"), u64::MAX);
+    assert_eq!(
+        query_max("/api/v1/stream/ws/{session_id}", "since_seq"),
+        u64::MAX
+    );
+    let over = "18446744073709551616";
+    let (status, page) = api
+        .get(&format!(
+            "/api/v1/agents?limit={}&offset={}",
+            u64::MAX,
+            u64::MAX
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    for query in [format!("limit={over}"), format!("offset={over}")] {
+        assert_error(
+            api.get(&format!("/api/v1/agents?{query}")).await,
+            400,
+            "invalid_request",
+        );
+    }
+    let ws = "/api/v1/stream/ws/sess_x?since_seq=";
+    assert_eq!(api.get(&format!("{ws}{}", u64::MAX)).await.0, 404);
+    assert_error(
+        api.get(&format!("{ws}{over}")).await,
+        400,
+        "invalid_request",
+    );
+}

@@ -6,13 +6,17 @@
 //! - [`client`]: messages the host sends to session WebSocket clients.
 //! - [`agent`]: frames between agent and host on `/api/v1/agent/connect` (binary, postcard).
 //! - [`agent_limits`]: the bounds the host enforces on every frame an agent sends.
+//! - [`strict_json`]: JSON decoding of REST bodies in which a struct only takes an object.
+//! - [`line_level`]: which level a raw log line carries (the agent's level detection).
 
 pub mod agent;
 pub mod agent_limits;
 pub mod client;
 pub mod filters;
 pub mod level;
+pub mod line_level;
 pub mod rest;
+pub mod strict_json;
 
 pub use filters::{FilterError, FilterSpec, Filters, Limits, PluginRef};
 pub use level::Level;

@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::config::LimitConfig;
 use crate::state::AppState;
 
 pub async fn healthz() -> Json<Value> {
@@ -18,8 +19,24 @@ pub async fn healthz() -> Json<Value> {
 /// The OpenAPI document of this API, checked against the router by tests.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
-pub async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+pub async fn openapi(State(state): State<AppState>) -> Response {
+    match document(&state.config.limits) {
+        Some(doc) => Json(doc).into_response(),
+        // Unreachable while the unit test below passes; the document as written is still right
+        // for a host with the default maxima.
+        None => ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response(),
+    }
+}
+
+/// [`OPENAPI`] as this host serves it: the rate-limit maxima are this host's own
+/// (`--max-lines-per-second`, `--max-bytes-per-second`), so a client or a conformance tool
+/// reading the document knows which `limits` the host accepts.
+pub fn document(limits: &LimitConfig) -> Option<Value> {
+    let mut doc: Value = serde_json::from_str(OPENAPI).ok()?;
+    let props = doc.pointer_mut("/components/schemas/Limits/properties")?;
+    *props.pointer_mut("/lines_per_second/maximum")? = json!(limits.max.lines_per_second);
+    *props.pointer_mut("/bytes_per_second/maximum")? = json!(limits.max.bytes_per_second);
+    Some(doc)
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -89,4 +106,100 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+#[cfg(test)]
+mod tests {
+    use logfleet_protocol::Level;
+
+    use super::*;
+
+    /// The served document carries this host's rate-limit maxima, and as written it carries
+    /// the defaults (so the file itself is right for a host started without the flags).
+    #[test]
+    fn served_document_states_this_hosts_maxima() {
+        let written: Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(document(&LimitConfig::default()), Some(written));
+        let mut limits = LimitConfig::default();
+        limits.max.lines_per_second = 7;
+        limits.max.bytes_per_second = 9;
+        let doc = document(&limits).unwrap();
+        let props = &doc["components"]["schemas"]["Limits"]["properties"];
+        assert_eq!(props["lines_per_second"]["maximum"], 7);
+        assert_eq!(props["bytes_per_second"]["maximum"], 9);
+    }
+
+    /// The document's pattern for level names matches exactly the names the host accepts:
+    /// every string of up to four lower-case letters, and the longer names in several cases.
+    #[test]
+    fn level_pattern_is_exactly_the_accepted_names() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        let pattern =
+            doc["components"]["schemas"]["Filters"]["properties"]["level"]["items"]["pattern"]
+                .as_str()
+                .unwrap();
+        let pattern = regex::Regex::new(pattern).unwrap();
+        let agree = |name: &str| {
+            assert_eq!(
+                pattern.is_match(name),
+                Level::parse(name).is_some(),
+                "{name:?}"
+            );
+        };
+        let letters = b'a'..=b'z';
+        let mut names = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = names
+                .iter()
+                .filter(|n| n.len() == names.last().map_or(0, String::len))
+                .flat_map(|n| letters.clone().map(move |c| format!("{n}{}", c as char)))
+                .collect();
+            names.extend(longer);
+        }
+        assert_eq!(names.len(), (0..=4).map(|n| 26usize.pow(n)).sum::<usize>());
+        for name in &names {
+            agree(name);
+        }
+        for name in [
+            "trace",
+            "verbose",
+            "finest",
+            "finer",
+            "debug",
+            "information",
+            "informational",
+            "notice",
+            "warning",
+            "error",
+            "severe",
+            "fatal",
+            "critical",
+            "emerg",
+            "emergency",
+            "alert",
+            "panic",
+            "errors",
+            "informationals",
+            "loud",
+            "warn ",
+            " warn",
+        ] {
+            for cased in [
+                name.to_owned(),
+                name.to_uppercase(),
+                name.chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if i % 2 == 0 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c
+                        }
+                    })
+                    .collect(),
+            ] {
+                agree(&cased);
+            }
+        }
+    }
 }

@@ -15,5 +15,8 @@ pub mod plugins;
 pub mod query;
 pub mod routes;
 pub mod stream;
-pub mod strict_json;
 pub mod ws;
+
+/// Strict JSON bodies; the decoder is pure, so it lives in the protocol crate (where the
+/// `filter_spec` fuzz target reaches it) and is re-exported here for the handlers.
+pub use logfleet_protocol::strict_json;

@@ -302,7 +302,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Strict<A> {
 
 #[cfg(test)]
 mod tests {
-    use logfleet_protocol::rest::{StartRequest, StopRequest};
+    use crate::rest::{StartRequest, StopRequest};
     use serde::Deserialize;
 
     use super::*;

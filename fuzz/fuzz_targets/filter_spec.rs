@@ -1,0 +1,4 @@
+//! Fuzz target: see `logfleet_fuzz::filters` for the properties it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| logfleet_fuzz::filters::check(data));
