@@ -12,6 +12,7 @@
 //! gap. Refused authentications are rate-limited ([`MAX_REFUSALS_PER_SECOND`]) the same way
 //! (`"suppressed"`), so a flood of bad tokens cannot push real events out of the rotation.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -140,10 +141,20 @@ struct Inner {
     dir: PathBuf,
     tx: Mutex<Option<SyncSender<Event>>>,
     lost: AtomicU64,
-    /// Rate windows for refusals: `[0]` unverified tokens, `[1]` genuine tokens (an org's
-    /// users short of a role, revoked agents), so a flood of the first never hides the second.
-    refusals: Mutex<[RefusalWindow; 2]>,
+    /// Rate windows for refusals: one for unverified tokens, one per org for genuine tokens
+    /// (an org's users short of a role, revoked agents), so no flood hides another org's.
+    refusals: Mutex<Refusals>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Orgs whose refusal windows are kept; past it, idle windows are dropped (their suppressed
+/// counts are lost only if an org stops being refused entirely).
+const MAX_REFUSAL_WINDOWS: usize = 4096;
+
+/// The refusal rate windows.
+struct Refusals {
+    anonymous: RefusalWindow,
+    by_org: HashMap<String, RefusalWindow>,
 }
 
 /// A one-second window counting refused authentications.
@@ -178,7 +189,10 @@ impl Audit {
                 dir,
                 tx: Mutex::new(Some(tx)),
                 lost: AtomicU64::new(0),
-                refusals: Mutex::new([RefusalWindow::new(), RefusalWindow::new()]),
+                refusals: Mutex::new(Refusals {
+                    anonymous: RefusalWindow::new(),
+                    by_org: HashMap::new(),
+                }),
                 writer: Mutex::new(Some(writer)),
             }),
         })
@@ -206,7 +220,29 @@ impl Audit {
                 .refusals
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let w = &mut windows[usize::from(org.is_some())];
+            let windows = &mut *windows;
+            let w = match org {
+                None => &mut windows.anonymous,
+                Some(org) => {
+                    let full = |w: &Refusals| {
+                        w.by_org.len() >= MAX_REFUSAL_WINDOWS && !w.by_org.contains_key(org)
+                    };
+                    if full(windows) {
+                        windows
+                            .by_org
+                            .retain(|_, w| w.started.elapsed().as_secs() < 1 || w.suppressed > 0);
+                    }
+                    if full(windows) {
+                        // Thousands of orgs refused within a second: share one window.
+                        &mut windows.anonymous
+                    } else {
+                        windows
+                            .by_org
+                            .entry(org.to_owned())
+                            .or_insert_with(RefusalWindow::new)
+                    }
+                }
+            };
             if w.started.elapsed().as_secs() >= 1 {
                 w.started = Instant::now();
                 w.recorded = 0;

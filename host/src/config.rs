@@ -84,6 +84,9 @@ pub struct Tuning {
     /// Bytes of log messages (as sent to clients) per session kept for `?since_seq=` resume;
     /// whichever of this and `replay_messages` is reached first evicts the oldest.
     pub replay_bytes: usize,
+    /// Bytes of log messages kept for resume by all sessions together (see
+    /// [`crate::fanout::ReplayBudget`]: the host holds at most twice this).
+    pub replay_budget_bytes: usize,
     /// WebSocket clients one session serves at once; more are refused with 429
     /// `too_many_clients`.
     pub max_clients_per_session: usize,
@@ -121,6 +124,7 @@ impl Default for Tuning {
             client_queue: 128,
             replay_messages: 10_000,
             replay_bytes: 16 * 1024 * 1024,
+            replay_budget_bytes: 512 * 1024 * 1024,
             max_clients_per_session: 1024,
             agent_write_timeout: Duration::from_secs(30),
             agent_min_write_rate: 32 * 1024,

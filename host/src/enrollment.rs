@@ -221,6 +221,13 @@ impl Store {
 }
 
 fn check_name(name: &str) -> Result<(), EnrollmentError> {
+    // Ids and names share `{id}` in the API: a name that reads as a UUID would stand for
+    // another agent there.
+    if Uuid::parse_str(name).is_ok() {
+        return Err(EnrollmentError::Invalid(
+            "an agent name must not look like an agent id (a UUID)".to_owned(),
+        ));
+    }
     let chars = name.chars().count();
     if chars == 0 || chars > MAX_AGENT_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(EnrollmentError::Invalid(format!(

@@ -87,6 +87,57 @@ impl From<&Tuning> for HubBounds {
     }
 }
 
+/// The replay bytes every session of the host holds together, against one budget.
+///
+/// Policy: while the host is over its budget, a session that holds more than its fair share
+/// (the budget divided by the live sessions) evicts its own oldest messages as it adds new ones,
+/// down to that share; a session under its share is never made to give up history for another.
+/// So one session flooding cannot take the others' resume history, and the replay buffers of
+/// the whole host hold at most twice the budget (what sessions within their shares hold, plus
+/// at most the budget beyond it), plus one message per session.
+#[derive(Debug, Clone)]
+pub struct ReplayBudget {
+    inner: Arc<BudgetState>,
+}
+
+#[derive(Debug)]
+struct BudgetState {
+    max: usize,
+    used: AtomicUsize,
+    hubs: AtomicUsize,
+}
+
+impl ReplayBudget {
+    pub fn new(max: usize) -> ReplayBudget {
+        ReplayBudget {
+            inner: Arc::new(BudgetState {
+                max,
+                used: AtomicUsize::new(0),
+                hubs: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Replay bytes held by every session now.
+    pub fn used(&self) -> usize {
+        self.inner.used.load(Ordering::Relaxed)
+    }
+
+    /// Whether a session holding `held` bytes must give up its oldest.
+    fn must_shrink(&self, held: usize) -> bool {
+        let hubs = self.inner.hubs.load(Ordering::Relaxed).max(1);
+        self.used() > self.inner.max && held > self.inner.max / hubs
+    }
+
+    fn add(&self, bytes: usize) {
+        self.inner.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn release(&self, bytes: usize) {
+        self.inner.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
 /// Why a client could not subscribe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscribeError {
@@ -119,6 +170,15 @@ struct HubState {
     evicted_forgotten: u64,
     /// Set once `session_ending` was sent, so later subscribers get it too.
     ending_at: Option<Instant>,
+    /// The host-wide replay budget this session's `replay_bytes` count against.
+    budget: ReplayBudget,
+}
+
+impl Drop for HubState {
+    fn drop(&mut self) {
+        self.budget.release(self.replay_bytes);
+        self.budget.inner.hubs.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What a new client starts with: missed messages to send first, then the live receiver.
@@ -141,7 +201,14 @@ impl Drop for ClientGuard {
 }
 
 impl Hub {
+    /// A hub with a budget of its own (no host-wide bound beyond `bounds`).
     pub fn new(bounds: HubBounds) -> Self {
+        Self::with_budget(bounds, ReplayBudget::new(usize::MAX))
+    }
+
+    /// A hub whose replay buffer also counts against the host-wide `budget`.
+    pub fn with_budget(bounds: HubBounds, budget: ReplayBudget) -> Self {
+        budget.inner.hubs.fetch_add(1, Ordering::Relaxed);
         let (tx, _) = broadcast::channel(bounds.client_queue.max(1));
         Self {
             max_clients: bounds.max_clients,
@@ -155,6 +222,7 @@ impl Hub {
                 evicted: VecDeque::new(),
                 evicted_forgotten: 0,
                 ending_at: None,
+                budget,
             }),
             clients: Arc::new(AtomicUsize::new(0)),
         }
@@ -266,14 +334,17 @@ impl HubState {
             return;
         }
         self.replay_bytes += msg.text.len();
+        self.budget.add(msg.text.len());
         self.replay.push_back(msg);
         while self.replay.len() > self.replay_capacity
             || self.replay_bytes > self.replay_byte_capacity
+            || self.budget.must_shrink(self.replay_bytes)
         {
             let Some(old) = self.replay.pop_front() else {
                 break;
             };
             self.replay_bytes -= old.text.len();
+            self.budget.release(old.text.len());
             self.forget(old.seq.unwrap_or(0));
         }
     }
@@ -429,6 +500,48 @@ mod tests {
         let sub = hub.subscribe(Some(195)).unwrap();
         assert!(sub.backlog[0].text.as_str().contains(r#""count":1"#));
         assert_eq!(sub.backlog.len(), 6);
+    }
+
+    /// Sessions share the host's replay budget fairly: while the host is over it, a session
+    /// above its share gives up its own oldest messages, one within its share keeps all of its
+    /// history, the host holds at most twice the budget, and an ended session returns its bytes.
+    #[test]
+    fn sessions_share_the_host_replay_budget() {
+        let budget = ReplayBudget::new(40_000);
+        let bounds = HubBounds {
+            client_queue: 4,
+            replay_messages: 1_000,
+            replay_bytes: usize::MAX,
+            max_clients: 8,
+        };
+        let line = |seq: u64| Outgoing {
+            seq: Some(seq),
+            ends: false,
+            text: format!("{seq:>1000}").into(),
+        };
+        let flooder = Hub::with_budget(bounds, budget.clone());
+        let quiet = Hub::with_budget(bounds, budget.clone());
+        quiet.publish_logs((1..=15).map(line).collect());
+        for batch in 0..50u64 {
+            flooder.publish_logs((1..=10).map(|i| line(1000 + batch * 10 + i)).collect());
+            assert!(
+                budget.used() <= 2 * 40_000 + 2 * 1000,
+                "{} held",
+                budget.used()
+            );
+        }
+        assert_eq!(
+            quiet.replay_usage().1,
+            15_000,
+            "the quiet session keeps its history"
+        );
+        assert!(
+            flooder.replay_usage().1 <= 40_000 - 15_000,
+            "the flooder has only what the others leave"
+        );
+        assert!(budget.used() <= 40_000);
+        drop(flooder);
+        assert_eq!(budget.used(), 15_000);
     }
 
     /// A session serves at most `max_clients` clients; one leaving makes room for another.

@@ -50,6 +50,10 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Read here so a `nbf` of the wrong type is refused, not skipped; the validation checks
+    /// its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// An agent's display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -305,6 +309,7 @@ impl Auth {
             role,
             exp: now.saturating_add(ttl.as_secs()),
             iat: Some(now),
+            nbf: None,
             name: name.map(str::to_owned),
         };
         let mut header = Header::new(Algorithm::HS256);

@@ -135,6 +135,10 @@ struct ServeArgs {
     /// Bytes of log messages per session kept for `?since_seq=` resume.
     #[arg(long, default_value_t = Tuning::default().replay_bytes)]
     replay_bytes: usize,
+    /// Bytes of log messages all sessions together keep for resume; over it, sessions above
+    /// their fair share give up their oldest (the host holds at most twice this).
+    #[arg(long, default_value_t = Tuning::default().replay_budget_bytes)]
+    replay_budget_bytes: usize,
     /// WebSocket clients one session serves at once (more get 429 `too_many_clients`).
     #[arg(long, default_value_t = Tuning::default().max_clients_per_session)]
     max_clients_per_session: usize,
@@ -290,6 +294,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             client_queue: args.client_queue,
             replay_messages: args.replay_messages,
             replay_bytes: args.replay_bytes,
+            replay_budget_bytes: args.replay_budget_bytes,
             max_clients_per_session: args.max_clients_per_session,
             agent_write_timeout: args.agent_write_timeout,
             max_client_lost_lines: args.max_client_lost_lines,

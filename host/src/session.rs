@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::audit::{Audit, Kind};
 use crate::config::Tuning;
-use crate::fanout::{Hub, HubBounds};
+use crate::fanout::{Hub, HubBounds, ReplayBudget};
 use crate::identity::AgentKey;
 use crate::registry::{AgentRef, Agents};
 use crate::time::rfc3339;
@@ -37,6 +37,8 @@ struct Shared {
     agents: Agents,
     audit: Audit,
     tuning: Tuning,
+    /// Every session's replay buffer counts against it.
+    replay_budget: ReplayBudget,
 }
 
 #[derive(Default)]
@@ -105,11 +107,17 @@ impl SessionView {
 /// together.
 pub const MAX_SESSIONS_PER_AGENT: usize = 32;
 
+/// Active sessions one org may run at once, over all its agents: with the per-session replay
+/// and queue bounds, this is what bounds the host memory one tenant's agents can hold.
+pub const MAX_SESSIONS_PER_ORG: usize = 256;
+
 /// Why a session could not start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartRefused {
     /// The agent already runs [`MAX_SESSIONS_PER_AGENT`] sessions.
     TooMany,
+    /// The org already runs [`MAX_SESSIONS_PER_ORG`] sessions.
+    OrgFull,
 }
 
 /// Why a user could not stop a session.
@@ -149,6 +157,7 @@ impl Sessions {
                 wake: Notify::new(),
                 agents,
                 audit,
+                replay_budget: ReplayBudget::new(tuning.replay_budget_bytes),
                 tuning,
             }),
         };
@@ -183,7 +192,10 @@ impl Sessions {
             expires,
             warned: false,
             agent_online: true,
-            hub: Arc::new(Hub::new(HubBounds::from(&self.shared.tuning))),
+            hub: Arc::new(Hub::with_budget(
+                HubBounds::from(&self.shared.tuning),
+                self.shared.replay_budget.clone(),
+            )),
         };
         let view = view(&id, &session);
         let agent = session.agent.key.clone();
@@ -192,6 +204,14 @@ impl Sessions {
             let running = st.by_id.values().filter(|s| s.agent.key == agent).count();
             if running >= MAX_SESSIONS_PER_AGENT {
                 return Err(StartRefused::TooMany);
+            }
+            let in_org = st
+                .by_id
+                .values()
+                .filter(|s| s.agent.key.org == agent.org)
+                .count();
+            if in_org >= MAX_SESSIONS_PER_ORG {
+                return Err(StartRefused::OrgFull);
             }
             let deadline = session.next_deadline();
             let earliest = st.deadlines.first().is_none_or(|(t, _)| deadline < *t);

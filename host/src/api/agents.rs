@@ -131,20 +131,24 @@ pub async fn revoke(
     Admin(claims): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    // Revocation cannot be undone: a name must say which agent it means.
-    if Uuid::parse_str(&id).is_err() && state.agents.count_named(&claims.org, &id) > 1 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "ambiguous_agent",
-            "several agents have this name; revoke by agent id",
-        ));
-    }
-    let key = match state.agents.resolve(&claims.org, &id) {
-        Some(agent) => agent.key,
-        None => match Uuid::parse_str(&id) {
-            Ok(uuid) => AgentKey::new(claims.org.clone(), uuid),
-            Err(_) => return Err(ApiError::agent_not_found(&id)),
-        },
+    // Revocation cannot be undone: an id means that agent and no other (never an agent whose
+    // name looks like it), and a name must say which agent it means.
+    let key = match Uuid::parse_str(&id) {
+        Ok(uuid) => AgentKey::new(claims.org.clone(), uuid),
+        Err(_) => {
+            if state.agents.count_named(&claims.org, &id) > 1 {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "ambiguous_agent",
+                    "several agents have this name; revoke by agent id",
+                ));
+            }
+            state
+                .agents
+                .resolve(&claims.org, &id)
+                .ok_or_else(|| ApiError::agent_not_found(&id))?
+                .key
+        }
     };
     let enrollments = state.enrollments.clone();
     let (revoking, by) = (key.clone(), claims.sub.clone());

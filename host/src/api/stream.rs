@@ -23,7 +23,7 @@ use crate::session::{NewSession, SessionView, StartRefused, StopRefused};
 use crate::state::AppState;
 use crate::time::rfc3339;
 
-pub use crate::session::MAX_SESSIONS_PER_AGENT;
+pub use crate::session::{MAX_SESSIONS_PER_AGENT, MAX_SESSIONS_PER_ORG};
 
 pub async fn start(
     State(state): State<AppState>,
@@ -62,13 +62,7 @@ pub async fn start(
     )
     .await
     .map_err(check_error)?;
-    let details = serde_json::json!({
-        "agent_id": agent.key.id,
-        "agent_name": agent.name,
-        "filters": filters,
-        "limits": limits,
-        "timeout_seconds": timeout.as_secs(),
-    });
+    let details = audit_details(&agent.key.id, &agent.name, &filters, &limits, timeout);
     let agent_name = agent.name.clone();
     let view = state
         .sessions
@@ -79,7 +73,16 @@ pub async fn start(
             limits,
             timeout,
         })
-        .map_err(|StartRefused::TooMany| too_many_sessions(&agent_name))?;
+        .map_err(|refused| match refused {
+            StartRefused::TooMany => too_many_sessions(&agent_name),
+            StartRefused::OrgFull => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sessions",
+                format!(
+                    "your organisation already runs {MAX_SESSIONS_PER_ORG} sessions; stop one first"
+                ),
+            ),
+        })?;
     let mut details = details;
     details["session_id"] = view.id.clone().into();
     state
@@ -128,6 +131,35 @@ pub async fn list(State(state): State<AppState>, User(claims): User) -> Json<Ses
     Json(SessionList {
         total: sessions.len(),
         sessions,
+    })
+}
+
+/// What the audit trail keeps of a session start: who streams what from where. Plugins by
+/// name and digest, not their configs: a config may be 64 KiB of user data, and one tenant's
+/// records must not rotate the others' away.
+fn audit_details(
+    agent_id: &uuid::Uuid,
+    agent_name: &str,
+    filters: &Filters,
+    limits: &RateLimits,
+    timeout: Duration,
+) -> serde_json::Value {
+    let plugins: Vec<_> = filters
+        .plugins
+        .iter()
+        .map(|p| serde_json::json!({"name": p.name, "digest": p.digest}))
+        .collect();
+    serde_json::json!({
+        "agent_id": agent_id,
+        "agent_name": agent_name,
+        "filters": {
+            "levels": filters.levels,
+            "sources": filters.sources,
+            "pattern": filters.pattern,
+            "plugins": plugins,
+        },
+        "limits": limits,
+        "timeout_seconds": timeout.as_secs(),
     })
 }
 
