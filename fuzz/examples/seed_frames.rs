@@ -88,6 +88,7 @@ fn main() -> std::io::Result<()> {
         session_id: "sess_abc123".into(),
         plugin: "redact".into(),
         message: "wasm trap: unreachable executed".into(),
+        dropped: 3,
     };
     let fetch = AgentFrame::FetchPlugin {
         digest: format!("sha256:{}", "ab".repeat(32)),

@@ -167,6 +167,7 @@ pub fn legitimate_frame(u: &mut Unstructured) -> Result<AgentFrame> {
             session_id: text(u, MAX_NAME_BYTES)?,
             plugin: text(u, MAX_NAME_BYTES)?,
             message: text(u, MAX_TEXT_BYTES)?,
+            dropped: u.arbitrary()?,
         },
         _ => AgentFrame::FetchPlugin {
             digest: text(u, MAX_NAME_BYTES)?,
