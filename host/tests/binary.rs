@@ -93,28 +93,9 @@ fn mints_user_and_agent_tokens_the_host_accepts() {
 /// go, and the process exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_sessions_cleanly_and_exits_zero() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let data = tempfile::tempdir().unwrap();
-    let mut host = tokio::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .env("LOGFLEET_JWT_SECRET", testkit::SECRET)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let mut host = testkit::HostProcess::spawn(std::path::Path::new(BIN), &[]).await;
+    let base = format!("http://127.0.0.1:{}", host.port);
     let anon = testkit::Api::new(&base, None);
-    testkit::wait_listening(port).await;
     assert_eq!(anon.get("/healthz").await.0, 200);
 
     let auth = logfleet_host::auth::Auth::new(testkit::SECRET.as_bytes());
@@ -147,21 +128,11 @@ async fn sigterm_ends_sessions_cleanly_and_exits_zero() {
     let mut client =
         testkit::WsClient::connect(session["websocket_url"].as_str().unwrap(), &user, None).await;
 
-    let pid = host.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    host.signal_term();
     let ended = client.expect_event("session_ended").await;
     assert_eq!(ended["reason"], "shutdown");
     assert_eq!(u16::from(client.expect_close().await.unwrap().code), 1000);
-    let status = tokio::time::timeout(testkit::WAIT, host.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = host.wait().await;
     assert!(status.success(), "{status:?}");
     agent.stop().await;
 }

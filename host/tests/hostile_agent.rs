@@ -330,27 +330,12 @@ const HOSTILE_GROWTH_BOUND_KIB: u64 = 64 * 1024;
 /// memory within a bound set by the frame limits, and every hostile link is closed with 4011.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_memory_stays_bounded_under_hostile_agents() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let data = tempfile::tempdir().unwrap();
-    let host = tokio::process::Command::new(env!("CARGO_BIN_EXE_logfleet-host"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .env("LOGFLEET_JWT_SECRET", testkit::SECRET)
-        .env("RUST_LOG", "error")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = host.id().unwrap();
-    testkit::wait_listening(port).await;
+    let host = testkit::HostProcess::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_logfleet-host")),
+        &[],
+    )
+    .await;
+    let (port, pid) = (host.port, host.child.id().unwrap());
     let auth = logfleet_host::auth::Auth::new(testkit::SECRET.as_bytes());
     let url = format!("ws://127.0.0.1:{port}/api/v1/agent/connect");
     // One ordinary agent first, so the baseline includes a link's ordinary costs.

@@ -3,24 +3,17 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use logfleet_host::auth::{Auth, Role};
 use serde_json::json;
 use testkit::pki::TestPki;
-use testkit::{Api, InProcessAgent, LogDir, SECRET, WAIT, WsClient, agent_config_for};
+use testkit::{Api, HostProcess, InProcessAgent, LogDir, SECRET, WsClient, agent_config_for};
 use uuid::Uuid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_logfleet-host");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The reference flow works over TLS with a private CA: the host binary serves HTTPS, an agent
 /// trusting the CA links over wss://, a session started over HTTPS answers a `wss://`
@@ -28,22 +21,17 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_flow_runs_over_tls_with_a_private_ca() {
     let pki = TestPki::new();
-    let port = free_port();
-    let data = tempfile::tempdir().unwrap();
-    let mut host = tokio::process::Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data.path())
-        .arg("--tls-cert")
-        .arg(&pki.cert)
-        .arg("--tls-key")
-        .arg(&pki.key)
-        .env("LOGFLEET_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    testkit::wait_listening(port).await;
+    let mut host = HostProcess::spawn(
+        Path::new(BIN),
+        &[
+            "--tls-cert".as_ref(),
+            pki.cert.as_os_str(),
+            "--tls-key".as_ref(),
+            pki.key.as_os_str(),
+        ],
+    )
+    .await;
+    let port = host.port;
     let base = format!("https://localhost:{port}");
     let auth = Auth::new(SECRET.as_bytes());
     let user = auth
@@ -80,21 +68,11 @@ async fn the_reference_flow_runs_over_tls_with_a_private_ca() {
     logs.append("app.log", &["ERROR over tls"]).await;
     testkit::skip_until(&mut client, "ERROR over tls").await;
 
-    let pid = host.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    host.signal_term();
     let ended = client.expect_event("session_ended").await;
     assert_eq!(ended["reason"], "shutdown");
     assert_eq!(u16::from(client.expect_close().await.unwrap().code), 1000);
-    let status = tokio::time::timeout(WAIT, host.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = host.wait().await;
     assert!(status.success(), "{status:?}");
     agent.stop().await;
 }

@@ -503,6 +503,60 @@ impl AgentProcess {
     }
 }
 
+/// A `logfleet-host` binary serving on a free loopback port with a temporary data dir and the
+/// test secret, for tests of the real process (signals, TLS flags, its memory).
+pub struct HostProcess {
+    pub child: tokio::process::Child,
+    pub port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl HostProcess {
+    /// Starts `binary serve` with `extra` arguments and waits until it listens.
+    pub async fn spawn(binary: &Path, extra: &[&std::ffi::OsStr]) -> HostProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let data = tempfile::tempdir().expect("temp dir");
+        let child = tokio::process::Command::new(binary)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(extra)
+            .env("LOGFLEET_JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn logfleet-host");
+        wait_listening(port).await;
+        HostProcess {
+            child,
+            port,
+            _data: data,
+        }
+    }
+
+    /// Sends SIGTERM (a graceful shutdown) without waiting.
+    pub fn signal_term(&self) {
+        if let Some(pid) = self.child.id() {
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(sent.success(), "kill -TERM {pid}");
+        }
+    }
+
+    /// Waits (at most [`WAIT`]) for the process to exit.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("host exits")
+            .expect("wait")
+    }
+}
+
 /// A temp directory of log files that tests append to.
 pub struct LogDir {
     pub dir: tempfile::TempDir,
