@@ -88,6 +88,7 @@ pub struct Hello {
     pub name: String,
     pub hostname: String,
     pub version: String,
+    #[serde(deserialize_with = "crate::agent_limits::bounded_sources")]
     pub sources: Vec<SourceInfo>,
 }
 
@@ -97,6 +98,7 @@ pub struct Metrics {
     /// End of the interval, ms since the Unix epoch.
     pub timestamp_ms: i64,
     pub interval_ms: u32,
+    #[serde(deserialize_with = "crate::agent_limits::bounded_sources")]
     pub sources: Vec<SourceCounts>,
     pub health: Health,
 }
@@ -124,6 +126,7 @@ pub struct Health {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogBatch {
     pub session_id: String,
+    #[serde(deserialize_with = "crate::agent_limits::bounded_records")]
     pub records: Vec<Record>,
 }
 
@@ -194,6 +197,8 @@ pub enum FrameError {
     Malformed(#[from] postcard::Error),
     #[error("corrupt compressed frame: {0}")]
     Inflate(String),
+    #[error("{0}")]
+    OverLimit(crate::agent_limits::LimitExceeded),
 }
 
 /// Encodes a frame for a binary WebSocket message, deflating it when it is large enough to
@@ -235,12 +240,18 @@ pub fn decode_within<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<
             limit,
         });
     }
-    match bytes.split_first() {
-        None => Err(FrameError::Empty),
-        Some((&CODEC_POSTCARD, rest)) => Ok(postcard::from_bytes(rest)?),
-        Some((&CODEC_POSTCARD_DEFLATE, rest)) => Ok(postcard::from_bytes(&inflate(rest, limit)?)?),
-        Some((&other, _)) => Err(FrameError::UnknownCodec(other)),
-    }
+    let decoded = match bytes.split_first() {
+        None => return Err(FrameError::Empty),
+        Some((&CODEC_POSTCARD, rest)) => postcard::from_bytes(rest),
+        Some((&CODEC_POSTCARD_DEFLATE, rest)) => postcard::from_bytes(&inflate(rest, limit)?),
+        Some((&other, _)) => return Err(FrameError::UnknownCodec(other)),
+    };
+    // A bounded sequence that refused tells which bound; clear it either way for the next.
+    let refused = crate::agent_limits::take_refused();
+    decoded.map_err(|e| match refused {
+        Some(exceeded) => FrameError::OverLimit(exceeded),
+        None => FrameError::Malformed(e),
+    })
 }
 
 /// Inflates `deflated`, refusing output past `limit`. The buffer grows by at most what was

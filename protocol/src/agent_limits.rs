@@ -32,6 +32,91 @@ pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 /// its longest path (≈ 560 KiB); the unit tests check both fit.
 pub const MAX_AGENT_FRAME_BYTES: usize = 1024 * 1024;
 
+thread_local! {
+    /// The bound a bounded sequence refused in the decode running on this thread: postcard
+    /// reports a visitor's error without its text, so [`crate::agent::decode_within`] asks
+    /// here which bound it was.
+    static REFUSED: std::cell::Cell<Option<LimitExceeded>> = const { std::cell::Cell::new(None) };
+}
+
+/// Takes (and clears) the bound the last decode on this thread refused, if any.
+pub(crate) fn take_refused() -> Option<LimitExceeded> {
+    REFUSED.take()
+}
+
+/// `LogBatch::records` as decoded: at most [`MAX_BATCH_RECORDS`].
+pub(crate) fn bounded_records<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    bounded_seq(d, Limit::BatchRecords, MAX_BATCH_RECORDS)
+}
+
+/// `Hello::sources` and `Metrics::sources` as decoded: at most [`MAX_SOURCES`].
+pub(crate) fn bounded_sources<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    bounded_seq(d, Limit::Sources, MAX_SOURCES)
+}
+
+/// Decodes a sequence of at most `max` items, refusing a longer one from its length prefix,
+/// before anything is allocated. Checking after decoding would be too late: a frame of many
+/// tiny elements (an empty record is 7 bytes on the wire, over 100 in memory) decodes into
+/// fifteen times its size.
+fn bounded_seq<'de, D, T>(d: D, limit: Limit, max: usize) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Bounded<T> {
+        limit: Limit,
+        max: usize,
+        item: std::marker::PhantomData<T>,
+    }
+    impl<T> Bounded<T> {
+        fn refuse<E: serde::de::Error>(&self, actual: usize) -> E {
+            let exceeded = LimitExceeded {
+                limit: self.limit,
+                actual,
+                max: self.max,
+            };
+            let message = exceeded.to_string();
+            REFUSED.set(Some(exceeded));
+            E::custom(message)
+        }
+    }
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a sequence of at most {} items", self.max)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let announced = seq.size_hint().unwrap_or(0);
+            if announced > self.max {
+                return Err(self.refuse(announced));
+            }
+            let mut items = Vec::with_capacity(announced);
+            while let Some(item) = seq.next_element()? {
+                if items.len() == self.max {
+                    return Err(self.refuse(self.max + 1));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    d.deserialize_seq(Bounded {
+        limit,
+        max,
+        item: std::marker::PhantomData,
+    })
+}
+
 /// `text` cut to at most `max` bytes on a character boundary, ending in `…` when cut: for free
 /// text that must fit a bound (an agent's filter error, a message echoing input).
 pub fn clip(text: &str, max: usize) -> String {
@@ -293,6 +378,47 @@ mod tests {
             .unwrap_err()
             .limit,
             Limit::NameBytes
+        );
+    }
+
+    /// A frame announcing more records or sources than the bounds is refused from its length
+    /// prefix, naming the bound, before the items are allocated: 140,000 empty records fit in a
+    /// 1 MiB frame and would decode into over 16 MiB.
+    #[test]
+    fn long_sequences_are_refused_while_decoding() {
+        use crate::agent::{AgentFrame, FrameError, LogBatch, Record, decode_within, encode};
+        let empty = Record {
+            seq: 0,
+            timestamp_ms: 0,
+            level: Level::Info,
+            source: String::new(),
+            file: String::new(),
+            line: 0,
+            message: String::new(),
+        };
+        let bomb = encode(&AgentFrame::Logs(LogBatch {
+            session_id: "s".into(),
+            records: vec![empty.clone(); 140_000],
+        }));
+        assert!(bomb.len() < MAX_AGENT_FRAME_BYTES);
+        match decode_within::<AgentFrame>(&bomb, MAX_AGENT_FRAME_BYTES) {
+            Err(FrameError::OverLimit(e)) => {
+                assert_eq!(
+                    (e.limit, e.actual, e.max),
+                    (Limit::BatchRecords, 140_000, 512)
+                );
+            }
+            other => panic!("expected the records bound, got {other:?}"),
+        }
+        let fits = encode(&AgentFrame::Logs(LogBatch {
+            session_id: "s".into(),
+            records: vec![empty; MAX_BATCH_RECORDS],
+        }));
+        assert!(decode_within::<AgentFrame>(&fits, MAX_AGENT_FRAME_BYTES).is_ok());
+        let malformed = decode_within::<AgentFrame>(&[0, 200, 1], MAX_AGENT_FRAME_BYTES);
+        assert!(
+            matches!(malformed, Err(FrameError::Malformed(_))),
+            "{malformed:?}"
         );
     }
 }

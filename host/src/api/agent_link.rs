@@ -225,6 +225,7 @@ fn read_frame(bytes: &[u8]) -> Result<AgentFrame, Refused> {
                 actual: size,
                 max: limit,
             }),
+            FrameError::OverLimit(exceeded) => Refused::Limit(exceeded),
             other => Refused::Malformed(other),
         })?;
     agent_limits::check(&frame).map_err(Refused::Limit)?;
