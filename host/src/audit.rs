@@ -1,16 +1,18 @@
 //! The audit trail: who did what, when, from which org — session start, stop and expiry,
 //! plugin upload and delete, agent enrollment and revocation, refused authentication.
 //!
-//! Events are JSON lines appended under `<data-dir>/audit/`: `audit.log`, rotated to
-//! `audit.log.1` … `audit.log.{ROTATED_FILES}` once it reaches [`MAX_FILE_BYTES`], the oldest
-//! file deleted, so the trail is bounded on disk. A writer thread owns the file, so handlers
-//! never wait on a disk; they hand events over a bounded queue.
+//! Events are JSON lines, one trail per org under `<data-dir>/audit/orgs/<hash of the org>/`:
+//! `audit.log`, rotated to `audit.log.1` … `audit.log.{ROTATED_FILES}` once it reaches
+//! [`MAX_FILE_BYTES`], the oldest file deleted, so each org's trail is bounded on disk and no
+//! org's activity rotates another's away. Refusals of tokens that could not be verified have no
+//! org and go to `refused.log`. A writer thread owns the files, so handlers never wait on a
+//! disk; they hand events over a bounded queue.
 //!
 //! Overflow policy: an event that finds the queue full (the disk stalled for
 //! [`QUEUE_EVENTS`] events) is not written; it is counted, the count is exported on
 //! `/metrics`, and the next event written carries it in `"lost_before"` so a reader sees the
-//! gap. Refused authentications are rate-limited ([`MAX_REFUSALS_PER_SECOND`]) the same way
-//! (`"suppressed"`), so a flood of bad tokens cannot push real events out of the rotation.
+//! gap. Refused authentications are rate-limited ([`MAX_REFUSALS_PER_SECOND`] per org, and as
+//! many for unverified tokens), the rest counted the same way (`"suppressed"`).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -30,6 +32,8 @@ use crate::time::rfc3339_millis;
 const LIVE_FILE: &str = "audit.log";
 /// Refusals of tokens that could not be verified (no trustworthy org): kept apart.
 const ANONYMOUS_FILE: &str = "refused.log";
+/// Org trails the writer keeps open at once (a file each).
+const MAX_OPEN_TRAILS: usize = 256;
 /// Rotated files of [`ANONYMOUS_FILE`] kept.
 pub const ANONYMOUS_ROTATED_FILES: usize = 1;
 /// Longest `reason` kept for a refused authentication, in bytes.
@@ -308,8 +312,9 @@ impl Audit {
     /// The events matching `query`, newest first, and whether more follow. Blocking (reads
     /// the files): call it on a blocking thread.
     pub fn read(&self, query: &Query) -> std::io::Result<(Vec<Event>, bool)> {
-        let mut files = vec![self.inner.dir.join(LIVE_FILE)];
-        files.extend((1..=ROTATED_FILES).map(|n| rotated(&self.inner.dir, n)));
+        let dir = org_dir(&self.inner.dir, &query.org);
+        let mut files = vec![dir.join(LIVE_FILE)];
+        files.extend((1..=ROTATED_FILES).map(|n| rotated(&dir, n)));
         let limit = query.limit.min(MAX_PAGE);
         let mut skipped = 0;
         let mut page = Vec::new();
@@ -363,6 +368,9 @@ struct Log {
 
 impl Log {
     fn open(dir: &Path, name: &'static str, rotated: usize) -> Log {
+        if let Err(e) = fs::create_dir_all(dir) {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot create an audit directory");
+        }
         let mut log = Log {
             dir: dir.to_owned(),
             name,
@@ -423,20 +431,37 @@ impl Log {
 /// one through the API: they go to their own file, so a flood of them never rotates an org's
 /// events away.
 fn write_events(dir: &Path, rx: Receiver<Event>) {
-    let mut trail = Log::open(dir, LIVE_FILE, ROTATED_FILES);
+    let mut trails: HashMap<String, Log> = HashMap::new();
     let mut anonymous = Log::open(dir, ANONYMOUS_FILE, ANONYMOUS_ROTATED_FILES);
     while let Ok(event) = rx.recv() {
         let Ok(mut line) = serde_json::to_vec(&event) else {
             continue;
         };
         line.push(b'\n');
-        match event.org {
-            Some(_) => trail.append(&line),
+        match &event.org {
+            Some(org) => {
+                if !trails.contains_key(org) && trails.len() >= MAX_OPEN_TRAILS {
+                    // Closing every file is simpler than tracking use, and reopening is cheap.
+                    trails.drain().for_each(|(_, log)| log.close());
+                }
+                trails
+                    .entry(org.clone())
+                    .or_insert_with(|| Log::open(&org_dir(dir, org), LIVE_FILE, ROTATED_FILES))
+                    .append(&line);
+            }
             None => anonymous.append(&line),
         }
     }
-    trail.close();
+    trails.into_values().for_each(Log::close);
     anonymous.close();
+}
+
+/// Where one org's trail lives: `orgs/<hash of the org>/`, so any org name makes a safe path
+/// and one org's records never rotate another's away.
+fn org_dir(dir: &Path, org: &str) -> PathBuf {
+    let digest = logfleet_filter_runtime::digest(org.as_bytes());
+    let hex = digest.trim_start_matches("sha256:");
+    dir.join("orgs").join(&hex[..hex.len().min(32)])
 }
 
 fn open_append(path: &Path) -> Option<File> {
@@ -526,11 +551,18 @@ mod tests {
         );
     }
 
-    /// Rotation keeps the trail bounded: at most ROTATED_FILES old files, each under the cap.
+    /// Rotation keeps each org's trail bounded (at most ROTATED_FILES old files, each under
+    /// the cap), and one org's flood never rotates another org's events away.
     #[test]
     fn rotation_bounds_the_trail() {
         let dir = tempfile::tempdir().unwrap();
         let audit = Audit::open(dir.path()).unwrap();
+        audit.record(
+            Kind::AgentRevoke,
+            Some("globex"),
+            "root",
+            serde_json::json!({}),
+        );
         let big = "x".repeat(64 * 1024);
         let events = (MAX_FILE_BYTES as usize / big.len()) * (ROTATED_FILES + 3);
         assert!(
@@ -547,7 +579,15 @@ mod tests {
         }
         assert_eq!(audit.lost(), 0);
         audit.close();
-        let files: Vec<_> = fs::read_dir(dir.path().join("audit"))
+        let audit = Audit::open(dir.path()).unwrap();
+        let (globex, _) = audit.read(&query("globex")).unwrap();
+        assert_eq!(
+            globex.len(),
+            1,
+            "another org's flood left globex's trail alone"
+        );
+        audit.close();
+        let files: Vec<_> = fs::read_dir(org_dir(&dir.path().join("audit"), "acme"))
             .unwrap()
             .map(|f| f.unwrap())
             .filter(|f| f.file_name().to_string_lossy().starts_with(LIVE_FILE))

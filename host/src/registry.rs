@@ -51,6 +51,8 @@ struct AgentEntry {
     hostname: String,
     version: String,
     sources: Vec<SourceInfo>,
+    /// `sources`' names, shared by every metrics sample.
+    source_names: Vec<Arc<str>>,
     connected_at: Option<DateTime<Utc>>,
     last_seen: DateTime<Utc>,
     link: Option<Link>,
@@ -143,6 +145,11 @@ impl Agents {
         entry.hostname = hello.hostname.clone();
         entry.version = hello.version.clone();
         entry.sources = hello.sources.clone();
+        entry.source_names = hello
+            .sources
+            .iter()
+            .map(|s| Arc::from(s.name.as_str()))
+            .collect();
         entry.connected_at = Some(now);
         entry.last_seen = now;
         let previous = entry.link.replace(link);
@@ -306,7 +313,7 @@ impl Agents {
             return;
         };
         entry.last_seen = now;
-        let sample = sample(metrics, entry.metrics.back());
+        let sample = sample(metrics, &entry.source_names);
         entry.metrics.push_back(sample);
         let oldest = (now - METRICS_HISTORY).timestamp_millis();
         while entry.metrics.len() > MAX_METRICS_REPORTS
@@ -358,6 +365,7 @@ impl Registry {
                 hostname: String::new(),
                 version: String::new(),
                 sources: Vec::new(),
+                source_names: Vec::new(),
                 connected_at: None,
                 last_seen: now,
                 link: None,
@@ -451,22 +459,24 @@ fn agent_info(id: Uuid, e: &AgentEntry, active_sessions: usize) -> AgentInfo {
     AgentView::new(id, e, active_sessions).to_info()
 }
 
-/// Keeps `m`, sharing source names with the agent's previous report (sources rarely change).
-fn sample(m: &Metrics, previous: Option<&Sample>) -> Sample {
-    let known = previous.map(|p| &p.sources[..]).unwrap_or_default();
+/// Keeps `m` for the sources the agent announced in its hello, sharing their names (`names`,
+/// made once per connection). Counts for any other name are not kept: an agent reports only
+/// its own sources, and a name of its choosing per report would make an hour of history as
+/// large as it likes.
+fn sample(m: &Metrics, names: &[Arc<str>]) -> Sample {
     Sample {
         timestamp_ms: m.timestamp_ms,
         interval_ms: m.interval_ms,
         sources: m
             .sources
             .iter()
-            .map(|s| SourceSample {
-                name: known
-                    .iter()
-                    .find(|k| *k.name == *s.name)
-                    .map_or_else(|| Arc::from(s.name.as_str()), |k| k.name.clone()),
-                levels: s.levels,
-                bytes: s.bytes,
+            .filter_map(|s| {
+                let name = names.iter().find(|n| ***n == *s.name)?;
+                Some(SourceSample {
+                    name: name.clone(),
+                    levels: s.levels,
+                    bytes: s.bytes,
+                })
             })
             .collect(),
         health: m.health.clone(),
@@ -519,7 +529,10 @@ mod tests {
             name: name.into(),
             hostname: format!("{name}.local"),
             version: "1".into(),
-            sources: vec![],
+            sources: vec![SourceInfo {
+                name: "nginx".into(),
+                path: "/var/log/nginx/error.log".into(),
+            }],
         }
     }
 
@@ -598,7 +611,19 @@ mod tests {
         agents.record_metrics(&key, &report(now - 2 * 3_600_000, 9));
         agents.record_metrics(&key, &report(now - 1_000, 1));
         agents.record_metrics(&key, &report(now, 2));
+        let mut unannounced = report(now, 5);
+        unannounced.sources[0].name = "not-in-hello".into();
+        agents.record_metrics(&key, &unannounced);
         let m = agents.metrics(&key).unwrap();
+        assert!(
+            m.latest.as_ref().unwrap().sources.is_empty(),
+            "counts for a source the agent did not announce are not kept"
+        );
+        let m = AgentMetrics {
+            history: m.history[..m.history.len() - 1].to_vec(),
+            latest: m.history.get(m.history.len().saturating_sub(2)).cloned(),
+            ..m
+        };
         let errors: Vec<u64> = m
             .history
             .iter()

@@ -41,7 +41,7 @@ pub fn document(limits: &LimitConfig) -> Option<Value> {
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let s = &state.stats;
-    let rows: [(&str, &str, &str, u64); 9] = [
+    let rows: [(&str, &str, &str, u64); 10] = [
         (
             "logfleet_agents_online",
             "gauge",
@@ -95,6 +95,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "counter",
             "Agent links dropped because the agent did not read what the host wrote in time.",
             s.agent_write_timeouts.load(Ordering::Relaxed),
+        ),
+        (
+            "logfleet_audit_events_pending_loss",
+            "gauge",
+            "Audit events lost to a full writer queue and not yet reported in a written event.",
+            state.audit.lost(),
         ),
     ];
     let mut out = String::new();
