@@ -301,7 +301,8 @@ mod tests {
     fn names_and_labels_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let store = Enrollments::open(dir.path()).unwrap();
-        for bad in ["", "a\nb", &"x".repeat(MAX_AGENT_NAME_CHARS + 1)] {
+        let uuid = Uuid::new_v4().to_string();
+        for bad in ["", "a\nb", &"x".repeat(MAX_AGENT_NAME_CHARS + 1), &uuid] {
             assert!(store.enroll("acme", bad, BTreeMap::new(), "root").is_err());
         }
         let labels = BTreeMap::from([("bad key".to_owned(), "v".to_owned())]);

@@ -576,4 +576,25 @@ mod tests {
         write(serde_json::json!({"signing_kid": "b", "secrets": {"a": "x".repeat(32)}}));
         assert!(JwtConfig::default().load_secrets_file(&path).is_err());
     }
+
+    /// A JWKS key that does not name its org is refused at start: it could sign for every
+    /// tenant of the host.
+    #[test]
+    fn jwks_keys_must_name_their_org() {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/rsa-test-key.jwk.json");
+        let mut key: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let write = |key: &serde_json::Value| {
+            std::fs::write(&path, serde_json::json!({"keys": [key]}).to_string()).unwrap()
+        };
+        write(&key);
+        assert!(JwtConfig::default().load_jwks_file(&path).is_ok());
+        key.as_object_mut().unwrap().remove("org");
+        write(&key);
+        let err = JwtConfig::default().load_jwks_file(&path).unwrap_err();
+        assert!(err.to_string().contains("org"), "{err}");
+    }
 }

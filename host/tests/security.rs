@@ -225,6 +225,29 @@ async fn enrolled_agents_stream_and_revoked_ones_are_cut_off_for_good() {
     assert_eq!(status, 400);
 }
 
+/// A link that upgraded before its agent was revoked, and says hello only afterwards, is
+/// closed with 4010 and never listed: revocation cannot be outrun by holding a connection open.
+#[tokio::test]
+async fn a_link_that_says_hello_after_its_revocation_is_closed() {
+    let host = TestHost::start().await;
+    let admin = host.admin("acme", "root");
+    let (_, enrolled) = admin
+        .post("/api/v1/agents", &json!({"name": "edge-5"}))
+        .await;
+    let token = enrolled["token"].as_str().unwrap();
+    // Upgraded (the token was still good), hello held back.
+    let mut agent = RawAgent::connect(&host.agent_url(), token).await.unwrap();
+    let (status, _) = admin.send_delete("/api/v1/agents/edge-5").await;
+    assert_eq!(status, 200);
+    agent
+        .send(&hello("edge-5", "edge-5.local", &[]))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut agent).await, CLOSE_REVOKED);
+    let (_, list) = host.api("acme", "alice").get("/api/v1/agents").await;
+    assert_eq!(list["total"], 0, "{list}");
+}
+
 /// A UUID this host has never seen can be revoked (a stolen token refused before its agent
 /// connects here); another org's revocation of the same UUID does not touch this org's agent.
 #[tokio::test]
