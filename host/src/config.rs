@@ -79,13 +79,20 @@ pub struct Tuning {
     /// WebSocket client may fall behind, beyond its socket buffers, before it loses some.
     /// Shared by a session's clients: the memory bound is per session, not per client.
     pub client_queue: usize,
+    /// Bytes of bursts (messages as sent to clients) a session's live queue holds; whichever of
+    /// this and `client_queue` is reached first makes lagging clients lose the oldest.
+    pub client_queue_bytes: usize,
+    /// Bytes of bursts all sessions' live queues hold together (see
+    /// [`crate::fanout::ByteBudget`]: the host holds at most twice this, plus one burst per
+    /// session).
+    pub queue_budget_bytes: usize,
     /// Log messages per session kept for `?since_seq=` resume.
     pub replay_messages: usize,
     /// Bytes of log messages (as sent to clients) per session kept for `?since_seq=` resume;
     /// whichever of this and `replay_messages` is reached first evicts the oldest.
     pub replay_bytes: usize,
     /// Bytes of log messages kept for resume by all sessions together (see
-    /// [`crate::fanout::ReplayBudget`]: the host holds at most twice this).
+    /// [`crate::fanout::ByteBudget`]: the host holds at most twice this).
     pub replay_budget_bytes: usize,
     /// WebSocket clients one session serves at once; more are refused with 429
     /// `too_many_clients`.
@@ -122,6 +129,8 @@ impl Default for Tuning {
     fn default() -> Self {
         Self {
             client_queue: 128,
+            client_queue_bytes: 16 * 1024 * 1024,
+            queue_budget_bytes: 256 * 1024 * 1024,
             replay_messages: 10_000,
             replay_bytes: 16 * 1024 * 1024,
             replay_budget_bytes: 512 * 1024 * 1024,

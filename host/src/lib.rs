@@ -14,7 +14,8 @@
 //! - [`error`]: the JSON error type every handler returns.
 //! - [`registry`]: connected agents, their metadata, metrics and command queues.
 //! - [`session`]: active sessions and their expiry.
-//! - [`fanout`]: one session's messages to many WebSocket clients; the replay buffer.
+//! - [`fanout`]: one session's messages to many WebSocket clients: its live queue, its replay
+//!   buffer, and the host-wide budgets both count against.
 //! - [`plugins`]: the plugin registry, content-addressed on disk.
 //! - [`filter_check`]: plugin configs judged (instantiate + `configure`) before a session starts.
 //! - [`api`]: the handlers, one module per resource.

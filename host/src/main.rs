@@ -129,6 +129,13 @@ struct ServeArgs {
     /// Bursts (agent batches) a WebSocket client may fall behind before it loses some.
     #[arg(long, default_value_t = Tuning::default().client_queue)]
     client_queue: usize,
+    /// Bytes of bursts a session's live queue holds for lagging clients.
+    #[arg(long, default_value_t = Tuning::default().client_queue_bytes)]
+    client_queue_bytes: usize,
+    /// Bytes of bursts all sessions' live queues hold together; over it, sessions above their
+    /// fair share drop their oldest (the host holds at most twice this).
+    #[arg(long, default_value_t = Tuning::default().queue_budget_bytes)]
+    queue_budget_bytes: usize,
     /// Log messages per session kept for `?since_seq=` resume.
     #[arg(long, default_value_t = Tuning::default().replay_messages)]
     replay_messages: usize,
@@ -292,6 +299,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits,
         tuning: Tuning {
             client_queue: args.client_queue,
+            client_queue_bytes: args.client_queue_bytes,
+            queue_budget_bytes: args.queue_budget_bytes,
             replay_messages: args.replay_messages,
             replay_bytes: args.replay_bytes,
             replay_budget_bytes: args.replay_budget_bytes,

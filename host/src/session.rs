@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::audit::{Audit, Kind};
 use crate::config::Tuning;
-use crate::fanout::{Hub, HubBounds, ReplayBudget};
+use crate::fanout::{ByteBudget, HostBudgets, Hub, HubBounds};
 use crate::identity::AgentKey;
 use crate::registry::{AgentRef, Agents};
 use crate::time::rfc3339;
@@ -37,8 +37,8 @@ struct Shared {
     agents: Agents,
     audit: Audit,
     tuning: Tuning,
-    /// Every session's replay buffer counts against it.
-    replay_budget: ReplayBudget,
+    /// Every session's replay buffer and live queue count against these.
+    budgets: HostBudgets,
 }
 
 #[derive(Default)]
@@ -157,7 +157,10 @@ impl Sessions {
                 wake: Notify::new(),
                 agents,
                 audit,
-                replay_budget: ReplayBudget::new(tuning.replay_budget_bytes),
+                budgets: HostBudgets {
+                    replay: ByteBudget::new(tuning.replay_budget_bytes),
+                    live: ByteBudget::new(tuning.queue_budget_bytes),
+                },
                 tuning,
             }),
         };
@@ -192,9 +195,9 @@ impl Sessions {
             expires,
             warned: false,
             agent_online: true,
-            hub: Arc::new(Hub::with_budget(
+            hub: Arc::new(Hub::with_budgets(
                 HubBounds::from(&self.shared.tuning),
-                self.shared.replay_budget.clone(),
+                &self.shared.budgets,
             )),
         };
         let view = view(&id, &session);
@@ -348,6 +351,12 @@ impl Sessions {
     pub fn count_for_agent(&self, agent: &AgentKey) -> usize {
         let st = self.lock();
         st.by_id.values().filter(|s| s.agent.key == *agent).count()
+    }
+
+    /// Bytes held host-wide by sessions' replay buffers and live client queues.
+    pub fn fanout_bytes(&self) -> (usize, usize) {
+        let budgets = &self.shared.budgets;
+        (budgets.replay.used(), budgets.live.used())
     }
 
     pub fn active(&self) -> usize {

@@ -414,3 +414,111 @@ async fn host_memory_stays_bounded_under_hostile_agents() {
         HOSTILE_LINKS * HOSTILE_ROUNDS
     );
 }
+
+/// Sessions in [`stalled_clients_cost_at_most_the_fanout_budgets`], each with a client that
+/// never reads, and what the agent sends to each (two budgets' worth per session).
+const STALLED_SESSIONS: usize = 8;
+const FLOOD_PER_SESSION: usize = 16 << 20;
+/// The host's replay and live-queue budgets in that test.
+const FANOUT_BUDGET: usize = 8 << 20;
+/// The fan-out holds at most twice each budget plus a burst and a message per session
+/// (≈ 34 MiB here); the rest of this bound is decoding, writers and allocator slack. Without
+/// the host-wide live-queue budget the queues kept everything: 128 MiB.
+const STALLED_GROWTH_BOUND_KIB: u64 = 64 * 1024;
+
+/// However many sessions have clients that stop reading, the bursts a real host keeps for them
+/// are bounded host-wide (`--queue-budget-bytes`, like `--replay-budget-bytes` for resume), so
+/// one agent flooding its sessions cannot grow the host's memory past that bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_cost_at_most_the_fanout_budgets() {
+    let budget = FANOUT_BUDGET.to_string();
+    let host = testkit::HostProcess::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_logfleet-host")),
+        &[
+            "--queue-budget-bytes".as_ref(),
+            budget.as_ref(),
+            "--replay-budget-bytes".as_ref(),
+            budget.as_ref(),
+        ],
+    )
+    .await;
+    let (port, pid) = (host.port, host.child.id().unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    let auth = logfleet_host::auth::Auth::new(testkit::SECRET.as_bytes());
+    let mint = |sub: &str, role| {
+        auth.mint(sub, "acme", role, Some("edge-1"), Duration::from_secs(600))
+            .unwrap()
+    };
+    let id = Uuid::new_v4();
+    let mut agent = RawAgent::connect(
+        &format!("ws://127.0.0.1:{port}/api/v1/agent/connect"),
+        &mint(&id.to_string(), logfleet_host::auth::Role::Agent),
+    )
+    .await
+    .unwrap();
+    agent
+        .send(&raw_agent::hello("edge-1", "edge-1", &[("nginx", "/n")]))
+        .await
+        .unwrap();
+    agent.expect_frame().await;
+    let api = Api::new(&base, Some(mint("alice", logfleet_host::auth::Role::User)));
+    api.wait_agent_status(&id.to_string(), "online").await;
+    let mut stalled = Vec::new();
+    let mut sessions = Vec::new();
+    for _ in 0..STALLED_SESSIONS {
+        let session = api.start_session(json!({"agent_id": id})).await;
+        let HostFrame::Start(spec) = agent.expect_frame().await else {
+            panic!("expected the session to start on the agent");
+        };
+        let url = session["websocket_url"].as_str().unwrap();
+        stalled.push(WsClient::connect(url, api.token(), None).await);
+        sessions.push(spec.id);
+    }
+    let baseline = testkit::process_memory_kib(pid, "VmHWM").unwrap();
+
+    // Batches as large as the limits allow: 4 lines of 60 KiB.
+    let per_batch = 4;
+    let line = 60 * 1024;
+    let batches = FLOOD_PER_SESSION / (per_batch * line);
+    let mut seq = 0;
+    for _ in 0..batches {
+        for session in &sessions {
+            let records = (0..per_batch)
+                .map(|_| {
+                    seq += 1;
+                    record(seq, "y".repeat(line))
+                })
+                .collect();
+            agent.send(&batch(session, records)).await.unwrap();
+        }
+    }
+    wait_for(|| async {
+        let (_, body) = Api::new(&base, None).get("/metrics").await;
+        let received = format!("logfleet_log_lines_received_total {seq}\n");
+        body.as_str().unwrap().contains(&received).then_some(())
+    })
+    .await;
+    let (_, body) = Api::new(&base, None).get("/metrics").await;
+    let gauge = |name: &str| -> u64 {
+        body.as_str()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap()
+    };
+    let held = gauge("logfleet_client_queue_bytes ");
+    assert!(
+        held <= (2 * FANOUT_BUDGET + STALLED_SESSIONS * per_batch * (line + 512)) as u64,
+        "the live queues hold {held} bytes"
+    );
+    let peak = testkit::process_memory_kib(pid, "VmHWM").unwrap();
+    println!(
+        "host peak resident memory: {baseline} KiB before, {peak} KiB after {} MiB to {STALLED_SESSIONS} stalled sessions; queues hold {held} bytes",
+        (seq as usize * line) >> 20
+    );
+    assert!(
+        peak.saturating_sub(baseline) <= STALLED_GROWTH_BOUND_KIB,
+        "peak resident memory grew from {baseline} KiB to {peak} KiB"
+    );
+    drop(stalled);
+}

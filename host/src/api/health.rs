@@ -41,7 +41,8 @@ pub fn document(limits: &LimitConfig) -> Option<Value> {
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let s = &state.stats;
-    let rows: [(&str, &str, &str, u64); 10] = [
+    let (replay_bytes, queue_bytes) = state.sessions.fanout_bytes();
+    let rows: [(&str, &str, &str, u64); 12] = [
         (
             "logfleet_agents_online",
             "gauge",
@@ -95,6 +96,18 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "counter",
             "Agent links dropped because the agent did not read what the host wrote in time.",
             s.agent_write_timeouts.load(Ordering::Relaxed),
+        ),
+        (
+            "logfleet_replay_bytes",
+            "gauge",
+            "Bytes every session's resume buffer holds now (--replay-budget-bytes).",
+            replay_bytes as u64,
+        ),
+        (
+            "logfleet_client_queue_bytes",
+            "gauge",
+            "Bytes every session's live client queue holds now (--queue-budget-bytes).",
+            queue_bytes as u64,
         ),
         (
             "logfleet_audit_events_pending_loss",

@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use logfleet_protocol::client::{CLOSE_CLIENT_TOO_SLOW, Control, DropReason};
-use tokio::sync::broadcast::error::RecvError;
 
 use serde::Deserialize;
 
@@ -108,7 +107,7 @@ async fn serve_client(mut socket: WebSocket, sub: Subscription, state: AppState)
         loop {
             tokio::select! {
                 burst = live.recv() => match burst {
-                    Ok(burst) => {
+                    Some(burst) => {
                         // Lines between what this client got and this burst were lost to lag.
                         let lost = burst.logs_before.saturating_sub(next_log);
                         next_log = burst.logs_before + burst.logs;
@@ -136,9 +135,7 @@ async fn serve_client(mut socket: WebSocket, sub: Subscription, state: AppState)
                             break End::TooSlow;
                         }
                     }
-                    // The loss is counted exactly, and reported, with the next burst.
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => break End::SessionEnded,
+                    None => break End::SessionEnded,
                 },
                 incoming = socket.recv() => match incoming {
                     Some(Ok(Message::Close(_))) | None => break End::PeerGone,

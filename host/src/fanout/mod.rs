@@ -1,14 +1,24 @@
 //! Fan-out of one session's messages to any number of WebSocket clients.
 //!
 //! Each message is serialised once and shared by every client. Messages travel in [`Burst`]s —
-//! one per agent batch — through a bounded `broadcast` channel, so a burst of lines costs one
-//! slot, and a client writes it with one flush. A slow client never slows the agent or the other
-//! clients: when it falls more than `client_queue` bursts behind it loses the oldest ones and is
-//! told exactly how many lines (`logs_dropped`, `client_lagging`), counted with the per-session
-//! log ordinal every burst carries. Log messages are also kept in a replay buffer, bounded in
+//! one per agent batch — through the session's [`live`] queue, so a burst of lines costs one
+//! entry, and a client writes it with one flush. A slow client never slows the agent or the other
+//! clients: when it falls behind what the queue holds it loses the oldest bursts and is told
+//! exactly how many lines (`logs_dropped`, `client_lagging`), counted with the per-session log
+//! ordinal every burst carries. Log messages are also kept in a replay buffer, bounded in
 //! messages and in bytes, so a client can resume with `?since_seq=N`; what it evicted is
-//! reported to a resuming client as `logs_dropped`. A session serves at most
-//! `max_clients` clients at once.
+//! reported to a resuming client as `logs_dropped`. A session serves at most `max_clients`
+//! clients at once.
+//!
+//! Both buffers also count against host-wide [`ByteBudget`]s (one for replay, one for live
+//! queues), so the fan-out of the whole host holds at most twice each budget plus one burst and
+//! one message per session, however many sessions and agents there are.
+
+mod budget;
+mod live;
+
+pub use budget::{ByteBudget, Share};
+pub use live::{LiveBounds, LiveQueue, LiveReceiver, Next};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +27,6 @@ use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 use logfleet_protocol::client::{ClientMessage, Control, DropReason, EndReason};
-use tokio::sync::broadcast;
 
 use crate::config::Tuning;
 
@@ -53,6 +62,8 @@ pub struct Burst {
     pub logs_before: u64,
     /// Log messages among `messages`, counted once here rather than by every client.
     pub logs: u64,
+    /// Bytes of the messages' texts, what the burst holds in a live queue.
+    pub bytes: usize,
     pub messages: Arc<[Outgoing]>,
 }
 
@@ -66,8 +77,10 @@ pub fn to_text(msg: &ClientMessage) -> Utf8Bytes {
 /// A hub's bounds (from the host's [`Tuning`]).
 #[derive(Debug, Clone, Copy)]
 pub struct HubBounds {
-    /// Bursts the channel holds for a lagging client.
+    /// Bursts the live queue holds for a lagging client...
     pub client_queue: usize,
+    /// ...and bytes of them.
+    pub client_queue_bytes: usize,
     /// Log messages the replay buffer keeps.
     pub replay_messages: usize,
     /// Bytes of log messages (their JSON text) the replay buffer keeps.
@@ -80,61 +93,11 @@ impl From<&Tuning> for HubBounds {
     fn from(t: &Tuning) -> Self {
         Self {
             client_queue: t.client_queue,
+            client_queue_bytes: t.client_queue_bytes,
             replay_messages: t.replay_messages,
             replay_bytes: t.replay_bytes,
             max_clients: t.max_clients_per_session,
         }
-    }
-}
-
-/// The replay bytes every session of the host holds together, against one budget.
-///
-/// Policy: while the host is over its budget, a session that holds more than its fair share
-/// (the budget divided by the live sessions) evicts its own oldest messages as it adds new ones,
-/// down to that share; a session under its share is never made to give up history for another.
-/// So one session flooding cannot take the others' resume history, and the replay buffers of
-/// the whole host hold at most twice the budget (what sessions within their shares hold, plus
-/// at most the budget beyond it), plus one message per session.
-#[derive(Debug, Clone)]
-pub struct ReplayBudget {
-    inner: Arc<BudgetState>,
-}
-
-#[derive(Debug)]
-struct BudgetState {
-    max: usize,
-    used: AtomicUsize,
-    hubs: AtomicUsize,
-}
-
-impl ReplayBudget {
-    pub fn new(max: usize) -> ReplayBudget {
-        ReplayBudget {
-            inner: Arc::new(BudgetState {
-                max,
-                used: AtomicUsize::new(0),
-                hubs: AtomicUsize::new(0),
-            }),
-        }
-    }
-
-    /// Replay bytes held by every session now.
-    pub fn used(&self) -> usize {
-        self.inner.used.load(Ordering::Relaxed)
-    }
-
-    /// Whether a session holding `held` bytes must give up its oldest.
-    fn must_shrink(&self, held: usize) -> bool {
-        let hubs = self.inner.hubs.load(Ordering::Relaxed).max(1);
-        self.used() > self.inner.max && held > self.inner.max / hubs
-    }
-
-    fn add(&self, bytes: usize) {
-        self.inner.used.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    fn release(&self, bytes: usize) {
-        self.inner.used.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 
@@ -154,15 +117,32 @@ pub struct Hub {
     max_clients: usize,
 }
 
+/// The budgets a hub's buffers count against.
+#[derive(Debug, Clone)]
+pub struct HostBudgets {
+    pub replay: ByteBudget,
+    pub live: ByteBudget,
+}
+
+impl HostBudgets {
+    pub fn unlimited() -> HostBudgets {
+        HostBudgets {
+            replay: ByteBudget::unlimited(),
+            live: ByteBudget::unlimited(),
+        }
+    }
+}
+
 struct HubState {
-    /// `None` once the session ended: receivers then drain and see `Closed`.
-    tx: Option<broadcast::Sender<Burst>>,
+    /// `None` once the session ended: receivers then drain and see the end.
+    live: Option<LiveQueue>,
     /// Log messages published so far: the ordinal clients count losses with.
     logs_published: u64,
     replay: VecDeque<Outgoing>,
     replay_capacity: usize,
-    /// Bytes of the texts in `replay`, kept at most `replay_byte_capacity`.
-    replay_bytes: usize,
+    /// Bytes of the texts in `replay` (kept at most `replay_byte_capacity`), against the
+    /// host-wide replay budget.
+    replay_bytes: Share,
     replay_byte_capacity: usize,
     /// Seqs of the most recently evicted log messages, oldest first.
     evicted: VecDeque<u64>,
@@ -170,21 +150,12 @@ struct HubState {
     evicted_forgotten: u64,
     /// Set once `session_ending` was sent, so later subscribers get it too.
     ending_at: Option<Instant>,
-    /// The host-wide replay budget this session's `replay_bytes` count against.
-    budget: ReplayBudget,
-}
-
-impl Drop for HubState {
-    fn drop(&mut self) {
-        self.budget.release(self.replay_bytes);
-        self.budget.inner.hubs.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// What a new client starts with: missed messages to send first, then the live receiver.
 pub struct Subscription {
     pub backlog: Vec<Outgoing>,
-    pub live: broadcast::Receiver<Burst>,
+    pub live: LiveReceiver,
     /// The log ordinal the next live burst should start at; a later one means lines were lost.
     pub next_log: u64,
     /// Counts this client as connected while it lives.
@@ -201,28 +172,32 @@ impl Drop for ClientGuard {
 }
 
 impl Hub {
-    /// A hub with a budget of its own (no host-wide bound beyond `bounds`).
+    /// A hub with no host-wide bound beyond `bounds`.
     pub fn new(bounds: HubBounds) -> Self {
-        Self::with_budget(bounds, ReplayBudget::new(usize::MAX))
+        Self::with_budgets(bounds, &HostBudgets::unlimited())
     }
 
-    /// A hub whose replay buffer also counts against the host-wide `budget`.
-    pub fn with_budget(bounds: HubBounds, budget: ReplayBudget) -> Self {
-        budget.inner.hubs.fetch_add(1, Ordering::Relaxed);
-        let (tx, _) = broadcast::channel(bounds.client_queue.max(1));
+    /// A hub whose buffers also count against the host-wide `budgets`.
+    pub fn with_budgets(bounds: HubBounds, budgets: &HostBudgets) -> Self {
+        let live = LiveQueue::new(
+            LiveBounds {
+                bursts: bounds.client_queue,
+                bytes: bounds.client_queue_bytes,
+            },
+            &budgets.live,
+        );
         Self {
             max_clients: bounds.max_clients,
             state: Mutex::new(HubState {
-                tx: Some(tx),
+                live: Some(live),
                 logs_published: 0,
                 replay: VecDeque::new(),
                 replay_capacity: bounds.replay_messages,
-                replay_bytes: 0,
+                replay_bytes: budgets.replay.join(),
                 replay_byte_capacity: bounds.replay_bytes,
                 evicted: VecDeque::new(),
                 evicted_forgotten: 0,
                 ending_at: None,
-                budget,
             }),
             clients: Arc::new(AtomicUsize::new(0)),
         }
@@ -239,13 +214,18 @@ impl Hub {
     /// Messages and bytes the replay buffer holds now.
     pub fn replay_usage(&self) -> (usize, usize) {
         let st = self.lock();
-        (st.replay.len(), st.replay_bytes)
+        (st.replay.len(), st.replay_bytes.held())
+    }
+
+    /// Bursts and bytes the live queue holds now (nothing once the session ended).
+    pub fn live_usage(&self) -> (usize, usize) {
+        self.lock().live.as_ref().map_or((0, 0), LiveQueue::usage)
     }
 
     /// Publishes log messages (in seq order, one agent batch) to clients and the replay buffer.
     pub fn publish_logs(&self, messages: Vec<Outgoing>) {
         let mut st = self.lock();
-        if st.tx.is_none() {
+        if st.live.is_none() {
             return;
         }
         for msg in &messages {
@@ -266,11 +246,13 @@ impl Hub {
         st.send(vec![ending_message(expires)]);
     }
 
-    /// Sends `session_ended` and closes the channel: clients drain, then close.
+    /// Sends `session_ended` and closes the live queue: clients drain, then close.
     pub fn end(&self, reason: EndReason) {
         let mut st = self.lock();
         st.send(vec![Outgoing::control(Control::SessionEnded { reason })]);
-        st.tx = None;
+        if let Some(live) = st.live.take() {
+            live.close();
+        }
     }
 
     /// Subscribes a client. With `since_seq`, log messages after it that are still in the
@@ -279,7 +261,7 @@ impl Hub {
     /// the client count is checked and taken under it, so the cap is exact.
     pub fn subscribe(&self, since_seq: Option<u64>) -> Result<Subscription, SubscribeError> {
         let st = self.lock();
-        let live = st.tx.as_ref().ok_or(SubscribeError::Ended)?.subscribe();
+        let live = st.live.as_ref().ok_or(SubscribeError::Ended)?.subscribe();
         if self.clients.load(Ordering::Relaxed) >= self.max_clients {
             return Err(SubscribeError::Full);
         }
@@ -310,16 +292,17 @@ impl Hub {
 
 impl HubState {
     fn send(&mut self, messages: Vec<Outgoing>) {
-        let Some(tx) = &self.tx else { return };
+        let Some(live) = &self.live else { return };
         let logs = messages.iter().filter(|m| m.seq.is_some()).count() as u64;
+        let bytes = messages.iter().map(|m| m.text.len()).sum();
         let burst = Burst {
             logs_before: self.logs_published,
             logs,
+            bytes,
             messages: messages.into(),
         };
         self.logs_published += logs;
-        // No receivers is fine: log messages are in the replay buffer already.
-        let _ = tx.send(burst);
+        live.push(burst);
     }
 
     /// Keeps a log message for resume, evicting the oldest ones while either bound is
@@ -333,18 +316,16 @@ impl HubState {
             self.forget(msg.seq.unwrap_or(0));
             return;
         }
-        self.replay_bytes += msg.text.len();
-        self.budget.add(msg.text.len());
+        self.replay_bytes.add(msg.text.len());
         self.replay.push_back(msg);
         while self.replay.len() > self.replay_capacity
-            || self.replay_bytes > self.replay_byte_capacity
-            || self.budget.must_shrink(self.replay_bytes)
+            || self.replay_bytes.held() > self.replay_byte_capacity
+            || self.replay_bytes.must_shrink()
         {
             let Some(old) = self.replay.pop_front() else {
                 break;
             };
-            self.replay_bytes -= old.text.len();
-            self.budget.release(old.text.len());
+            self.replay_bytes.release(old.text.len());
             self.forget(old.seq.unwrap_or(0));
         }
     }
@@ -389,6 +370,7 @@ mod tests {
     fn hub(client_queue: usize, replay_messages: usize) -> Hub {
         Hub::new(HubBounds {
             client_queue,
+            client_queue_bytes: usize::MAX,
             replay_messages,
             replay_bytes: usize::MAX,
             max_clients: usize::MAX,
@@ -440,8 +422,11 @@ mod tests {
                 .contains(r#""seconds_remaining":20"#)
         );
         hub.end(EndReason::Stopped);
-        let last = sub.live.try_recv().unwrap();
+        let Next::Burst(last) = sub.live.try_recv() else {
+            panic!("session_ended is queued")
+        };
         assert!(last.messages[0].ends);
+        assert!(matches!(sub.live.try_recv(), Next::Ended));
         assert_eq!(hub.subscribe(None).err(), Some(SubscribeError::Ended));
     }
 
@@ -454,12 +439,10 @@ mod tests {
         hub.publish(Control::AgentDisconnected);
         hub.publish_logs(vec![log(3)]);
         hub.publish_logs(vec![log(4), log(5), log(6)]);
-        assert!(matches!(
-            sub.live.try_recv(),
-            Err(broadcast::error::TryRecvError::Lagged(2))
-        ));
         // The oldest bursts (lines 1 and 2, the control) are gone; the next says so.
-        let burst = sub.live.try_recv().unwrap();
+        let Next::Burst(burst) = sub.live.try_recv() else {
+            panic!("the newest bursts are held")
+        };
         assert_eq!(burst.logs_before - sub.next_log, 2);
         assert_eq!(burst.logs, 1);
     }
@@ -471,6 +454,7 @@ mod tests {
         let bound = 10 * 1024;
         let hub = Hub::new(HubBounds {
             client_queue: 4,
+            client_queue_bytes: usize::MAX,
             replay_messages: 1_000,
             replay_bytes: bound,
             max_clients: 8,
@@ -507,9 +491,14 @@ mod tests {
     /// history, the host holds at most twice the budget, and an ended session returns its bytes.
     #[test]
     fn sessions_share_the_host_replay_budget() {
-        let budget = ReplayBudget::new(40_000);
+        let budgets = HostBudgets {
+            replay: ByteBudget::new(40_000),
+            live: ByteBudget::unlimited(),
+        };
+        let budget = &budgets.replay;
         let bounds = HubBounds {
             client_queue: 4,
+            client_queue_bytes: usize::MAX,
             replay_messages: 1_000,
             replay_bytes: usize::MAX,
             max_clients: 8,
@@ -519,8 +508,8 @@ mod tests {
             ends: false,
             text: format!("{seq:>1000}").into(),
         };
-        let flooder = Hub::with_budget(bounds, budget.clone());
-        let quiet = Hub::with_budget(bounds, budget.clone());
+        let flooder = Hub::with_budgets(bounds, &budgets);
+        let quiet = Hub::with_budgets(bounds, &budgets);
         quiet.publish_logs((1..=15).map(line).collect());
         for batch in 0..50u64 {
             flooder.publish_logs((1..=10).map(|i| line(1000 + batch * 10 + i)).collect());
@@ -549,6 +538,7 @@ mod tests {
     fn clients_are_capped_exactly() {
         let hub = Hub::new(HubBounds {
             client_queue: 4,
+            client_queue_bytes: usize::MAX,
             replay_messages: 0,
             replay_bytes: 0,
             max_clients: 2,
