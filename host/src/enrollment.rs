@@ -8,7 +8,10 @@
 //!
 //! The file is rewritten whole and atomically on every change: changes are rare (people
 //! enroll and revoke), and the file is bounded by [`MAX_RECORDS_PER_ORG`]. Callers run the
-//! changing methods on a blocking thread (they fsync).
+//! changing methods on a blocking thread (they fsync). The maps' lock is held only to change
+//! them and to serialise a snapshot, never across the write and fsync, so the revocation check
+//! every agent connection makes does not wait on the disk; a second lock orders the writes,
+//! and each takes its snapshot inside it, so the last write always holds every change.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -80,6 +83,8 @@ struct File {
 #[derive(Clone)]
 pub struct Enrollments {
     inner: Arc<Mutex<Store>>,
+    /// Held across a snapshot's write and fsync, so writes happen one at a time, in order.
+    writer: Arc<Mutex<()>>,
 }
 
 struct Store {
@@ -117,6 +122,7 @@ impl Enrollments {
                 revoked_keys: revoked.keys().cloned().collect(),
                 revoked,
             })),
+            writer: Arc::new(Mutex::new(())),
         })
     }
 
@@ -156,8 +162,11 @@ impl Enrollments {
         };
         let key = AgentKey::new(org, record.id);
         store.enrolled.insert(key.clone(), record.clone());
-        if let Err(e) = store.save() {
-            store.enrolled.remove(&key);
+        drop(store);
+        if let Err(e) = self.save() {
+            // Never handed out: nobody holds this id's token, so forgetting it is safe even if
+            // a concurrent write did put it on disk.
+            self.lock().enrolled.remove(&key);
             return Err(e);
         }
         Ok(record)
@@ -187,10 +196,23 @@ impl Enrollments {
         store.revoked.insert(key.clone(), record.clone());
         store.enrolled.remove(key);
         store.revoked_keys.insert(key.clone());
-        if let Err(e) = store.save() {
+        drop(store);
+        if let Err(e) = self.save() {
             return Err(EnrollmentError::NotPersisted(Box::new(e)));
         }
         Ok(record)
+    }
+
+    /// Writes the store as it is now. The snapshot is taken inside the writer lock, so a write
+    /// that finishes last holds every change made before it started.
+    fn save(&self) -> Result<(), EnrollmentError> {
+        let _writing = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let (path, bytes) = {
+            let store = self.lock();
+            (store.path.clone(), store.snapshot()?)
+        };
+        write_atomically(&path, &bytes)?;
+        Ok(())
     }
 }
 
@@ -204,7 +226,8 @@ impl Store {
         Ok(())
     }
 
-    fn save(&self) -> Result<(), EnrollmentError> {
+    /// The file's bytes for the store as it is.
+    fn snapshot(&self) -> Result<Vec<u8>, EnrollmentError> {
         let mut file = File {
             enrolled: self.enrolled.values().cloned().collect(),
             revoked: self.revoked.values().cloned().collect(),
@@ -214,9 +237,7 @@ impl Store {
             .sort_by(|a, b| (&a.org, a.id).cmp(&(&b.org, b.id)));
         file.revoked
             .sort_by(|a, b| (&a.org, a.id).cmp(&(&b.org, b.id)));
-        let bytes = serde_json::to_vec_pretty(&file)?;
-        write_atomically(&self.path, &bytes)?;
-        Ok(())
+        Ok(serde_json::to_vec_pretty(&file)?)
     }
 }
 
@@ -266,6 +287,29 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), EnrollmentError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The revocation check agents' connections make never waits on the disk: while a write
+    /// is stalled, a revocation is already in force, and it is on disk once the write ends.
+    #[test]
+    fn revocation_checks_do_not_wait_on_a_slow_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Enrollments::open(dir.path()).unwrap();
+        let key = AgentKey::new("acme", Uuid::new_v4());
+        let stalled_disk = store.writer.lock().unwrap();
+        let revoking = std::thread::spawn({
+            let (store, key) = (store.clone(), key.clone());
+            move || store.revoke(&key, "root")
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !store.is_revoked(&key) {
+            assert!(std::time::Instant::now() < deadline, "revocation not in force");
+            std::thread::yield_now();
+        }
+        assert!(!revoking.is_finished(), "the write is still stalled");
+        drop(stalled_disk);
+        revoking.join().unwrap().unwrap();
+        assert!(Enrollments::open(dir.path()).unwrap().is_revoked(&key));
+    }
 
     /// Enrollments and revocations survive reopening the store (a host restart), and a
     /// revoked agent is no longer listed as enrolled.
