@@ -302,7 +302,10 @@ mod tests {
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !store.is_revoked(&key) {
-            assert!(std::time::Instant::now() < deadline, "revocation not in force");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "revocation not in force"
+            );
             std::thread::yield_now();
         }
         assert!(!revoking.is_finished(), "the write is still stalled");

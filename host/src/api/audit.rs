@@ -65,13 +65,9 @@ pub async fn list(
         limit,
         offset: query_count(&uri, "offset")?.unwrap_or(0),
     };
-    let trail = state.audit.clone();
-    let (events, more) = tokio::task::spawn_blocking(move || trail.read(&query))
-        .await
-        .map_err(|_| ApiError::internal("audit read task failed"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot read the audit log");
-            ApiError::internal("cannot read the audit log")
-        })?;
+    let (events, more) = state.audit.read(query).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot read the audit log");
+        ApiError::internal("cannot read the audit log")
+    })?;
     Ok(Json(AuditPage { events, more }))
 }

@@ -16,17 +16,21 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::time::rfc3339_millis;
+
+mod read;
+
+pub use read::Query;
 
 /// The org-scoped trail's live file.
 const LIVE_FILE: &str = "audit.log";
@@ -49,6 +53,9 @@ pub const QUEUE_EVENTS: usize = 4096;
 pub const MAX_REFUSALS_PER_SECOND: u32 = 20;
 /// Most events one `GET /api/v1/audit` page returns.
 pub const MAX_PAGE: usize = 1000;
+/// Audit reads running at once; each holds a blocking thread and reads up to an org's
+/// whole trail.
+pub const MAX_CONCURRENT_READS: usize = 4;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,17 +131,6 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// What a reader asks for.
-#[derive(Debug, Clone, Default)]
-pub struct Query {
-    pub org: String,
-    pub since: Option<DateTime<Utc>>,
-    pub actor: Option<String>,
-    pub kind: Option<Kind>,
-    pub limit: usize,
-    pub offset: usize,
-}
-
 /// Shared handle: records events, reads them back.
 #[derive(Clone)]
 pub struct Audit {
@@ -149,6 +145,8 @@ struct Inner {
     /// (an org's users short of a role, revoked agents), so no flood hides another org's.
     refusals: Mutex<Refusals>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// [`MAX_CONCURRENT_READS`] permits.
+    readers: tokio::sync::Semaphore,
 }
 
 /// Orgs whose refusal windows are kept; past it, idle windows are dropped (their suppressed
@@ -198,6 +196,7 @@ impl Audit {
                     by_org: HashMap::new(),
                 }),
                 writer: Mutex::new(Some(writer)),
+                readers: tokio::sync::Semaphore::new(MAX_CONCURRENT_READS),
             }),
         })
     }
@@ -309,49 +308,29 @@ impl Audit {
         }
     }
 
-    /// The events matching `query`, newest first, and whether more follow. Blocking (reads
-    /// the files): call it on a blocking thread.
-    pub fn read(&self, query: &Query) -> std::io::Result<(Vec<Event>, bool)> {
-        let dir = org_dir(&self.inner.dir, &query.org);
-        let mut files = vec![dir.join(LIVE_FILE)];
-        files.extend((1..=ROTATED_FILES).map(|n| rotated(&dir, n)));
-        let limit = query.limit.min(MAX_PAGE);
-        let mut skipped = 0;
-        let mut page = Vec::new();
-        // Newest file first; within a file, newest line first.
-        for path in files {
-            let file = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            let mut events: Vec<Event> = BufReader::new(file)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|line| serde_json::from_str::<Event>(&line).ok())
-                .filter(|e| matches(e, query))
-                .collect();
-            events.reverse();
-            for event in events {
-                if skipped < query.offset {
-                    skipped += 1;
-                } else if page.len() < limit {
-                    page.push(event);
-                } else {
-                    return Ok((page, true));
-                }
-            }
-        }
-        Ok((page, false))
+    /// The events matching `query`, newest first, and whether more follow. At most
+    /// [`MAX_CONCURRENT_READS`] run at once (each reads the org's files from their end on a
+    /// blocking thread); others wait their turn.
+    pub async fn read(&self, query: Query) -> std::io::Result<(Vec<Event>, bool)> {
+        let _permit = self
+            .inner
+            .readers
+            .acquire()
+            .await
+            .map_err(|_| std::io::Error::other("the audit trail is closed"))?;
+        let files = trail_files(&self.inner.dir, &query.org);
+        tokio::task::spawn_blocking(move || read::page(&files, &query))
+            .await
+            .map_err(|_| std::io::Error::other("the audit read task failed"))?
     }
 }
 
-fn matches(e: &Event, q: &Query) -> bool {
-    e.org.as_deref() == Some(q.org.as_str())
-        && q.kind.is_none_or(|k| e.kind == k)
-        && q.actor.as_ref().is_none_or(|a| e.actor == *a)
-        && q.since
-            .is_none_or(|since| DateTime::parse_from_rfc3339(&e.at).is_ok_and(|at| at >= since))
+/// An org's trail files, newest first.
+fn trail_files(data_dir: &Path, org: &str) -> Vec<PathBuf> {
+    let dir = org_dir(data_dir, org);
+    let mut files = vec![dir.join(LIVE_FILE)];
+    files.extend((1..=ROTATED_FILES).map(|n| rotated(&dir, n)));
+    files
 }
 
 fn rotated(dir: &Path, n: usize) -> PathBuf {
@@ -488,8 +467,8 @@ mod tests {
 
     /// Events are read back newest first, only the caller's org, filtered and paged; what
     /// was written before a restart is still there.
-    #[test]
-    fn events_are_org_scoped_filtered_and_paged() {
+    #[tokio::test]
+    async fn events_are_org_scoped_filtered_and_paged() {
         let dir = tempfile::tempdir().unwrap();
         let audit = Audit::open(dir.path()).unwrap();
         for i in 0..5 {
@@ -517,17 +496,18 @@ mod tests {
         audit.close();
 
         let audit = Audit::open(dir.path()).unwrap();
-        let (all, more) = audit.read(&query("acme")).unwrap();
+        let (all, more) = audit.read(query("acme")).await.unwrap();
         assert_eq!((all.len(), more), (7, false));
         assert_eq!(all[0].kind, Kind::AuthRefused, "newest first");
         assert_eq!(all[1].kind, Kind::PluginDelete);
         let (page, more) = audit
-            .read(&Query {
+            .read(Query {
                 kind: Some(Kind::SessionStart),
                 limit: 2,
                 offset: 1,
                 ..query("acme")
             })
+            .await
             .unwrap();
         let ns: Vec<_> = page
             .iter()
@@ -535,15 +515,17 @@ mod tests {
             .collect();
         assert_eq!((ns, more), (vec![3, 2], true));
         let (by_actor, _) = audit
-            .read(&Query {
+            .read(Query {
                 actor: Some("root".into()),
                 ..query("acme")
             })
+            .await
             .unwrap();
         assert_eq!(by_actor.len(), 1);
         assert!(
             audit
-                .read(&query("evil"))
+                .read(query("evil"))
+                .await
                 .unwrap()
                 .0
                 .iter()
@@ -553,8 +535,8 @@ mod tests {
 
     /// Rotation keeps each org's trail bounded (at most ROTATED_FILES old files, each under
     /// the cap), and one org's flood never rotates another org's events away.
-    #[test]
-    fn rotation_bounds_the_trail() {
+    #[tokio::test]
+    async fn rotation_bounds_the_trail() {
         let dir = tempfile::tempdir().unwrap();
         let audit = Audit::open(dir.path()).unwrap();
         audit.record(
@@ -580,7 +562,7 @@ mod tests {
         assert_eq!(audit.lost(), 0);
         audit.close();
         let audit = Audit::open(dir.path()).unwrap();
-        let (globex, _) = audit.read(&query("globex")).unwrap();
+        let (globex, _) = audit.read(query("globex")).await.unwrap();
         assert_eq!(
             globex.len(),
             1,
