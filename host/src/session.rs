@@ -60,6 +60,9 @@ struct Session {
     warned: bool,
     /// Whether clients were last told the agent is connected.
     agent_online: bool,
+    /// The newest agent link whose change this session applied: links are numbered in the
+    /// order they connect, so news of an older link arriving late is ignored.
+    agent_link: u64,
     hub: Arc<Hub>,
 }
 
@@ -195,6 +198,7 @@ impl Sessions {
             expires,
             warned: false,
             agent_online: true,
+            agent_link: 0,
             hub: Arc::new(Hub::with_budgets(
                 HubBounds::from(&self.shared.tuning),
                 &self.shared.budgets,
@@ -363,10 +367,17 @@ impl Sessions {
         self.lock().by_id.len()
     }
 
-    /// Tells the clients of an agent's sessions that it went away or came back, once per change.
-    pub fn agent_link_changed(&self, agent: &AgentKey, online: bool, hostname: &str) {
+    /// Tells the clients of an agent's sessions that its link `link_id` (the registry's
+    /// number) went away or came up, once per change. Two links of one agent report from
+    /// different tasks, so the old link's `offline` may come after the new one's `online`;
+    /// it is ignored then, and the sessions show the agent as its newest link left it.
+    pub fn agent_link_changed(&self, agent: &AgentKey, link_id: u64, online: bool, hostname: &str) {
         let mut st = self.lock();
         for s in st.by_id.values_mut().filter(|s| s.agent.key == *agent) {
+            if link_id < s.agent_link {
+                continue;
+            }
+            s.agent_link = link_id;
             s.agent.hostname = hostname.to_owned();
             if s.agent_online != online {
                 s.agent_online = online;
@@ -486,5 +497,55 @@ async fn expire_sessions(shared: Arc<Shared>) {
             }
             None => shared.wake.notified().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::Next;
+
+    /// Clients see the agent as its newest link left it, whatever order two links' news
+    /// arrive in: a superseded link reporting its end late does not show a connected agent as
+    /// gone.
+    #[tokio::test]
+    async fn a_late_offline_from_a_superseded_link_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::open(dir.path()).unwrap();
+        let sessions = Sessions::new(Agents::default(), Tuning::default(), audit);
+        let key = AgentKey::new("acme", Uuid::new_v4());
+        let view = sessions
+            .start(NewSession {
+                created_by: "alice".into(),
+                agent: AgentRef {
+                    key: key.clone(),
+                    name: "edge-1".into(),
+                    hostname: "edge-1".into(),
+                    online: true,
+                },
+                filters: Filters::default(),
+                limits: RateLimits {
+                    lines_per_second: 0,
+                    bytes_per_second: 0,
+                },
+                timeout: Duration::from_secs(60),
+            })
+            .unwrap();
+        let mut sub = sessions
+            .hub("acme", &view.id)
+            .unwrap()
+            .subscribe(None)
+            .unwrap();
+        sessions.agent_link_changed(&key, 1, false, "edge-1");
+        sessions.agent_link_changed(&key, 3, true, "edge-1");
+        sessions.agent_link_changed(&key, 2, false, "edge-1");
+        let mut events = Vec::new();
+        while let Next::Burst(burst) = sub.live.try_recv() {
+            events.extend(burst.messages.iter().map(|m| m.text.to_string()));
+        }
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert!(events[0].contains("agent_disconnected"), "{events:?}");
+        assert!(events[1].contains("agent_reconnected"), "{events:?}");
+        sessions.shutdown();
     }
 }

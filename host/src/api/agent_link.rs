@@ -92,7 +92,7 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
     }
     state
         .sessions
-        .agent_link_changed(key, true, &hello.hostname);
+        .agent_link_changed(key, conn.link_id, true, &hello.hostname);
 
     let mut shutdown = state.shutdown.clone();
     let mut ping = tokio::time::interval(tuning.ping_interval);
@@ -157,7 +157,7 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
         tracing::info!(agent = %ident.key, "agent disconnected");
         state
             .sessions
-            .agent_link_changed(key, false, &hello.hostname);
+            .agent_link_changed(key, conn.link_id, false, &hello.hostname);
     }
 }
 
