@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use logfleet_protocol::agent_limits;
 use serde::Deserialize;
 
 /// How often metrics are reported when neither the file nor the flags say.
@@ -301,9 +302,25 @@ pub fn default_name() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
-/// Checks source names (non-empty, unique, short) and paths (valid globs).
+/// Checks sources against what a host accepts in `Hello` (at most
+/// [`agent_limits::MAX_SOURCES`], paths within [`agent_limits::MAX_PATH_BYTES`]), so a config
+/// the host would refuse on every connect is refused at start instead; and names (non-empty,
+/// unique, short) and paths (valid globs).
 pub fn validate_sources(sources: &[SourceConfig]) -> Result<(), ConfigError> {
+    if sources.len() > agent_limits::MAX_SOURCES {
+        return Err(ConfigError::TooManySources(sources.len()));
+    }
     for (i, source) in sources.iter().enumerate() {
+        if source.path.len() > agent_limits::MAX_PATH_BYTES {
+            return Err(ConfigError::BadSourcePath {
+                path: agent_limits::clip(&source.path, 64),
+                reason: format!(
+                    "longer than {} bytes ({} bytes)",
+                    agent_limits::MAX_PATH_BYTES,
+                    source.path.len()
+                ),
+            });
+        }
         if source.name.is_empty() || source.name.len() > MAX_SOURCE_NAME_BYTES {
             return Err(ConfigError::BadSourceName(source.name.clone()));
         }
@@ -453,6 +470,11 @@ pub enum ConfigError {
     BadSourceArg(String),
     #[error("invalid source name '{0}': must be 1..={MAX_SOURCE_NAME_BYTES} bytes")]
     BadSourceName(String),
+    #[error(
+        "{0} sources configured; a host accepts at most {max} per agent: run another agent for the rest",
+        max = agent_limits::MAX_SOURCES
+    )]
+    TooManySources(usize),
     #[error("source '{0}' is configured twice")]
     DuplicateSource(String),
     #[error("invalid source path '{path}': {reason}")]
@@ -586,6 +608,17 @@ mod tests {
         assert!(matches!(
             without(|s| s.sources[0].path = "/a/[".into()),
             ConfigError::BadSourcePath { .. }
+        ));
+        // What a host would refuse in every hello is refused at start.
+        assert!(matches!(
+            without(|s| s.sources[0].path = format!("/{}", "a".repeat(4096))),
+            ConfigError::BadSourcePath { .. }
+        ));
+        assert!(matches!(
+            without(|s| s.sources = (0..=128)
+                .map(|i| SourceConfig::new(&format!("s{i}"), "/a"))
+                .collect()),
+            ConfigError::TooManySources(129)
         ));
         assert!(ok.into_config(Tuning::default()).is_ok());
     }
