@@ -8,6 +8,7 @@
 //! - [`agent_limits`]: the bounds the host enforces on every frame an agent sends.
 //! - [`strict_json`]: JSON decoding of REST bodies in which a struct only takes an object.
 //! - [`line_level`]: which level a raw log line carries (the agent's level detection).
+//! - [`trust`] (feature `tls`): the TLS client configuration trusting a private CA (`--ca-cert`).
 
 pub mod agent;
 pub mod agent_limits;
@@ -17,6 +18,8 @@ pub mod level;
 pub mod line_level;
 pub mod rest;
 pub mod strict_json;
+#[cfg(feature = "tls")]
+pub mod trust;
 
 pub use filters::{FilterError, FilterSpec, Filters, Limits, PluginRef};
 pub use level::Level;
