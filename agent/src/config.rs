@@ -616,7 +616,7 @@ mod tests {
         ));
         assert!(matches!(
             without(|s| s.sources = (0..=128)
-                .map(|i| SourceConfig::new(&format!("s{i}"), "/a"))
+                .map(|i| SourceConfig::new(format!("s{i}"), "/a"))
                 .collect()),
             ConfigError::TooManySources(129)
         ));

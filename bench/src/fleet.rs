@@ -46,11 +46,11 @@ pub async fn fleet(
     seconds: u64,
 ) -> anyhow::Result<()> {
     let host = HostProcess::start(bin_dir, &[]).await?;
-    let pid = host.child.id().context("host pid")?;
+    let pid = host.process.child.id().context("host pid")?;
     let rss_empty = rss_kib(pid);
     let stats = Arc::new(FleetStats::default());
     let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
-    let url = format!("ws://127.0.0.1:{}/api/v1/agent/connect", host.port);
+    let url = format!("ws://127.0.0.1:{}/api/v1/agent/connect", host.process.port);
     let mut ids = Vec::with_capacity(agents);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -123,7 +123,7 @@ pub async fn fleet(
     let mut round = 0usize;
     // The whole list is timed to its last byte, not to a JSON parse in this process.
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{}", host.port);
+    let base = format!("http://127.0.0.1:{}", host.process.port);
     let mut list_bytes = 0;
     while Instant::now() < deadline {
         let id = ids[fastrand::usize(..ids.len())];

@@ -69,7 +69,7 @@ impl Rig {
         for n in 2..=options.sources {
             logs.create(&format!("app-{n}.log"), &[]);
         }
-        let link = CountingProxy::start(host.port).await?;
+        let link = CountingProxy::start(host.process.port).await?;
         let agent_id = Uuid::new_v4();
         let agent_token = host.auth.mint(
             &agent_id.to_string(),
@@ -222,12 +222,12 @@ impl Rig {
     }
 
     pub fn host_pid(&self) -> anyhow::Result<u32> {
-        self.host.child.id().context("host pid")
+        self.host.process.child.id().context("host pid")
     }
 
     pub async fn stop(mut self) {
         let _ = self.agent.kill().await;
-        let _ = self.host.child.kill().await;
+        let _ = self.host.process.child.kill().await;
     }
 }
 
@@ -294,35 +294,17 @@ fn launch_agent(
 
 /// A `logfleet-host` process on a free loopback port, and a user token for it.
 pub struct HostProcess {
-    pub child: Child,
-    pub port: u16,
+    pub process: testkit::HostProcess,
     pub api: Api,
     pub token: String,
     pub auth: Auth,
-    /// Holds the host's data directory.
-    _data: LogDir,
 }
 
 impl HostProcess {
     pub async fn start(bin_dir: &Path, extra_args: &[&str]) -> anyhow::Result<HostProcess> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let data = LogDir::new();
-        let child = Command::new(bin_dir.join("logfleet-host"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(data.path("data"))
-            .args(extra_args)
-            .env("LOGFLEET_JWT_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
+        let extra: Vec<&std::ffi::OsStr> = extra_args.iter().map(|a| a.as_ref()).collect();
+        let process = testkit::HostProcess::try_spawn(&bin_dir.join("logfleet-host"), &extra)
+            .await
             .context("starting logfleet-host (build with `cargo build --release --workspace`)")?;
         let auth = Auth::new(SECRET.as_bytes());
         let token = auth.mint(
@@ -333,14 +315,14 @@ impl HostProcess {
             None,
             Duration::from_secs(3600),
         )?;
-        testkit::wait_listening(port).await;
         Ok(HostProcess {
-            child,
-            port,
-            api: Api::new(&format!("http://127.0.0.1:{port}"), Some(token.clone())),
+            api: Api::new(
+                &format!("http://127.0.0.1:{}", process.port),
+                Some(token.clone()),
+            ),
+            process,
             token,
             auth,
-            _data: data,
         })
     }
 }

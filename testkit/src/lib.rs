@@ -514,11 +514,20 @@ pub struct HostProcess {
 impl HostProcess {
     /// Starts `binary serve` with `extra` arguments and waits until it listens.
     pub async fn spawn(binary: &Path, extra: &[&std::ffi::OsStr]) -> HostProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
+        HostProcess::try_spawn(binary, extra)
+            .await
+            .expect("spawn logfleet-host")
+    }
+
+    /// Like [`HostProcess::spawn`], for callers that report a missing binary themselves.
+    pub async fn try_spawn(
+        binary: &Path,
+        extra: &[&std::ffi::OsStr],
+    ) -> std::io::Result<HostProcess> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
             .port();
-        let data = tempfile::tempdir().expect("temp dir");
+        let data = tempfile::tempdir()?;
         let child = tokio::process::Command::new(binary)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -526,15 +535,15 @@ impl HostProcess {
             .args(extra)
             .env("LOGFLEET_JWT_SECRET", SECRET)
             .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
-            .spawn()
-            .expect("spawn logfleet-host");
+            .spawn()?;
         wait_listening(port).await;
-        HostProcess {
+        Ok(HostProcess {
             child,
             port,
             _data: data,
-        }
+        })
     }
 
     /// Sends SIGTERM (a graceful shutdown) without waiting.
