@@ -23,6 +23,7 @@
 //! - [`ratelimit`]: per-session token buckets.
 //! - [`session`]: one session's chain, rate limit and pending batch.
 //! - [`pipeline`]: the task owning all sessions and metrics.
+//! - [`state`]: what survives a restart: reserved `seq`s and the running sessions.
 //! - [`outbox`]: the byte-bounded queue between pipeline and uplink, and its overflow policy.
 //! - [`uplink`]: the WebSocket connection to the host, reconnecting forever.
 //! - [`tls`]: whom the uplink trusts for `wss://` (`--ca-cert`).
@@ -40,6 +41,7 @@ pub mod pipeline;
 pub mod plugins;
 pub mod ratelimit;
 pub mod session;
+pub mod state;
 pub mod tail;
 pub mod tls;
 pub mod uplink;
