@@ -144,11 +144,12 @@ async fn slow_client_is_told_then_closed_and_never_slows_others() {
         .sync("nginx.log", |n| format!("probe {n}"), &mut fast)
         .await;
     let mut slow = stack.client(&session).await;
-    // Stalls for 3 s while the stream runs (a GC pause, a saturated link), then reads normally.
+    // Stalls while the whole stream runs (a GC pause, a saturated link), then reads normally.
+    let (stream_done, stalled) = tokio::sync::oneshot::channel::<()>();
     let slow_reader = tokio::spawn(async move {
         let mut told = false;
         let mut seen = 0u64;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        let _ = stalled.await;
         loop {
             match slow.next(Duration::from_secs(10)).await {
                 Ok(msg) if msg["event"] == "logs_dropped" => {
@@ -165,37 +166,29 @@ async fn slow_client_is_told_then_closed_and_never_slows_others() {
         }
     });
 
-    // 90k lines of ~300 bytes, written in chunks that stay under the session's rate limit.
+    // 90k lines of ~300 bytes (≈ 39 MB as JSON: far more than the queue and both sockets
+    // hold), written a chunk at a time once the fast client has the previous chunk, so the
+    // fast client's own pace, however loaded the machine, never makes it lag.
     let pad = "x".repeat(280);
     let total = 90_000;
-    let writer = {
-        let path = stack.logs.path("nginx.log");
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let mut f = tokio::fs::OpenOptions::new()
-                .append(true)
-                .open(path)
-                .await
-                .unwrap();
-            for chunk in 0..18 {
-                let text: String = (0..5000)
-                    .map(|i| format!("bulk {} {pad}\n", chunk * 5000 + i))
-                    .collect();
-                f.write_all(text.as_bytes()).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(150)).await;
-            }
-        })
-    };
-    // The fast client gets every line, in order, whatever the slow one does.
+    let chunk_lines = 5_000;
     let mut prev = 0;
-    for _ in 0..total {
-        let msg = fast.expect_log().await;
-        let seq = msg["seq"].as_u64().unwrap();
-        assert!(seq > prev, "in order");
-        prev = seq;
+    for chunk in 0..total / chunk_lines {
+        let lines: Vec<String> = (0..chunk_lines)
+            .map(|i| format!("bulk {} {pad}", chunk * chunk_lines + i))
+            .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        stack.logs.append("nginx.log", &lines).await;
+        // The fast client gets every line, in order, whatever the slow one does.
+        for _ in 0..chunk_lines {
+            let msg = fast.expect_log().await;
+            let seq = msg["seq"].as_u64().unwrap();
+            assert!(seq > prev, "in order");
+            prev = seq;
+        }
     }
-    writer.await.unwrap();
     assert!(!last.is_empty());
+    let _ = stream_done.send(());
 
     let (told, close) = slow_reader.await.unwrap();
     assert!(told, "a lagging client is told how much it lost");
