@@ -15,6 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use logfleet_protocol::agent_limits;
+use logfleet_protocol::parse::{BadTimezone, Format, Timezone};
 use serde::Deserialize;
 
 /// How often metrics are reported when neither the file nor the flags say.
@@ -84,13 +85,20 @@ pub struct SourceConfig {
     pub name: String,
     /// A path or a glob (`/var/log/nginx/*.log`).
     pub path: String,
+    /// How its lines are parsed (TOML `format`; `auto` by default).
+    pub format: Format,
+    /// The zone of times its lines write without one (TOML `timezone`; UTC by default).
+    pub timezone: Timezone,
 }
 
 impl SourceConfig {
+    /// A source parsed with `auto` in UTC.
     pub fn new(name: impl Into<String>, path: impl Into<String>) -> SourceConfig {
         SourceConfig {
             name: name.into(),
             path: path.into(),
+            format: Format::Auto,
+            timezone: Timezone::UTC,
         }
     }
 }
@@ -183,15 +191,7 @@ struct FileSource {
     path: String,
     #[serde(default)]
     format: Format,
-}
-
-/// How a source's lines are parsed. Only automatic detection exists today; the key is
-/// accepted now so config files stay valid when explicit formats arrive.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Format {
-    #[default]
-    Auto,
+    timezone: Option<String>,
 }
 
 impl Settings {
@@ -220,6 +220,24 @@ impl Settings {
             .metrics_interval
             .map(|v| parse_duration("metrics_interval", &v))
             .transpose()?;
+        let sources = file
+            .source
+            .into_iter()
+            .map(|s| {
+                let timezone = match s.timezone {
+                    Some(tz) => tz.parse().map_err(|e: BadTimezone| ConfigError::Toml {
+                        path: String::new(),
+                        message: format!("source '{}': {e}", s.name),
+                    })?,
+                    None => Timezone::UTC,
+                };
+                Ok(SourceConfig {
+                    format: s.format,
+                    timezone,
+                    ..SourceConfig::new(s.name, s.path)
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?;
         Ok(Settings {
             host: file.host,
             token: file.token,
@@ -227,14 +245,7 @@ impl Settings {
             metrics_interval,
             cache_dir: file.cache_dir,
             ca_cert: file.ca_cert,
-            sources: file
-                .source
-                .into_iter()
-                .map(|s| {
-                    let Format::Auto = s.format;
-                    SourceConfig::new(s.name, s.path)
-                })
-                .collect(),
+            sources,
         })
     }
 

@@ -188,6 +188,9 @@ pub(crate) mod tests {
             file: format!("/var/log/{source}.log"),
             line: seq,
             message: message.into(),
+            event_ms: None,
+            fields: None,
+            raw: None,
         }
     }
 

@@ -171,6 +171,9 @@ impl FilterTest {
                     file: STDIN_FILE.to_owned(),
                     line: summary.lines,
                     message: text,
+                    event_ms: None,
+                    fields: None,
+                    raw: None,
                 });
                 if !reader.has_buffered() {
                     break;

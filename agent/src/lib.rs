@@ -14,7 +14,7 @@
 //!
 //! - [`config`]: [`Config`], [`Tuning`], the TOML file and how flags override it.
 //! - [`tail`]: the polling file tailer (rotation, truncation, line numbers).
-//! - [`parse`]: level detection for one line.
+//! - [`parse`]: from a line read to a record (level; message, event time and fields).
 //! - [`metrics`]: per-source counts and the agent's health report.
 //! - [`filter`]: session chains over the WebAssembly filter runtime ([`ChainBuilder`]).
 //! - [`plugins`]: plugin components fetched from the host, cached by digest.
@@ -149,7 +149,8 @@ pub async fn run_with(
         loader,
         outbox.clone(),
         tail_stats.clone(),
-    );
+    )
+    .parse_sources_as(&config.sources);
     let tailer = tail::spawn(
         &config.sources,
         tuning.poll_interval,
@@ -452,7 +453,7 @@ mod tests {
 
         append(&log, "INFO skipped\nERROR wanted\n");
         let got = records(&mut ws, 1).await;
-        assert_eq!(got[0].message, "ERROR wanted");
+        assert_eq!(got[0].message, "wanted", "the level token is parsed out");
         assert_eq!(
             got[0].seq,
             first.seq + 2,
@@ -472,7 +473,7 @@ mod tests {
             })
             .flatten()
             .collect();
-        assert_eq!(last, ["ERROR last words"]);
+        assert_eq!(last, ["last words"]);
         agent.task.await.unwrap().unwrap();
     }
 
@@ -671,7 +672,7 @@ mod tests {
                 break got;
             }
         };
-        assert_eq!(got[0].message, "ERROR kept");
+        assert_eq!(got[0].message, "kept");
         // And the component is cached on disk for the next session or restart.
         let hex = errors_only.digest.strip_prefix("sha256:").unwrap();
         assert!(

@@ -35,10 +35,12 @@ use tokio::time::MissedTickBehavior;
 use tracing::{debug, error, info};
 
 use crate::AbortOnDrop;
+use crate::config::SourceConfig;
 use crate::filter::{Built, FilterFailure};
 use crate::loader::{ChainLoader, RUNTIME_FILTER_NAME};
 use crate::metrics::{HealthInputs, MetricsCollector};
 use crate::outbox::Outbox;
+use crate::parse::Parsers;
 use crate::parse::detect_level;
 use crate::session::{Session, filter_error};
 use crate::tail::{TailBatch, TailStats};
@@ -78,6 +80,8 @@ pub struct Pipeline {
     /// Sessions whose filters failed here, oldest first (see
     /// [`MAX_REMEMBERED_FAILED_SESSIONS`]).
     failed: std::collections::VecDeque<String>,
+    /// How each source's lines become records.
+    parsers: Parsers,
 }
 
 /// A session waiting for its chain. Dropping it cancels the loader task.
@@ -123,7 +127,15 @@ impl Pipeline {
             tail_stats,
             frames: Vec::new(),
             failed: std::collections::VecDeque::new(),
+            parsers: Parsers::default(),
         }
+    }
+
+    /// Parses the lines of `sources` with their configured formats and time zones (every
+    /// source is `auto` in UTC otherwise).
+    pub fn parse_sources_as(mut self, sources: &[SourceConfig]) -> Pipeline {
+        self.parsers = Parsers::new(sources);
+        self
     }
 
     /// Number of running sessions.
@@ -155,15 +167,7 @@ impl Pipeline {
             self.metrics.record(&line.source, level, line.text.len());
             // Metrics-only mode (no session) allocates nothing per line beyond the tailer's.
             if streaming {
-                records.push(Record {
-                    seq,
-                    timestamp_ms: line.read_at_ms,
-                    level,
-                    source: line.source.to_string(),
-                    file: line.file.to_string(),
-                    line: line.line,
-                    message: line.text,
-                });
+                records.push(self.parsers.record(seq, line));
             }
         }
         if records.is_empty() {
@@ -662,7 +666,7 @@ mod tests {
         };
         assert_eq!(batch.session_id, "s");
         let messages: Vec<&str> = batch.records.iter().map(|r| r.message.as_str()).collect();
-        assert_eq!(messages, ["ERROR kept"]);
+        assert_eq!(messages, ["kept"]);
     }
 
     /// A session whose plugin cannot be had never runs: it ends before its first record with

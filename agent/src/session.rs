@@ -15,7 +15,7 @@
 use std::time::Instant;
 
 use logfleet_protocol::agent::{AgentFrame, LogBatch, Record, SessionSpec};
-use logfleet_protocol::agent_limits::{MAX_NAME_BYTES, MAX_TEXT_BYTES, clip};
+use logfleet_protocol::agent_limits::{MAX_NAME_BYTES, MAX_TEXT_BYTES, clip, record_bytes};
 use logfleet_protocol::client::DropReason;
 use tracing::warn;
 
@@ -100,14 +100,20 @@ impl Session {
                 self.rate_dropped += 1;
                 continue;
             }
+            // Not `..source.clone()`: the line as read (`raw`) stays here.
             let record = Record {
+                seq: source.seq,
+                timestamp_ms: source.timestamp_ms,
+                level: source.level,
+                source: source.source.clone(),
+                file: source.file.clone(),
+                line: source.line,
                 message,
-                ..source.clone()
+                event_ms: source.event_ms,
+                fields: source.fields.clone(),
+                raw: None,
             };
-            self.pending_bytes += record.message.len()
-                + record.source.len()
-                + record.file.len()
-                + RECORD_OVERHEAD_BYTES;
+            self.pending_bytes += record_bytes(&record) + RECORD_OVERHEAD_BYTES;
             self.pending.push(record);
             if self.pending.len() >= MAX_BATCH_RECORDS || self.pending_bytes >= MAX_BATCH_BYTES {
                 self.flush(out);

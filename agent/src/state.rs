@@ -142,7 +142,7 @@ impl SeqSource {
     /// The next seq. When a block must be reserved and the write fails, the seq is still
     /// handed out (the line is not held back): only a crash before the next successful
     /// reservation could then repeat seqs, and the failure is logged.
-    pub fn next(&mut self) -> u64 {
+    pub fn take(&mut self) -> u64 {
         if self.next >= self.reserved
             && let Some(state) = &self.state
         {
@@ -178,22 +178,22 @@ mod tests {
         let state = StateDir::open(dir.path()).unwrap();
         let mut used = Vec::new();
         let mut src = state.seq(5_000);
-        used.extend((0..10).map(|_| src.next()));
+        used.extend((0..10).map(|_| src.take()));
         assert_eq!(used[0], 5_000);
         // A restart with the clock far behind.
         let mut src = StateDir::open(dir.path()).unwrap().seq(1);
-        let after = src.next();
+        let after = src.take();
         assert!(after > *used.last().unwrap(), "{after}");
         used.push(after);
         // Crossing a block boundary reserves the next block first.
         for _ in 0..SEQ_BLOCK {
-            used.push(src.next());
+            used.push(src.take());
         }
         let mut src = StateDir::open(dir.path()).unwrap().seq(1);
-        let again = src.next();
+        let again = src.take();
         assert!(again > *used.last().unwrap(), "{again}");
         // A clock ahead of the reservations wins.
-        assert_eq!(state.seq(u64::MAX / 2).next(), u64::MAX / 2);
+        assert_eq!(state.seq(u64::MAX / 2).take(), u64::MAX / 2);
     }
 
     /// Saved sessions come back as saved; a damaged file costs the sessions, not the agent.
@@ -216,6 +216,6 @@ mod tests {
         std::fs::write(dir.path().join(SESSIONS_FILE), b"{not json").unwrap();
         assert!(state.load_sessions().is_empty());
         std::fs::write(dir.path().join(SEQ_FILE), b"garbage").unwrap();
-        assert_eq!(state.seq(7).next(), 7);
+        assert_eq!(state.seq(7).take(), 7);
     }
 }

@@ -120,10 +120,10 @@ async fn globs_pick_up_new_files_from_their_first_line() {
                 .parent()
                 .unwrap()
                 .to_path_buf();
-            agent.sources.push(logfleet_agent::SourceConfig {
-                name: "apps".to_owned(),
-                path: dir.join("app-*.log").display().to_string(),
-            });
+            agent.sources.push(logfleet_agent::SourceConfig::new(
+                "apps",
+                dir.join("app-*.log").display().to_string(),
+            ));
         },
     )
     .await;

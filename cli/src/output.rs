@@ -183,6 +183,7 @@ mod tests {
     fn log() -> LogMessage {
         LogMessage {
             seq: 7,
+            agent_id: "a1".into(),
             timestamp: "2024-01-15T10:00:00.123Z".into(),
             level: Level::Error,
             source: "nginx".into(),
@@ -191,6 +192,8 @@ mod tests {
                 host: "edge-1".into(),
                 file: "/var/log/nginx/error.log".into(),
                 line: 3,
+                read_at: "2024-01-15T10:00:00.125Z".into(),
+                fields: None,
             },
         }
     }

@@ -20,7 +20,8 @@ async fn sync(fx: &Fixture, cli: &mut Running, file: &str, probe: &str) {
         let line = format!("{probe} {n}.");
         fx.logs.append(file, &[&line]).await;
         if let Some(mut printed) = cli.line_within(PROBE_WAIT).await {
-            while !printed.contains(&line) {
+            let message = testkit::as_sent(&line);
+            while !printed.contains(&message) {
                 printed = cli.line().await;
             }
             return;
@@ -97,7 +98,7 @@ async fn stream_level_filter() {
             ("app.log", "WARN careful"),
             ("nginx.log", "[error] nginx broke"),
         ],
-        &["ERROR broken", "WARN careful", "[error] nginx broke"],
+        &["broken", "careful", "nginx broke"],
     )
     .await;
 }
@@ -145,7 +146,7 @@ async fn text_output_without_tty_is_plain() {
         !line.contains('\x1b'),
         "no colour when not a terminal: {line:?}"
     );
-    assert!(line.ends_with(" ERROR app: ERROR disk full"), "{line}");
+    assert!(line.ends_with(" ERROR app: disk full"), "{line}");
     cli.signal("TERM");
     assert_eq!(cli.wait().await.0.code(), Some(130));
 }

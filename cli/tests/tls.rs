@@ -36,7 +36,7 @@ async fn the_cli_streams_over_tls_trusting_a_private_ca() {
     }
     assert!(printed.is_some(), "no line; stderr: {:?}", cli.stderr());
     fx.logs.append("app.log", &["ERROR over wss"]).await;
-    while !cli.line().await.contains("ERROR over wss") {}
+    while !cli.line().await.contains("app: over wss") {}
     cli.signal("INT");
     let (status, _) = cli.wait().await;
     assert_eq!(status.code(), Some(130), "{status:?}");

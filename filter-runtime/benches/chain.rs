@@ -58,6 +58,9 @@ fn records() -> Vec<Record> {
                 file: format!("/var/log/{}.log", sources[i % sources.len()]),
                 line: i as u64 + 1,
                 message,
+                event_ms: None,
+                fields: None,
+                raw: None,
             }
         })
         .collect()

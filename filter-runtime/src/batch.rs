@@ -88,13 +88,16 @@ impl BatchEncoder {
     }
 
     /// Encodes survivors from position `from` on (at least one record if any, within the batch
-    /// bounds) with only `fields`, and returns how many records it took.
+    /// bounds) with only `fields`, and returns how many records it took. With `lines`, the
+    /// message column holds each record's line as read ([`Record::line_text`]) instead of
+    /// its message.
     pub(crate) fn encode(
         &mut self,
         records: &[Record],
         survivors: &Survivors,
         from: usize,
         fields: Fields,
+        lines: bool,
     ) -> usize {
         let b = &mut self.batch;
         b.messages.clear();
@@ -113,7 +116,11 @@ impl BatchEncoder {
         for &index in survivors.indices[from..].iter().take(MAX_BATCH_RECORDS) {
             let record = &records[index as usize];
             if fields.contains(Fields::MESSAGE) {
-                let message = survivors.message(records, index);
+                let message = if lines {
+                    record.line_text()
+                } else {
+                    survivors.message(records, index)
+                };
                 if taken > 0 && b.messages.len() + message.len() > MAX_BATCH_MESSAGE_BYTES {
                     break;
                 }
@@ -212,6 +219,9 @@ mod tests {
             file: "/f".to_owned(),
             line: 3,
             message: message.to_owned(),
+            event_ms: None,
+            fields: None,
+            raw: None,
         }
     }
 
@@ -227,7 +237,13 @@ mod tests {
             record("", "x", Level::Fatal),
         ];
         let mut enc = BatchEncoder::new();
-        let n = enc.encode(&records, &all(3), 0, Fields::MESSAGE | Fields::SOURCE);
+        let n = enc.encode(
+            &records,
+            &all(3),
+            0,
+            Fields::MESSAGE | Fields::SOURCE,
+            false,
+        );
         assert_eq!(n, 3);
         let b = enc.batch();
         assert_eq!(b.len, 3);
@@ -237,7 +253,7 @@ mod tests {
         assert_eq!(b.source_ids, [0, 1, 0]);
         assert!(b.levels.is_empty() && b.lines.is_empty() && b.files.is_empty());
 
-        enc.encode(&records, &all(3), 0, Fields::LEVEL | Fields::LINE);
+        enc.encode(&records, &all(3), 0, Fields::LEVEL | Fields::LINE, false);
         let b = enc.batch();
         assert_eq!(b.levels, [4, 2, 5]);
         assert_eq!(b.lines, [3, 3, 3]);
@@ -250,7 +266,7 @@ mod tests {
             .map(|i| record("m", &format!("s{}", i % 40), Level::Info))
             .collect();
         let mut enc = BatchEncoder::new();
-        enc.encode(&records, &all(100), 0, Fields::SOURCE);
+        enc.encode(&records, &all(100), 0, Fields::SOURCE, false);
         let b = enc.batch();
         assert_eq!(b.sources.len(), 40);
         for (i, id) in b.source_ids.iter().enumerate() {
@@ -267,9 +283,12 @@ mod tests {
         let mut survivors = Survivors::all(2);
         survivors.rewrite(2, 0, "***".to_owned());
         let mut enc = BatchEncoder::new();
-        enc.encode(&records, &survivors, 0, Fields::MESSAGE);
+        enc.encode(&records, &survivors, 0, Fields::MESSAGE, false);
         assert_eq!(enc.batch().messages, "***plain");
-        assert_eq!(enc.encode(&records, &survivors, 1, Fields::MESSAGE), 1);
+        assert_eq!(
+            enc.encode(&records, &survivors, 1, Fields::MESSAGE, false),
+            1
+        );
         assert_eq!(enc.batch().messages, "plain");
         assert_eq!(survivors.take_message(0).as_deref(), Some("***"));
         assert_eq!(survivors.take_message(1), None);
@@ -280,14 +299,14 @@ mod tests {
         let big = "x".repeat(MAX_BATCH_MESSAGE_BYTES / 2 + 1);
         let records: Vec<_> = (0..3).map(|_| record(&big, "s", Level::Info)).collect();
         let mut enc = BatchEncoder::new();
-        assert_eq!(enc.encode(&records, &all(3), 0, Fields::MESSAGE), 1);
+        assert_eq!(enc.encode(&records, &all(3), 0, Fields::MESSAGE, false), 1);
         // Without messages, only the record count bounds a batch.
-        assert_eq!(enc.encode(&records, &all(3), 0, Fields::LEVEL), 3);
+        assert_eq!(enc.encode(&records, &all(3), 0, Fields::LEVEL, false), 3);
         let many: Vec<_> = (0..MAX_BATCH_RECORDS + 5)
             .map(|_| record("m", "s", Level::Info))
             .collect();
         assert_eq!(
-            enc.encode(&many, &all(many.len()), 0, Fields::MESSAGE),
+            enc.encode(&many, &all(many.len()), 0, Fields::MESSAGE, false),
             MAX_BATCH_RECORDS
         );
         // A single message over the byte bound still travels, alone.
@@ -296,6 +315,6 @@ mod tests {
             "s",
             Level::Info,
         )];
-        assert_eq!(enc.encode(&huge, &all(1), 0, Fields::MESSAGE), 1);
+        assert_eq!(enc.encode(&huge, &all(1), 0, Fields::MESSAGE, false), 1);
     }
 }

@@ -68,6 +68,9 @@ pub struct ChainOutput {
 struct Stage {
     name: String,
     builtin: bool,
+    /// Sees each record's line as read rather than its message: the `pattern` built-in,
+    /// which keeps grep semantics on parsed records.
+    matches_line: bool,
     instance: Option<FilterInstance>,
 }
 
@@ -113,7 +116,9 @@ impl Chain {
             let mut write = 0;
             let mut pos = 0;
             while pos < survivors.indices.len() {
-                let taken = self.encoder.encode(records, &survivors, pos, fields);
+                let taken =
+                    self.encoder
+                        .encode(records, &survivors, pos, fields, stage.matches_line);
                 let verdicts = match instance.filter_batch(self.encoder.batch()) {
                     Ok(verdicts) => verdicts,
                     Err(failure) => {
@@ -238,7 +243,9 @@ fn builtin_stage(runtime: &Runtime, builtin: Builtin, config: &str) -> Result<St
             Some(Cow::Borrowed(builtin.component()))
         })
         .map_err(|e| prepare_error(builtin.name(), builtin.digest(), e))?;
-    start(runtime, builtin.name(), true, &prepared, config)
+    let mut stage = start(runtime, builtin.name(), true, &prepared, config)?;
+    stage.matches_line = builtin == Builtin::Pattern;
+    Ok(stage)
 }
 
 /// Makes the components of several distinct plugins ready at once, a thread each: a cold
@@ -332,6 +339,7 @@ fn start(
     Ok(Stage {
         name: name.to_owned(),
         builtin,
+        matches_line: false,
         instance: Some(instance),
     })
 }

@@ -19,6 +19,9 @@ fn record(seq: u64, level: Level, message: &str) -> Record {
         file: "/var/log/nginx/error.log".into(),
         line: seq + 1,
         message: message.into(),
+        event_ms: None,
+        fields: None,
+        raw: None,
     }
 }
 

@@ -190,6 +190,9 @@ fn legitimate_batch(u: &mut Unstructured) -> Result<LogBatch> {
             file: text(u, MAX_PATH_BYTES)?,
             line: u.arbitrary()?,
             message: text(u, MAX_LINE_BYTES)?,
+            event_ms: None,
+            fields: None,
+            raw: None,
         };
         total += record_bytes(&record);
         if total > MAX_BATCH_BYTES {

@@ -35,6 +35,9 @@ fn record(seq: u64, message: String) -> Record {
         file: "/var/log/nginx/error.log".into(),
         line: seq,
         message,
+        event_ms: None,
+        fields: None,
+        raw: None,
     }
 }
 

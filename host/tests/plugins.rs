@@ -146,7 +146,7 @@ async fn uploaded_plugin_runs_in_a_live_session() {
             && !text.contains("hunter2"),
         "{text}"
     );
-    assert!(text.starts_with("ERROR login failed for"), "{text}");
+    assert!(text.starts_with("login failed for"), "{text}");
     assert_eq!(msg["level"], "ERROR");
 }
 

@@ -93,6 +93,9 @@ fn records() -> Vec<Record> {
                 file: file.to_owned(),
                 line: 10_000 + lines[kind],
                 message,
+                event_ms: None,
+                fields: None,
+                raw: None,
             }
         })
         .collect()

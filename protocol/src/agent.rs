@@ -130,7 +130,7 @@ pub struct LogBatch {
     pub records: Vec<Record>,
 }
 
-/// One line as the agent read and parsed it.
+/// One line as the agent read and parsed it (see [`crate::parse`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub seq: u64,
@@ -141,7 +141,24 @@ pub struct Record {
     pub file: String,
     /// 1-based line number in the file.
     pub line: u64,
+    /// The line without the prefix its parser recognised (the whole line when none).
     pub message: String,
+    /// The time the line says it happened, when its parser recognised one.
+    pub event_ms: Option<i64>,
+    /// Other key/values of a structured line: a JSON object of at most
+    /// [`crate::parse::MAX_FIELDS_BYTES`].
+    pub fields: Option<String>,
+    /// The line as read, when `message` is only part of it. Agent-local, never sent: the
+    /// `pattern` filter matches it (grep semantics), while plugins and clients get `message`.
+    #[serde(skip)]
+    pub raw: Option<String>,
+}
+
+impl Record {
+    /// What `pattern` matches: the line as read.
+    pub fn line_text(&self) -> &str {
+        self.raw.as_deref().unwrap_or(&self.message)
+    }
 }
 
 /// Host → agent.
@@ -297,6 +314,9 @@ mod tests {
                 file: "/var/log/x".into(),
                 line: 3,
                 message: "hello".into(),
+                event_ms: None,
+                fields: None,
+                raw: None,
             }],
         });
         let bytes = encode(&frame);
@@ -327,6 +347,9 @@ mod tests {
                     "10.0.0.{} - - [15/Jan/2024:10:00:00 +0000] \"GET /api/v1/items/{i} HTTP/1.1\" 200 512 \"-\" \"curl/8.0\"",
                     i % 250
                 ),
+                event_ms: None,
+                fields: None,
+                raw: None,
             })
             .collect::<Vec<_>>();
         let raw: usize = records.iter().map(|r| r.message.len() + 1).sum();

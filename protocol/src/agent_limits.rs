@@ -18,8 +18,9 @@ pub const MAX_NAME_BYTES: usize = 256;
 pub const MAX_PATH_BYTES: usize = 4096;
 /// Longest line the agent ships (it cuts longer ones there).
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
-/// Bytes of one record: its message, source and file together.
-pub const MAX_RECORD_BYTES: usize = MAX_LINE_BYTES + MAX_NAME_BYTES + MAX_PATH_BYTES;
+/// Bytes of one record: its message, fields, source and file together.
+pub const MAX_RECORD_BYTES: usize =
+    MAX_LINE_BYTES + crate::parse::MAX_FIELDS_BYTES + MAX_NAME_BYTES + MAX_PATH_BYTES;
 /// Bytes of one batch's records together (message, source and file): the agent flushes at
 /// 256 KiB, so a batch holds at most that plus its last record.
 pub const MAX_BATCH_BYTES: usize = 256 * 1024 + MAX_RECORD_BYTES;
@@ -235,6 +236,10 @@ fn check_batch(batch: &LogBatch) -> Result<(), LimitExceeded> {
     for record in &batch.records {
         name(&record.source)?;
         path(&record.file)?;
+        // Each part within its own bound, and the whole within the record's.
+        at_most(Limit::RecordBytes, record.message.len(), MAX_LINE_BYTES)?;
+        let fields = record.fields.as_ref().map_or(0, String::len);
+        at_most(Limit::RecordBytes, fields, crate::parse::MAX_FIELDS_BYTES)?;
         let bytes = record_bytes(record);
         at_most(Limit::RecordBytes, bytes, MAX_RECORD_BYTES)?;
         total += bytes;
@@ -244,7 +249,10 @@ fn check_batch(batch: &LogBatch) -> Result<(), LimitExceeded> {
 
 /// What a record weighs against [`MAX_RECORD_BYTES`] and [`MAX_BATCH_BYTES`].
 pub fn record_bytes(record: &Record) -> usize {
-    record.message.len() + record.source.len() + record.file.len()
+    record.message.len()
+        + record.fields.as_ref().map_or(0, String::len)
+        + record.source.len()
+        + record.file.len()
 }
 
 #[cfg(test)]
@@ -263,6 +271,9 @@ mod tests {
             file: "f".repeat(MAX_PATH_BYTES),
             line: u64::MAX,
             message,
+            event_ms: None,
+            fields: None,
+            raw: None,
         }
     }
 
@@ -274,8 +285,11 @@ mod tests {
         while records.len() < MAX_BATCH_RECORDS {
             let room = (MAX_BATCH_BYTES - total).min(MAX_RECORD_BYTES);
             let full = record(String::new());
-            let message_room = room.saturating_sub(record_bytes(&full));
-            let r = record("m".repeat(message_room));
+            let room = room.saturating_sub(record_bytes(&full));
+            let message = room.min(MAX_LINE_BYTES);
+            let fields = (room - message).min(crate::parse::MAX_FIELDS_BYTES);
+            let mut r = record("m".repeat(message));
+            r.fields = (fields > 0).then(|| "f".repeat(fields));
             total += record_bytes(&r);
             records.push(r);
             if total + record_bytes(&full) > MAX_BATCH_BYTES {
@@ -382,7 +396,7 @@ mod tests {
     }
 
     /// A frame announcing more records or sources than the bounds is refused from its length
-    /// prefix, naming the bound, before the items are allocated: 140,000 empty records fit in a
+    /// prefix, naming the bound, before the items are allocated: 100,000 empty records fit in a
     /// 1 MiB frame and would decode into over 16 MiB.
     #[test]
     fn long_sequences_are_refused_while_decoding() {
@@ -395,17 +409,20 @@ mod tests {
             file: String::new(),
             line: 0,
             message: String::new(),
+            event_ms: None,
+            fields: None,
+            raw: None,
         };
         let bomb = encode(&AgentFrame::Logs(LogBatch {
             session_id: "s".into(),
-            records: vec![empty.clone(); 140_000],
+            records: vec![empty.clone(); 100_000],
         }));
         assert!(bomb.len() < MAX_AGENT_FRAME_BYTES);
         match decode_within::<AgentFrame>(&bomb, MAX_AGENT_FRAME_BYTES) {
             Err(FrameError::OverLimit(e)) => {
                 assert_eq!(
                     (e.limit, e.actual, e.max),
-                    (Limit::BatchRecords, 140_000, 512)
+                    (Limit::BatchRecords, 100_000, 512)
                 );
             }
             other => panic!("expected the records bound, got {other:?}"),

@@ -12,15 +12,19 @@ pub enum ClientMessage {
     Control(Control),
 }
 
-/// One log line, in the reference's "Log Message Format" plus `seq`.
+/// One log line, in the reference's "Log Message Format" plus `seq` and `agent_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogMessage {
     /// Per-agent line counter: +1 for every line the agent reads.
     pub seq: u64,
-    /// When the agent read the line, RFC 3339 UTC with milliseconds.
+    /// The agent that read the line.
+    pub agent_id: String,
+    /// When the line says it happened (its parsed event time), else when the agent read it;
+    /// RFC 3339 UTC with milliseconds.
     pub timestamp: String,
     pub level: Level,
     pub source: String,
+    /// The line without the prefix its parser recognised (the whole line when none).
     pub message: String,
     pub metadata: Metadata,
 }
@@ -31,6 +35,11 @@ pub struct Metadata {
     pub file: String,
     /// 1-based line number in the file.
     pub line: u64,
+    /// When the agent read the line, RFC 3339 UTC with milliseconds.
+    pub read_at: String,
+    /// Key/values of a JSON or logfmt line other than its message, level and time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Control events. `reason` strings are part of the public contract.
@@ -118,7 +127,8 @@ mod tests {
     fn log_message_matches_reference() {
         let m = ClientMessage::Log(LogMessage {
             seq: 7,
-            timestamp: "2024-01-15T10:00:00.123Z".into(),
+            agent_id: "a1b2".into(),
+            timestamp: "2024-01-15T10:00:00.000Z".into(),
             level: Level::Error,
             source: "nginx".into(),
             message: "upstream timed out".into(),
@@ -126,13 +136,17 @@ mod tests {
                 host: "edge-location-01".into(),
                 file: "/var/log/nginx/error.log".into(),
                 line: 12345,
+                read_at: "2024-01-15T10:00:00.123Z".into(),
+                fields: None,
             },
         });
         assert_eq!(
             serde_json::to_value(&m).unwrap(),
-            serde_json::json!({"type":"log","seq":7,"timestamp":"2024-01-15T10:00:00.123Z",
+            serde_json::json!({"type":"log","seq":7,"agent_id":"a1b2",
+                "timestamp":"2024-01-15T10:00:00.000Z",
                 "level":"ERROR","source":"nginx","message":"upstream timed out",
-                "metadata":{"host":"edge-location-01","file":"/var/log/nginx/error.log","line":12345}})
+                "metadata":{"host":"edge-location-01","file":"/var/log/nginx/error.log","line":12345,
+                    "read_at":"2024-01-15T10:00:00.123Z"}})
         );
     }
 }

@@ -8,6 +8,7 @@
 //! - [`agent_limits`]: the bounds the host enforces on every frame an agent sends.
 //! - [`strict_json`]: JSON decoding of REST bodies in which a struct only takes an object.
 //! - [`line_level`]: which level a raw log line carries (the agent's level detection).
+//! - [`parse`]: parsed records: a line's message, event time and fields, per source format.
 //! - [`trust`] (feature `tls`): the TLS client configuration trusting a private CA (`--ca-cert`).
 
 pub mod agent;
@@ -16,6 +17,7 @@ pub mod client;
 pub mod filters;
 pub mod level;
 pub mod line_level;
+pub mod parse;
 pub mod rest;
 pub mod strict_json;
 #[cfg(feature = "tls")]

@@ -397,9 +397,8 @@ pub fn agent_config_for(
         name: "test-agent".to_owned(),
         sources: sources
             .iter()
-            .map(|(name, path)| logfleet_agent::SourceConfig {
-                name: (*name).to_owned(),
-                path: path.display().to_string(),
+            .map(|(name, path)| {
+                logfleet_agent::SourceConfig::new(*name, path.display().to_string())
             })
             .collect(),
         metrics_interval: Duration::from_millis(200),
@@ -917,7 +916,7 @@ pub async fn sync(
         logs.append(file, &[&line]).await;
         if let Ok(msg) = client.next(Duration::from_millis(100)).await {
             assert_eq!(msg["type"], "log", "unexpected {msg}");
-            if msg["message"] != line {
+            if msg["message"] != as_sent(&line) {
                 skip_until(client, &line).await;
             }
             return line;
@@ -926,14 +925,25 @@ pub async fn sync(
     panic!("session never became active on the agent");
 }
 
-/// Reads log messages until one whose message is `text`.
+/// Reads log messages until the one of the line `text` (whose `message` is the line without
+/// the prefix the agent parses off, see [`as_sent`]).
 pub async fn skip_until(client: &mut WsClient, text: &str) {
+    let message = as_sent(text);
     loop {
         let msg = client.expect().await;
-        if msg["message"] == text {
+        if msg["message"] == message {
             return;
         }
     }
+}
+
+/// The `message` clients get for a line of an `auto` source: for helpers that wait for a
+/// line whatever its form. Tests of parsing itself spell out what they expect.
+pub fn as_sent(line: &str) -> String {
+    use logfleet_protocol::parse::{Format, Timezone, parse_line};
+    parse_line(line, Format::Auto, Timezone::UTC, 0)
+        .message
+        .into_owned()
 }
 
 /// A TCP proxy on 127.0.0.1 that a test can cut and restore, to sever a link between two real

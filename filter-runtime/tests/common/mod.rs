@@ -20,6 +20,9 @@ pub fn record(level: Level, source: &str, message: &str) -> Record {
         file: format!("/var/log/{source}.log"),
         line: 1,
         message: message.to_owned(),
+        event_ms: None,
+        fields: None,
+        raw: None,
     }
 }
 

@@ -298,11 +298,12 @@ async fn handle_frame(
             };
             tracing::trace!(session = %batch.session_id, lines = batch.records.len(), "log batch");
             Stats::add(&state.stats.log_lines_received, batch.records.len() as u64);
+            let agent_id = agent.id.to_string();
             hub.publish_logs(
                 batch
                     .records
                     .into_iter()
-                    .map(|r| log_message(r, &hostname))
+                    .map(|r| log_message(r, &agent_id, &hostname))
                     .collect(),
             );
         }
@@ -353,11 +354,16 @@ async fn handle_frame(
     None
 }
 
-fn log_message(r: Record, hostname: &str) -> Outgoing {
+fn log_message(r: Record, agent_id: &str, hostname: &str) -> Outgoing {
     let seq = r.seq;
+    // An agent's fields that are not a JSON object are left out rather than passed on.
+    let fields = r
+        .fields
+        .and_then(|f| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&f).ok());
     let msg = ClientMessage::Log(LogMessage {
         seq,
-        timestamp: rfc3339_millis(r.timestamp_ms),
+        agent_id: agent_id.to_owned(),
+        timestamp: rfc3339_millis(r.event_ms.unwrap_or(r.timestamp_ms)),
         level: r.level,
         source: r.source,
         message: r.message,
@@ -365,6 +371,8 @@ fn log_message(r: Record, hostname: &str) -> Outgoing {
             host: hostname.to_owned(),
             file: r.file,
             line: r.line,
+            read_at: rfc3339_millis(r.timestamp_ms),
+            fields,
         },
     });
     Outgoing {
