@@ -225,7 +225,8 @@ impl Pipeline {
                     // prepared, if nothing changed.
                     let running = self.sessions.get(&spec.id).map(Session::spec);
                     let preparing = self.pending.get(&spec.id).map(|p| &p.spec);
-                    if running.or(preparing) != Some(&spec) {
+                    // A spec being prepared replaces the running one: it is the newest.
+                    if preparing.or(running) != Some(&spec) {
                         self.start(spec);
                     }
                 }
@@ -247,11 +248,8 @@ impl Pipeline {
             debug!(session = %spec.id, "session's filters failed here; the host ends it, not restarting it");
             return;
         }
-        // A replaced session's pending lines were matched under the old spec: send them.
-        if let Some(mut old) = self.sessions.remove(&spec.id) {
-            old.flush(&mut self.frames);
-            self.send_frames();
-        }
+        // A running session with this id (its filters changed) keeps running under its old
+        // chain until the new one is ready (`activate`), so no line falls between the two.
         // A replaced pending session is cancelled by dropping it.
         self.pending.remove(&spec.id);
         let generation = self.next_generation;
@@ -301,10 +299,16 @@ impl Pipeline {
             info!(session = %ready.id, "session expired before its filters were ready");
             return;
         }
+        // What the replaced chain (if any) kept goes out first, in stream order.
+        let replaced = self.sessions.remove(&ready.id).map(|mut old| {
+            old.flush(&mut self.frames);
+            self.send_frames();
+        });
         let chain = match ready.built {
             Ok(chain) => chain,
             Err(failure) => {
-                // Never runs without one of its filters: it ends before its first record.
+                // Never runs without one of its filters: it ends before its first record
+                // under them (and a session whose new filters cannot start ends too).
                 info!(session = %ready.id, filter = %failure.plugin, error = %failure.message, "session ended: a filter cannot start");
                 self.outbox.push(filter_error(&ready.id, failure, 0));
                 self.remember_failed(ready.id);
@@ -312,7 +316,14 @@ impl Pipeline {
             }
         };
         let prepared_ms = u64::try_from(pending.since.elapsed().as_millis()).unwrap_or(u64::MAX);
-        info!(session = %ready.id, prepared_ms, "session started");
+        if replaced.is_some() {
+            info!(session = %ready.id, prepared_ms, "session's new filters in force");
+            self.outbox.push(AgentFrame::FiltersChanged {
+                session_id: ready.id.clone(),
+            });
+        } else {
+            info!(session = %ready.id, prepared_ms, "session started");
+        }
         let session = Session::start(pending.spec, chain, now);
         self.sessions.insert(ready.id, session);
     }

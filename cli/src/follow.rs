@@ -278,5 +278,9 @@ fn control_text(control: &Control) -> String {
             seconds_remaining, ..
         } => format!("session ends in {seconds_remaining}s"),
         Control::SessionEnded { reason } => format!("session {}", ended_text(*reason)),
+        Control::FiltersChanged { filters } => format!(
+            "filters changed: {}",
+            serde_json::to_string(filters).unwrap_or_default()
+        ),
     }
 }

@@ -88,6 +88,7 @@ pub struct SessionView {
     pub expires_at: DateTime<Utc>,
     pub created_by: String,
     pub clients: usize,
+    pub filters: Filters,
 }
 
 impl SessionView {
@@ -256,6 +257,59 @@ impl Sessions {
             .end(id, EndReason::Stopped, &self.shared)
             .ok_or(StopRefused::NotFound)?;
         Ok(view(id, &session))
+    }
+
+    /// One session of `org`.
+    pub fn get(&self, org: &str, id: &str) -> Option<SessionView> {
+        let st = self.lock();
+        st.by_id
+            .get(id)
+            .filter(|s| s.agent.key.org == org)
+            .map(|s| view(id, s))
+    }
+
+    /// Gives a session of `org` new filters, with the same rights as [`Sessions::stop`]. The
+    /// agent swaps its chain at a batch boundary once the new one is ready and says so
+    /// ([`Sessions::filters_applied`]); until then records keep passing the old filters.
+    pub fn change_filters(
+        &self,
+        org: &str,
+        id: &str,
+        by: &str,
+        any: bool,
+        filters: Filters,
+    ) -> Result<SessionView, StopRefused> {
+        let (agent, spec, view) = {
+            let mut st = self.lock();
+            let session = match st.by_id.get_mut(id) {
+                Some(s) if s.agent.key.org == org => s,
+                _ => return Err(StopRefused::NotFound),
+            };
+            if !any && session.created_by != by {
+                return Err(StopRefused::NotOwner);
+            }
+            session.spec.filters = filters;
+            (
+                session.agent.key.clone(),
+                session.spec.clone(),
+                view(id, session),
+            )
+        };
+        // Offline or stuck: the agent gets the new spec in the full set when it reconnects.
+        self.shared.agents.send(&agent, HostFrame::Start(spec));
+        tracing::info!(session = %id, %agent, "session filters changed");
+        Ok(view)
+    }
+
+    /// The agent runs session `id` under its current filters from now on: clients get
+    /// `filters_changed` before the first record that passed them.
+    pub fn filters_applied(&self, agent: &AgentKey, id: &str) {
+        let st = self.lock();
+        if let Some(session) = st.by_id.get(id).filter(|s| s.agent.key == *agent) {
+            session.hub.publish(Control::FiltersChanged {
+                filters: session.spec.filters.to_spec(),
+            });
+        }
     }
 
     /// Ends every session of an agent (it was revoked), reason `stopped`; returns how many.
@@ -482,6 +536,7 @@ fn view(id: &str, s: &Session) -> SessionView {
         expires_at: s.expires_at,
         created_by: s.created_by.clone(),
         clients: s.hub.clients(),
+        filters: s.spec.filters.clone(),
     }
 }
 

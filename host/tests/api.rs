@@ -441,6 +441,78 @@ async fn agent_loss_is_announced_and_the_session_resumes() {
     assert_eq!(client.expect_log().await["message"], "back again");
 }
 
+/// `PATCH` narrows a live session at once and without a gap: lines read around the change go
+/// through exactly one of the two filter sets (every line both pass arrives once, in order),
+/// clients get `filters_changed` (with the new filters) before the first line under the new
+/// ones and no line the new ones reject after it, and `GET` shows them. Someone else's session
+/// cannot be changed (403), another org's does not exist (404), bad filters are refused (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_changes_a_live_sessions_filters_without_a_gap() {
+    let fx = Fixture::new().await;
+    let session = fx.start(json!({"filters": {"source": "nginx"}})).await;
+    let id = session["id"].as_str().unwrap();
+    let mut client = fx.client(&session).await;
+    fx.sync("nginx.log", |n| format!("probe {n}"), &mut client)
+        .await;
+    fx.logs
+        .append("nginx.log", &["ERROR 1", "INFO 2", "ERROR 3"])
+        .await;
+    let path = format!("/api/v1/stream/sessions/{id}");
+    let (status, body) = fx
+        .api
+        .patch(
+            &path,
+            &json!({"filters": {"source": "nginx", "level": ["error"]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["session"]["filters"]["level"], json!(["ERROR"]));
+    fx.logs
+        .append("nginx.log", &["ERROR 4", "INFO 5", "ERROR 6"])
+        .await;
+    let mut errors = Vec::new();
+    let mut changed = None;
+    while errors.last().is_none_or(|e| e != "6") {
+        let msg = client.expect().await;
+        if msg["type"] == "control" {
+            assert_eq!(msg["event"], "filters_changed", "{msg}");
+            assert!(changed.replace(msg).is_none(), "one filters_changed");
+        } else if msg["level"] == "ERROR" {
+            errors.push(msg["message"].as_str().unwrap().to_owned());
+        } else {
+            assert!(changed.is_none(), "an INFO line after the change: {msg}");
+        }
+    }
+    assert_eq!(errors, ["1", "3", "4", "6"]);
+    let changed = match changed {
+        Some(changed) => changed,
+        None => client.expect_event("filters_changed").await,
+    };
+    assert_eq!(changed["filters"]["level"], json!(["ERROR"]), "{changed}");
+    assert_eq!(changed["filters"]["source"], json!(["nginx"]), "{changed}");
+    fx.logs.append("nginx.log", &["INFO 7", "ERROR 8"]).await;
+    assert_eq!(client.expect_log().await["message"], "8");
+    let (status, got) = fx.api.get(&path).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["session"]["id"], id);
+    assert_eq!(got["session"]["filters"]["level"], json!(["ERROR"]));
+
+    let bob = fx.host.api("acme", "bob");
+    let (status, _) = bob.patch(&path, &json!({"filters": {}})).await;
+    assert_eq!(status, 403);
+    let evil = fx.host.api("evil", "alice");
+    assert_eq!(evil.get(&path).await.0, 404);
+    assert_eq!(evil.patch(&path, &json!({"filters": {}})).await.0, 404);
+    let (status, bad) = fx
+        .api
+        .patch(&path, &json!({"filters": {"pattern": "("}}))
+        .await;
+    assert_eq!(
+        (status, &bad["error"]["code"]),
+        (400, &json!("invalid_filter"))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_with_since_seq_has_no_gap_and_no_duplicate() {
     let fx = Fixture::new().await;

@@ -79,6 +79,11 @@ pub enum AgentFrame {
     FetchPlugin {
         digest: String,
     },
+    /// A running session's new filters (a `Start` with the same id) are in force: the
+    /// session's records before this frame passed the old filters, those after it the new.
+    FiltersChanged {
+        session_id: String,
+    },
 }
 
 /// Who the agent is. Its id is not here: it comes from the token.

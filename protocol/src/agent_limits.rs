@@ -209,6 +209,7 @@ pub fn check(frame: &AgentFrame) -> Result<(), LimitExceeded> {
             at_most(Limit::TextBytes, message.len(), MAX_TEXT_BYTES)
         }
         AgentFrame::FetchPlugin { digest } => name(digest),
+        AgentFrame::FiltersChanged { session_id } => name(session_id),
     }
 }
 

@@ -63,6 +63,11 @@ pub enum Control {
         plugin: String,
         message: String,
     },
+    /// The session's filters were changed (`PATCH`): every record after this one passed
+    /// these filters, every record before it the previous ones.
+    FiltersChanged {
+        filters: crate::FilterSpec,
+    },
 }
 
 /// Why a session ends.

@@ -103,6 +103,28 @@ pub enum FilterError {
     PluginConfigTooLong(String),
 }
 
+impl Filters {
+    /// The filters as a client writes them (plugins by name, with their configs), for
+    /// showing a session's filters back.
+    pub fn to_spec(&self) -> FilterSpec {
+        FilterSpec {
+            level: (!self.levels.is_empty())
+                .then(|| self.levels.iter().map(|l| l.as_str().to_owned()).collect()),
+            source: (!self.sources.is_empty()).then(|| OneOrMany::Many(self.sources.clone())),
+            pattern: self.pattern.clone(),
+            plugins: (!self.plugins.is_empty()).then(|| {
+                self.plugins
+                    .iter()
+                    .map(|p| PluginSpec {
+                        name: p.name.clone(),
+                        config: serde_json::from_str(&p.config).unwrap_or_default(),
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
 impl FilterSpec {
     /// Checks and normalises the filters. Plugin digests are left empty for the host to resolve.
     pub fn validate(&self) -> Result<Filters, FilterError> {

@@ -42,6 +42,9 @@ pub struct Session {
     pub started_at: String,
     pub expires_at: String,
     pub websocket_url: String,
+    /// The session's filters (`GET` and `PATCH` of one session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<crate::FilterSpec>,
 }
 
 /// `POST /api/v1/agents` (admin): enrolls a new agent of the caller's org.
@@ -68,6 +71,13 @@ pub struct RevokeResponse {
     pub revoked_at: String,
     /// Its sessions that were active and are now ended.
     pub sessions_ended: usize,
+}
+
+/// `PATCH /api/v1/stream/sessions/{id}`: new filters for a running session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchSessionRequest {
+    pub filters: crate::FilterSpec,
 }
 
 /// `POST /api/v1/stream/stop`.

@@ -292,6 +292,11 @@ impl Api {
             .await
     }
 
+    pub async fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
     pub async fn send_delete(&self, path: &str) -> (u16, Value) {
         self.send(self.http.delete(format!("{}{path}", self.base)))
             .await

@@ -333,6 +333,9 @@ async fn handle_frame(
                 Stats::add(&state.stats.agent_drops_reported, dropped);
             }
         }
+        AgentFrame::FiltersChanged { session_id } => {
+            state.sessions.filters_applied(agent, &session_id);
+        }
         AgentFrame::FetchPlugin { digest } => {
             // Only components of the agent's own org; the agent verifies the digest again.
             // Reading up to 16 MiB from disk happens on a blocking thread.

@@ -66,6 +66,8 @@ pub fn routes() -> Vec<Route> {
         route(Post, "/api/v1/stream/start", stream::start),
         route(Post, "/api/v1/stream/stop", stream::stop),
         route(Get, "/api/v1/stream/sessions", stream::list),
+        route(Get, "/api/v1/stream/sessions/{id}", stream::get),
+        route(Patch, "/api/v1/stream/sessions/{id}", stream::patch),
         route(Get, "/api/v1/stream/ws/{session_id}", ws::client_ws),
         route(Get, "/api/v1/agents", agents::list),
         route(Post, "/api/v1/agents", agents::enroll),

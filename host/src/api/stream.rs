@@ -1,16 +1,17 @@
-//! `POST /api/v1/stream/start`, `POST /api/v1/stream/stop`, `GET /api/v1/stream/sessions`.
+//! `POST /api/v1/stream/start`, `POST /api/v1/stream/stop`, `GET /api/v1/stream/sessions`,
+//! `GET` and `PATCH /api/v1/stream/sessions/{id}`.
 
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use logfleet_protocol::agent::RateLimits;
 use logfleet_protocol::rest::{
-    DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS, Session, SessionList, SessionResponse,
-    StartRequest, StopRequest,
+    DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS, PatchSessionRequest, Session, SessionList,
+    SessionResponse, StartRequest, StopRequest,
 };
-use logfleet_protocol::{Filters, Limits};
+use logfleet_protocol::{FilterSpec, Filters, Limits};
 
 use super::body::JsonBody;
 use crate::audit::Kind;
@@ -32,10 +33,6 @@ pub async fn start(
     JsonBody(req): JsonBody<StartRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let timeout = checked_timeout(req.timeout_seconds)?;
-    let filters = match &req.filters {
-        Some(spec) => spec.validate()?,
-        None => Filters::default(),
-    };
     let limits = effective_limits(req.limits.as_ref(), &state.config.limits)?;
     let agent = state
         .agents
@@ -52,16 +49,7 @@ pub async fn start(
     if state.sessions.count_for_agent(&agent.key) >= MAX_SESSIONS_PER_AGENT {
         return Err(too_many_sessions(&agent.name));
     }
-    let filters = resolve_plugins(filters, &state.plugins, &claims.org)?;
-    check_plugins(
-        &state.runtime,
-        &state.validations,
-        &state.plugins,
-        &claims.org,
-        &filters.plugins,
-    )
-    .await
-    .map_err(check_error)?;
+    let filters = checked_filters(&state, &claims.org, req.filters.as_ref()).await?;
     let details = audit_details(&agent.key.id, &agent.name, &filters, &limits, timeout);
     let agent_name = agent.name.clone();
     let view = state
@@ -121,6 +109,79 @@ pub async fn stop(
     }))
 }
 
+/// One session of the caller's org, with its filters.
+pub async fn get(
+    State(state): State<AppState>,
+    User(claims): User,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let view = state
+        .sessions
+        .get(&claims.org, &id)
+        .ok_or_else(|| ApiError::session_not_found(&id))?;
+    let mut session = session_body(&view, "active", &state.config, &headers);
+    session.filters = Some(view.filters.to_spec());
+    Ok(Json(SessionResponse { session }))
+}
+
+/// New filters for a running session, checked as at start; who may change a session is who
+/// may stop it. Clients get `filters_changed` when the agent applies them.
+pub async fn patch(
+    State(state): State<AppState>,
+    user: User,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<PatchSessionRequest>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let claims = &user.0;
+    // Not found before any work on the filters, and without telling other orgs' ids apart.
+    if state.sessions.get(&claims.org, &id).is_none() {
+        return Err(ApiError::session_not_found(&id));
+    }
+    let filters = checked_filters(&state, &claims.org, Some(&req.filters)).await?;
+    let details = serde_json::json!({"session_id": id, "filters": audit_filters(&filters)});
+    let view = state
+        .sessions
+        .change_filters(&claims.org, &id, &claims.sub, user.is_admin(), filters)
+        .map_err(|refused| match refused {
+            StopRefused::NotFound => ApiError::session_not_found(&id),
+            StopRefused::NotOwner => ApiError::forbidden(
+                "this session was started by another user; only they or an admin may change it",
+            ),
+        })?;
+    state
+        .audit
+        .record(Kind::SessionPatch, Some(&claims.org), &claims.sub, details);
+    let mut session = session_body(&view, "active", &state.config, &headers);
+    session.filters = Some(view.filters.to_spec());
+    Ok(Json(SessionResponse { session }))
+}
+
+/// A start or patch request's filters: validated, plugins resolved to this org's digests and
+/// their configs checked by instantiating them.
+async fn checked_filters(
+    state: &AppState,
+    org: &str,
+    spec: Option<&FilterSpec>,
+) -> Result<Filters, ApiError> {
+    let filters = match spec {
+        Some(spec) => spec.validate()?,
+        None => Filters::default(),
+    };
+    let filters = resolve_plugins(filters, &state.plugins, org)?;
+    check_plugins(
+        &state.runtime,
+        &state.validations,
+        &state.plugins,
+        org,
+        &filters.plugins,
+    )
+    .await
+    .map_err(check_error)?;
+    Ok(filters)
+}
+
 pub async fn list(State(state): State<AppState>, User(claims): User) -> Json<SessionList> {
     let sessions: Vec<_> = state
         .sessions
@@ -144,22 +205,27 @@ fn audit_details(
     limits: &RateLimits,
     timeout: Duration,
 ) -> serde_json::Value {
+    serde_json::json!({
+        "agent_id": agent_id,
+        "agent_name": agent_name,
+        "filters": audit_filters(filters),
+        "limits": limits,
+        "timeout_seconds": timeout.as_secs(),
+    })
+}
+
+/// Filters as the audit trail keeps them: plugins by name and digest (see [`audit_details`]).
+fn audit_filters(filters: &Filters) -> serde_json::Value {
     let plugins: Vec<_> = filters
         .plugins
         .iter()
         .map(|p| serde_json::json!({"name": p.name, "digest": p.digest}))
         .collect();
     serde_json::json!({
-        "agent_id": agent_id,
-        "agent_name": agent_name,
-        "filters": {
-            "levels": filters.levels,
-            "sources": filters.sources,
-            "pattern": filters.pattern,
-            "plugins": plugins,
-        },
-        "limits": limits,
-        "timeout_seconds": timeout.as_secs(),
+        "levels": filters.levels,
+        "sources": filters.sources,
+        "pattern": filters.pattern,
+        "plugins": plugins,
     })
 }
 
@@ -270,6 +336,7 @@ fn session_body(view: &SessionView, status: &str, config: &Config, headers: &Hea
             websocket_base(config, headers),
             view.id
         ),
+        filters: None,
     }
 }
 

@@ -63,6 +63,7 @@ pub const MAX_CONCURRENT_READS: usize = 4;
 pub enum Kind {
     SessionStart,
     SessionStop,
+    SessionPatch,
     SessionExpire,
     SessionFailed,
     PluginUpload,
@@ -74,9 +75,10 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for messages and documents.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::SessionStart,
         Kind::SessionStop,
+        Kind::SessionPatch,
         Kind::SessionExpire,
         Kind::SessionFailed,
         Kind::PluginUpload,
@@ -91,6 +93,7 @@ impl Kind {
         match self {
             Kind::SessionStart => "session_start",
             Kind::SessionStop => "session_stop",
+            Kind::SessionPatch => "session_patch",
             Kind::SessionExpire => "session_expire",
             Kind::SessionFailed => "session_failed",
             Kind::PluginUpload => "plugin_upload",
