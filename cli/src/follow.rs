@@ -278,6 +278,12 @@ fn control_text(control: &Control) -> String {
             seconds_remaining, ..
         } => format!("session ends in {seconds_remaining}s"),
         Control::SessionEnded { reason } => format!("session {}", ended_text(*reason)),
+        Control::BandwidthWarning {
+            bytes_per_hour,
+            budget,
+        } => format!(
+            "your organisation streamed {bytes_per_hour} bytes in the last hour, over its budget of {budget}"
+        ),
         Control::FiltersChanged { filters } => format!(
             "filters changed: {}",
             serde_json::to_string(filters).unwrap_or_default()

@@ -123,6 +123,9 @@ pub struct Tuning {
     /// Open connections (HTTP, WebSocket, agent links, handshakes in progress) at once; one
     /// more is closed as soon as it is accepted.
     pub max_connections: usize,
+    /// Streaming bytes per hour an org's agents may send before its sessions' clients get
+    /// `bandwidth_warning` (at most every [`crate::usage::WARN_EVERY`]); 0 = no budget.
+    pub org_bandwidth_budget: u64,
 }
 
 impl Default for Tuning {
@@ -145,6 +148,7 @@ impl Default for Tuning {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            org_bandwidth_budget: 0,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`error`]: the JSON error type every handler returns.
 //! - [`registry`]: connected agents, their metadata, metrics and command queues.
 //! - [`session`]: active sessions and their expiry.
+//! - [`usage`]: bandwidth received from agents, per session, agent and org.
 //! - [`fanout`]: one session's messages to many WebSocket clients: its live queue, its replay
 //!   buffer, and the host-wide budgets both count against.
 //! - [`plugins`]: the plugin registry, content-addressed on disk.
@@ -39,6 +40,7 @@ pub mod session;
 pub mod state;
 pub mod time;
 pub mod tls;
+pub mod usage;
 
 pub use config::Config;
 pub use server::{router, serve};

@@ -105,6 +105,10 @@ struct ServeArgs {
     /// Open connections at once (HTTP, WebSocket, agent links); more are closed on accept.
     #[arg(long, default_value_t = Tuning::default().max_connections)]
     max_connections: usize,
+    /// Streaming bytes per hour an org's agents may send before its sessions' clients get a
+    /// `bandwidth_warning`; 0 = no budget.
+    #[arg(long, default_value_t = 0)]
+    org_bandwidth_budget: u64,
     /// How long a client may take to send a request's headers (also closes idle keep-alives).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     header_read_timeout: Duration,
@@ -313,6 +317,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             body_read_timeout: args.body_read_timeout,
             tls_handshake_timeout: args.tls_handshake_timeout,
             max_connections: args.max_connections,
+            org_bandwidth_budget: args.org_bandwidth_budget,
             ..Tuning::default()
         },
     };

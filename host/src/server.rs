@@ -98,6 +98,7 @@ pub async fn serve(
         enrollments,
         audit: audit.clone(),
         stats: Arc::new(Stats::default()),
+        usage: crate::usage::Usage::new(),
         plugins,
         runtime,
         validations: Arc::new(Semaphore::new(MAX_CONCURRENT_VALIDATIONS)),

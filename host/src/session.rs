@@ -23,6 +23,7 @@ use crate::fanout::{ByteBudget, HostBudgets, Hub, HubBounds};
 use crate::identity::AgentKey;
 use crate::registry::{AgentRef, Agents};
 use crate::time::rfc3339;
+use crate::usage::{SessionUsage, SessionUsageView};
 
 /// Shared handle to all active sessions.
 #[derive(Clone)]
@@ -60,6 +61,7 @@ struct Session {
     warned: bool,
     /// Whether clients were last told the agent is connected.
     agent_online: bool,
+    usage: Arc<SessionUsage>,
     /// The newest agent link whose change this session applied: links are numbered in the
     /// order they connect, so news of an older link arriving late is ignored.
     agent_link: u64,
@@ -89,6 +91,7 @@ pub struct SessionView {
     pub created_by: String,
     pub clients: usize,
     pub filters: Filters,
+    pub usage: SessionUsageView,
 }
 
 impl SessionView {
@@ -102,8 +105,17 @@ impl SessionView {
             expires_at: rfc3339(self.expires_at),
             created_by: self.created_by.clone(),
             clients: self.clients,
+            usage: serde_json::to_value(&self.usage).ok(),
         }
     }
+}
+
+/// What an agent's link needs of one of its sessions.
+pub struct Feed {
+    pub hub: Arc<Hub>,
+    /// The agent's hostname, for `metadata.host`.
+    pub hostname: String,
+    pub usage: Arc<SessionUsage>,
 }
 
 /// Active sessions one agent may run at once: each costs the host a replay buffer and the edge
@@ -199,6 +211,7 @@ impl Sessions {
             expires,
             warned: false,
             agent_online: true,
+            usage: Arc::default(),
             agent_link: 0,
             hub: Arc::new(Hub::with_budgets(
                 HubBounds::from(&self.shared.tuning),
@@ -372,15 +385,19 @@ impl Sessions {
             .map(|s| s.hub.clone())
     }
 
-    /// The hub of a session of this agent, for the agent's lines. Another agent's session
-    /// (also one of the same UUID in another org) answers `None`: an agent can only feed its
-    /// own sessions.
-    pub fn agent_hub(&self, agent: &AgentKey, id: &str) -> Option<(Arc<Hub>, String)> {
+    /// Where an agent's frames for its session `id` go. Another agent's session (also one
+    /// of the same UUID in another org) answers `None`: an agent can only feed its own
+    /// sessions.
+    pub fn agent_feed(&self, agent: &AgentKey, id: &str) -> Option<Feed> {
         let st = self.lock();
         st.by_id
             .get(id)
             .filter(|s| s.agent.key == *agent)
-            .map(|s| (s.hub.clone(), s.agent.hostname.clone()))
+            .map(|s| Feed {
+                hub: s.hub.clone(),
+                hostname: s.agent.hostname.clone(),
+                usage: s.usage.clone(),
+            })
     }
 
     /// The specs of an agent's active sessions, for the full set sent after it says hello.
@@ -537,6 +554,7 @@ fn view(id: &str, s: &Session) -> SessionView {
         created_by: s.created_by.clone(),
         clients: s.hub.clients(),
         filters: s.spec.filters.clone(),
+        usage: s.usage.view(Instant::now()),
     }
 }
 

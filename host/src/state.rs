@@ -24,6 +24,8 @@ pub struct AppState {
     pub enrollments: Enrollments,
     pub audit: Audit,
     pub stats: Arc<Stats>,
+    /// What agents sent, per org and agent, for `GET /api/v1/usage` and the org budget.
+    pub usage: crate::usage::Usage,
     pub plugins: Plugins,
     /// Validates plugin uploads, and plugin configs at session start
     /// ([`crate::filter_check`]); caches compiled components by digest, in memory and under

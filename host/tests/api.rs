@@ -513,6 +513,60 @@ async fn patch_changes_a_live_sessions_filters_without_a_gap() {
     );
 }
 
+/// Bandwidth is measurable: a session's `usage` counts the lines and bytes its agent shipped
+/// and what the agent dropped, `GET /api/v1/usage` shows the org's metrics and streaming
+/// bytes per agent (another org sees none of them), and with an org budget exceeded the
+/// session's clients get `bandwidth_warning`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_counted_per_session_and_agent_and_over_budget_warned() {
+    let fx = Fixture::new_with(|h| h.tuning.org_bandwidth_budget = 1, |_| {}).await;
+    let session = fx
+        .start(json!({"filters": {"source": "nginx"}, "limits": {"lines_per_second": 5}}))
+        .await;
+    let id = session["id"].as_str().unwrap();
+    let mut client = fx.client(&session).await;
+    // Probe lines until the first batch's bytes put the org over its 1-byte budget.
+    let mut warning = None;
+    for n in 0..200 {
+        fx.logs.append("nginx.log", &[&format!("probe {n}")]).await;
+        if let Ok(msg) = client.next(Duration::from_millis(100)).await
+            && msg["event"] == "bandwidth_warning"
+        {
+            warning = Some(msg);
+            break;
+        }
+    }
+    let warning = warning.expect("a bandwidth warning");
+    assert_eq!(warning["budget"], 1, "{warning}");
+    assert!(warning["bytes_per_hour"].as_u64().unwrap() > 1, "{warning}");
+    // More than the rate limit lets through: some are dropped on the agent and counted.
+    let burst: Vec<String> = (0..50).map(|i| format!("burst {i}")).collect();
+    let burst: Vec<&str> = burst.iter().map(String::as_str).collect();
+    fx.logs.append("nginx.log", &burst).await;
+    client.expect_event("logs_dropped").await;
+    let (status, got) = fx.api.get(&format!("/api/v1/stream/sessions/{id}")).await;
+    assert_eq!(status, 200, "{got}");
+    let usage = &got["session"]["usage"];
+    assert!(usage["lines"].as_u64().unwrap() >= 1, "{usage}");
+    assert!(usage["bytes"].as_u64().unwrap() > 0, "{usage}");
+    assert!(
+        usage["dropped"]["rate_limited"].as_u64().unwrap() > 0,
+        "{usage}"
+    );
+    assert!(usage["lines_per_second"].as_f64().is_some(), "{usage}");
+    let (_, list) = fx.api.get("/api/v1/stream/sessions").await;
+    assert_eq!(list["sessions"][0]["usage"]["lines"], usage["lines"]);
+
+    let (status, report) = fx.api.get("/api/v1/usage?window=15m").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["window_seconds"], 900);
+    assert!(report["streaming_bytes"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["agents"][0]["agent_id"], fx.agent_id.to_string());
+    let (_, other) = fx.host.api("evil", "eve").get("/api/v1/usage").await;
+    assert_eq!(other["agents"], json!([]), "{other}");
+    assert_eq!(fx.api.get("/api/v1/usage?window=90s").await.0, 400);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_with_since_seq_has_no_gap_and_no_duplicate() {
     let fx = Fixture::new().await;

@@ -68,6 +68,12 @@ pub enum Control {
     FiltersChanged {
         filters: crate::FilterSpec,
     },
+    /// The session's organisation received more streaming bytes over the last hour than its
+    /// configured budget.
+    BandwidthWarning {
+        bytes_per_hour: u64,
+        budget: u64,
+    },
 }
 
 /// Why a session ends.
@@ -84,7 +90,7 @@ pub enum EndReason {
 }
 
 /// Why lines were dropped. Data is never lost without one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DropReason {
     /// This client read too slowly and its queue overflowed (or asked to resume from a point

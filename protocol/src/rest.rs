@@ -45,6 +45,9 @@ pub struct Session {
     /// The session's filters (`GET` and `PATCH` of one session).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<crate::FilterSpec>,
+    /// What the agent shipped for the session (`GET` of one session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<serde_json::Value>,
 }
 
 /// `POST /api/v1/agents` (admin): enrolls a new agent of the caller's org.
@@ -107,6 +110,9 @@ pub struct SessionSummary {
     pub created_by: String,
     /// Number of WebSocket clients connected right now.
     pub clients: usize,
+    /// What the agent shipped for the session (see the host's `usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<serde_json::Value>,
 }
 
 /// `GET /api/v1/agents`.

@@ -30,6 +30,7 @@ use crate::registry::LinkEnd;
 use crate::session::FilterFailed;
 use crate::state::{AppState, Stats};
 use crate::time::rfc3339_millis;
+use crate::usage;
 
 /// Read chunk of an agent link. Tungstenite's 128 KiB default is allocated and touched per
 /// connection, which alone would take 1.3 GB for 10,000 agents that mostly send 40-byte
@@ -114,7 +115,7 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
                 Some(Ok(Message::Binary(bytes))) => {
                     last_heard = Instant::now();
                     let reply = match read_frame(&bytes) {
-                        Ok(frame) => handle_frame(&state, &ident, frame).await,
+                        Ok(frame) => handle_frame(&state, &ident, frame, bytes.len()).await,
                         Err(Refused::Limit(e)) => break Some(limit_exceeded(&state, key, &e)),
                         Err(Refused::Malformed(e)) => {
                             tracing::warn!(agent = %ident.key, error = %e, "bad frame from agent");
@@ -281,29 +282,53 @@ async fn send_to_agent(
     }
 }
 
-/// Applies one frame from an agent; returns what to answer it directly, if anything.
+/// Applies one frame (`wire_bytes` long on the link) from an agent; returns what to answer
+/// it directly, if anything.
 async fn handle_frame(
     state: &AppState,
     ident: &AgentIdentity,
     frame: AgentFrame,
+    wire_bytes: usize,
 ) -> Option<HostFrame> {
     let agent = &ident.key;
+    let now = Instant::now();
     match frame {
         AgentFrame::Hello(_) => {}
-        AgentFrame::Metrics(m) => state.agents.record_metrics(agent, &m),
+        AgentFrame::Metrics(m) => {
+            let bytes = usage::Bytes {
+                metrics_bytes: wire_bytes as u64,
+                streaming_bytes: 0,
+            };
+            state.usage.record(agent, bytes, now);
+            state.agents.record_metrics(agent, &m);
+        }
         AgentFrame::Logs(batch) => {
-            let Some((hub, hostname)) = state.sessions.agent_hub(agent, &batch.session_id) else {
+            let bytes = usage::Bytes {
+                metrics_bytes: 0,
+                streaming_bytes: wire_bytes as u64,
+            };
+            let org_hour = state.usage.record(agent, bytes, now);
+            let Some(feed) = state.sessions.agent_feed(agent, &batch.session_id) else {
                 tracing::debug!(session = %batch.session_id, "log batch for a session that is no longer active");
                 return None;
             };
             tracing::trace!(session = %batch.session_id, lines = batch.records.len(), "log batch");
-            Stats::add(&state.stats.log_lines_received, batch.records.len() as u64);
+            let lines = batch.records.len() as u64;
+            Stats::add(&state.stats.log_lines_received, lines);
+            feed.usage.shipped(lines, wire_bytes as u64, now);
+            let budget = state.config.tuning.org_bandwidth_budget;
+            if budget > 0 && org_hour > budget && feed.usage.should_warn(now, usage::WARN_EVERY) {
+                feed.hub.publish(Control::BandwidthWarning {
+                    bytes_per_hour: org_hour,
+                    budget,
+                });
+            }
             let agent_id = agent.id.to_string();
-            hub.publish_logs(
+            feed.hub.publish_logs(
                 batch
                     .records
                     .into_iter()
-                    .map(|r| log_message(r, &agent_id, &hostname))
+                    .map(|r| log_message(r, &agent_id, &feed.hostname))
                     .collect(),
             );
         }
@@ -312,9 +337,10 @@ async fn handle_frame(
             count,
             reason,
         } => {
-            if let Some((hub, _)) = state.sessions.agent_hub(agent, &session_id) {
+            if let Some(feed) = state.sessions.agent_feed(agent, &session_id) {
                 Stats::add(&state.stats.agent_drops_reported, count);
-                hub.publish(Control::LogsDropped { count, reason });
+                feed.usage.dropped(reason, count);
+                feed.hub.publish(Control::LogsDropped { count, reason });
             }
         }
         AgentFrame::FilterError {

@@ -15,6 +15,7 @@ pub mod plugins;
 pub mod query;
 pub mod routes;
 pub mod stream;
+pub mod usage;
 pub mod ws;
 
 /// Strict JSON bodies; the decoder is pure, so it lives in the protocol crate (where the

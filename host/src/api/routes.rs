@@ -4,7 +4,7 @@
 use axum::handler::Handler;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use super::{agent_link, agents, audit, health, plugins, stream, ws};
+use super::{agent_link, agents, audit, health, plugins, stream, usage, ws};
 use crate::state::AppState;
 
 /// The methods the API uses.
@@ -76,6 +76,7 @@ pub fn routes() -> Vec<Route> {
         route(Get, "/api/v1/agents/{id}/metrics", agents::metrics),
         route(Get, "/api/v1/agent/connect", agent_link::agent_connect),
         route(Get, "/api/v1/audit", audit::list),
+        route(Get, "/api/v1/usage", usage::get),
         route(Post, "/api/v1/plugins", plugins::upload),
         route(Get, "/api/v1/plugins", plugins::list),
         route(Delete, "/api/v1/plugins/{name}", plugins::delete),

@@ -122,6 +122,7 @@ pub async fn get(
         .ok_or_else(|| ApiError::session_not_found(&id))?;
     let mut session = session_body(&view, "active", &state.config, &headers);
     session.filters = Some(view.filters.to_spec());
+    session.usage = serde_json::to_value(&view.usage).ok();
     Ok(Json(SessionResponse { session }))
 }
 
@@ -337,6 +338,7 @@ fn session_body(view: &SessionView, status: &str, config: &Config, headers: &Hea
             view.id
         ),
         filters: None,
+        usage: None,
     }
 }
 
