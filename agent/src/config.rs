@@ -296,10 +296,14 @@ impl Settings {
                 reason: "must be greater than zero".into(),
             });
         }
+        let name = self.name.unwrap_or_else(default_name);
+        if name.len() > agent_limits::MAX_NAME_BYTES {
+            return Err(ConfigError::BadName(name.len()));
+        }
         Ok(Config {
             host,
             token,
-            name: self.name.unwrap_or_else(default_name),
+            name,
             sources: self.sources,
             metrics_interval,
             tuning,
@@ -486,6 +490,11 @@ pub enum ConfigError {
         max = agent_limits::MAX_SOURCES
     )]
     TooManySources(usize),
+    #[error(
+        "the agent name is {0} bytes; a host accepts at most {max}",
+        max = agent_limits::MAX_NAME_BYTES
+    )]
+    BadName(usize),
     #[error("source '{0}' is configured twice")]
     DuplicateSource(String),
     #[error("invalid source path '{path}': {reason}")]
@@ -621,6 +630,10 @@ mod tests {
             ConfigError::BadSourcePath { .. }
         ));
         // What a host would refuse in every hello is refused at start.
+        assert!(matches!(
+            without(|s| s.name = Some("n".repeat(257))),
+            ConfigError::BadName(257)
+        ));
         assert!(matches!(
             without(|s| s.sources[0].path = format!("/{}", "a".repeat(4096))),
             ConfigError::BadSourcePath { .. }

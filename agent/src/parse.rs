@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use logfleet_protocol::agent::Record;
+use logfleet_protocol::agent_limits::fit_record;
 use logfleet_protocol::parse::{Format, Timezone, parse_line};
 
 pub use logfleet_protocol::line_level::{BRACKET_SCAN_BYTES, MAX_LEVEL_TOKENS, detect_level};
@@ -49,7 +50,7 @@ impl Parsers {
             Some(message) => (message, Some(line.text)),
             None => (line.text, None),
         };
-        Record {
+        let mut record = Record {
             seq,
             timestamp_ms: line.read_at_ms,
             level,
@@ -60,6 +61,8 @@ impl Parsers {
             event_ms,
             fields,
             raw,
-        }
+        };
+        fit_record(&mut record);
+        record
     }
 }

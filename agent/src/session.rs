@@ -15,7 +15,9 @@
 use std::time::Instant;
 
 use logfleet_protocol::agent::{AgentFrame, LogBatch, Record, SessionSpec};
-use logfleet_protocol::agent_limits::{MAX_NAME_BYTES, MAX_TEXT_BYTES, clip, record_bytes};
+use logfleet_protocol::agent_limits::{
+    MAX_NAME_BYTES, MAX_TEXT_BYTES, clip, fit_record, record_bytes,
+};
 use logfleet_protocol::client::DropReason;
 use tracing::warn;
 
@@ -101,7 +103,7 @@ impl Session {
                 continue;
             }
             // Not `..source.clone()`: the line as read (`raw`) stays here.
-            let record = Record {
+            let mut record = Record {
                 seq: source.seq,
                 timestamp_ms: source.timestamp_ms,
                 level: source.level,
@@ -113,6 +115,8 @@ impl Session {
                 fields: source.fields.clone(),
                 raw: None,
             };
+            // A plugin's rewrite may be longer than any line.
+            fit_record(&mut record);
             self.pending_bytes += record_bytes(&record) + RECORD_OVERHEAD_BYTES;
             self.pending.push(record);
             if self.pending.len() >= MAX_BATCH_RECORDS || self.pending_bytes >= MAX_BATCH_BYTES {

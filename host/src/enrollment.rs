@@ -93,6 +93,8 @@ struct Store {
     revoked: HashMap<AgentKey, Revoked>,
     /// Looked up on every agent connection; kept apart so that check is one hash lookup.
     revoked_keys: HashSet<AgentKey>,
+    /// The last write failed: memory holds changes the file does not.
+    unsaved: bool,
 }
 
 impl Enrollments {
@@ -121,6 +123,7 @@ impl Enrollments {
                 enrolled,
                 revoked_keys: revoked.keys().cloned().collect(),
                 revoked,
+                unsaved: false,
             })),
             writer: Arc::new(Mutex::new(())),
         })
@@ -181,7 +184,16 @@ impl Enrollments {
     pub fn revoke(&self, key: &AgentKey, by: &str) -> Result<Revoked, EnrollmentError> {
         let mut store = self.lock();
         if let Some(existing) = store.revoked.get(key) {
-            return Ok(existing.clone());
+            let existing = existing.clone();
+            // A revocation whose write failed is written by the retry the admin was asked for.
+            if !store.unsaved {
+                return Ok(existing);
+            }
+            drop(store);
+            return match self.save() {
+                Ok(()) => Ok(existing),
+                Err(e) => Err(EnrollmentError::NotPersisted(Box::new(e))),
+            };
         }
         // Moving an enrolled agent to the revoked list does not grow the file.
         if !store.enrolled.contains_key(key) {
@@ -211,8 +223,9 @@ impl Enrollments {
             let store = self.lock();
             (store.path.clone(), store.snapshot()?)
         };
-        write_atomically(&path, &bytes)?;
-        Ok(())
+        let written = write_atomically(&path, &bytes);
+        self.lock().unsaved = written.is_err();
+        Ok(written?)
     }
 }
 
@@ -287,6 +300,25 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), EnrollmentError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A revocation whose write failed is written when the admin retries it, as the error
+    /// asks: the retry does not report success while the file still lacks it.
+    #[test]
+    fn a_retried_revocation_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Enrollments::open(dir.path()).unwrap();
+        let key = AgentKey::new("acme", Uuid::new_v4());
+        let real = store.lock().path.clone();
+        store.lock().path = dir.path().join("missing/agents.json");
+        assert!(matches!(
+            store.revoke(&key, "root"),
+            Err(EnrollmentError::NotPersisted(_))
+        ));
+        assert!(store.is_revoked(&key), "in force in memory");
+        store.lock().path = real;
+        store.revoke(&key, "root").unwrap();
+        assert!(Enrollments::open(dir.path()).unwrap().is_revoked(&key));
+    }
 
     /// The revocation check agents' connections make never waits on the disk: while a write
     /// is stalled, a revocation is already in force, and it is on disk once the write ends.

@@ -132,6 +132,29 @@ pub fn clip(text: &str, max: usize) -> String {
     format!("{}{ELLIPSIS}", &text[..end])
 }
 
+/// Cuts a record's parts to their bounds (message, fields, file), so a record the agent
+/// builds from any line always passes [`check`]: a line cut at [`MAX_LINE_BYTES`] can still
+/// grow when invalid UTF-8 is replaced or JSON is re-serialised, and a plugin may return a
+/// longer message. Fields that do not fit are replaced by a count of what was dropped.
+pub fn fit_record(record: &mut Record) {
+    if record.message.len() > MAX_LINE_BYTES {
+        record.message = clip(&record.message, MAX_LINE_BYTES);
+    }
+    if record
+        .fields
+        .as_ref()
+        .is_some_and(|f| f.len() > crate::parse::MAX_FIELDS_BYTES)
+    {
+        record.fields = Some(r#"{"_truncated":"fields over the size bound"}"#.to_owned());
+    }
+    if record.file.len() > MAX_PATH_BYTES {
+        record.file = clip(&record.file, MAX_PATH_BYTES);
+    }
+    if record.source.len() > MAX_NAME_BYTES {
+        record.source = clip(&record.source, MAX_NAME_BYTES);
+    }
+}
+
 /// Which bound a frame broke; named in the close reason and the host's logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -343,6 +366,38 @@ mod tests {
         for frame in [&batch, &hello, &metrics] {
             let size = plain_size(frame);
             assert!(size <= MAX_AGENT_FRAME_BYTES, "{size} bytes");
+        }
+    }
+
+    /// Whatever a line holds — invalid UTF-8 expanded by replacement, JSON that grows when
+    /// re-serialised, a huge syslog tag — the record the agent builds from it fits the bounds
+    /// the host checks, so no line in a log file can get the agent's link closed.
+    #[test]
+    fn records_from_any_line_fit_the_bounds() {
+        use crate::parse::{Format, Timezone, parse_line};
+        let invalid = String::from_utf8_lossy(&[0xFF; MAX_LINE_BYTES]).into_owned();
+        let numbers = format!("{{\"msg\":[{}1e5]}}", "1e5,".repeat(MAX_LINE_BYTES / 5));
+        let tag = format!(
+            "Jan 15 10:00:00 host {}: hi",
+            "t".repeat(MAX_LINE_BYTES / 2)
+        );
+        let controls = format!(
+            "Jan 15 10:00:00 host {}: hi",
+            "\u{1}".repeat(MAX_LINE_BYTES / 4)
+        );
+        for line in [&invalid, &numbers, &tag, &controls] {
+            for format in Format::ALL {
+                let parsed = parse_line(line, format, Timezone::UTC, 0);
+                let mut r = record(parsed.message.into_owned());
+                r.fields = parsed.fields;
+                r.file = "f".repeat(3 * MAX_PATH_BYTES);
+                fit_record(&mut r);
+                let batch = AgentFrame::Logs(LogBatch {
+                    session_id: "s".into(),
+                    records: vec![r],
+                });
+                assert_eq!(check(&batch), Ok(()), "{format}");
+            }
         }
     }
 

@@ -149,7 +149,7 @@ struct Inner {
     refusals: Mutex<Refusals>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// [`MAX_CONCURRENT_READS`] permits.
-    readers: tokio::sync::Semaphore,
+    readers: Arc<tokio::sync::Semaphore>,
 }
 
 /// Orgs whose refusal windows are kept; past it, idle windows are dropped (their suppressed
@@ -199,7 +199,7 @@ impl Audit {
                     by_org: HashMap::new(),
                 }),
                 writer: Mutex::new(Some(writer)),
-                readers: tokio::sync::Semaphore::new(MAX_CONCURRENT_READS),
+                readers: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_READS)),
             }),
         })
     }
@@ -315,16 +315,23 @@ impl Audit {
     /// [`MAX_CONCURRENT_READS`] run at once (each reads the org's files from their end on a
     /// blocking thread); others wait their turn.
     pub async fn read(&self, query: Query) -> std::io::Result<(Vec<Event>, bool)> {
-        let _permit = self
+        // The permit goes with the read: a caller that gives up does not free its slot while
+        // the read still runs.
+        let permit = self
             .inner
             .readers
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| std::io::Error::other("the audit trail is closed"))?;
         let files = trail_files(&self.inner.dir, &query.org);
-        tokio::task::spawn_blocking(move || read::page(&files, &query))
-            .await
-            .map_err(|_| std::io::Error::other("the audit read task failed"))?
+        tokio::task::spawn_blocking(move || {
+            let page = read::page(&files, &query);
+            drop(permit);
+            page
+        })
+        .await
+        .map_err(|_| std::io::Error::other("the audit read task failed"))?
     }
 }
 

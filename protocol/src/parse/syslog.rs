@@ -3,10 +3,10 @@
 //! or with an RFC 3339 time as rsyslog's high-precision template writes it). The header goes;
 //! host, app and pid go to `fields`.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::Parsed;
 use super::time::{Timezone, leading_time};
+use super::{FieldsWriter, Parsed};
 use crate::Level;
 use crate::line_level::detect_level;
 
@@ -38,7 +38,7 @@ pub(super) fn parse(line: &str, tz: Timezone, now_ms: i64) -> Option<Parsed<'_>>
         Some((level, used)) => (Some(level), used),
         None => (None, 0),
     };
-    let mut fields = Map::new();
+    let mut fields = FieldsWriter::new();
     let rfc5424 = pri_level.is_some() && b.get(at..at + 2) == Some(b"1 ");
     if rfc5424 {
         at += 2;
@@ -66,9 +66,9 @@ pub(super) fn parse(line: &str, tz: Timezone, now_ms: i64) -> Option<Parsed<'_>>
             }
             at += usize::from(b.get(at) == Some(&b' '));
         }
-        fields.insert("app".into(), app.into());
+        fields.push("app", &Value::from(app));
         if procid != "-" {
-            fields.insert("pid".into(), procid.into());
+            fields.push("pid", &Value::from(procid));
         }
     } else {
         // `TAG[PID]: ` or `TAG: `; a line without one is not this format.
@@ -82,18 +82,18 @@ pub(super) fn parse(line: &str, tz: Timezone, now_ms: i64) -> Option<Parsed<'_>>
             Some((app, pid)) => (app, pid.strip_suffix(']')),
             None => (tag, None),
         };
-        fields.insert("app".into(), app.into());
+        fields.push("app", &Value::from(app));
         if let Some(pid) = pid {
-            fields.insert("pid".into(), pid.into());
+            fields.push("pid", &Value::from(pid));
         }
         at += colon + 2;
     }
-    fields.insert("hostname".into(), host.into());
+    fields.push("hostname", &Value::from(host));
     let message = line.get(at.min(line.len())..).unwrap_or(line);
     Some(Parsed {
         level: pri_level.unwrap_or_else(|| detect_level(message)),
         message: message.into(),
         event_ms: Some(event_ms),
-        fields: Some(Value::Object(fields).to_string()),
+        fields: fields.finish(),
     })
 }
