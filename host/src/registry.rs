@@ -104,6 +104,9 @@ pub struct AgentRef {
     pub name: String,
     pub hostname: String,
     pub online: bool,
+    /// The number of its live link (0 when offline), so a session started now ignores news
+    /// of older links (see [`crate::session::Sessions::agent_link_changed`]).
+    pub link: u64,
 }
 
 /// A new agent connection, as the registry handed it out.
@@ -391,6 +394,7 @@ fn agent_ref(key: AgentKey, e: &AgentEntry) -> AgentRef {
         name: e.name.clone(),
         hostname: e.hostname.clone(),
         online: e.link.is_some(),
+        link: e.link.as_ref().map_or(0, |l| l.id),
     }
 }
 

@@ -203,6 +203,7 @@ impl Sessions {
             expires_at_ms: expires_at.timestamp_millis(),
         };
         let session = Session {
+            agent_link: new.agent.link,
             agent: new.agent,
             created_by: new.created_by,
             spec: spec.clone(),
@@ -212,7 +213,6 @@ impl Sessions {
             warned: false,
             agent_online: true,
             usage: Arc::default(),
-            agent_link: 0,
             hub: Arc::new(Hub::with_budgets(
                 HubBounds::from(&self.shared.tuning),
                 &self.shared.budgets,
@@ -475,6 +475,18 @@ impl Sessions {
 }
 
 impl Shared {
+    /// Trims every session's buffers while the host is over a budget. The hubs are collected
+    /// first: trimming takes each hub's lock, never under the sessions lock.
+    fn trim_buffers(&self) {
+        if !(self.budgets.replay.over() || self.budgets.live.over()) {
+            return;
+        }
+        let hubs: Vec<Arc<Hub>> = self.lock().by_id.values().map(|s| s.hub.clone()).collect();
+        for hub in hubs {
+            hub.trim();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Session state stays consistent across a panic elsewhere; keep serving.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -558,17 +570,27 @@ fn view(id: &str, s: &Session) -> SessionView {
     }
 }
 
-/// Warns and expires sessions as their deadlines come, until shutdown.
+/// How often sessions' buffers are trimmed to their fair shares of the host budgets while
+/// the host is over one (see [`crate::fanout::ByteBudget`]).
+pub const TRIM_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Warns and expires sessions as their deadlines come, and trims their buffers while the host
+/// is over a budget, until shutdown.
 async fn expire_sessions(shared: Arc<Shared>) {
+    let mut trim = tokio::time::interval(TRIM_INTERVAL);
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !shared.is_shutdown() {
-        match shared.fire_due() {
-            Some(when) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(when.into()) => {}
-                    _ = shared.wake.notified() => {}
-                }
+        let due = shared.fire_due();
+        let sleep = async {
+            match due {
+                Some(when) => tokio::time::sleep_until(when.into()).await,
+                None => std::future::pending().await,
             }
-            None => shared.wake.notified().await,
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = shared.wake.notified() => {}
+            _ = trim.tick() => shared.trim_buffers(),
         }
     }
 }
@@ -595,6 +617,7 @@ mod tests {
                     name: "edge-1".into(),
                     hostname: "edge-1".into(),
                     online: true,
+                    link: 0,
                 },
                 filters: Filters::default(),
                 limits: RateLimits {

@@ -33,6 +33,7 @@ pub async fn start(
     JsonBody(req): JsonBody<StartRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let timeout = checked_timeout(req.timeout_seconds)?;
+    let filters = validated(req.filters.as_ref())?;
     let limits = effective_limits(req.limits.as_ref(), &state.config.limits)?;
     let agent = state
         .agents
@@ -49,7 +50,7 @@ pub async fn start(
     if state.sessions.count_for_agent(&agent.key) >= MAX_SESSIONS_PER_AGENT {
         return Err(too_many_sessions(&agent.name));
     }
-    let filters = checked_filters(&state, &claims.org, req.filters.as_ref()).await?;
+    let filters = checked_plugins(&state, &claims.org, filters).await?;
     let details = audit_details(&agent.key.id, &agent.name, &filters, &limits, timeout);
     let agent_name = agent.name.clone();
     let view = state
@@ -140,7 +141,8 @@ pub async fn patch(
     if state.sessions.get(&claims.org, &id).is_none() {
         return Err(ApiError::session_not_found(&id));
     }
-    let filters = checked_filters(&state, &claims.org, Some(&req.filters)).await?;
+    let filters = validated(Some(&req.filters))?;
+    let filters = checked_plugins(&state, &claims.org, filters).await?;
     let details = serde_json::json!({"session_id": id, "filters": audit_filters(&filters)});
     let view = state
         .sessions
@@ -159,17 +161,21 @@ pub async fn patch(
     Ok(Json(SessionResponse { session }))
 }
 
-/// A start or patch request's filters: validated, plugins resolved to this org's digests and
-/// their configs checked by instantiating them.
-async fn checked_filters(
-    state: &AppState,
-    org: &str,
-    spec: Option<&FilterSpec>,
-) -> Result<Filters, ApiError> {
-    let filters = match spec {
+/// A start or patch request's filters, validated (no filters: everything passes).
+fn validated(spec: Option<&FilterSpec>) -> Result<Filters, ApiError> {
+    Ok(match spec {
         Some(spec) => spec.validate()?,
         None => Filters::default(),
-    };
+    })
+}
+
+/// Valid filters with their plugins resolved to this org's digests and their configs checked
+/// by instantiating them.
+async fn checked_plugins(
+    state: &AppState,
+    org: &str,
+    filters: Filters,
+) -> Result<Filters, ApiError> {
     let filters = resolve_plugins(filters, &state.plugins, org)?;
     check_plugins(
         &state.runtime,

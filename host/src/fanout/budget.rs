@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// client queues), against one budget.
 ///
 /// Policy: while the host is over its budget, a session that holds more than its fair share
-/// (the budget divided by the live sessions) evicts its own oldest entries as it adds new ones,
-/// down to that share; a session under its share is never made to give up anything for
-/// another. So one session flooding cannot take the others' buffers, and the buffers of the
-/// whole host hold at most twice the budget (what sessions within their shares hold, plus at
-/// most the budget beyond it), plus the one entry each session always keeps.
+/// (the budget divided by the sessions) evicts its own oldest entries as it adds new ones, down
+/// to that share, and quiet sessions over their share are trimmed the same way every
+/// [`crate::session::TRIM_INTERVAL`]; a session under its share is never made to give up
+/// anything for another. So one session flooding cannot take the others' buffers, and the
+/// buffers of the whole host hold at most twice the budget (what sessions within their shares
+/// hold, plus at most the budget beyond it) once trimmed, plus the one entry each session
+/// always keeps.
 #[derive(Debug, Clone)]
 pub struct ByteBudget {
     inner: Arc<BudgetState>,
@@ -43,6 +45,11 @@ impl ByteBudget {
     /// Bytes held by every session now.
     pub fn used(&self) -> usize {
         self.inner.used.load(Ordering::Relaxed)
+    }
+
+    /// Whether sessions hold more than the budget (some must give up bytes when trimmed).
+    pub fn over(&self) -> bool {
+        self.used() > self.inner.max
     }
 
     /// A session's share of this budget; dropping it returns what it still holds.

@@ -8,10 +8,14 @@
 //!
 //! Overflow policy: the oldest bursts go first. A client that had not read them is neither
 //! blocked nor blocks the publisher: it goes on with the oldest burst still held and learns how
-//! many log lines it lost from that burst's `logs_before` ordinal. The newest burst is always
-//! kept, so a client that keeps up gets everything whatever the bounds.
+//! many log lines it lost from that burst's `logs_before` ordinal. The newest burst is kept
+//! while a client has not read it, so a client that keeps up gets everything whatever the
+//! bounds. Bursts every client has read are dropped as the next one comes (and as clients
+//! drain an ended session), so a queue holds only what some client still lacks: nothing when
+//! no client is connected.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -42,11 +46,47 @@ struct Ring {
     share: Share,
     /// Set when the session ended: receivers drain what is left, then see the end.
     closed: bool,
+    /// Each receiver's next index; only its receiver writes it.
+    cursors: Vec<Arc<AtomicU64>>,
 }
 
 impl Ring {
     fn next_index(&self) -> u64 {
         self.first + self.bursts.len() as u64
+    }
+
+    /// Drops the bursts every receiver has read (all of them when there is none).
+    fn drop_read(&mut self) {
+        let next = self.next_index();
+        let min = self
+            .cursors
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(next);
+        while self.first < min {
+            let Some(old) = self.bursts.pop_front() else {
+                break;
+            };
+            self.share.release(old.bytes);
+            self.first += 1;
+        }
+    }
+
+    /// Drops the oldest bursts while a bound or the host budget's fair share is exceeded,
+    /// never the newest.
+    fn enforce_bounds(&mut self) {
+        while self.bursts.len() > 1
+            && (self.bursts.len() > self.bounds.bursts
+                || self.share.held() > self.bounds.bytes
+                || self.share.must_shrink())
+        {
+            let Some(old) = self.bursts.pop_front() else {
+                break;
+            };
+            self.share.release(old.bytes);
+            self.first += 1;
+        }
     }
 }
 
@@ -64,6 +104,7 @@ impl LiveQueue {
                 bounds,
                 share: budget.join(),
                 closed: false,
+                cursors: Vec::new(),
             })),
             wake,
         }
@@ -78,19 +119,18 @@ impl LiveQueue {
             }
             ring.share.add(burst.bytes);
             ring.bursts.push_back(burst);
-            while ring.bursts.len() > 1
-                && (ring.bursts.len() > ring.bounds.bursts
-                    || ring.share.held() > ring.bounds.bytes
-                    || ring.share.must_shrink())
-            {
-                let Some(old) = ring.bursts.pop_front() else {
-                    break;
-                };
-                ring.share.release(old.bytes);
-                ring.first += 1;
-            }
+            ring.drop_read();
+            ring.enforce_bounds();
         }
         self.wake.send_replace(());
+    }
+
+    /// Gives up what the host budget's fair share no longer allows (a quiet session that
+    /// filled up when fewer sessions shared the budget) and what every receiver has read.
+    pub fn trim(&self) {
+        let mut ring = lock(&self.ring);
+        ring.drop_read();
+        ring.enforce_bounds();
     }
 
     /// Ends the queue: receivers get what is left, then `None`.
@@ -101,11 +141,13 @@ impl LiveQueue {
 
     /// A receiver that starts with the next burst pushed.
     pub fn subscribe(&self) -> LiveReceiver {
-        let next = lock(&self.ring).next_index();
+        let mut ring = lock(&self.ring);
+        let cursor = Arc::new(AtomicU64::new(ring.next_index()));
+        ring.cursors.push(cursor.clone());
         LiveReceiver {
             ring: self.ring.clone(),
             wake: self.wake.subscribe(),
-            next,
+            cursor,
         }
     }
 
@@ -126,8 +168,17 @@ impl Drop for LiveQueue {
 pub struct LiveReceiver {
     ring: Arc<Mutex<Ring>>,
     wake: watch::Receiver<()>,
-    /// Index of the next burst this client reads.
-    next: u64,
+    /// Index of the next burst this client reads; shared with the ring, which drops what
+    /// every receiver has read.
+    cursor: Arc<AtomicU64>,
+}
+
+impl Drop for LiveReceiver {
+    fn drop(&mut self) {
+        let mut ring = lock(&self.ring);
+        ring.cursors.retain(|c| !Arc::ptr_eq(c, &self.cursor));
+        ring.drop_read();
+    }
 }
 
 impl LiveReceiver {
@@ -154,13 +205,17 @@ impl LiveReceiver {
 
     /// The next burst if one is there, without waiting.
     pub fn try_recv(&mut self) -> Next {
-        let ring = lock(&self.ring);
-        self.next = self.next.max(ring.first);
-        match ring.bursts.get((self.next - ring.first) as usize) {
-            Some(burst) => {
-                self.next += 1;
-                Next::Burst(burst.clone())
-            }
+        let mut ring = lock(&self.ring);
+        let next = self.cursor.load(Ordering::Relaxed).max(ring.first);
+        let found = ring.bursts.get((next - ring.first) as usize).cloned();
+        let next = next + u64::from(found.is_some());
+        self.cursor.store(next, Ordering::Relaxed);
+        if ring.closed {
+            // Nothing more comes: what every client has read can go at once.
+            ring.drop_read();
+        }
+        match found {
+            Some(burst) => Next::Burst(burst),
             None if ring.closed => Next::Ended,
             None => Next::Empty,
         }
@@ -246,7 +301,8 @@ mod tests {
     }
 
     /// Sessions share the host's queue budget: one flooding session cannot push out another's
-    /// bursts, and dropping a queue returns its bytes.
+    /// bursts, a quiet session that filled up when it had the budget to itself gives back
+    /// what is over its share once trimmed, and dropping a queue returns its bytes.
     #[test]
     fn queues_share_the_host_budget_fairly() {
         let budget = ByteBudget::new(1_000);
@@ -254,18 +310,58 @@ mod tests {
             bursts: 1_000,
             bytes: usize::MAX,
         };
+        let early = LiveQueue::new(bounds, &budget);
+        let _early_client = early.subscribe();
+        for i in 0..10 {
+            early.push(burst(i, 100));
+        }
         let quiet = LiveQueue::new(bounds, &budget);
+        let _quiet_client = quiet.subscribe();
         let flood = LiveQueue::new(bounds, &budget);
-        for i in 0..4 {
+        let flood_client = flood.subscribe();
+        for i in 0..3 {
             quiet.push(burst(i, 100));
         }
         for i in 0..100 {
             flood.push(burst(i, 100));
-            assert!(budget.used() <= 2 * 1_000 + 2 * 100, "{}", budget.used());
+            assert!(budget.used() <= 2 * 1_000 + 3 * 100, "{}", budget.used());
         }
-        assert_eq!(quiet.usage(), (4, 400));
-        assert!(flood.usage().1 <= 600);
-        drop(flood);
-        assert_eq!(budget.used(), 400);
+        assert_eq!(quiet.usage(), (3, 300), "within its share: kept");
+        assert!(
+            budget.used() > 1_000,
+            "over budget while the early queue idles"
+        );
+        early.trim();
+        assert!(budget.used() <= 1_000, "{}", budget.used());
+        drop((flood, flood_client));
+        assert_eq!(budget.used(), early.usage().1 + 300);
+    }
+
+    /// A queue holds only what some client has not read: nothing without clients, and a
+    /// burst every client has read goes when the next one comes.
+    #[test]
+    fn bursts_every_client_read_are_not_kept() {
+        let budget = ByteBudget::unlimited();
+        let q = LiveQueue::new(
+            LiveBounds {
+                bursts: 100,
+                bytes: usize::MAX,
+            },
+            &budget,
+        );
+        q.push(burst(0, 10));
+        assert_eq!(q.usage(), (0, 0), "no client, nothing kept");
+        let mut a = q.subscribe();
+        let mut b = q.subscribe();
+        q.push(burst(1, 10));
+        q.push(burst(2, 10));
+        assert_eq!(got(a.try_recv()), 1);
+        assert_eq!(got(a.try_recv()), 2);
+        assert_eq!(got(b.try_recv()), 1);
+        q.push(burst(3, 10));
+        assert_eq!(q.usage(), (2, 20), "2 and 3: b has not read them");
+        drop(b);
+        assert_eq!(q.usage(), (1, 10), "3: a has not read it");
+        assert_eq!(budget.used(), 10);
     }
 }

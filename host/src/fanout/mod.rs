@@ -217,6 +217,16 @@ impl Hub {
         (st.replay.len(), st.replay_bytes.held())
     }
 
+    /// Gives up what the host budgets' fair shares no longer allow: a quiet session that
+    /// filled its buffers when fewer sessions shared the budgets only shrinks when asked.
+    pub fn trim(&self) {
+        let mut st = self.lock();
+        st.shrink_replay();
+        if let Some(live) = &st.live {
+            live.trim();
+        }
+    }
+
     /// Bursts and bytes the live queue holds now (nothing once the session ended).
     pub fn live_usage(&self) -> (usize, usize) {
         self.lock().live.as_ref().map_or((0, 0), LiveQueue::usage)
@@ -318,6 +328,12 @@ impl HubState {
         }
         self.replay_bytes.add(msg.text.len());
         self.replay.push_back(msg);
+        self.shrink_replay();
+    }
+
+    /// Evicts the oldest log messages while a bound or the host budget's fair share is
+    /// exceeded.
+    fn shrink_replay(&mut self) {
         while self.replay.len() > self.replay_capacity
             || self.replay_bytes.held() > self.replay_byte_capacity
             || self.replay_bytes.must_shrink()
