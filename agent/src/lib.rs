@@ -14,6 +14,7 @@
 //!
 //! - [`config`]: [`Config`], [`Tuning`], the TOML file and how flags override it.
 //! - [`tail`]: the polling file tailer (rotation, truncation, line numbers).
+//! - [`multiline`]: continuation lines joined into one record (stack traces).
 //! - [`parse`]: from a line read to a record (level; message, event time and fields).
 //! - [`metrics`]: per-source counts and the agent's health report.
 //! - [`filter`]: session chains over the WebAssembly filter runtime ([`ChainBuilder`]).
@@ -35,6 +36,7 @@ pub mod filter;
 pub mod filter_test;
 pub mod loader;
 pub mod metrics;
+pub mod multiline;
 pub mod outbox;
 pub mod parse;
 pub mod pipeline;
