@@ -13,7 +13,8 @@
 //! Where things live:
 //!
 //! - [`config`]: [`Config`], [`Tuning`], the TOML file and how flags override it.
-//! - [`tail`]: the polling file tailer (rotation, truncation, line numbers).
+//! - [`tail`]: the file tailer (inotify wake-ups, rotated files followed to their end,
+//!   truncation, line numbers, checkpoints).
 //! - [`parse`]: level detection for one line.
 //! - [`metrics`]: per-source counts and the agent's health report.
 //! - [`filter`]: session chains over the WebAssembly filter runtime ([`ChainBuilder`]).
@@ -150,8 +151,7 @@ pub async fn run_with(
     );
     let tailer = tail::spawn(
         &config.sources,
-        tuning.poll_interval,
-        tuning.glob_interval,
+        tail::TailOptions::from_tuning(&tuning),
         tail_stats,
         line_tx,
     )
