@@ -150,6 +150,10 @@ impl Drop for Watcher {
         for (_, wd) in std::mem::take(&mut self.dirs) {
             let _ = self.watches.remove(wd);
         }
+        // With no watch left to remove, add and remove one so the thread still wakes.
+        if let Ok(wd) = self.watches.add("/", WatchMask::DELETE_SELF) {
+            let _ = self.watches.remove(wd);
+        }
     }
 }
 
