@@ -1,5 +1,6 @@
 //! One followed path: [`FileTail`]. See the [module docs](super) for the algorithm.
 
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -104,6 +105,16 @@ pub struct FileTail {
     pub(super) retired: Vec<Retired>,
     /// Backlog skipped when opening from a checkpoint; collected by the tailer.
     pub(super) skipped: Skipped,
+    /// Retired positions this tail resumed from; the tailer forgets them.
+    pub(super) took_retired: Vec<FileId>,
+}
+
+/// What the [`Tailer`](super::Tailer) knows beyond one tail: files followed by any tail, and
+/// positions of files no tail follows any more.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Known<'a> {
+    pub followed: Option<&'a HashSet<FileId>>,
+    pub retired: Option<&'a VecDeque<Retired>>,
 }
 
 impl FileTail {
@@ -121,6 +132,7 @@ impl FileTail {
             warned: None,
             retired: Vec::new(),
             skipped: Skipped::default(),
+            took_retired: Vec::new(),
         }
     }
 
@@ -223,24 +235,28 @@ impl FileTail {
     /// appending complete lines to `out`: first what rotated-away files still get, then the
     /// path's current file.
     pub fn poll(&mut self, out: &mut Vec<TailLine>, now: Instant) -> PollOutcome {
+        self.poll_with(out, now, &Known::default())
+    }
+
+    /// [`FileTail::poll`], knowing which files other tails follow or retired (see [`Known`]).
+    pub fn poll_with(
+        &mut self,
+        out: &mut Vec<TailLine>,
+        now: Instant,
+        known: &Known<'_>,
+    ) -> PollOutcome {
         let mut outcome = PollOutcome::default();
         let current = match std::fs::metadata(&self.path) {
             Ok(meta) => {
                 self.missing_since = None;
                 let id = (meta.dev(), meta.ino());
                 match self.open.as_ref().map(|o| o.id) {
-                    None => {
-                        if let Err(e) = self.open_file(id) {
-                            self.warn_once(&e, "cannot open");
-                        }
-                    }
+                    None => self.open_new(id, known),
                     Some(old) if old != id => {
                         info!(file = %self.path_str, "file rotated; following the new file from its start and the old one until it is quiet");
                         self.rotate_away(now);
                         self.start = StartAt::Beginning;
-                        if let Err(e) = self.open_file(id) {
-                            self.warn_once(&e, "cannot open rotated file");
-                        }
+                        self.open_new(id, known);
                     }
                     Some(_) => {}
                 }
@@ -274,6 +290,34 @@ impl FileTail {
             }
         }
         outcome
+    }
+
+    /// Opens the file `id` now at the path, unless another tail follows it (then its lines are
+    /// that tail's until it closes it, and this tail takes it over from the retired position
+    /// on a later poll): one file is never read by two tails.
+    fn open_new(&mut self, id: FileId, known: &Known<'_>) {
+        if known.followed.is_some_and(|f| f.contains(&id)) && !self.follows(id) {
+            return;
+        }
+        if let Some(r) = known.retired.and_then(|r| r.iter().find(|r| r.id == id)) {
+            self.start = StartAt::Resume {
+                id,
+                pos: r.pos,
+                lines: r.lines,
+            };
+            self.took_retired.push(id);
+        }
+        if let Err(e) = self.open_file(id) {
+            self.warn_once(&e, "cannot open");
+        }
+    }
+
+    /// Identities of every file this tail holds open.
+    pub fn ids(&self) -> impl Iterator<Item = FileId> + '_ {
+        self.open
+            .iter()
+            .map(|o| o.id)
+            .chain(self.rotated.iter().map(|r| r.file.id))
     }
 
     /// Moves the current file to the rotated ones.

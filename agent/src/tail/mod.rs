@@ -60,7 +60,10 @@
 //! from the start. A file renamed into a source's glob while the tailer still knows its
 //! position (e.g. `app.log` → `app.log.1` with a `app.log*` glob) is left to the tail that
 //! follows it as rotated; once that one closes it, the next scan continues it under its new
-//! name from the remembered position instead of reading it again: no line twice.
+//! name from the remembered position instead of reading it again: no line twice. The same
+//! holds when a followed name gets another followed file (logrotate's `app.log.1` →
+//! `app.log.2`, `app.log` → `app.log.1` under `app.log*`): a tail never opens a file another
+//! tail holds, and takes it over from its remembered position once that tail lets it go.
 //!
 //! The [`Tailer`] is synchronous (file I/O blocks) and runs on its own thread ([`spawn`]). It
 //! wakes on inotify events for the directories of its files ([`wake`]) and polls every

@@ -1,6 +1,6 @@
 //! [`Tailer`]: every file of every source, and the thread loop that drives it.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::checkpoint::{CHECKPOINT_INTERVAL, Checkpoints, StartPolicy};
-use super::file::{FileTail, StartAt};
-use super::identity::Retired;
+use super::file::{FileTail, Known, StartAt};
+use super::identity::{FileId, Retired};
 use super::wake::{Watcher, dirs_to_watch};
 use super::{
     DEFAULT_ROTATE_WAIT, EVENT_POLL_INTERVAL, MAX_BATCH_BYTES, MAX_BATCH_LINES, MAX_RETIRED,
@@ -203,11 +203,16 @@ impl Tailer {
         let mut truncated = 0;
         let count = self.files.len();
         let mut bytes: usize = out.iter().map(|l| l.text.len()).sum();
+        let followed: HashSet<FileId> = self.files.iter().flat_map(FileTail::ids).collect();
+        let known = Known {
+            followed: Some(&followed),
+            retired: Some(&self.retired),
+        };
         for step in 0..count {
             let i = (self.cursor + step) % count;
             let before = out.len();
             let tail = &mut self.files[i];
-            let outcome = tail.poll(out, now);
+            let outcome = tail.poll_with(out, now, &known);
             more |= outcome.more;
             truncated += outcome.truncated;
             bytes += out[before..].iter().map(|l| l.text.len()).sum::<usize>();
@@ -259,6 +264,11 @@ impl Tailer {
     }
 
     fn collect_retired(&mut self) {
+        for tail in &mut self.files {
+            for id in tail.took_retired.drain(..) {
+                self.retired.retain(|r| r.id != id);
+            }
+        }
         for tail in &mut self.files {
             for r in tail.retired.drain(..) {
                 self.retired.retain(|old| old.id != r.id);

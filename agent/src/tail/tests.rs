@@ -764,3 +764,62 @@ fn tailer_thread_writes_checkpoints() {
     assert_eq!(cp.files.len(), 1);
     assert_eq!((cp.files[0].offset, cp.files[0].line), (13, 2));
 }
+
+#[test]
+fn multi_generation_rotation_under_a_glob_reads_each_line_once() {
+    // logrotate with `rotate 5` and an `app.log*` glob: app.log.1 → app.log.2, app.log →
+    // app.log.1, a new app.log; each file's lines once, under one name at a time.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("app.log");
+    let p1 = dir.path().join("app.log.1");
+    let p2 = dir.path().join("app.log.2");
+    append(&p1, "gen1 a\n");
+    let mut live = writer(&p);
+    live.write_all(b"live a\n").unwrap();
+    let pattern = dir.path().join("app.log*").to_string_lossy().into_owned();
+    let options = TailOptions {
+        rotate_wait: Duration::from_secs(1),
+        ..TailOptions::default()
+    };
+    let mut t = Tailer::with_options(&[SourceConfig::new("app", pattern)], stats(), &options);
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    std::fs::rename(&p1, &p2).unwrap();
+    std::fs::rename(&p, &p1).unwrap();
+    let mut new = writer(&p);
+    live.write_all(b"live b\n").unwrap();
+    new.write_all(b"new a\n").unwrap();
+    let mut at = t0;
+    for _ in 0..5 {
+        t.poll_at(&mut out, at);
+        t.rescan();
+        at += Duration::from_millis(600);
+    }
+    live.write_all(b"live c\n").unwrap();
+    new.write_all(b"new b\n").unwrap();
+    for _ in 0..5 {
+        t.poll_at(&mut out, at);
+        t.rescan();
+        at += Duration::from_millis(600);
+    }
+    let mut got: Vec<(String, u64, String)> = out
+        .into_iter()
+        .map(|l| {
+            (
+                l.file.rsplit('/').next().unwrap().to_string(),
+                l.line,
+                l.text,
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| a.2.cmp(&b.2));
+    assert_eq!(
+        got,
+        named(&[
+            ("app.log", 2, "live b"),
+            ("app.log.1", 3, "live c"),
+            ("app.log", 1, "new a"),
+            ("app.log", 2, "new b"),
+        ])
+    );
+}
