@@ -23,6 +23,33 @@
 //! counted per source ([`TailStats::backlog_dropped`](super::TailStats::backlog_dropped)).
 //! Rotated files that were followed at the checkpoint resume only if a source's glob still
 //! matches them.
+//!
+//! How the agent uses it (the wiring of `--state-dir` and the session-aware choice of policy
+//! live outside this module):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use logfleet_agent::SourceConfig;
+//! use logfleet_agent::tail::checkpoint::DEFAULT_BACKLOG_CAP_BYTES;
+//! use logfleet_agent::tail::{CheckpointStore, StartPolicy, TailOptions, TailStats, spawn};
+//!
+//! let sources = [SourceConfig::new("app", "/var/log/app.log")];
+//! let store = CheckpointStore::new(std::path::Path::new("/var/lib/logfleet"));
+//! let options = TailOptions {
+//!     // Resume (sessions were active), or `StartPolicy::AtEnd` as without checkpoints.
+//!     start: StartPolicy::Resume { backlog_cap_bytes: DEFAULT_BACKLOG_CAP_BYTES },
+//!     resume_from: store.load(),
+//!     checkpoint: Some(store),
+//!     ..TailOptions::default()
+//! };
+//! let stats = Arc::new(TailStats::default());
+//! let (tx, _rx) = tokio::sync::mpsc::channel(8);
+//! let handle = spawn(&sources, options, stats.clone(), tx)?;
+//! // Later: lines skipped because a backlog exceeded the cap, per source.
+//! let dropped = stats.backlog_dropped();
+//! # drop((handle, dropped));
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

@@ -8,7 +8,7 @@
 //!
 //! # Map
 //!
-//! - [`file`]: [`FileTail`], one path: its current file, the rotated-away files still
+//! - [`file`](mod@file): [`FileTail`], one path: its current file, the rotated-away files still
 //!   followed, truncation, reading and splitting lines.
 //! - [`identity`]: what makes a file the same file (device, inode, head fingerprint) and the
 //!   positions remembered for files no longer followed.
