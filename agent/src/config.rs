@@ -111,7 +111,9 @@ impl FromStr for SourceConfig {
 /// Intervals, bounds and paths that operators rarely touch but tests need to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tuning {
-    /// How often each tailed file is checked for new data, rotation and truncation.
+    /// How often each tailed file is checked for new data, rotation and truncation when
+    /// inotify events are not available (with events the tailer wakes on each write and polls
+    /// only as a safety net, at least every [`crate::tail::EVENT_POLL_INTERVAL`]).
     pub poll_interval: Duration,
     /// How often source globs are expanded to find new files.
     pub glob_interval: Duration,
