@@ -120,7 +120,9 @@ impl FromStr for SourceConfig {
 /// Intervals, bounds and paths that operators rarely touch but tests need to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tuning {
-    /// How often each tailed file is checked for new data, rotation and truncation.
+    /// How often each tailed file is checked for new data, rotation and truncation when
+    /// inotify events are not available (with events the tailer wakes on each write and polls
+    /// only as a safety net, at least every [`crate::tail::EVENT_POLL_INTERVAL`]).
     pub poll_interval: Duration,
     /// How often source globs are expanded to find new files.
     pub glob_interval: Duration,
@@ -137,6 +139,10 @@ pub struct Tuning {
     pub batch_interval: Duration,
     /// Bound on the uplink buffer (encoded frames waiting for the host), in bytes.
     pub buffer_bytes: usize,
+    /// How long a rotated-away (or deleted) file is still followed after it stopped growing,
+    /// for writers that reopen late (TOML `rotate_wait`, flag `--rotate-wait`). See
+    /// [`crate::tail`].
+    pub rotate_wait: Duration,
     /// Where compiled filters and fetched plugins are cached (`--cache-dir`, `cache_dir`,
     /// `LOGFLEET_CACHE_DIR`). `None`: the default location, see [`resolve_cache_dir`].
     pub cache_dir: Option<PathBuf>,
@@ -152,6 +158,7 @@ impl Default for Tuning {
             superseded_backoff: Duration::from_secs(60),
             batch_interval: Duration::from_millis(20),
             buffer_bytes: 16 * 1024 * 1024,
+            rotate_wait: crate::tail::DEFAULT_ROTATE_WAIT,
             cache_dir: None,
         }
     }
@@ -167,6 +174,8 @@ pub struct Settings {
     pub sources: Vec<SourceConfig>,
     pub cache_dir: Option<PathBuf>,
     pub ca_cert: Option<PathBuf>,
+    /// [`Tuning::rotate_wait`].
+    pub rotate_wait: Option<Duration>,
 }
 
 /// The TOML file as written; unknown keys are refused so typos are not silently ignored.
@@ -179,6 +188,7 @@ struct FileConfig {
     metrics_interval: Option<String>,
     cache_dir: Option<PathBuf>,
     ca_cert: Option<PathBuf>,
+    rotate_wait: Option<String>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -238,7 +248,12 @@ impl Settings {
                 })
             })
             .collect::<Result<_, ConfigError>>()?;
+        let rotate_wait = file
+            .rotate_wait
+            .map(|v| parse_duration("rotate_wait", &v))
+            .transpose()?;
         Ok(Settings {
+            rotate_wait,
             host: file.host,
             token: file.token,
             name: file.name,
@@ -266,6 +281,7 @@ impl Settings {
             sources: self.sources,
             cache_dir: top.cache_dir.or(self.cache_dir),
             ca_cert: top.ca_cert.or(self.ca_cert),
+            rotate_wait: top.rotate_wait.or(self.rotate_wait),
         }
     }
 
@@ -274,6 +290,9 @@ impl Settings {
     pub fn into_config(self, mut tuning: Tuning) -> Result<Config, ConfigError> {
         if let Some(dir) = self.cache_dir {
             tuning.cache_dir = Some(dir);
+        }
+        if let Some(wait) = self.rotate_wait {
+            tuning.rotate_wait = wait;
         }
         let host = self
             .host
@@ -516,6 +535,7 @@ mod tests {
             host = "https://api.example.com"
             token = "t"
             metrics_interval = "30s"
+            rotate_wait = "2s"
 
             [[source]]
             name = "nginx"
@@ -530,6 +550,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.host.as_deref(), Some("https://api.example.com"));
         assert_eq!(s.metrics_interval, Some(Duration::from_secs(30)));
+        assert_eq!(s.rotate_wait, Some(Duration::from_secs(2)));
         assert_eq!(s.sources.len(), 2);
         let c = s.into_config(Tuning::default()).unwrap();
         assert!(!c.name.is_empty(), "name defaults to the hostname");
@@ -562,6 +583,7 @@ mod tests {
             sources: vec![SourceConfig::new("a", "/a"), SourceConfig::new("b", "/b")],
             cache_dir: Some("/file/cache".into()),
             ca_cert: Some("/file/ca.pem".into()),
+            rotate_wait: Some(Duration::from_secs(3)),
         };
         let flags = Settings {
             host: Some("http://flag".into()),
@@ -571,6 +593,7 @@ mod tests {
             sources: vec![SourceConfig::new("b", "/b2"), SourceConfig::new("c", "/c")],
             cache_dir: Some("/flag/cache".into()),
             ca_cert: None,
+            rotate_wait: None,
         };
         let c = file
             .overridden_by(flags)
@@ -582,6 +605,7 @@ mod tests {
         assert_eq!(c.metrics_interval, Duration::from_secs(10));
         assert_eq!(c.tuning.cache_dir, Some(PathBuf::from("/flag/cache")));
         assert_eq!(c.ca_cert, Some(PathBuf::from("/file/ca.pem")));
+        assert_eq!(c.tuning.rotate_wait, Duration::from_secs(3));
         assert_eq!(
             c.sources,
             vec![

@@ -13,7 +13,8 @@
 //! Where things live:
 //!
 //! - [`config`]: [`Config`], [`Tuning`], the TOML file and how flags override it.
-//! - [`tail`]: the polling file tailer (rotation, truncation, line numbers).
+//! - [`tail`]: the file tailer (inotify wake-ups, rotated files followed to their end,
+//!   truncation, line numbers, checkpoints).
 //! - [`multiline`]: continuation lines joined into one record (stack traces).
 //! - [`parse`]: from a line read to a record (level; message, event time and fields).
 //! - [`metrics`]: per-source counts and the agent's health report.
@@ -155,8 +156,7 @@ pub async fn run_with(
     .parse_sources_as(&config.sources);
     let tailer = tail::spawn(
         &config.sources,
-        tuning.poll_interval,
-        tuning.glob_interval,
+        tail::TailOptions::from_tuning(&tuning),
         tail_stats,
         line_tx,
     )

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent (the default when no subcommand is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a session's filters over lines from stdin, exactly as the agent would, and print
     /// the lines kept (rewritten if a filter rewrote them). For trying plugins without a host.
     /// Filters fail closed: when one fails while running, its error goes to stderr, nothing
@@ -83,6 +83,11 @@ struct RunArgs {
     #[arg(long, env = "LOGFLEET_CA_CERT", value_name = "FILE")]
     ca_cert: Option<PathBuf>,
 
+    /// How long a rotated-away or deleted log file is still followed after it stopped
+    /// growing, for writers that reopen their log late (e.g. "10s"; default 10s).
+    #[arg(long, env = "LOGFLEET_ROTATE_WAIT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    rotate_wait: Option<Duration>,
+
     // Tuning, for tests and unusual deployments.
     #[arg(long, hide = true, value_parser = humantime::parse_duration)]
     poll_interval: Option<Duration>,
@@ -114,6 +119,7 @@ impl RunArgs {
             sources: self.sources,
             cache_dir: self.cache_dir,
             ca_cert: self.ca_cert,
+            rotate_wait: self.rotate_wait,
         };
         let defaults = Tuning::default();
         let tuning = Tuning {
@@ -126,6 +132,7 @@ impl RunArgs {
                 .unwrap_or(defaults.superseded_backoff),
             batch_interval: self.batch_interval.unwrap_or(defaults.batch_interval),
             buffer_bytes: self.buffer_bytes.unwrap_or(defaults.buffer_bytes),
+            rotate_wait: defaults.rotate_wait,
             cache_dir: None,
         };
         Ok(file.overridden_by(flags).into_config(tuning)?)
@@ -147,7 +154,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let args = match cli.command {
         None => cli.run,
-        Some(Command::Run(args)) => args,
+        Some(Command::Run(args)) => *args,
         Some(Command::FilterTest(args)) => return filter_test(args),
     };
     init_tracing("info");

@@ -3,15 +3,22 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
 
-use std::path::Path;
-use std::process::Command;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::json;
 use testkit::{Stack, WsClient, skip_until};
 
 /// Runs `logrotate` on `file` with one directive (`create` or `copytruncate`).
 fn logrotate(file: &Path, directive: &str) {
-    let dir = file.parent().unwrap();
+    logrotate_in(file, directive, file.parent().unwrap());
+}
+
+/// Runs `logrotate` with its config and state file in `dir`.
+fn logrotate_in(file: &Path, directive: &str, dir: &Path) {
     let conf = dir.join(format!("{directive}.conf"));
     std::fs::write(
         &conf,
@@ -146,4 +153,174 @@ async fn globs_pick_up_new_files_from_their_first_line() {
             .ends_with("app-new.log")
     );
     skip_until(&mut client, "second").await;
+}
+
+/// How the late-reopen test rotates the file under its writer.
+#[derive(Debug, Clone, Copy)]
+enum Rotation {
+    /// `mv`, nothing at the path until the writer reopens (creating it).
+    MvLateReopen,
+    /// `mv`, then a new empty file created at once (by hand).
+    MvRecreate,
+    /// The real `logrotate` with `create`.
+    LogrotateCreate,
+}
+
+const ROTATE_WAIT: Duration = Duration::from_secs(2);
+
+/// A writer process that keeps its descriptor across the rotation: writes 10 lines, waits for
+/// the test's go (a line on stdin), writes 5 more over one second to the same descriptor (the
+/// rotated-away file), then reopens the path and writes 3 lines to the new file.
+fn spawn_writer(file: &Path) -> std::process::Child {
+    let script = r#"
+exec 3>>"$1"
+i=1; while [ $i -le 10 ]; do echo "late $i" >&3; i=$((i+1)); done
+read go
+for i in 11 12 13 14 15; do sleep 0.2; echo "late $i" >&3; done
+exec 3>>"$1"
+for i in 1 2 3; do echo "reopened $i" >&3; done
+read done
+"#;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("writer")
+        .arg(file)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Receives `n` log messages: message → (file name, line), each message once.
+async fn receive(client: &mut WsClient, n: usize) -> BTreeMap<String, (String, u64)> {
+    let mut got = BTreeMap::new();
+    for _ in 0..n {
+        let msg = client.expect_log().await;
+        let file = Path::new(msg["metadata"]["file"].as_str().unwrap())
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let text = msg["message"].as_str().unwrap().to_owned();
+        let line = msg["metadata"]["line"].as_u64().unwrap();
+        assert!(
+            got.insert(text.clone(), (file, line)).is_none(),
+            "twice: {msg}"
+        );
+    }
+    got
+}
+
+/// The issue's measurement, as a test: a writer keeps its descriptor across the rename and
+/// writes 5 more lines over a second before reopening. All 15 lines of the old file arrive
+/// once, numbered 1–15 under the name it was followed as, and the new file's from 1.
+async fn late_reopen(rotation: Rotation, glob: bool) {
+    let stack = Stack::new_with(
+        |_| {},
+        move |agent| {
+            let dir = Path::new(&agent.sources[0].path)
+                .parent()
+                .unwrap()
+                .to_path_buf();
+            let pattern = if glob { "app.log*" } else { "app.log" };
+            agent.sources.push(logfleet_agent::SourceConfig::new(
+                "app",
+                dir.join(pattern).display().to_string(),
+            ));
+            agent.tuning.rotate_wait = ROTATE_WAIT;
+        },
+    )
+    .await;
+    let session = stack.start(json!({})).await;
+    let mut client = stack.client(&session).await;
+    stack
+        .sync("nginx.log", |n| format!("probe {n}"), &mut client)
+        .await;
+    let file: PathBuf = stack.logs.path("app.log");
+    let mut writer = spawn_writer(&file);
+    let before = receive(&mut client, 10).await;
+    for i in 1..=10u64 {
+        assert_eq!(
+            before[&format!("late {i}")],
+            ("app.log".to_owned(), i),
+            "{rotation:?}"
+        );
+    }
+
+    let moved = stack.logs.path("app.log.1");
+    match rotation {
+        Rotation::MvLateReopen => std::fs::rename(&file, &moved).unwrap(),
+        Rotation::MvRecreate => {
+            std::fs::rename(&file, &moved).unwrap();
+            std::fs::File::create(&file).unwrap();
+        }
+        Rotation::LogrotateCreate => {
+            // Config and state outside the log directory, so an `app.log*` glob sees only logs.
+            let conf = tempfile::tempdir().unwrap();
+            logrotate_in(&file, "create", conf.path());
+            assert!(moved.exists(), "logrotate renamed to app.log.1");
+        }
+    }
+    let mut stdin = writer.stdin.take().unwrap();
+    writeln!(stdin, "go").unwrap();
+
+    let after = receive(&mut client, 8).await;
+    for i in 11..=15u64 {
+        assert_eq!(
+            after[&format!("late {i}")],
+            ("app.log".to_owned(), i),
+            "{rotation:?}: the old file's lines keep its name and numbering"
+        );
+    }
+    for i in 1..=3u64 {
+        assert_eq!(
+            after[&format!("reopened {i}")],
+            ("app.log".to_owned(), i),
+            "{rotation:?}"
+        );
+    }
+    // Past the rotate wait the old file is closed (with a glob, taken over as app.log.1 from
+    // its position): nothing arrives twice.
+    client
+        .expect_silence(ROTATE_WAIT + Duration::from_secs(1))
+        .await;
+    writeln!(stdin, "done").unwrap();
+    drop(stdin);
+    assert!(writer.wait().unwrap().success());
+    if glob {
+        // The rotated file, now followed under its own name, continues its numbering.
+        stack
+            .logs
+            .append("app.log.1", &["appended to app.log.1"])
+            .await;
+        let msg = client.expect_log().await;
+        assert_eq!(msg["message"], "appended to app.log.1");
+        assert_eq!(msg["metadata"]["line"], 16, "{msg}");
+        assert!(
+            msg["metadata"]["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("app.log.1")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_reopen_after_mv_loses_nothing() {
+    late_reopen(Rotation::MvLateReopen, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_reopen_after_mv_and_recreate_loses_nothing() {
+    late_reopen(Rotation::MvRecreate, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_reopen_after_logrotate_create_loses_nothing() {
+    late_reopen(Rotation::LogrotateCreate, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_reopen_with_a_glob_matching_the_rotated_name_repeats_nothing() {
+    late_reopen(Rotation::LogrotateCreate, true).await;
 }

@@ -72,6 +72,9 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        // Frames are small and latency-bound (a log batch, a client's lines): Nagle's
+        // algorithm with the peer's delayed ACK would hold them up to 40 ms.
+        let _ = stream.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             refusals.record(peer, bounds.max_connections);
             drop(stream);
