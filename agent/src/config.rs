@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use logfleet_protocol::agent_limits;
 use logfleet_protocol::parse::{BadTimezone, Format, Timezone};
+
+use crate::multiline::Multiline;
 use serde::Deserialize;
 
 /// How often metrics are reported when neither the file nor the flags say.
@@ -89,6 +91,9 @@ pub struct SourceConfig {
     pub format: Format,
     /// The zone of times its lines write without one (TOML `timezone`; UTC by default).
     pub timezone: Timezone,
+    /// How its lines group into records (TOML `multiline`: `"none"`, `"auto"` or
+    /// `{start = "REGEX"}`; `none` for `format = "plain"`, else `auto`).
+    pub multiline: Multiline,
 }
 
 impl SourceConfig {
@@ -99,6 +104,7 @@ impl SourceConfig {
             path: path.into(),
             format: Format::Auto,
             timezone: Timezone::UTC,
+            multiline: Multiline::Auto,
         }
     }
 }
@@ -202,6 +208,15 @@ struct FileSource {
     #[serde(default)]
     format: Format,
     timezone: Option<String>,
+    multiline: Option<FileMultiline>,
+}
+
+/// `multiline` as the TOML file writes it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileMultiline {
+    Mode(String),
+    Start { start: String },
 }
 
 impl Settings {
@@ -241,9 +256,31 @@ impl Settings {
                     })?,
                     None => Timezone::UTC,
                 };
+                let bad = |reason: String| ConfigError::Toml {
+                    path: String::new(),
+                    message: format!("source '{}': invalid multiline: {reason}", s.name),
+                };
+                let multiline = match s.multiline {
+                    None if s.format == Format::Plain => Multiline::None,
+                    None => Multiline::Auto,
+                    Some(FileMultiline::Mode(m)) if m == "none" => Multiline::None,
+                    Some(FileMultiline::Mode(m)) if m == "auto" => Multiline::Auto,
+                    Some(FileMultiline::Mode(m)) => {
+                        return Err(bad(format!(
+                            "'{m}'; use \"none\", \"auto\" or {{ start = \"REGEX\" }}"
+                        )));
+                    }
+                    Some(FileMultiline::Start { start }) => Multiline::Start(
+                        regex::RegexBuilder::new(&start)
+                            .size_limit(logfleet_protocol::filters::MAX_PATTERN_COMPILED_BYTES)
+                            .build()
+                            .map_err(|e| bad(e.to_string()))?,
+                    ),
+                };
                 Ok(SourceConfig {
                     format: s.format,
                     timezone,
+                    multiline,
                     ..SourceConfig::new(s.name, s.path)
                 })
             })

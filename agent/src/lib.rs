@@ -284,10 +284,11 @@ mod tests {
             format!("http://127.0.0.1:{port}"),
             "agent-token",
             "edge-01",
-            vec![SourceConfig::new(
-                "app",
-                dir.join("*.log").to_string_lossy().into_owned(),
-            )],
+            // One record per line: these tests count lines, not stack traces.
+            vec![SourceConfig {
+                multiline: multiline::Multiline::None,
+                ..SourceConfig::new("app", dir.join("*.log").to_string_lossy().into_owned())
+            }],
         );
         config.metrics_interval = Duration::from_secs(3600);
         config.tuning = Tuning {

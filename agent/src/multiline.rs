@@ -83,10 +83,11 @@ impl Joiner {
     /// Feeds the lines of one tail batch; complete records go to `out`, in order per file.
     pub fn push(&mut self, batch: Vec<TailLine>, now: Instant, out: &mut Vec<TailLine>) {
         for line in batch {
+            // A source nobody configured (tests, a line from nowhere) is not joined.
             let mode = self
                 .by_source
                 .get(&*line.source)
-                .unwrap_or(&Multiline::Auto);
+                .unwrap_or(&Multiline::None);
             if matches!(mode, Multiline::None) {
                 out.push(line);
                 continue;
@@ -303,7 +304,7 @@ mod tests {
     /// been quiet for the idle bound, and records are bounded in lines.
     #[test]
     fn holding_is_bounded() {
-        let mut j = Joiner::default();
+        let mut j = Joiner::new(HashMap::from([("app".to_owned(), Multiline::Auto)]));
         let now = Instant::now();
         let mut out = Vec::new();
         j.push(vec![line(1, "INFO fine")], now, &mut out);

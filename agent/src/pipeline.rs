@@ -39,6 +39,7 @@ use crate::config::SourceConfig;
 use crate::filter::{Built, FilterFailure};
 use crate::loader::{ChainLoader, RUNTIME_FILTER_NAME};
 use crate::metrics::{HealthInputs, MetricsCollector};
+use crate::multiline::Joiner;
 use crate::outbox::Outbox;
 use crate::parse::Parsers;
 use crate::parse::detect_level;
@@ -82,6 +83,8 @@ pub struct Pipeline {
     failed: std::collections::VecDeque<String>,
     /// How each source's lines become records.
     parsers: Parsers,
+    /// Continuation lines joined into their records, per source.
+    joiner: Joiner,
 }
 
 /// A session waiting for its chain. Dropping it cancels the loader task.
@@ -128,6 +131,7 @@ impl Pipeline {
             frames: Vec::new(),
             failed: std::collections::VecDeque::new(),
             parsers: Parsers::default(),
+            joiner: Joiner::default(),
         }
     }
 
@@ -135,6 +139,12 @@ impl Pipeline {
     /// source is `auto` in UTC otherwise).
     pub fn parse_sources_as(mut self, sources: &[SourceConfig]) -> Pipeline {
         self.parsers = Parsers::new(sources);
+        self.joiner = Joiner::new(
+            sources
+                .iter()
+                .map(|s| (s.name.clone(), s.multiline.clone()))
+                .collect(),
+        );
         self
     }
 
@@ -155,9 +165,29 @@ impl Pipeline {
         ids
     }
 
-    /// Processes one batch of tailed lines. Sessions filter it on a blocking thread (see the
+    /// Processes one batch of tailed lines: continuation lines join their records (see
+    /// [`crate::multiline`]), then sessions filter the records on a blocking thread (see the
     /// module docs); this returns once all of them have.
     pub async fn handle_lines(&mut self, batch: TailBatch, now: Instant) {
+        let mut records = Vec::with_capacity(batch.len());
+        self.joiner.push(batch, now, &mut records);
+        self.process(records, now).await;
+    }
+
+    /// Processes records held for continuation lines that have been quiet long enough (all
+    /// of them with `all`, when the tailer stopped).
+    async fn flush_multiline(&mut self, now: Instant, all: bool) {
+        if self.joiner.holding() {
+            let mut records = Vec::new();
+            self.joiner.flush_idle(now, all, &mut records);
+            self.process(records, now).await;
+        }
+    }
+
+    async fn process(&mut self, batch: TailBatch, now: Instant) {
+        if batch.is_empty() {
+            return;
+        }
         let streaming = !self.sessions.is_empty();
         let mut records = Vec::with_capacity(if streaming { batch.len() } else { 0 });
         for line in batch {
@@ -410,7 +440,10 @@ impl Pipeline {
             // before lines, so a session started before lines arrived sees them.
             tokio::select! {
                 biased;
-                _ = flush_tick.tick() => self.flush(now_ms()),
+                _ = flush_tick.tick() => {
+                    self.flush_multiline(Instant::now(), false).await;
+                    self.flush(now_ms());
+                }
                 _ = metrics_tick.tick() => self.report_metrics(Instant::now()),
                 frame = host.recv(), if host_open => match frame {
                     Some(frame) => self.handle_host(frame),
@@ -431,6 +464,7 @@ impl Pipeline {
                 },
             }
         }
+        self.flush_multiline(Instant::now(), true).await;
         self.flush(now_ms());
         debug!("pipeline stopped");
     }

@@ -96,3 +96,49 @@ async fn structured_lines_give_fields_and_pattern_matches_the_line() {
     // `user_id=999` does not match the pattern: the next line is the closing probe.
     assert_eq!(client.expect_log().await["message"], "probe end");
 }
+
+/// A Java stack trace written to a source arrives as one record (its first line's number,
+/// the whole trace as the message), and the line after it as its own record, without waiting
+/// for more input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_trace_is_one_record() {
+    let stack = Stack::new().await;
+    let session = stack.start(json!({"filters": {"source": "nginx"}})).await;
+    let mut client = stack.client(&session).await;
+    stack
+        .sync("nginx.log", |n| format!("probe {n}"), &mut client)
+        .await;
+    stack
+        .logs
+        .append(
+            "nginx.log",
+            &[
+                "2024-01-15T10:00:00Z ERROR request failed",
+                "java.lang.IllegalStateException: boom",
+                "\tat com.example.Foo.bar(Foo.java:10)",
+                "\tat com.example.Main.main(Main.java:3)",
+                "Caused by: java.io.IOException: disk full",
+                "\t... 2 more",
+            ],
+        )
+        .await;
+    let first = client.expect_log().await;
+    assert_eq!(first["message"], "request failed", "{first}");
+    let trace = client.expect_log().await;
+    let message = trace["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("java.lang.IllegalStateException: boom\n\tat com.example.Foo"),
+        "{trace}"
+    );
+    assert!(
+        message.ends_with("Caused by: java.io.IOException: disk full\n\t... 2 more"),
+        "{trace}"
+    );
+    assert_eq!(
+        trace["metadata"]["line"].as_u64().unwrap(),
+        first["metadata"]["line"].as_u64().unwrap() + 1
+    );
+    // The last record goes out after a short quiet period, not when the next line comes.
+    stack.logs.append("nginx.log", &["INFO next"]).await;
+    assert_eq!(client.expect_log().await["message"], "next");
+}
