@@ -1,12 +1,23 @@
-//! Streaming a session to the terminal, optionally following across sessions.
+//! Streaming a session to the terminal: resuming it when the connection breaks, optionally
+//! following across sessions, and stopping every session it started.
 //!
-//! Sessions always expire. `--follow` keeps a stream going anyway, the way the reference says
-//! to extend one: start the next session (same request) before the current one ends; keep
-//! printing the current one until it ends; then connect to the next with `since_seq` = the last
-//! `seq` printed, so the host replays what that session already has. Lines both sessions carry
-//! are printed once: `seq` is per agent and increases by one per line read, so anything at or
-//! below the last printed `seq` is a duplicate. Because the next session is running on the agent
-//! before the current one ends, there is no gap.
+//! **Resume.** When the stream breaks without `session_ended`, it is reopened with backoff
+//! ([`crate::retry`]) and `?since_seq=` the last `seq` delivered, so the host replays what was
+//! missed from its per-session buffer (and says with `logs_dropped` what that buffer no longer
+//! held). Anything at or below the last delivered `seq` is skipped, so no line is shown twice.
+//! A session that ended meanwhile answers `session_not_found`; one whose expiry (by this
+//! machine's clock) is [`EXPIRY_GRACE`] past is given up on.
+//!
+//! **Follow.** Sessions always expire. `--follow` keeps a stream going anyway, the way the
+//! reference says to extend one: start the next session (same request) before the current one
+//! ends; keep printing the current one until it ends; then connect to the next with `since_seq`
+//! = the last `seq` printed, so the host replays what that session already has. `seq` is per
+//! agent and increases by one per line read, so lines both sessions carry are printed once, and
+//! because the next session is running on the agent before the current one ends, there is no
+//! gap. When the next session cannot be started (the agent is offline for a restart, the host is
+//! unreachable), that is said once and retried with backoff, while the current session streams
+//! on; if it ends first, starting is retried until it works or the user interrupts. A session
+//! ended by a host shutdown is followed the same way.
 //!
 //! When to start the next one: [`HANDOVER_LEAD`] before the current one expires (or half way
 //! through a session shorter than twice that). Not as soon as `session_ending` arrives: for a
@@ -14,35 +25,45 @@
 //! would expire together with it. Not earlier than needed either: the overlap is replayed from
 //! the host's bounded per-session buffer when the CLI switches over.
 //!
-//! Every session started here is stopped on the host before [`run`] returns early (shutdown
-//! signal, closed output, error), so an interrupted CLI leaves nothing streaming.
+//! **Stop.** Every session started here and not seen to end is stopped on the host before
+//! [`run`] returns, the call retried on a fresh connection for up to [`STOP_TIMEOUT`]; the ones
+//! that could not be stopped are returned in [`Finished::not_stopped`], for the caller to say so.
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use logfleet_protocol::client::{ClientMessage, Control, EndReason, LogMessage};
+use logfleet_protocol::client::{ClientMessage, Control, DropReason, EndReason, LogMessage};
 use logfleet_protocol::rest::{DEFAULT_TIMEOUT_SECONDS, Session, StartRequest};
 
 use crate::client::Client;
 use crate::error::Error;
+use crate::retry::{Backoff, is_transient};
+use crate::stream::LogStream;
 
 /// How long before the current session expires the next one is started. Long enough for the
 /// start to reach the agent over a slow link; short enough that the overlap (at the host's
 /// default 2,000 lines/s rate limit, 6,000 lines) fits the host's 10,000-line replay buffer.
 pub const HANDOVER_LEAD: Duration = Duration::from_secs(3);
 
-/// How long stopping the sessions may take when exiting, so a dead host cannot hang Ctrl-C.
+/// How long stopping the sessions may take in all, retries included, when exiting, so a dead
+/// host cannot hang Ctrl-C.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long past a session's expiry (as this machine's clock estimates it) reconnecting to it
+/// is still tried: the host's clock and the start request's latency may put the real expiry a
+/// little later, but a session this far past its end is gone.
+pub const EXPIRY_GRACE: Duration = Duration::from_secs(10);
 
 /// Where [`run`] delivers what it receives.
 pub trait Sink {
     /// A log line to print. An error ends the run: [`io::ErrorKind::BrokenPipe`] means the
     /// reader went away (`| head`) and ends it quietly.
     fn log(&mut self, log: &LogMessage) -> io::Result<()>;
-    /// A message for the person watching (session ending, lines dropped, …).
+    /// A message for the person watching (session ending, lines dropped, reconnecting, …).
     fn notice(&mut self, text: &str);
 }
 
@@ -51,10 +72,28 @@ pub trait Sink {
 pub enum Outcome {
     /// The (last) session ended on the host for this reason.
     Ended(EndReason),
-    /// The shutdown future completed (Ctrl-C, SIGTERM); sessions were stopped.
+    /// The shutdown future completed (Ctrl-C, SIGTERM).
     Interrupted,
-    /// The sink's reader went away; sessions were stopped.
+    /// The sink's reader went away.
     OutputClosed,
+}
+
+/// A session [`run`] started and could not stop: it stays active on the host until it expires.
+#[derive(Debug)]
+pub struct NotStopped {
+    pub session_id: String,
+    /// Its expiry, as the host stated it when it started.
+    pub expires_at: String,
+    /// Why the last attempt to stop it failed.
+    pub error: Error,
+}
+
+/// What a [`run`] did: how streaming ended, and what it could not clean up.
+#[derive(Debug)]
+pub struct Finished {
+    pub outcome: Result<Outcome, Error>,
+    /// Empty when every session started here is stopped or ended.
+    pub not_stopped: Vec<NotStopped>,
 }
 
 /// What to stream.
@@ -67,28 +106,32 @@ pub struct Options {
 }
 
 /// Starts a session as `options` says and streams it into `sink` until it ends (or, with
-/// `follow`, until `shutdown` completes or something fails). Sessions started here are
-/// stopped on the host on every early exit.
+/// `follow`, until `shutdown` completes or something fails for good). Sessions started here
+/// are stopped on the host on every early exit.
 pub async fn run<S: Sink>(
     client: &Client,
     options: &Options,
     sink: &mut S,
     shutdown: impl Future<Output = ()>,
-) -> Result<Outcome, Error> {
+) -> Finished {
     let mut follower = Follower {
         client,
         options,
         live: Vec::new(),
         next: None,
         last_seq: None,
+        renew_retry: None,
+        renew_backoff: Backoff::default(),
     };
-    let result = follower.stream(sink, shutdown).await;
+    let shutdown = std::pin::pin!(shutdown);
+    let outcome = follower.stream(sink, shutdown).await;
     // After a normal end nothing is live; after anything else the current (and maybe the
     // next) session still is.
-    if !follower.live.is_empty() {
-        follower.stop_all().await;
+    let not_stopped = follower.stop_all().await;
+    Finished {
+        outcome,
+        not_stopped,
     }
-    result
 }
 
 /// The state of one `run`.
@@ -96,39 +139,91 @@ struct Follower<'a> {
     client: &'a Client,
     options: &'a Options,
     /// Sessions started here and not yet seen to end: what to stop on exit.
-    live: Vec<String>,
+    live: Vec<Session>,
     /// The session started to take over from the current one, and when it was requested.
     next: Option<(Session, Instant)>,
     /// The highest `seq` delivered to the sink.
     last_seq: Option<u64>,
+    /// When to try starting the next session again after a failed attempt.
+    renew_retry: Option<Instant>,
+    renew_backoff: Backoff,
 }
 
+/// The session being streamed.
+struct Current {
+    session: Session,
+    /// When it was requested, by this machine's clock.
+    started: Instant,
+    stream: LogStream,
+}
+
+/// The shutdown future, pinned once and polled by every wait that may be interrupted.
+type Shutdown<'s, F> = Pin<&'s mut F>;
+
 impl Follower<'_> {
-    async fn stream<S: Sink>(
+    async fn stream<S: Sink, F: Future<Output = ()>>(
         &mut self,
         sink: &mut S,
-        shutdown: impl Future<Output = ()>,
+        mut shutdown: Shutdown<'_, F>,
     ) -> Result<Outcome, Error> {
-        tokio::pin!(shutdown);
-        let (first, mut started) = self.start().await?;
-        let mut current = self.client.connect(&first, None).await?;
+        let (session, started) = self.start().await?;
+        let mut cur = match self
+            .attach(session, started, None, sink, &mut shutdown)
+            .await?
+        {
+            Ok(cur) => cur,
+            Err(outcome) => return Ok(outcome),
+        };
         loop {
-            let handover = self.handover_at(started);
+            let renew_at = self.renew_at(cur.started);
             let msg = tokio::select! {
-                msg = current.next() => msg?,
-                () = sleep_until_some(handover) => {
-                    self.next = Some(self.start().await?);
+                msg = cur.stream.next() => msg,
+                () = sleep_until_some(renew_at) => {
+                    self.renew(sink).await?;
                     continue;
                 }
                 // Only waiting races the shutdown signal: REST calls run to completion, so a
                 // session is never started without its id being recorded for clean-up.
                 () = &mut shutdown => return Ok(Outcome::Interrupted),
             };
-            let Some(msg) = msg else {
-                return Err(Error::StreamClosed {
-                    session_id: current.session_id().to_owned(),
-                    detail: "closed without session_ended".to_owned(),
-                });
+            let msg = match msg {
+                Ok(Some(msg)) => msg,
+                Ok(None) | Err(Error::StreamClosed { .. }) => {
+                    let detail = match msg {
+                        Err(Error::StreamClosed { detail, .. }) => detail,
+                        _ => "closed without session_ended".to_owned(),
+                    };
+                    sink.notice(&format!(
+                        "lost the stream of session {} ({detail}); reconnecting",
+                        cur.session.id
+                    ));
+                    let since = Some(self.last_seq.unwrap_or(0));
+                    let (session, started) = (cur.session.clone(), cur.started);
+                    cur = match self
+                        .attach(session, started, since, sink, &mut shutdown)
+                        .await?
+                    {
+                        Ok(next) => next,
+                        Err(Outcome::Ended(_)) => {
+                            let reason = if Instant::now() >= self.expiry(started) {
+                                EndReason::Timeout
+                            } else {
+                                EndReason::Stopped
+                            };
+                            sink.notice(&format!(
+                                "session {} ended while this client was disconnected",
+                                cur.session.id
+                            ));
+                            match self.carry_on(reason, sink, &mut shutdown).await? {
+                                Ok(next) => next,
+                                Err(outcome) => return Ok(outcome),
+                            }
+                        }
+                        Err(outcome) => return Ok(outcome),
+                    };
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             match msg {
                 ClientMessage::Log(log) => {
@@ -149,7 +244,7 @@ impl Follower<'_> {
                 ClientMessage::Control(Control::SessionEnding {
                     seconds_remaining, ..
                 }) => {
-                    let id = current.session_id();
+                    let id = &cur.session.id;
                     sink.notice(&if self.options.follow {
                         format!("session {id} ends in {seconds_remaining}s (--follow: a new session continues it)")
                     } else {
@@ -157,31 +252,20 @@ impl Follower<'_> {
                     });
                 }
                 ClientMessage::Control(Control::SessionEnded { reason }) => {
-                    let ended = current.session_id().to_owned();
-                    self.live.retain(|id| *id != ended);
-                    if reason != EndReason::Timeout || !self.options.follow {
-                        if reason != EndReason::Timeout {
-                            sink.notice(&format!("session {ended} {}", ended_text(reason)));
-                        }
-                        return Ok(Outcome::Ended(reason));
+                    let ended = cur.session.id.clone();
+                    self.live.retain(|s| s.id != ended);
+                    if !self.follows(reason) && reason != EndReason::Timeout {
+                        sink.notice(&format!("session {ended} {}", ended_text(reason)));
                     }
-                    let (next, next_started) = match self.next.take() {
-                        Some(next) => next,
-                        None => {
-                            // Expired before the handover (the host's clock ran ahead of
-                            // ours): carry on, but say lines may be missing.
-                            sink.notice(&format!(
-                                "session {ended} ended before the next one started; lines may be missing"
-                            ));
-                            self.start().await?
-                        }
+                    cur.stream.close().await;
+                    cur = match self.carry_on(reason, sink, &mut shutdown).await? {
+                        Ok(next) => next,
+                        Err(outcome) => return Ok(outcome),
                     };
-                    current.close().await;
-                    current = self.client.connect(&next, self.last_seq).await?;
-                    started = next_started;
                     sink.notice(&format!(
-                        "session {ended} timed out; continuing in session {}",
-                        next.id
+                        "session {ended} {}; continuing in session {}",
+                        ended_text(reason),
+                        cur.session.id
                     ));
                 }
                 ClientMessage::Control(other) => sink.notice(&control_text(&other)),
@@ -189,20 +273,189 @@ impl Follower<'_> {
         }
     }
 
+    /// Whether a session that ended for `reason` is followed by the next one.
+    fn follows(&self, reason: EndReason) -> bool {
+        self.options.follow && matches!(reason, EndReason::Timeout | EndReason::Shutdown)
+    }
+
+    /// After the current session ended for `reason`: the next one to stream, or how the run
+    /// ends.
+    async fn carry_on<S: Sink, F: Future<Output = ()>>(
+        &mut self,
+        reason: EndReason,
+        sink: &mut S,
+        shutdown: &mut Shutdown<'_, F>,
+    ) -> Result<Result<Current, Outcome>, Error> {
+        if !self.follows(reason) {
+            return Ok(Err(Outcome::Ended(reason)));
+        }
+        loop {
+            let (session, started) = match self.next.take() {
+                Some(next) => next,
+                None => {
+                    // Expired before the handover (the agent or host was away, or the host's
+                    // clock ran ahead of ours): carry on, but say lines may be missing.
+                    sink.notice(
+                        "the session ended before the next one started; lines read meanwhile are not shown",
+                    );
+                    match self.start_retrying(sink, shutdown).await? {
+                        Some(next) => next,
+                        None => return Ok(Err(Outcome::Interrupted)),
+                    }
+                }
+            };
+            self.renew_retry = None;
+            self.renew_backoff.reset();
+            let since = Some(self.last_seq.unwrap_or(0));
+            match self.attach(session, started, since, sink, shutdown).await? {
+                Ok(cur) => return Ok(Ok(cur)),
+                Err(Outcome::Ended(_)) => continue,
+                Err(outcome) => return Ok(Err(outcome)),
+            }
+        }
+    }
+
+    /// Connects to `session`'s stream, retrying transient failures with backoff. `Err` holds
+    /// how the run ends instead: `Ended` when the session is gone, `Interrupted`.
+    async fn attach<S: Sink, F: Future<Output = ()>>(
+        &mut self,
+        session: Session,
+        started: Instant,
+        since_seq: Option<u64>,
+        sink: &mut S,
+        shutdown: &mut Shutdown<'_, F>,
+    ) -> Result<Result<Current, Outcome>, Error> {
+        let mut backoff = Backoff::default();
+        let give_up = self.expiry(started) + EXPIRY_GRACE;
+        loop {
+            let attempt = tokio::select! {
+                r = self.client.connect(&session, since_seq) => r,
+                () = shutdown.as_mut() => return Ok(Err(Outcome::Interrupted)),
+            };
+            match attempt {
+                Ok(stream) => {
+                    if let Some(since) = since_seq {
+                        sink.notice(&format!(
+                            "streaming session {} (resumed after seq {since})",
+                            session.id
+                        ));
+                    }
+                    return Ok(Ok(Current {
+                        session,
+                        started,
+                        stream,
+                    }));
+                }
+                Err(e)
+                    if e.code() == Some("session_not_found")
+                        || (is_transient(&e) && Instant::now() >= give_up) =>
+                {
+                    self.live.retain(|s| s.id != session.id);
+                    return Ok(Err(Outcome::Ended(EndReason::Timeout)));
+                }
+                Err(e) if is_transient(&e) => {
+                    if backoff.failures() == 0 {
+                        sink.notice(&format!(
+                            "cannot connect to session {}: {e}; retrying",
+                            session.id
+                        ));
+                    }
+                    let interrupted = tokio::select! {
+                        () = tokio::time::sleep(backoff.delay()) => false,
+                        () = shutdown.as_mut() => true,
+                    };
+                    if interrupted {
+                        return Ok(Err(Outcome::Interrupted));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Starts a session, retrying transient failures (agent offline, host unreachable) with
+    /// backoff until it works; `None` when interrupted meanwhile.
+    async fn start_retrying<S: Sink, F: Future<Output = ()>>(
+        &mut self,
+        sink: &mut S,
+        shutdown: &mut Shutdown<'_, F>,
+    ) -> Result<Option<(Session, Instant)>, Error> {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.start().await {
+                Ok(started) => {
+                    if backoff.failures() > 0 {
+                        sink.notice(&format!("started session {}", started.0.id));
+                    }
+                    return Ok(Some(started));
+                }
+                Err(e) if is_transient(&e) => {
+                    if backoff.failures() == 0 {
+                        sink.notice(&format!(
+                            "cannot start a session: {e}; retrying until it can (Ctrl-C to give up)"
+                        ));
+                    }
+                    let interrupted = tokio::select! {
+                        () = tokio::time::sleep(backoff.delay()) => false,
+                        () = shutdown.as_mut() => true,
+                    };
+                    if interrupted {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Starts the session that takes over from the current one. A transient failure is said
+    /// once and retried later (see [`Follower::renew_at`]); the current session streams on.
+    async fn renew<S: Sink>(&mut self, sink: &mut S) -> Result<(), Error> {
+        match self.start().await {
+            Ok(next) => {
+                if self.renew_backoff.failures() > 0 {
+                    sink.notice(&format!("started the next session {}", next.0.id));
+                }
+                self.renew_backoff.reset();
+                self.renew_retry = None;
+                self.next = Some(next);
+                Ok(())
+            }
+            Err(e) if is_transient(&e) => {
+                if self.renew_backoff.failures() == 0 {
+                    sink.notice(&format!("cannot start the next session yet: {e}; retrying"));
+                }
+                self.renew_retry = Some(Instant::now() + self.renew_backoff.delay());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// When to start the session that takes over from one requested at `started`: `None`
     /// when not following or when it is started already.
-    fn handover_at(&self, started: Instant) -> Option<Instant> {
+    fn renew_at(&self, started: Instant) -> Option<Instant> {
         if !self.options.follow || self.next.is_some() {
             return None;
         }
-        let timeout = Duration::from_secs(
+        let timeout = self.timeout();
+        // `started` is before the host saw the request, so this errs on the early side.
+        let due = started + timeout - HANDOVER_LEAD.min(timeout / 2);
+        Some(self.renew_retry.map_or(due, |retry| retry.max(due)))
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(
             self.options
                 .request
                 .timeout_seconds
                 .unwrap_or(DEFAULT_TIMEOUT_SECONDS),
-        );
-        // `started` is before the host saw the request, so this errs on the early side.
-        Some(started + timeout - HANDOVER_LEAD.min(timeout / 2))
+        )
+    }
+
+    /// When a session requested at `started` expires, by this machine's clock.
+    fn expiry(&self, started: Instant) -> Instant {
+        started + self.timeout()
     }
 
     /// Starts a session; returns it and when it was requested.
@@ -210,27 +463,51 @@ impl Follower<'_> {
         let requested = Instant::now();
         let session = self.client.start(&self.options.request).await?;
         tracing::debug!(session = %session.id, expires_at = %session.expires_at, "session started");
-        self.live.push(session.id.clone());
+        self.live.push(session.clone());
         Ok((session, requested))
     }
 
-    /// Stops every session still live, best effort and bounded by [`STOP_TIMEOUT`]: one that
-    /// already ended answers `session_not_found`, which is fine.
-    async fn stop_all(&mut self) {
-        let client = self.client;
-        let ids = std::mem::take(&mut self.live);
-        let stops = async {
-            for id in &ids {
-                match client.stop(id).await {
-                    Ok(_) => tracing::debug!(session = %id, "session stopped"),
-                    Err(e) if e.code() == Some("session_not_found") => {}
-                    Err(e) => tracing::warn!(session = %id, error = %e, "could not stop session"),
+    /// Stops every session still live, each call retried on a fresh connection, all within
+    /// [`STOP_TIMEOUT`]: one that already ended answers `session_not_found`, which is fine.
+    /// Returns the ones that could not be stopped.
+    async fn stop_all(&mut self) -> Vec<NotStopped> {
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut failed = Vec::new();
+        for session in std::mem::take(&mut self.live) {
+            let mut client = self.client.clone();
+            let mut backoff = Backoff::default();
+            let error = loop {
+                let error = match tokio::time::timeout_at(deadline, client.stop(&session.id)).await
+                {
+                    Ok(Ok(_)) => break None,
+                    Ok(Err(e)) if e.code() == Some("session_not_found") => break None,
+                    Ok(Err(e)) => e,
+                    Err(_) => Error::Network {
+                        url: client.base_url().to_string(),
+                        detail: format!("no answer within {}s", STOP_TIMEOUT.as_secs()),
+                    },
+                };
+                let delay = backoff.delay();
+                if !is_transient(&error) || Instant::now() + delay >= deadline {
+                    break Some(error);
                 }
+                tracing::debug!(session = %session.id, %error, "stopping failed; retrying");
+                tokio::time::sleep(delay).await;
+                // A pooled connection may be the broken one: the retry opens its own.
+                if let Ok(fresh) = client.fresh() {
+                    client = fresh;
+                }
+            };
+            match error {
+                None => tracing::debug!(session = %session.id, "session stopped"),
+                Some(error) => failed.push(NotStopped {
+                    session_id: session.id,
+                    expires_at: session.expires_at,
+                    error,
+                }),
             }
-        };
-        if tokio::time::timeout(STOP_TIMEOUT, stops).await.is_err() {
-            tracing::warn!(sessions = ?ids, "timed out stopping sessions; they will expire");
         }
+        failed
     }
 }
 
@@ -260,14 +537,12 @@ fn control_text(control: &Control) -> String {
         Control::AgentReconnected => "agent reconnected".to_owned(),
         Control::LogsDropped { count, reason } => {
             let why = match reason {
-                logfleet_protocol::client::DropReason::ClientLagging => "this client fell behind",
-                logfleet_protocol::client::DropReason::RateLimited => "the session's rate limit",
-                logfleet_protocol::client::DropReason::AgentBufferFull => {
-                    "the agent's buffer was full"
+                DropReason::ClientLagging => {
+                    "this client fell behind or was disconnected longer than the host's replay buffer covers"
                 }
-                logfleet_protocol::client::DropReason::FilterFailed => {
-                    "a filter failed before deciding about them"
-                }
+                DropReason::RateLimited => "the session's rate limit",
+                DropReason::AgentBufferFull => "the agent's buffer was full",
+                DropReason::FilterFailed => "a filter failed before deciding about them",
             };
             format!("{count} log lines dropped: {why}")
         }

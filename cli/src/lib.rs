@@ -3,9 +3,10 @@
 //!
 //! - [`client`]: [`Client`], the REST API (agents, sessions, start/stop, plugins).
 //! - [`stream`]: [`LogStream`], one session's WebSocket of log and control messages.
-//! - [`follow`]: [`follow::run`], streaming a session to a [`follow::Sink`], optionally rolling
-//!   over to the next session before each one expires, de-duplicated by `seq`, and stopping
-//!   every session it started when interrupted.
+//! - [`follow`]: [`follow::run`], streaming a session to a [`follow::Sink`], resuming it with
+//!   `since_seq` when the connection breaks, optionally rolling over to the next session before
+//!   each one expires, de-duplicated by `seq`, and stopping every session it started.
+//! - [`retry`]: jittered backoff, and which failures are worth retrying.
 //! - [`output`]: how logs, agents, sessions and plugins are printed (text, JSON, tables).
 //! - [`error`]: [`Error`], and the process exit code each kind of failure maps to.
 //! - [`tls`]: trusting a private CA (`--ca-cert`) for `https://` and `wss://`.
@@ -14,6 +15,7 @@ pub mod client;
 pub mod error;
 pub mod follow;
 pub mod output;
+pub mod retry;
 pub mod stream;
 pub mod tls;
 

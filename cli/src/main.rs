@@ -27,6 +27,11 @@ Exit codes:
   6    host unreachable, connection lost, or host shutting down
   130  interrupted (Ctrl-C / SIGTERM) after stopping the session(s) on the host
 
+A broken stream is resumed (with backoff, without repeating or losing buffered lines), and
+--follow waits out an offline agent or unreachable host; neither changes the exit code. A
+session that could not be stopped on exit is named on stderr, and the exit code is that
+failure's (6 when the host is unreachable), never 0 or 130.
+
 Environment:
   LOGFLEET_URL    host URL (default http://127.0.0.1:8080)
   LOGFLEET_TOKEN  user JWT
@@ -118,10 +123,10 @@ struct StreamArgs {
     /// Agent id (UUID) or name.
     agent: String,
     /// Only these levels (comma-separated, e.g. ERROR,WARN).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(short, long, value_delimiter = ',')]
     level: Vec<String>,
     /// Only these sources (repeat or comma-separate).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(short, long, value_delimiter = ',')]
     source: Vec<String>,
     /// Only messages matching this regex (Rust regex syntax).
     #[arg(long)]
@@ -134,11 +139,16 @@ struct StreamArgs {
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECONDS))]
     timeout: u64,
     /// Keep streaming past the timeout by starting the next session before each one ends.
-    #[arg(long)]
+    #[arg(short, long)]
     follow: bool,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
+    /// Write log content unchanged even to a terminal. By default, on a terminal, control
+    /// characters in log lines are shown as escapes (`\e`, `\x07`, …) so a log line cannot
+    /// clear the screen or retitle the window.
+    #[arg(long)]
+    raw: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -324,29 +334,53 @@ async fn stream(client: &Client, args: &StreamArgs) -> anyhow::Result<u8> {
         OutputFormat::Text => Format::Text,
         OutputFormat::Json => Format::Json,
     };
-    let colour = output::use_colour(
-        std::io::stdout().is_terminal(),
-        std::env::var("NO_COLOR").ok().as_deref(),
-    );
+    let on_terminal = std::io::stdout().is_terminal();
+    let colour = output::use_colour(on_terminal, std::env::var("NO_COLOR").ok().as_deref());
     let mut sink = Terminal {
         out: std::io::stdout(),
         format,
         colour,
+        // Log content is anyone's: on a terminal its control characters are shown, not obeyed.
+        escape: on_terminal && !args.raw,
+        escape_notices: std::io::stderr().is_terminal(),
     };
     let options = follow::Options {
         request: args.request(),
         follow: args.follow,
     };
-    let outcome = follow::run(client, &options, &mut sink, shutdown).await?;
-    Ok(match outcome {
-        Outcome::Ended(EndReason::Timeout | EndReason::Stopped) | Outcome::OutputClosed => exit::OK,
-        Outcome::Ended(EndReason::Shutdown) => exit::NETWORK,
-        Outcome::Ended(EndReason::FilterFailed) => exit::OTHER,
-        Outcome::Interrupted => {
-            eprintln!("logfleet: interrupted; session stopped");
-            exit::INTERRUPTED
+    let finished = follow::run(client, &options, &mut sink, shutdown).await;
+    // Said once per session, plainly, whatever else went wrong: the user must know a session
+    // is still streaming (and costing bandwidth) until it expires.
+    for left in &finished.not_stopped {
+        eprintln!(
+            "logfleet: could not stop session {} ({}); it stays active on the host until {} \
+             (stop it later with `logfleet stop {}`)",
+            left.session_id, left.error, left.expires_at, left.session_id
+        );
+    }
+    let stop_failure = finished
+        .not_stopped
+        .first()
+        .map(|left| left.error.exit_code());
+    let code = match finished.outcome {
+        Err(e) => return Err(e.into()),
+        Ok(Outcome::Interrupted) => match stop_failure {
+            None => {
+                eprintln!("logfleet: interrupted; session stopped");
+                exit::INTERRUPTED
+            }
+            Some(code) => {
+                eprintln!("logfleet: interrupted");
+                code
+            }
+        },
+        Ok(Outcome::Ended(EndReason::Timeout | EndReason::Stopped) | Outcome::OutputClosed) => {
+            stop_failure.unwrap_or(exit::OK)
         }
-    })
+        Ok(Outcome::Ended(EndReason::Shutdown)) => exit::NETWORK,
+        Ok(Outcome::Ended(EndReason::FilterFailed)) => exit::OTHER,
+    };
+    Ok(code)
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM. Registered immediately, so a signal that arrives
@@ -377,17 +411,29 @@ struct Terminal {
     out: std::io::Stdout,
     format: Format,
     colour: bool,
+    /// Show control characters in log content as escapes (`\e`, `\x07`) instead of writing them.
+    escape: bool,
+    /// The same for notices, which may quote what a host or plugin said.
+    escape_notices: bool,
 }
 
 impl Sink for Terminal {
     fn log(&mut self, log: &LogMessage) -> std::io::Result<()> {
-        let line = output::format_log(log, self.format, self.colour);
+        let line = if self.escape {
+            output::format_log(&output::escaped(log), self.format, self.colour)
+        } else {
+            output::format_log(log, self.format, self.colour)
+        };
         let mut out = self.out.lock();
         writeln!(out, "{line}")?;
         out.flush()
     }
 
     fn notice(&mut self, text: &str) {
-        eprintln!("logfleet: {text}");
+        if self.escape_notices {
+            eprintln!("logfleet: {}", output::escape_controls(text));
+        } else {
+            eprintln!("logfleet: {text}");
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! How the CLI prints things: log lines as text or JSON, and tables of agents, sessions and
 //! plugins. Pure functions from data to strings, so they are easy to test and reuse.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
 use chrono::{DateTime, Utc};
 use logfleet_protocol::Level;
 use logfleet_protocol::client::{ClientMessage, LogMessage};
@@ -54,6 +57,51 @@ pub fn format_log(log: &LogMessage, format: Format, colour: bool) -> String {
                 )
             }
         }
+    }
+}
+
+/// `text` with every control character a terminal would act on shown as an escape instead:
+/// ESC as `\e`, CR as `\r`, other C0 controls and DEL as `\xNN`, C1 controls (which some
+/// terminals also obey, e.g. U+009B as CSI) as `\u{NN}`. Tab and newline stay: a terminal only
+/// moves the cursor forward for them, and multi-line records (stack traces) stay readable.
+/// Anyone who can write a log line controls its content, so on a terminal this is the
+/// difference between showing `ESC[2J` and clearing the operator's screen.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    let needs = |c: char| c.is_control() && c != '\t' && c != '\n';
+    if !text.chars().any(needs) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\x1b' => out.push_str("\\e"),
+            '\r' => out.push_str("\\r"),
+            c if needs(c) && u32::from(c) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if needs(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `log` with [`escape_controls`] applied to every text field a log line prints.
+pub fn escaped(log: &LogMessage) -> LogMessage {
+    let esc = |s: &str| escape_controls(s).into_owned();
+    LogMessage {
+        seq: log.seq,
+        timestamp: esc(&log.timestamp),
+        level: log.level,
+        source: esc(&log.source),
+        message: esc(&log.message),
+        metadata: logfleet_protocol::client::Metadata {
+            host: esc(&log.metadata.host),
+            file: esc(&log.metadata.file),
+            line: log.metadata.line,
+        },
     }
 }
 
@@ -207,6 +255,25 @@ mod tests {
         assert_eq!(json["type"], "log");
         assert_eq!(json["seq"], 7);
         assert_eq!(json["metadata"]["line"], 3);
+    }
+
+    /// Control characters in log content never reach the terminal as themselves.
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(
+            escape_controls("a\x1b[2J\x1b]0;pwned\x07b\rc\x7f\u{9b}"),
+            "a\\e[2J\\e]0;pwned\\x07b\\rc\\x7f\\u{9b}"
+        );
+        assert!(matches!(
+            escape_controls("tab\tnew\nline é"),
+            Cow::Borrowed(_)
+        ));
+        let mut hostile = log();
+        hostile.message = "\x1b[2J".into();
+        hostile.source = "s\x07".into();
+        let line = format_log(&escaped(&hostile), Format::Text, false);
+        assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line:?}");
+        assert!(line.ends_with("s\\x07: \\e[2J"), "{line:?}");
     }
 
     #[test]

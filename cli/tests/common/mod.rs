@@ -26,6 +26,8 @@ pub struct Fixture {
     pub api: Api,
     pub agent_id: Uuid,
     pub token: String,
+    /// The agent's configuration, to start it again after [`Fixture::stop_agent`].
+    agent_config: logfleet_agent::Config,
 }
 
 impl Fixture {
@@ -47,7 +49,7 @@ impl Fixture {
         let mut config = agent_config(&host, agent_token, &[("nginx", &nginx), ("app", &app)]);
         config.name = AGENT_NAME.to_owned();
         config.ca_cert = pki.map(|p| p.ca_cert.clone());
-        let agent = InProcessAgent::start(config);
+        let agent = InProcessAgent::start(config.clone());
         // An admin: the CLI's plugin commands are admin-only.
         let user = host.admin_token("acme", "alice");
         let api = match pki {
@@ -63,6 +65,7 @@ impl Fixture {
             api,
             agent_id,
             token,
+            agent_config: config,
         }
     }
 
@@ -79,6 +82,13 @@ impl Fixture {
             )
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        cmd
+    }
+
+    /// `logfleet ARGS` talking to the host at `url` (a proxy in front of it, say).
+    pub fn cli_at(&self, url: &str, args: &[&str]) -> Command {
+        let mut cmd = self.cli(args);
+        cmd.env("LOGFLEET_URL", url);
         cmd
     }
 
@@ -99,6 +109,14 @@ impl Fixture {
         body["sessions"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Starts the agent again after [`Fixture::stop_agent`] and waits until it is online.
+    pub async fn start_agent(&mut self) {
+        self.agent = Some(InProcessAgent::start(self.agent_config.clone()));
+        self.api
+            .wait_agent_status(&self.agent_id.to_string(), "online")
+            .await;
+    }
+
     pub async fn stop_agent(&mut self) {
         if let Some(agent) = self.agent.take() {
             agent.stop().await;
@@ -107,6 +125,26 @@ impl Fixture {
             .wait_agent_status(&self.agent_id.to_string(), "offline")
             .await;
     }
+}
+
+/// How long one probe waits for its line before the next is written.
+const PROBE_WAIT: Duration = Duration::from_millis(100);
+
+/// Appends probe lines to `file` until the running CLI prints one, so the session is known to
+/// be active on the agent; then reads up to the last probe written.
+pub async fn sync(fx: &Fixture, cli: &mut Running, file: &str, probe: &str) {
+    for n in 0..200 {
+        // The full stop keeps "probe 1." from matching "probe 12.".
+        let line = format!("{probe} {n}.");
+        fx.logs.append(file, &[&line]).await;
+        if let Some(mut printed) = cli.line_within(PROBE_WAIT).await {
+            while !printed.contains(&line) {
+                printed = cli.line().await;
+            }
+            return;
+        }
+    }
+    panic!("session never became active; stderr: {:?}", cli.stderr());
 }
 
 /// What a finished `logfleet` run produced.
@@ -198,6 +236,14 @@ impl Running {
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// Waits for exit; returns the status and everything it wrote to stderr.
+    pub async fn wait_with_stderr(self) -> (ExitStatus, Vec<String>) {
+        let err = self.err.clone();
+        let (status, _) = self.wait().await;
+        let stderr = err.lock().expect("stderr lock").clone();
+        (status, stderr)
     }
 
     /// Waits for exit; returns the status and the stdout lines not read yet.
