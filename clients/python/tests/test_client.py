@@ -67,12 +67,16 @@ def test_stop_ends_the_stream(env: Env, writer: Writer) -> None:
     with Client(token=env.token, base_url=env.url) as client:
         stream = client.start_stream(agent_id=env.agent_id, timeout=60)
         assert stream.session_id in [s.id for s in client.sessions()]
+        stopper = None
         for _ in stream:
             assert stream.session_id is not None
-            threading.Thread(target=client.stop, args=(stream.session_id,)).start()
+            stopper = threading.Thread(target=client.stop, args=(stream.session_id,))
+            stopper.start()
             break
         for _ in stream:  # drains to session_ended
             pass
+        assert stopper is not None
+        stopper.join()  # never outlives the client it uses
         assert stream.ended_reason == "stopped"
 
 

@@ -10,9 +10,12 @@ Same methods as the synchronous :class:`~logfleet.Client`, as coroutines::
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import time
+import warnings
 from types import TracebackType
-from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Type
+from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Type, Union
 from urllib.parse import quote
 
 import httpx
@@ -21,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from ._common import (
     HTTP_TIMEOUT,
+    Message,
     OnControl,
     OnEnding,
     closed_error,
@@ -31,8 +35,21 @@ from ._common import (
     start_body,
     ws_url,
 )
-from ._errors import LogFleetConnectionError, LogFleetError
+from ._errors import LogFleetConnectionError, LogFleetError, StreamClosedError
 from ._models import Agent, ControlEvent, LogEntry, Session, SessionSummary
+from ._resume import (
+    EXPIRY_GRACE,
+    STOP_TIMEOUT,
+    Backoff,
+    ended_while_away,
+    is_gone,
+    is_transient,
+    not_stopped_message,
+    since,
+    stop_blocking,
+    track,
+    untrack,
+)
 
 __all__ = ["AsyncClient", "AsyncStream"]
 
@@ -140,7 +157,9 @@ class AsyncClient:
 
 class AsyncStream:
     """One session's log stream; ``async for`` it for :class:`~logfleet.LogEntry` objects.
-    Attributes as for :class:`~logfleet.Stream`."""
+    Attributes, resuming and stopping as for :class:`~logfleet.Stream`. A stream that is
+    garbage-collected or still running at interpreter exit is stopped with a blocking call
+    (no event loop is available there)."""
 
     def __init__(
         self,
@@ -154,9 +173,15 @@ class AsyncStream:
         self._on_ending = on_ending
         self._on_control = on_control
         self._ws: Optional[ClientConnection] = None
+        self._entered = False
+        self._stopped = False
+        self._last_seq: Optional[int] = None
+        self._expires = 0.0
         self.session: Optional[Session] = None
         self.ended_reason: Optional[str] = None
         self.seconds_remaining: Optional[int] = None
+        self.reconnects = 0
+        self.logs_dropped = 0
 
     @property
     def session_id(self) -> Optional[str]:
@@ -167,23 +192,25 @@ class AsyncStream:
         """Starts the session and connects. Does nothing if already started."""
         if self.session is not None:
             return self
+        self._expires = time.monotonic() + self._request["timeout_seconds"]
         self.session = await self._client.start(
             self._request["agent_id"],
             self._request["timeout_seconds"],
             self._request.get("filters"),
             self._request.get("limits"),
         )
+        track(self)
         try:
-            self._ws = await self._connect(self.session)
+            self._ws = await self._connect(self.session, None)
         except BaseException:
-            await self._stop_session()
+            await self.stop()
             raise
         return self
 
-    async def _connect(self, session: Session) -> ClientConnection:
+    async def _connect(self, session: Session, since_seq: Optional[int]) -> ClientConnection:
         try:
             return await connect(
-                ws_url(session.websocket_url),
+                ws_url(session.websocket_url, since_seq),
                 additional_headers={"Authorization": f"Bearer {self._client.token}"},
                 open_timeout=HTTP_TIMEOUT,
             )
@@ -194,29 +221,74 @@ class AsyncStream:
                 f"cannot connect to {session.websocket_url}: {e}"
             ) from e
 
-    async def messages(self) -> AsyncIterator[Any]:
-        """Every message, logs and control events, until the session ends."""
-        await self.start()
-        ws = self._ws
-        assert ws is not None and self.session is not None
+    async def _recv(self) -> Optional[Union[str, bytes]]:
+        """The next frame; ``None`` when the stream is over. Reconnects a broken stream."""
+        while True:
+            assert self._ws is not None and self.session is not None
+            try:
+                return await self._ws.recv()
+            except ConnectionClosed as e:
+                code = e.rcvd.code if e.rcvd else None
+                if self.ended_reason is not None or code == 1000:
+                    return None
+                cause = closed_error(self.session.id, code, e.rcvd.reason if e.rcvd else "")
+                if not await self._reconnect(cause):
+                    return None
+
+    async def _reconnect(self, cause: StreamClosedError) -> bool:
+        """As :meth:`logfleet.Stream._reconnect`."""
+        assert self.session is not None
+        if self._ws is not None:
+            await self._ws.close()
+        backoff = Backoff()
         while True:
             try:
-                text = await ws.recv()
-            except ConnectionClosed as e:
-                if self.ended_reason is not None:
+                self._ws = await self._connect(self.session, since(self._last_seq))
+                self.reconnects += 1
+                return True
+            except LogFleetError as e:
+                if is_gone(e):
+                    self.ended_reason = ended_while_away(self._expires)
+                    untrack(self)
+                    return False
+                if not is_transient(e) or time.monotonic() > self._expires + EXPIRY_GRACE:
+                    raise cause from e
+            await asyncio.sleep(backoff.delay())
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Every message, logs and control events, until the session ends."""
+        # A stream whose iteration started it (`for log in client.stream(...)`) is stopped when
+        # that iteration ends early: nothing else would stop it. Streams started by `with` or
+        # `start_stream()` stay running until those stop them.
+        owned = self.session is None and not self._entered
+        await self.start()
+        early = True
+        try:
+            while True:
+                text = await self._recv()
+                if text is None:
+                    early = False
                     return
-                code = e.rcvd.code if e.rcvd else None
-                if code == 1000:
+                msg = decode(text)
+                if msg is None:
+                    continue
+                if isinstance(msg, LogEntry):
+                    if self._last_seq is not None and msg.seq <= self._last_seq:
+                        continue  # replayed after a reconnect, already delivered
+                    self._last_seq = msg.seq
+                else:
+                    await self._on_control_event(msg)
+                yield msg
+                if isinstance(msg, ControlEvent) and msg.event == "session_ended":
+                    early = False
                     return
-                raise closed_error(self.session.id, code, e.rcvd.reason if e.rcvd else "") from e
-            msg = decode(text)
-            if msg is None:
-                continue
-            if isinstance(msg, ControlEvent):
-                await self._on_control_event(msg)
-            yield msg
-            if isinstance(msg, ControlEvent) and msg.event == "session_ended":
-                return
+        finally:
+            # Outside `async with` nothing else would stop the session after a `break`.
+            if early and owned:
+                try:
+                    await self.stop()
+                except LogFleetError as e:
+                    warnings.warn(f"logfleet: {e}", RuntimeWarning, stacklevel=2)
 
     async def _on_control_event(self, event: ControlEvent) -> None:
         if event.event == "session_ending":
@@ -225,6 +297,9 @@ class AsyncStream:
                 await _maybe_await(self._on_ending(int(event.seconds_remaining or 0)))
         elif event.event == "session_ended":
             self.ended_reason = event.reason or "unknown"
+            untrack(self)
+        elif event.event == "logs_dropped":
+            self.logs_dropped += int(event.count or 0)
         if self._on_control is not None:
             await _maybe_await(self._on_control(event))
 
@@ -234,21 +309,79 @@ class AsyncStream:
                 yield msg
 
     async def stop(self) -> None:
-        """Stops the session on the host (if still running) and closes the stream."""
-        await self._stop_session()
-        if self._ws is not None:
-            await self._ws.close()
+        """Stops the session on the host (if still running) and closes the stream; raises
+        :class:`~logfleet.LogFleetError` when it could not be stopped."""
+        try:
+            await self._stop_session()
+        finally:
+            if self._ws is not None:
+                await self._ws.close()
 
     async def _stop_session(self) -> None:
-        if self.session is None or self.ended_reason is not None:
+        if self.session is None or self.ended_reason is not None or self._stopped:
+            return
+        session = self.session
+        try:
+            await self._client.stop(session.id)
+        except LogFleetError as e:
+            if not is_gone(e):
+                if not is_transient(e):
+                    raise
+                backoff = Backoff()
+                deadline = time.monotonic() + STOP_TIMEOUT
+                while True:
+                    delay = backoff.delay()
+                    if time.monotonic() + delay >= deadline:
+                        raise LogFleetError(
+                            e.code, not_stopped_message(session.id, session.expires_at, e), e.status
+                        ) from e
+                    await asyncio.sleep(delay)
+                    try:
+                        # A fresh connection: the pooled one may be the broken one.
+                        async with httpx.AsyncClient(
+                            base_url=self._client.base_url,
+                            headers={"Authorization": f"Bearer {self._client.token}"},
+                            timeout=max(deadline - time.monotonic(), 0.1),
+                        ) as http:
+                            response_body(
+                                await http.post(
+                                    "/api/v1/stream/stop", json={"session_id": session.id}
+                                )
+                            )
+                        break
+                    except httpx.HTTPError as retry_error:
+                        e = LogFleetConnectionError(
+                            f"cannot reach the host at {self._client.base_url}: {retry_error}"
+                        )
+                    except LogFleetError as retry_error:
+                        if is_gone(retry_error):
+                            break
+                        if not is_transient(retry_error):
+                            raise
+                        e = retry_error
+        self._stopped = True
+        untrack(self)
+
+    def _stop_at_exit(self) -> None:
+        if self.session is None or self.ended_reason is not None or self._stopped:
             return
         try:
-            await self._client.stop(self.session.id)
+            stop_blocking(self._client.base_url, self._client.token, self.session.id)
         except LogFleetError as e:
-            if e.code != "session_not_found":
-                raise
+            raise LogFleetError(
+                e.code, not_stopped_message(self.session.id, self.session.expires_at, e), e.status
+            ) from e
+        self._stopped = True
+        untrack(self)
+
+    def __del__(self) -> None:
+        try:
+            self._stop_at_exit()
+        except Exception as e:  # noqa: BLE001 — a finalizer can only warn
+            warnings.warn(f"logfleet: {e}", RuntimeWarning, stacklevel=1)
 
     async def __aenter__(self) -> "AsyncStream":
+        self._entered = True
         return await self.start()
 
     async def __aexit__(

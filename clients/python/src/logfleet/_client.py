@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+import warnings
 from contextlib import ExitStack
 from types import TracebackType
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Type
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Type, Union
 from urllib.parse import quote
 
 import httpx
@@ -13,6 +15,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from ._common import (
     HTTP_TIMEOUT,
+    Message,
     OnControl,
     OnEnding,
     closed_error,
@@ -23,8 +26,20 @@ from ._common import (
     start_body,
     ws_url,
 )
-from ._errors import LogFleetConnectionError, LogFleetError
+from ._errors import LogFleetConnectionError, LogFleetError, StreamClosedError
 from ._models import Agent, ControlEvent, LogEntry, Session, SessionSummary
+from ._resume import (
+    EXPIRY_GRACE,
+    Backoff,
+    ended_while_away,
+    is_gone,
+    is_transient,
+    not_stopped_message,
+    since,
+    stop_blocking,
+    track,
+    untrack,
+)
 
 __all__ = ["Client", "Stream"]
 
@@ -157,11 +172,19 @@ class Client:
 class Stream:
     """One session's log stream. Iterate it for :class:`~logfleet.LogEntry` objects.
 
+    A stream that breaks is reopened by itself (see :mod:`logfleet._resume`): iteration goes on
+    with the lines missed meanwhile, none twice; ``logs_dropped`` control events say what the
+    host could no longer replay. The session is stopped on the host when the ``with`` block is
+    left, when iteration outside a ``with`` block ends early (``break``, an exception), when
+    the stream is garbage-collected, and at interpreter exit; :meth:`stop` raises if it cannot.
+
     Attributes:
         session: The session, once started.
         ended_reason: ``"timeout"``, ``"stopped"``, ``"shutdown"`` or ``"filter_failed"`` once
             the session ended.
         seconds_remaining: Set when the host warned that the session is ending.
+        reconnects: How many times the stream was reopened after breaking.
+        logs_dropped: Lines the host reported as dropped (``logs_dropped`` events), in all.
     """
 
     def __init__(
@@ -176,11 +199,17 @@ class Stream:
         self._on_ending = on_ending
         self._on_control = on_control
         self._ws: Optional[ClientConnection] = None
-        # Owns the WebSocket connection (websockets wants it used as a context manager).
         self._resources = ExitStack()
+        self._entered = False
+        self._stopped = False
+        self._last_seq: Optional[int] = None
+        # When the session expires by this machine's clock (monotonic seconds).
+        self._expires = 0.0
         self.session: Optional[Session] = None
         self.ended_reason: Optional[str] = None
         self.seconds_remaining: Optional[int] = None
+        self.reconnects = 0
+        self.logs_dropped = 0
 
     @property
     def session_id(self) -> Optional[str]:
@@ -191,24 +220,28 @@ class Stream:
         """Starts the session and connects to its WebSocket. Does nothing if already started."""
         if self.session is not None:
             return self
+        self._expires = time.monotonic() + self._request["timeout_seconds"]
         self.session = self._client.start(
             self._request["agent_id"],
             self._request["timeout_seconds"],
             self._request.get("filters"),
             self._request.get("limits"),
         )
+        track(self)
         try:
-            self._ws = self._connect(self.session)
+            self._ws = self._connect(self.session, None)
         except BaseException:
-            self._stop_session()
+            self.stop()
             raise
         return self
 
-    def _connect(self, session: Session) -> ClientConnection:
+    def _connect(self, session: Session, since_seq: Optional[int]) -> ClientConnection:
         try:
+            # websockets wants the connection used as a context manager; the stack closes
+            # every connection this stream opened when it stops.
             return self._resources.enter_context(
                 connect(
-                    ws_url(session.websocket_url),
+                    ws_url(session.websocket_url, since_seq),
                     additional_headers={"Authorization": f"Bearer {self._client.token}"},
                     open_timeout=HTTP_TIMEOUT,
                 )
@@ -220,29 +253,75 @@ class Stream:
                 f"cannot connect to {session.websocket_url}: {e}"
             ) from e
 
-    def messages(self) -> Iterator[Any]:
-        """Every message, logs and control events, until the session ends."""
-        self.start()
-        ws = self._ws
-        assert ws is not None and self.session is not None
+    def _recv(self) -> Optional[Union[str, bytes]]:
+        """The next frame; ``None`` when the stream is over. Reconnects a broken stream."""
+        while True:
+            assert self._ws is not None and self.session is not None
+            try:
+                return self._ws.recv()
+            except ConnectionClosed as e:
+                code = e.rcvd.code if e.rcvd else None
+                if self.ended_reason is not None or code == 1000:
+                    return None
+                cause = closed_error(self.session.id, code, e.rcvd.reason if e.rcvd else "")
+                if not self._reconnect(cause):
+                    return None
+
+    def _reconnect(self, cause: StreamClosedError) -> bool:
+        """Reopens the stream after ``cause``, resuming after the last ``seq`` delivered.
+        ``False`` when the session ended meanwhile; raises when it cannot be reached in time."""
+        assert self.session is not None
+        if self._ws is not None:
+            self._ws.close()
+        backoff = Backoff()
         while True:
             try:
-                text = ws.recv()
-            except ConnectionClosed as e:
-                if self.ended_reason is not None:
+                self._ws = self._connect(self.session, since(self._last_seq))
+                self.reconnects += 1
+                return True
+            except LogFleetError as e:
+                if is_gone(e):
+                    self.ended_reason = ended_while_away(self._expires)
+                    untrack(self)
+                    return False
+                if not is_transient(e) or time.monotonic() > self._expires + EXPIRY_GRACE:
+                    raise cause from e
+            time.sleep(backoff.delay())
+
+    def messages(self) -> Iterator[Message]:
+        """Every message, logs and control events, until the session ends."""
+        # A stream whose iteration started it (`for log in client.stream(...)`) is stopped when
+        # that iteration ends early: nothing else would stop it. Streams started by `with` or
+        # `start_stream()` stay running until those stop them.
+        owned = self.session is None and not self._entered
+        self.start()
+        early = True
+        try:
+            while True:
+                text = self._recv()
+                if text is None:
+                    early = False
                     return
-                code = e.rcvd.code if e.rcvd else None
-                if code == 1000:
+                msg = decode(text)
+                if msg is None:
+                    continue
+                if isinstance(msg, LogEntry):
+                    if self._last_seq is not None and msg.seq <= self._last_seq:
+                        continue  # replayed after a reconnect, already delivered
+                    self._last_seq = msg.seq
+                else:
+                    self._on_control_event(msg)
+                yield msg
+                if isinstance(msg, ControlEvent) and msg.event == "session_ended":
+                    early = False
                     return
-                raise closed_error(self.session.id, code, e.rcvd.reason if e.rcvd else "") from e
-            msg = decode(text)
-            if msg is None:
-                continue
-            if isinstance(msg, ControlEvent):
-                self._on_control_event(msg)
-            yield msg
-            if isinstance(msg, ControlEvent) and msg.event == "session_ended":
-                return
+        finally:
+            # Outside a `with` block nothing else would stop the session after a `break`.
+            if early and owned:
+                try:
+                    self.stop()
+                except LogFleetError as e:
+                    warnings.warn(f"logfleet: {e}", RuntimeWarning, stacklevel=2)
 
     def _on_control_event(self, event: ControlEvent) -> None:
         if event.event == "session_ending":
@@ -251,6 +330,9 @@ class Stream:
                 self._on_ending(int(event.seconds_remaining or 0))
         elif event.event == "session_ended":
             self.ended_reason = event.reason or "unknown"
+            untrack(self)
+        elif event.event == "logs_dropped":
+            self.logs_dropped += int(event.count or 0)
         if self._on_control is not None:
             self._on_control(event)
 
@@ -260,22 +342,56 @@ class Stream:
                 yield msg
 
     def stop(self) -> None:
-        """Stops the session on the host (if it is still running) and closes the stream."""
+        """Stops the session on the host (if it is still running) and closes the stream.
+        Retried on a fresh connection; raises :class:`~logfleet.LogFleetError` saying so when
+        the session could not be stopped (it then runs until it expires)."""
         try:
             self._stop_session()
         finally:
             self._resources.close()
 
     def _stop_session(self) -> None:
-        if self.session is None or self.ended_reason is not None:
+        if self.session is None or self.ended_reason is not None or self._stopped:
             return
         try:
             self._client.stop(self.session.id)
         except LogFleetError as e:
-            if e.code != "session_not_found":
-                raise
+            if not is_gone(e):
+                if not is_transient(e):
+                    raise
+                try:
+                    stop_blocking(self._client.base_url, self._client.token, self.session.id)
+                except LogFleetError as final:
+                    raise LogFleetError(
+                        final.code,
+                        not_stopped_message(self.session.id, self.session.expires_at, final),
+                        final.status,
+                    ) from final
+        self._stopped = True
+        untrack(self)
+
+    def _stop_at_exit(self) -> None:
+        """Stops the session from a finalizer or at exit: on a connection of its own, since
+        the client's pool may be closed by then."""
+        if self.session is None or self.ended_reason is not None or self._stopped:
+            return
+        try:
+            stop_blocking(self._client.base_url, self._client.token, self.session.id)
+        except LogFleetError as e:
+            raise LogFleetError(
+                e.code, not_stopped_message(self.session.id, self.session.expires_at, e), e.status
+            ) from e
+        self._stopped = True
+        untrack(self)
+
+    def __del__(self) -> None:
+        try:
+            self._stop_at_exit()
+        except Exception as e:  # noqa: BLE001 — a finalizer can only warn
+            warnings.warn(f"logfleet: {e}", RuntimeWarning, stacklevel=1)
 
     def __enter__(self) -> "Stream":
+        self._entered = True
         return self.start()
 
     def __exit__(
