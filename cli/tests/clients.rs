@@ -19,7 +19,7 @@ use tokio::process::Command;
 use uuid::Uuid;
 
 /// How long each suite may take in total.
-const SUITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const SUITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

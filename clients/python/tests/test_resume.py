@@ -34,9 +34,10 @@ def numbered(log: LogEntry) -> Tuple[int, int]:
 
 
 def assert_exactly_once(seen: List[Tuple[int, int]]) -> None:
-    first_seq, first_n = seen[0]
+    first_n = seen[0][1]
     assert [n for _, n in seen] == list(range(first_n, first_n + len(seen))), seen
-    assert [seq for seq, _ in seen] == list(range(first_seq, first_seq + len(seen))), seen
+    # Other suites write to the same file, so seq (per line read) grows by at least one.
+    assert all(a[0] < b[0] for a, b in zip(seen, seen[1:])), seen
 
 
 def test_a_stream_cut_three_times_delivers_every_line_exactly_once(

@@ -15,7 +15,9 @@ export interface LogStreamEvents {
   ending: [secondsRemaining: number];
   /** Every control message (ending, ended, dropped lines, agent status, filter errors). */
   control: [control: ControlMessage];
-  /** The stream broke without the session ending (e.g. close code 4008: too slow). */
+  /** The stream was reopened after breaking, resuming after this `seq` (0: from the start). */
+  reconnect: [sinceSeq: number];
+  /** The stream broke for good without the session ending: it could not be reopened. */
   error: [error: LogFleetError];
   /** The stream is over; `reason` is why the session ended, `null` if the stream broke. */
   end: [reason: EndReason | null];
@@ -34,34 +36,95 @@ export const STOP_WAIT_MS = 5_000;
 /** WebSocket close code the host uses for a client that stayed too far behind. */
 export const CLOSE_CLIENT_TOO_SLOW = 4008;
 
+/** The first delay before reconnecting a broken stream, in milliseconds. */
+export const INITIAL_BACKOFF_MS = 100;
+/** The longest delay between two reconnect (or stop) attempts, in milliseconds. */
+export const MAX_BACKOFF_MS = 5_000;
+/** How long past a session's expiry (by this machine's clock) reconnecting is still tried,
+ * by default (`reconnectGraceMs` of the client's options). */
+export const EXPIRY_GRACE_MS = 10_000;
+/** How long {@link LogStream.stop} keeps retrying the host, in milliseconds. */
+export const STOP_TIMEOUT_MS = 5_000;
+
+/** Exponential backoff with "equal jitter": each delay is drawn from the upper half of its
+ * nominal value, so clients cut off together do not come back in lock step. */
+export class Backoff {
+  private next = INITIAL_BACKOFF_MS;
+  failures = 0;
+
+  delay(): number {
+    const nominal = this.next;
+    this.next = Math.min(this.next * 2, MAX_BACKOFF_MS);
+    this.failures += 1;
+    return nominal / 2 + Math.random() * (nominal / 2);
+  }
+}
+
+/** Whether trying again later may succeed: the network, a busy host, a proxy's 502/503/504. */
+export function isTransient(err: unknown): boolean {
+  if (!(err instanceof LogFleetError)) return false;
+  if (err.code === 'network' || err.code === 'stream_closed') return true;
+  return err.status !== undefined && [409, 429, 502, 503, 504].includes(err.status);
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** What a {@link LogStream} needs from its client. @internal */
+export interface StreamHost {
+  /** Opens the session's WebSocket, resuming after `sinceSeq` when given. */
+  connect(sinceSeq: number | undefined): Promise<Socket>;
+  /** Stops the session on the host; "already ended" is success. */
+  stop(id: string): Promise<void>;
+  /** How long past the session's expiry reconnecting is still tried, in milliseconds. */
+  reconnectGraceMs: number;
+}
+
 /**
- * A running session's stream. Listen with `on('log' | 'ending' | 'control' | 'error' | 'end')`;
- * call {@link LogStream.stop} when done.
+ * A running session's stream. Listen with `on('log' | 'ending' | 'control' | 'reconnect' |
+ * 'error' | 'end')`, or `for await (const log of stream)`; call {@link LogStream.stop} when
+ * done.
+ *
+ * A stream that breaks without the session ending is reopened with backoff and `since_seq`
+ * = the last `seq` delivered, so the host replays what was missed; no line is delivered twice
+ * (`logs_dropped` control messages say what the host could no longer replay). `'reconnect'`
+ * is emitted each time it is reopened.
  */
-export class LogStream {
+export class LogStream implements AsyncIterable<LogMessage> {
   /** The session this stream belongs to. */
   readonly session: Session;
   /** Why the session ended, once it has. */
   endedReason: EndReason | null = null;
+  /** How many times the stream was reopened after breaking. */
+  reconnects = 0;
+  /** Lines the host reported as dropped (`logs_dropped`), in all. */
+  logsDropped = 0;
 
   private readonly listeners: { [K in keyof LogStreamEvents]?: Listener<K>[] } = {};
   private readonly pending: { [K in keyof LogStreamEvents]?: LogStreamEvents[K][] } = {};
   private finished = false;
+  private stopped = false;
+  private stopping = false;
+  private lastSeq: number | undefined;
+  private socket: Socket;
+  /** When the session expires by this machine's clock (ms since the epoch). */
+  private readonly expires: number;
+  /** Why the stream failed, when it did and no `'error'` listener was told. */
+  private failure: LogFleetError | undefined;
   private readonly ended: Promise<void>;
   private resolveEnded: () => void = () => {};
 
   /** @internal Use {@link LogFleetClient.startStream}. */
   constructor(
     session: Session,
-    private readonly socket: Socket,
-    private readonly stopSession: (id: string) => Promise<void>,
+    socket: Socket,
+    private readonly host: StreamHost,
+    timeoutSeconds: number,
   ) {
     this.session = session;
+    this.socket = socket;
+    this.expires = Date.now() + timeoutSeconds * 1000;
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
-    socket.attach(
-      (text) => this.handle(text),
-      (code, reason) => this.closed(code, reason),
-    );
+    this.attach(socket);
   }
 
   /** The session's id. */
@@ -76,6 +139,7 @@ export class LogStream {
     const queued = this.pending[event] as LogStreamEvents[K][] | undefined;
     if (queued?.length) {
       delete this.pending[event];
+      if (event === 'error') this.failure = undefined; // someone is told now
       queueMicrotask(() => queued.forEach((args) => this.emit(event, ...args)));
     }
     return this;
@@ -91,24 +155,91 @@ export class LogStream {
     return this;
   }
 
-  /** Resolves when the stream is over (after the `end` event). */
-  done(): Promise<void> {
-    return this.ended;
+  /** Resolves when the stream is over (after the `end` event). Rejects with the failure
+   * when the stream failed for good and no `'error'` listener was there to hear it, so an
+   * unhandled failure is never silent. */
+  async done(): Promise<void> {
+    await this.ended;
+    if (this.failure) throw this.failure;
   }
 
   /**
-   * Stops the session on the host and waits (briefly) for the stream to end. Safe to call
-   * more than once and after the session ended by itself.
+   * Stops the session on the host and waits (briefly) for the stream to end. The host is
+   * called whatever state the socket is in (a broken one included), retried with backoff for
+   * up to {@link STOP_TIMEOUT_MS}; rejects, naming the session left running, when it cannot
+   * be reached. Safe to call more than once and after the session ended by itself.
    */
   async stop(): Promise<void> {
-    if (!this.finished) {
-      await this.stopSession(this.session.id);
+    this.stopping = true;
+    if (this.endedReason === null && !this.stopped) {
+      const deadline = Date.now() + STOP_TIMEOUT_MS;
+      const backoff = new Backoff();
+      for (;;) {
+        try {
+          await this.host.stop(this.session.id);
+          break;
+        } catch (err) {
+          const delay = backoff.delay();
+          if (!isTransient(err) || Date.now() + delay >= deadline) {
+            this.socket.close();
+            this.finish();
+            const why = err instanceof Error ? err.message : String(err);
+            throw new LogFleetError(
+              err instanceof LogFleetError ? err.code : 'network',
+              `could not stop session ${this.session.id} (${why}); it stays active on the host until ${this.session.expires_at}`,
+              err instanceof LogFleetError ? err.status : undefined,
+            );
+          }
+          await sleep(delay);
+        }
+      }
+      this.stopped = true;
     }
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_WAIT_MS)));
     await Promise.race([this.ended, timeout]);
     clearTimeout(timer);
     this.socket.close();
+    this.finish();
+  }
+
+  /** Log lines until the session ends; leaving the loop early (`break`, `return`, an
+   * exception) stops the session. Throws when the stream fails for good. */
+  async *[Symbol.asyncIterator](): AsyncIterator<LogMessage> {
+    const queue: LogMessage[] = [];
+    let wake: (() => void) | undefined;
+    let failed: LogFleetError | undefined;
+    let over = false;
+    const onLog = (log: LogMessage) => {
+      queue.push(log);
+      wake?.();
+    };
+    const onError = (err: LogFleetError) => {
+      failed = err;
+    };
+    const onEnd = () => {
+      over = true;
+      wake?.();
+    };
+    this.on('log', onLog).on('error', onError).on('end', onEnd);
+    let early = true;
+    try {
+      for (;;) {
+        const next = queue.shift();
+        if (next) {
+          yield next;
+          continue;
+        }
+        if (over) break;
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+      }
+      early = false;
+      if (failed) throw failed;
+    } finally {
+      this.off('log', onLog).off('error', onError).off('end', onEnd);
+      if (early) await this.stop();
+    }
   }
 
   private emit<K extends keyof LogStreamEvents>(event: K, ...args: LogStreamEvents[K]): void {
@@ -121,6 +252,13 @@ export class LogStream {
     if (queue.length < MAX_PENDING_EVENTS) queue.push(args);
   }
 
+  private attach(socket: Socket): void {
+    socket.attach(
+      (text) => this.handle(text),
+      (code, reason) => void this.closed(socket, code, reason),
+    );
+  }
+
   private handle(text: string): void {
     let msg: { type?: unknown; event?: unknown };
     try {
@@ -129,32 +267,81 @@ export class LogStream {
       return;
     }
     if (msg.type === 'log') {
-      this.emit('log', msg as LogMessage);
+      const log = msg as LogMessage;
+      if (this.lastSeq !== undefined && log.seq <= this.lastSeq) return; // replayed: seen
+      this.lastSeq = log.seq;
+      this.emit('log', log);
     } else if (msg.type === 'control') {
       const control = msg as ControlMessage;
       if (control.event === 'session_ending') {
         this.emit('ending', control.seconds_remaining);
       } else if (control.event === 'session_ended') {
         this.endedReason = control.reason;
+      } else if (control.event === 'logs_dropped') {
+        this.logsDropped += control.count;
       }
       this.emit('control', control);
     }
     // Unknown types come from newer hosts and are informational: ignore them.
   }
 
-  private closed(code: number, reason: string): void {
+  private async closed(socket: Socket, code: number, reason: string): Promise<void> {
+    if (this.finished || socket !== this.socket) return;
+    if (this.endedReason !== null || code === 1000 || this.stopping) {
+      this.finish();
+      return;
+    }
+    const detail =
+      code === CLOSE_CLIENT_TOO_SLOW
+        ? 'this client read too slowly and the host closed the stream (4008)'
+        : `close code ${code}${reason ? `: ${reason}` : ''}`;
+    const cause = new LogFleetError('stream_closed', `stream of session ${this.session.id} closed: ${detail}`);
+    const backoff = new Backoff();
+    for (;;) {
+      await sleep(backoff.delay());
+      if (this.finished || this.stopping) return;
+      try {
+        const next = await this.host.connect(this.lastSeq ?? 0);
+        if (this.finished || this.stopping) {
+          next.close();
+          return;
+        }
+        this.socket = next;
+        this.reconnects += 1;
+        this.attach(next);
+        this.emit('reconnect', this.lastSeq ?? 0);
+        return;
+      } catch (err) {
+        if (err instanceof LogFleetError && err.code === 'session_not_found') {
+          // It ended while this client was away.
+          this.endedReason = Date.now() >= this.expires ? 'timeout' : 'stopped';
+          this.stopped = true;
+          this.finish();
+          return;
+        }
+        if (!isTransient(err)) {
+          this.fail(err instanceof LogFleetError ? err : cause);
+          return;
+        }
+        if (Date.now() > this.expires + this.host.reconnectGraceMs) {
+          const why = err instanceof Error ? err.message : String(err);
+          this.fail(new LogFleetError('stream_closed', `${cause.message}; gave up reconnecting: ${why}`));
+          return;
+        }
+      }
+    }
+  }
+
+  /** Ends the stream with `error`: told to `'error'` listeners, else kept for `done()`. */
+  private fail(error: LogFleetError): void {
+    if (!this.listeners.error?.length) this.failure = error;
+    this.emit('error', error);
+    this.finish();
+  }
+
+  private finish(): void {
     if (this.finished) return;
     this.finished = true;
-    if (this.endedReason === null && code !== 1000) {
-      const detail =
-        code === CLOSE_CLIENT_TOO_SLOW
-          ? 'this client read too slowly and the host closed the stream (4008)'
-          : `close code ${code}${reason ? `: ${reason}` : ''}`;
-      this.emit(
-        'error',
-        new LogFleetError('stream_closed', `stream of session ${this.session.id} closed: ${detail}`),
-      );
-    }
     this.emit('end', this.endedReason);
     this.resolveEnded();
   }
