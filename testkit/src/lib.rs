@@ -101,6 +101,7 @@ impl TestHost {
             jwt_secret: SECRET.as_bytes().to_vec(),
             jwt: Default::default(),
             tls: None,
+            cors_origins: Vec::new(),
             limits: LimitConfig::default(),
             tuning: test_tuning(),
         };
