@@ -1,6 +1,7 @@
 //! The `logfleet` command-line tool's library: a small async client for the LogFleet host that
 //! the binary (`src/main.rs`) is a thin shell around, and that other Rust programs can use.
 //!
+//! - [`args`]: parsers for argument conventions: `--timeout 5m`, `--level WARN+`, `--color`.
 //! - [`client`]: [`Client`], the REST API (agents, sessions, start/stop, plugins).
 //! - [`stream`]: [`LogStream`], one session's WebSocket of log and control messages.
 //! - [`follow`]: [`follow::run`], streaming a session to a [`follow::Sink`], resuming it with
@@ -11,6 +12,7 @@
 //! - [`error`]: [`Error`], and the process exit code each kind of failure maps to.
 //! - [`tls`]: trusting a private CA (`--ca-cert`) for `https://` and `wss://`.
 
+pub mod args;
 pub mod client;
 pub mod error;
 pub mod follow;

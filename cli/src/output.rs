@@ -105,12 +105,6 @@ pub fn escaped(log: &LogMessage) -> LogMessage {
     }
 }
 
-/// Whether to colour output: only on a terminal, and never when `NO_COLOR` is set to
-/// anything non-empty (<https://no-color.org>).
-pub fn use_colour(is_terminal: bool, no_color: Option<&str>) -> bool {
-    is_terminal && no_color.is_none_or(str::is_empty)
-}
-
 /// Aligns rows under headers, two spaces between columns, no trailing spaces.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
@@ -274,14 +268,6 @@ mod tests {
         let line = format_log(&escaped(&hostile), Format::Text, false);
         assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line:?}");
         assert!(line.ends_with("s\\x07: \\e[2J"), "{line:?}");
-    }
-
-    #[test]
-    fn colour_rules() {
-        assert!(use_colour(true, None));
-        assert!(use_colour(true, Some("")));
-        assert!(!use_colour(true, Some("1")));
-        assert!(!use_colour(false, None));
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub fn is_transient(e: &Error) -> bool {
         Error::MissingToken
         | Error::InvalidUrl { .. }
         | Error::CaCert { .. }
+        | Error::Usage(_)
         | Error::Protocol(_) => false,
     }
 }
