@@ -3,7 +3,7 @@
  * @module
  */
 
-import { LogFleetError, errorFromResponse } from './errors.js';
+import { AuthError, LogFleetConnectionError, LogFleetError, errorFromResponse } from './errors.js';
 import { openSocket } from './socket.js';
 import { EXPIRY_GRACE_MS, LogStream } from './stream.js';
 import type { Agent, Filters, Limits, Session, SessionSummary } from './types.js';
@@ -61,7 +61,7 @@ export class LogFleetClient {
   constructor(options: LogFleetClientOptions = {}) {
     const token = options.token ?? env('LOGFLEET_TOKEN');
     if (!token) {
-      throw new LogFleetError('missing_token', 'a token is required (options.token or LOGFLEET_TOKEN)');
+      throw new AuthError('missing_token', 'a token is required (options.token or LOGFLEET_TOKEN)');
     }
     this.token = token;
     this.reconnectGraceMs = options.reconnectGraceMs ?? EXPIRY_GRACE_MS;
@@ -151,7 +151,7 @@ export class LogFleetClient {
       });
     } catch (err) {
       const cause = err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err);
-      throw new LogFleetError('network', `cannot reach the host at ${this.baseUrl}: ${cause}`);
+      throw new LogFleetConnectionError(`cannot reach the host at ${this.baseUrl}: ${cause}`);
     }
     const text = await resp.text();
     if (!resp.ok) {

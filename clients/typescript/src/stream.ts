@@ -3,7 +3,7 @@
  * @module
  */
 
-import { LogFleetError } from './errors.js';
+import { LogFleetError, StreamClosedError } from './errors.js';
 import type { Socket } from './socket.js';
 import type { ControlMessage, EndReason, LogMessage, Session } from './types.js';
 
@@ -295,7 +295,7 @@ export class LogStream implements AsyncIterable<LogMessage> {
       code === CLOSE_CLIENT_TOO_SLOW
         ? 'this client read too slowly and the host closed the stream (4008)'
         : `close code ${code}${reason ? `: ${reason}` : ''}`;
-    const cause = new LogFleetError('stream_closed', `stream of session ${this.session.id} closed: ${detail}`);
+    const closedText = `stream of session ${this.session.id} closed: ${detail}`;
     const backoff = new Backoff();
     for (;;) {
       await sleep(backoff.delay());
@@ -320,12 +320,12 @@ export class LogStream implements AsyncIterable<LogMessage> {
           return;
         }
         if (!isTransient(err)) {
-          this.fail(err instanceof LogFleetError ? err : cause);
+          this.fail(err instanceof LogFleetError ? err : new StreamClosedError(closedText));
           return;
         }
         if (Date.now() > this.expires + this.host.reconnectGraceMs) {
           const why = err instanceof Error ? err.message : String(err);
-          this.fail(new LogFleetError('stream_closed', `${cause.message}; gave up reconnecting: ${why}`));
+          this.fail(new StreamClosedError(`${closedText}; gave up reconnecting: ${why}`));
           return;
         }
       }
