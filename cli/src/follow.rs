@@ -334,12 +334,6 @@ impl Follower<'_> {
             };
             match attempt {
                 Ok(stream) => {
-                    if let Some(since) = since_seq {
-                        sink.notice(&format!(
-                            "streaming session {} (resumed after seq {since})",
-                            session.id
-                        ));
-                    }
                     return Ok(Ok(Current {
                         session,
                         started,
