@@ -203,7 +203,14 @@ impl Follower<'_> {
                         .attach(session, started, since, sink, &mut shutdown)
                         .await?
                     {
-                        Ok(next) => next,
+                        Ok(next) => {
+                            sink.notice(&format!(
+                                "reconnected to session {} (resumed after seq {})",
+                                next.session.id,
+                                since.unwrap_or(0)
+                            ));
+                            next
+                        }
                         Err(Outcome::Ended(_)) => {
                             let reason = if Instant::now() >= self.expiry(started) {
                                 EndReason::Timeout

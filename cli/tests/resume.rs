@@ -111,13 +111,9 @@ async fn a_stream_cut_three_times_delivers_every_line_once() {
         read_numbered(&mut cli, &mut printed, 20, deadline).await;
         proxy.cut();
         // The CLI notices, and its first reconnect is refused while the proxy is down.
-        testkit::wait_for(|| async {
-            (said(&cli, "cannot connect to session") >= cut).then_some(())
-        })
-        .await;
+        wait_said(&cli, "cannot connect to session", cut).await;
         proxy.restore();
-        testkit::wait_for(|| async { (said(&cli, "resumed after seq") >= cut).then_some(()) })
-            .await;
+        wait_said(&cli, "resumed after seq", cut).await;
     }
     read_numbered(&mut cli, &mut printed, 30, deadline).await;
     writer.abort();
@@ -132,6 +128,19 @@ async fn a_stream_cut_three_times_delivers_every_line_once() {
         fx.active_sessions().await.is_empty(),
         "Ctrl-C stopped the session"
     );
+}
+
+/// Waits until `cli` has said `text` on stderr `times` times; fails showing its stderr.
+async fn wait_said(cli: &Running, text: &str, times: usize) {
+    let deadline = Instant::now() + testkit::WAIT;
+    while said(cli, text) < times {
+        assert!(
+            Instant::now() < deadline,
+            "never said {text:?} {times} times; stderr: {:?}",
+            cli.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn said_in(stderr: &[String], text: &str) -> usize {
@@ -151,7 +160,7 @@ async fn an_unstoppable_session_is_reported_once_with_a_failing_exit() {
     ));
     sync(&fx, &mut cli, "app.log", "probe").await;
     proxy.cut();
-    testkit::wait_for(|| async { (said(&cli, "lost the stream") >= 1).then_some(()) }).await;
+    wait_said(&cli, "lost the stream", 1).await;
     cli.signal("INT");
     let (status, stderr) = cli.wait_with_stderr().await;
     assert_eq!(status.code(), Some(6), "stderr: {stderr:?}");

@@ -172,6 +172,8 @@ pub struct Running {
     pub child: Child,
     out: mpsc::UnboundedReceiver<String>,
     err: Arc<Mutex<Vec<String>>>,
+    /// The task collecting stderr: done once the child's stderr is closed.
+    err_task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -194,13 +196,18 @@ impl Running {
         });
         let err = Arc::new(Mutex::new(Vec::new()));
         let sink = err.clone();
-        tokio::spawn(async move {
+        let err_task = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 sink.lock().expect("stderr lock").push(line);
             }
         });
-        Running { child, out, err }
+        Running {
+            child,
+            out,
+            err,
+            err_task,
+        }
     }
 
     /// The next stdout line within `within`, or `None`.
@@ -239,9 +246,14 @@ impl Running {
     }
 
     /// Waits for exit; returns the status and everything it wrote to stderr.
-    pub async fn wait_with_stderr(self) -> (ExitStatus, Vec<String>) {
+    pub async fn wait_with_stderr(mut self) -> (ExitStatus, Vec<String>) {
         let err = self.err.clone();
+        let err_task = std::mem::replace(&mut self.err_task, tokio::spawn(async {}));
         let (status, _) = self.wait().await;
+        tokio::time::timeout(WAIT, err_task)
+            .await
+            .expect("stderr closes after exit")
+            .expect("stderr reader");
         let stderr = err.lock().expect("stderr lock").clone();
         (status, stderr)
     }
