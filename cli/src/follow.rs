@@ -26,8 +26,9 @@
 //! the host's bounded per-session buffer when the CLI switches over.
 //!
 //! **Stop.** Every session started here and not seen to end is stopped on the host before
-//! [`run`] returns, the call retried on a fresh connection for up to [`STOP_TIMEOUT`]; the ones
-//! that could not be stopped are returned in [`Finished::not_stopped`], for the caller to say so.
+//! [`run`] returns ([`crate::stop`]: retried on a fresh connection for up to [`STOP_TIMEOUT`]);
+//! the ones that could not be stopped are returned in [`Finished::not_stopped`], for the caller
+//! to say so.
 
 use std::future::Future;
 use std::io;
@@ -36,22 +37,21 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use logfleet_protocol::client::{ClientMessage, Control, DropReason, EndReason, LogMessage};
+use logfleet_protocol::client::{ClientMessage, Control, EndReason, LogMessage};
 use logfleet_protocol::rest::{DEFAULT_TIMEOUT_SECONDS, Session, StartRequest};
 
 use crate::client::Client;
 use crate::error::Error;
+use crate::output::{control_text, ended_text};
 use crate::retry::{Backoff, is_transient};
+use crate::stop::stop_all;
+pub use crate::stop::{NotStopped, STOP_TIMEOUT};
 use crate::stream::LogStream;
 
 /// How long before the current session expires the next one is started. Long enough for the
 /// start to reach the agent over a slow link; short enough that the overlap (at the host's
 /// default 2,000 lines/s rate limit, 6,000 lines) fits the host's 10,000-line replay buffer.
 pub const HANDOVER_LEAD: Duration = Duration::from_secs(3);
-
-/// How long stopping the sessions may take in all, retries included, when exiting, so a dead
-/// host cannot hang Ctrl-C.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long past a session's expiry (as this machine's clock estimates it) reconnecting to it
 /// is still tried: the host's clock and the start request's latency may put the real expiry a
@@ -76,16 +76,6 @@ pub enum Outcome {
     Interrupted,
     /// The sink's reader went away.
     OutputClosed,
-}
-
-/// A session [`run`] started and could not stop: it stays active on the host until it expires.
-#[derive(Debug)]
-pub struct NotStopped {
-    pub session_id: String,
-    /// Its expiry, as the host stated it when it started.
-    pub expires_at: String,
-    /// Why the last attempt to stop it failed.
-    pub error: Error,
 }
 
 /// What a [`run`] did: how streaming ended, and what it could not clean up.
@@ -127,7 +117,7 @@ pub async fn run<S: Sink>(
     let outcome = follower.stream(sink, shutdown).await;
     // After a normal end nothing is live; after anything else the current (and maybe the
     // next) session still is.
-    let not_stopped = follower.stop_all().await;
+    let not_stopped = stop_all(client, std::mem::take(&mut follower.live)).await;
     Finished {
         outcome,
         not_stopped,
@@ -197,17 +187,16 @@ impl Follower<'_> {
                         "lost the stream of session {} ({detail}); reconnecting",
                         cur.session.id
                     ));
-                    let since = Some(self.last_seq.unwrap_or(0));
+                    let since = self.last_seq.unwrap_or(0);
                     let (session, started) = (cur.session.clone(), cur.started);
                     cur = match self
-                        .attach(session, started, since, sink, &mut shutdown)
+                        .attach(session, started, Some(since), sink, &mut shutdown)
                         .await?
                     {
                         Ok(next) => {
                             sink.notice(&format!(
-                                "reconnected to session {} (resumed after seq {})",
-                                next.session.id,
-                                since.unwrap_or(0)
+                                "reconnected to session {} (resumed after seq {since})",
+                                next.session.id
                             ));
                             next
                         }
@@ -467,49 +456,6 @@ impl Follower<'_> {
         self.live.push(session.clone());
         Ok((session, requested))
     }
-
-    /// Stops every session still live, each call retried on a fresh connection, all within
-    /// [`STOP_TIMEOUT`]: one that already ended answers `session_not_found`, which is fine.
-    /// Returns the ones that could not be stopped.
-    async fn stop_all(&mut self) -> Vec<NotStopped> {
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        let mut failed = Vec::new();
-        for session in std::mem::take(&mut self.live) {
-            let mut client = self.client.clone();
-            let mut backoff = Backoff::default();
-            let error = loop {
-                let error = match tokio::time::timeout_at(deadline, client.stop(&session.id)).await
-                {
-                    Ok(Ok(_)) => break None,
-                    Ok(Err(e)) if e.code() == Some("session_not_found") => break None,
-                    Ok(Err(e)) => e,
-                    Err(_) => Error::Network {
-                        url: client.base_url().to_string(),
-                        detail: format!("no answer within {}s", STOP_TIMEOUT.as_secs()),
-                    },
-                };
-                let delay = backoff.delay();
-                if !is_transient(&error) || Instant::now() + delay >= deadline {
-                    break Some(error);
-                }
-                tracing::debug!(session = %session.id, %error, "stopping failed; retrying");
-                tokio::time::sleep(delay).await;
-                // A pooled connection may be the broken one: the retry opens its own.
-                if let Ok(fresh) = client.fresh() {
-                    client = fresh;
-                }
-            };
-            match error {
-                None => tracing::debug!(session = %session.id, "session stopped"),
-                Some(error) => failed.push(NotStopped {
-                    session_id: session.id,
-                    expires_at: session.expires_at,
-                    error,
-                }),
-            }
-        }
-        failed
-    }
 }
 
 /// Sleeps until `at`; never completes for `None`.
@@ -517,42 +463,5 @@ async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-fn ended_text(reason: EndReason) -> &'static str {
-    match reason {
-        EndReason::Timeout => "timed out",
-        EndReason::Stopped => "was stopped",
-        EndReason::Shutdown => "ended: the host is shutting down",
-        EndReason::FilterFailed => "ended: a filter failed (see the filter error above)",
-    }
-}
-
-/// One line for a control event other than ending/ended.
-fn control_text(control: &Control) -> String {
-    match control {
-        Control::AgentDisconnected => {
-            "agent disconnected; the session continues when it reconnects".to_owned()
-        }
-        Control::AgentReconnected => "agent reconnected".to_owned(),
-        Control::LogsDropped { count, reason } => {
-            let why = match reason {
-                DropReason::ClientLagging => {
-                    "this client fell behind or was disconnected longer than the host's replay buffer covers"
-                }
-                DropReason::RateLimited => "the session's rate limit",
-                DropReason::AgentBufferFull => "the agent's buffer was full",
-                DropReason::FilterFailed => "a filter failed before deciding about them",
-            };
-            format!("{count} log lines dropped: {why}")
-        }
-        Control::FilterError { plugin, message } => {
-            format!("plugin '{plugin}' failed and is disabled for this session: {message}")
-        }
-        Control::SessionEnding {
-            seconds_remaining, ..
-        } => format!("session ends in {seconds_remaining}s"),
-        Control::SessionEnded { reason } => format!("session {}", ended_text(*reason)),
     }
 }

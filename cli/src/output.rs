@@ -1,12 +1,13 @@
-//! How the CLI prints things: log lines as text or JSON, and tables of agents, sessions and
-//! plugins. Pure functions from data to strings, so they are easy to test and reuse.
+//! How the CLI prints things: log lines as text or JSON (control characters made safe for a
+//! terminal), notices for control events, and tables of agents, sessions and plugins. Pure
+//! functions from data to strings, so they are easy to test and reuse.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use logfleet_protocol::Level;
-use logfleet_protocol::client::{ClientMessage, LogMessage};
+use logfleet_protocol::client::{ClientMessage, Control, EndReason, LogMessage};
 use logfleet_protocol::rest::{AgentInfo, PluginInfo, SessionSummary};
 
 /// How `stream` prints log lines.
@@ -102,6 +103,48 @@ pub fn escaped(log: &LogMessage) -> LogMessage {
             file: esc(&log.metadata.file),
             line: log.metadata.line,
         },
+    }
+}
+
+/// How a session's end reads in a notice ("session X timed out").
+pub fn ended_text(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::Timeout => "timed out",
+        EndReason::Stopped => "was stopped",
+        EndReason::Shutdown => "ended: the host is shutting down",
+        EndReason::FilterFailed => "ended: a filter failed (see the filter error above)",
+    }
+}
+
+/// One line for a control event other than ending/ended.
+pub fn control_text(control: &Control) -> String {
+    match control {
+        Control::AgentDisconnected => {
+            "agent disconnected; the session continues when it reconnects".to_owned()
+        }
+        Control::AgentReconnected => "agent reconnected".to_owned(),
+        Control::LogsDropped { count, reason } => {
+            let why = match reason {
+                logfleet_protocol::client::DropReason::ClientLagging => {
+                    "this client fell behind or was disconnected longer than the host's replay buffer covers"
+                }
+                logfleet_protocol::client::DropReason::RateLimited => "the session's rate limit",
+                logfleet_protocol::client::DropReason::AgentBufferFull => {
+                    "the agent's buffer was full"
+                }
+                logfleet_protocol::client::DropReason::FilterFailed => {
+                    "a filter failed before deciding about them"
+                }
+            };
+            format!("{count} log lines dropped: {why}")
+        }
+        Control::FilterError { plugin, message } => {
+            format!("plugin '{plugin}' failed and is disabled for this session: {message}")
+        }
+        Control::SessionEnding {
+            seconds_remaining, ..
+        } => format!("session ends in {seconds_remaining}s"),
+        Control::SessionEnded { reason } => format!("session {}", ended_text(*reason)),
     }
 }
 
