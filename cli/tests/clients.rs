@@ -50,6 +50,12 @@ impl Env {
     }
 }
 
+/// The Python interpreter the suite runs on: `LOGFLEET_TEST_PYTHON` (e.g. a virtualenv with
+/// the minimum versions of `clients/python/constraints-min.txt`), else `python3` on PATH.
+fn python() -> String {
+    std::env::var("LOGFLEET_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
 /// The Python client's source, put first on `PYTHONPATH`.
 fn python_path() -> String {
     repo_root().join("clients/python/src").display().to_string()
@@ -151,7 +157,7 @@ async fn run(mut cmd: Command, env: &Env, suite: usize) -> (bool, String) {
 
 /// Fails with instructions when the Python client or its test deps are not installed.
 async fn require_python() {
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .args(["-c", "import logfleet, httpx, websockets, pytest"])
         .env("PYTHONPATH", python_path())
         .current_dir(repo_root())
@@ -188,7 +194,7 @@ async fn python_and_typescript_clients_pass_against_a_real_host() {
     require_node_modules();
     let env = start().await;
 
-    let mut pytest = Command::new("python3");
+    let mut pytest = Command::new(python());
     pytest
         .args([
             "-m",
@@ -196,6 +202,7 @@ async fn python_and_typescript_clients_pass_against_a_real_host() {
             "-q",
             "-p",
             "no:cacheprovider",
+            "--durations=5",
             "clients/python/tests",
         ])
         .current_dir(repo_root());

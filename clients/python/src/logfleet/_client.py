@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.sync.client import ClientConnection, connect
 
 from ._common import (
+    CLOSE_TIMEOUT,
     HTTP_TIMEOUT,
     Message,
     OnControl,
@@ -244,11 +245,13 @@ class Stream:
                     ws_url(session.websocket_url, since_seq),
                     additional_headers={"Authorization": f"Bearer {self._client.token}"},
                     open_timeout=HTTP_TIMEOUT,
+                    close_timeout=CLOSE_TIMEOUT,
                 )
             )
         except InvalidStatus as e:
             raise handshake_error(e.response.status_code, e.response.body) from e
-        except (OSError, WebSocketException, TimeoutError) as e:
+        except (OSError, EOFError, WebSocketException, TimeoutError) as e:
+            # EOFError: websockets 14 raises it bare for a connection cut mid-handshake.
             raise LogFleetConnectionError(
                 f"cannot connect to {session.websocket_url}: {e}"
             ) from e
