@@ -124,7 +124,13 @@ export class LogFleetClient {
     return new LogStream(
       session,
       socket,
-      { connect, stop: (id) => this.stopQuietly(id), reconnectGraceMs: this.reconnectGraceMs },
+      {
+        connect,
+        stop: (id) => this.stopQuietly(id),
+        reconnectGraceMs: this.reconnectGraceMs,
+        baseUrl: this.baseUrl,
+        token: this.token,
+      },
       options.timeout ?? DEFAULT_TIMEOUT_SECONDS,
     );
   }

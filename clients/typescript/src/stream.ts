@@ -4,6 +4,8 @@
  */
 
 import { LogFleetError, StreamClosedError } from './errors.js';
+import { forgetAtExit, stopAtExit } from './exit.js';
+import type { ExitStoppable } from './exit.js';
 import type { Socket } from './socket.js';
 import type { ControlMessage, EndReason, LogMessage, Session } from './types.js';
 
@@ -77,6 +79,9 @@ export interface StreamHost {
   stop(id: string): Promise<void>;
   /** How long past the session's expiry reconnecting is still tried, in milliseconds. */
   reconnectGraceMs: number;
+  /** The host's base URL and the token, for stopping the session at process exit. */
+  baseUrl: string;
+  token: string;
 }
 
 /**
@@ -89,7 +94,7 @@ export interface StreamHost {
  * (`logs_dropped` control messages say what the host could no longer replay). `'reconnect'`
  * is emitted each time it is reopened.
  */
-export class LogStream implements AsyncIterable<LogMessage> {
+export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
   /** The session this stream belongs to. */
   readonly session: Session;
   /** Why the session ended, once it has. */
@@ -125,6 +130,18 @@ export class LogStream implements AsyncIterable<LogMessage> {
     this.expires = Date.now() + timeoutSeconds * 1000;
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
     this.attach(socket);
+    stopAtExit(this);
+  }
+
+  /** @internal What stopping this session at process exit needs; `undefined` when over. */
+  exitStop() {
+    if (this.endedReason !== null || this.stopped) return undefined;
+    return {
+      baseUrl: this.host.baseUrl,
+      token: this.host.token,
+      sessionId: this.session.id,
+      expiresAt: this.session.expires_at,
+    };
   }
 
   /** The session's id. */
@@ -194,6 +211,7 @@ export class LogStream implements AsyncIterable<LogMessage> {
         }
       }
       this.stopped = true;
+      forgetAtExit(this);
     }
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_WAIT_MS)));
@@ -342,6 +360,7 @@ export class LogStream implements AsyncIterable<LogMessage> {
   private finish(): void {
     if (this.finished) return;
     this.finished = true;
+    if (this.endedReason !== null || this.stopped) forgetAtExit(this);
     this.emit('end', this.endedReason);
     this.resolveEnded();
   }
