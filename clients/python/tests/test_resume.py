@@ -200,3 +200,23 @@ def test_async_stream_resumes_after_a_cut(env: Env, writer: Writer, proxy: Proxy
     seen, reconnects = asyncio.run(main())
     assert reconnects == 1
     assert_exactly_once(seen)
+
+
+def test_follow_crosses_sessions_without_gap_or_duplicate(env: Env, writer: Writer) -> None:
+    """`follow=True` carries a stream across session ends: every line once, in order, and
+    no session left running after `with`."""
+    seen: List[Tuple[int, int]] = []
+    sessions = set()
+    with Client(token=env.token, base_url=env.url) as client:
+        with client.stream(
+            agent_id=env.agent_id, timeout=2, filters={"pattern": writer.tag}, follow=True
+        ) as stream:
+            for log in stream:
+                seen.append(numbered(log))
+                sessions.add(stream.session_id)
+                if stream.sessions_followed >= 2 and len(seen) > 150:
+                    break
+        assert stream.ended_reason is None
+    assert len(sessions) == 3
+    assert_exactly_once(seen)
+    assert not sessions & set(active(env))

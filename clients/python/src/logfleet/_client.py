@@ -6,7 +6,7 @@ import time
 import warnings
 from contextlib import ExitStack
 from types import TracebackType
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Type, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Type, Union
 from urllib.parse import quote
 
 import httpx
@@ -33,9 +33,12 @@ from ._resume import (
     EXPIRY_GRACE,
     Backoff,
     ended_while_away,
+    follows,
     is_gone,
     is_transient,
+    log,
     not_stopped_message,
+    renewal_due,
     since,
     stop_blocking,
     track,
@@ -124,6 +127,7 @@ class Client:
         limits: Optional[Mapping[str, Any]] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
+        follow: bool = False,
     ) -> "Stream":
         """A stream of an agent's logs, to use with ``with``.
 
@@ -139,8 +143,13 @@ class Client:
             limits: ``{"lines_per_second": N, "bytes_per_second": N}``.
             on_ending: Called with ``seconds_remaining`` when the session warns it will end.
             on_control: Called with every :class:`~logfleet.ControlEvent`.
+            follow: Keep streaming past the session's end: the next session (same request)
+                starts shortly before each one expires, without gap or duplicate, until the
+                stream is stopped. An offline agent or unreachable host is waited out.
         """
-        return Stream(self, start_body(agent_id, timeout, filters, limits), on_ending, on_control)
+        return Stream(
+            self, start_body(agent_id, timeout, filters, limits), on_ending, on_control, follow
+        )
 
     def start_stream(
         self,
@@ -151,10 +160,17 @@ class Client:
         limits: Optional[Mapping[str, Any]] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
+        follow: bool = False,
     ) -> "Stream":
         """Starts a session and connects to it now. Call :meth:`Stream.stop` when done."""
         stream = self.stream(
-            agent_id, timeout, filters, limits=limits, on_ending=on_ending, on_control=on_control
+            agent_id,
+            timeout,
+            filters,
+            limits=limits,
+            on_ending=on_ending,
+            on_control=on_control,
+            follow=follow,
         )
         stream.start()
         return stream
@@ -194,8 +210,15 @@ class Stream:
         request: Dict[str, Any],
         on_ending: Optional[OnEnding],
         on_control: Optional[OnControl],
+        follow: bool = False,
     ) -> None:
         self._client = client
+        self._follow = follow
+        # With follow: the session started to take over, when it expires, and when to try
+        # starting it again after a failure.
+        self._next: Optional[Tuple[Session, float]] = None
+        self._renew_retry: Optional[float] = None
+        self._renew_backoff = Backoff()
         self._request = request
         self._on_ending = on_ending
         self._on_control = on_control
@@ -211,6 +234,7 @@ class Stream:
         self.seconds_remaining: Optional[int] = None
         self.reconnects = 0
         self.logs_dropped = 0
+        self.sessions_followed = 0
 
     @property
     def session_id(self) -> Optional[str]:
@@ -221,13 +245,7 @@ class Stream:
         """Starts the session and connects to its WebSocket. Does nothing if already started."""
         if self.session is not None:
             return self
-        self._expires = time.monotonic() + self._request["timeout_seconds"]
-        self.session = self._client.start(
-            self._request["agent_id"],
-            self._request["timeout_seconds"],
-            self._request.get("filters"),
-            self._request.get("limits"),
-        )
+        self.session, self._expires = self._start_session()
         track(self)
         try:
             self._ws = self._connect(self.session, None)
@@ -235,6 +253,83 @@ class Stream:
             self.stop()
             raise
         return self
+
+    def _start_session(self) -> Tuple[Session, float]:
+        """Starts a session with the stream's request; returns it and its expiry."""
+        expires = time.monotonic() + self._request["timeout_seconds"]
+        session = self._client.start(
+            self._request["agent_id"],
+            self._request["timeout_seconds"],
+            self._request.get("filters"),
+            self._request.get("limits"),
+        )
+        return session, expires
+
+    def _until_renewal(self) -> Optional[float]:
+        """Seconds until the next session should be started; ``None`` when not due at all."""
+        if not self._follow or self._next is not None:
+            return None
+        due = renewal_due(self._expires, self._request["timeout_seconds"])
+        if self._renew_retry is not None:
+            due = max(due, self._renew_retry)
+        return max(due - time.monotonic(), 0.0)
+
+    def _renew(self) -> None:
+        """Starts the session that takes over; a transient failure is logged once and retried
+        later while the current session streams on."""
+        try:
+            self._next = self._start_session()
+        except LogFleetError as e:
+            if not is_transient(e):
+                raise
+            if self._renew_backoff.failures == 0:
+                log.warning("cannot start the next session yet: %s; retrying", e)
+            self._renew_retry = time.monotonic() + self._renew_backoff.delay()
+            return
+        if self._renew_backoff.failures:
+            log.warning("started the next session %s", self._next[0].id)
+        self._renew_retry = None
+        self._renew_backoff = Backoff()
+
+    def _switch(self) -> None:
+        """After the current session ended (following): streams the next one from the last
+        ``seq`` delivered, starting it first if it is not running yet."""
+        assert self.session is not None
+        ended = self.session.id
+        self._resources.close()
+        self._resources = ExitStack()
+        while True:
+            if self._next is None:
+                log.warning(
+                    "session %s ended before the next one started; lines read meanwhile are "
+                    "not streamed",
+                    ended,
+                )
+                self._next = self._start_retrying()
+            self.session, self._expires = self._next
+            self._next = None
+            self._renew_retry = None
+            self._renew_backoff = Backoff()
+            if self._reconnect(None):
+                self.sessions_followed += 1
+                return
+
+    def _start_retrying(self) -> Tuple[Session, float]:
+        """Starts a session, waiting out transient failures (logged once) with backoff."""
+        backoff = Backoff()
+        while True:
+            try:
+                started = self._start_session()
+            except LogFleetError as e:
+                if not is_transient(e):
+                    raise
+                if backoff.failures == 0:
+                    log.warning("cannot start a session: %s; retrying until it can", e)
+                time.sleep(backoff.delay())
+                continue
+            if backoff.failures:
+                log.warning("started session %s", started[0].id)
+            return started
 
     def _connect(self, session: Session, since_seq: Optional[int]) -> ClientConnection:
         try:
@@ -261,33 +356,46 @@ class Stream:
         while True:
             assert self._ws is not None and self.session is not None
             try:
-                return self._ws.recv()
+                wait = self._until_renewal()
+                return self._ws.recv(wait) if wait is not None else self._ws.recv()
+            except TimeoutError:
+                self._renew()
+                continue
             except ConnectionClosed as e:
                 code = e.rcvd.code if e.rcvd else None
                 if self.ended_reason is not None or code == 1000:
                     return None
                 cause = closed_error(self.session.id, code, e.rcvd.reason if e.rcvd else "")
-                if not self._reconnect(cause):
-                    return None
+                if self._reconnect(cause):
+                    continue
+                # The session ended while this client was away.
+                if self._follow:
+                    self._switch()
+                    continue
+                self.ended_reason = ended_while_away(self._expires)
+                untrack(self)
+                return None
 
-    def _reconnect(self, cause: StreamClosedError) -> bool:
-        """Reopens the stream after ``cause``, resuming after the last ``seq`` delivered.
-        ``False`` when the session ended meanwhile; raises when it cannot be reached in time."""
+    def _reconnect(self, cause: Optional[StreamClosedError]) -> bool:
+        """Reopens the stream after ``cause`` (``None``: opens the session just switched to),
+        resuming after the last ``seq`` delivered. ``False`` when the session ended meanwhile;
+        raises when it cannot be reached in time."""
         assert self.session is not None
-        if self._ws is not None:
+        if self._ws is not None and cause is not None:
             self._ws.close()
         backoff = Backoff()
         while True:
             try:
                 self._ws = self._connect(self.session, since(self._last_seq))
-                self.reconnects += 1
+                if cause is not None:
+                    self.reconnects += 1
                 return True
             except LogFleetError as e:
                 if is_gone(e):
-                    self.ended_reason = ended_while_away(self._expires)
-                    untrack(self)
                     return False
                 if not is_transient(e) or time.monotonic() > self._expires + EXPIRY_GRACE:
+                    if cause is None:
+                        raise
                     raise cause from e
             time.sleep(backoff.delay())
 
@@ -314,6 +422,13 @@ class Stream:
                     self._last_seq = msg.seq
                 else:
                     self._on_control_event(msg)
+                    if (
+                        self._follow
+                        and msg.event == "session_ended"
+                        and follows(msg.reason)
+                    ):
+                        self._switch()
+                        continue
                 yield msg
                 if isinstance(msg, ControlEvent) and msg.event == "session_ended":
                     early = False
@@ -331,7 +446,7 @@ class Stream:
             self.seconds_remaining = event.seconds_remaining
             if self._on_ending is not None:
                 self._on_ending(int(event.seconds_remaining or 0))
-        elif event.event == "session_ended":
+        elif event.event == "session_ended" and not (self._follow and follows(event.reason)):
             self.ended_reason = event.reason or "unknown"
             untrack(self)
         elif event.event == "logs_dropped":
@@ -354,6 +469,14 @@ class Stream:
             self._resources.close()
 
     def _stop_session(self) -> None:
+        if self._next is not None:
+            # The session started to take over from the current one (following).
+            upcoming, self._next = self._next[0], None
+            try:
+                self._client.stop(upcoming.id)
+            except LogFleetError as e:
+                if not is_gone(e):
+                    log.warning("could not stop session %s: %s", upcoming.id, e)
         if self.session is None or self.ended_reason is not None or self._stopped:
             return
         try:

@@ -12,6 +12,11 @@ Policy:
   half of its nominal value, so clients cut off together do not return in lock step.
 - Reconnecting gives up :data:`EXPIRY_GRACE` seconds after the session's expiry (by this
   machine's clock); a session the host no longer knows (404) ended meanwhile.
+- With ``follow=True`` the next session (same request) is started :data:`HANDOVER_LEAD` seconds
+  before the current one expires and streamed from the last ``seq`` once the current one ends,
+  as ``logfleet stream --follow`` does; a session ended by a host shutdown is followed too. When
+  the next session cannot be started (agent offline, host unreachable) that is logged once
+  (logger ``logfleet``) and retried with backoff until it can.
 - Stopping is retried on a fresh connection for up to :data:`STOP_TIMEOUT` seconds in all; if
   it still fails the caller is told (an exception from ``stop()``, a ``ResourceWarning`` from a
   finalizer, a line on stderr at exit).
@@ -20,6 +25,7 @@ Policy:
 from __future__ import annotations
 
 import atexit
+import logging
 import random
 import sys
 import time
@@ -42,6 +48,25 @@ EXPIRY_GRACE = 10.0
 
 STOP_TIMEOUT = 5.0
 """Seconds stopping one session may take in all, retries included."""
+
+HANDOVER_LEAD = 3.0
+"""With ``follow=True``: seconds before a session expires that the next one is started (half
+way through a session shorter than twice this), so the two overlap and no line falls between
+them; the overlap is replayed from the host's buffer and de-duplicated by ``seq``."""
+
+log = logging.getLogger("logfleet")
+"""Where a following stream says what it waits out (agent offline, host unreachable)."""
+
+
+def renewal_due(expires: float, timeout_seconds: float) -> float:
+    """When (monotonic seconds) to start the session that takes over from one expiring at
+    ``expires`` that lasts ``timeout_seconds``."""
+    return expires - min(HANDOVER_LEAD, timeout_seconds / 2)
+
+
+def follows(reason: Optional[str]) -> bool:
+    """Whether a following stream carries on after a session ended for ``reason``."""
+    return reason in ("timeout", "shutdown")
 
 
 class Backoff:
