@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import threading
-from typing import List, Tuple
+from typing import List, Set, Tuple
 
 import pytest
 
@@ -206,17 +206,42 @@ def test_follow_crosses_sessions_without_gap_or_duplicate(env: Env, writer: Writ
     """`follow=True` carries a stream across session ends: every line once, in order, and
     no session left running after `with`."""
     seen: List[Tuple[int, int]] = []
-    sessions = set()
+    sessions: Set[str] = set()
     with Client(token=env.token, base_url=env.url) as client:
         with client.stream(
             agent_id=env.agent_id, timeout=2, filters={"pattern": writer.tag}, follow=True
         ) as stream:
             for log in stream:
                 seen.append(numbered(log))
+                assert stream.session_id is not None
                 sessions.add(stream.session_id)
                 if stream.sessions_followed >= 2 and len(seen) > 150:
                     break
         assert stream.ended_reason is None
     assert len(sessions) == 3
+    assert_exactly_once(seen)
+    assert not sessions & set(active(env))
+
+
+def test_async_follow_crosses_sessions(env: Env, writer: Writer) -> None:
+    """The asyncio stream follows across session ends too: every line once, in order."""
+
+    async def main() -> Tuple[List[Tuple[int, int]], Set[str]]:
+        seen: List[Tuple[int, int]] = []
+        sessions: Set[str] = set()
+        async with AsyncClient(token=env.token, base_url=env.url) as client:
+            async with client.stream(
+                agent_id=env.agent_id, timeout=2, filters={"pattern": writer.tag}, follow=True
+            ) as stream:
+                async for log in stream:
+                    seen.append(numbered(log))
+                    assert stream.session_id is not None
+                    sessions.add(stream.session_id)
+                    if stream.sessions_followed >= 1 and len(seen) > 80:
+                        break
+        return seen, sessions
+
+    seen, sessions = asyncio.run(main())
+    assert len(sessions) == 2
     assert_exactly_once(seen)
     assert not sessions & set(active(env))

@@ -15,7 +15,7 @@ import inspect
 import time
 import warnings
 from types import TracebackType
-from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Type, Union
+from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Tuple, Type, Union
 from urllib.parse import quote
 
 import httpx
@@ -43,9 +43,12 @@ from ._resume import (
     STOP_TIMEOUT,
     Backoff,
     ended_while_away,
+    follows,
     is_gone,
     is_transient,
+    log,
     not_stopped_message,
+    renewal_due,
     since,
     stop_blocking,
     track,
@@ -121,11 +124,13 @@ class AsyncClient:
         limits: Optional[Mapping[str, Any]] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
+        follow: bool = False,
     ) -> "AsyncStream":
         """A stream to use with ``async with``: the session starts on entry and is stopped on
-        exit. ``on_ending`` / ``on_control`` may be plain functions or coroutine functions."""
+        exit. ``on_ending`` / ``on_control`` may be plain functions or coroutine functions;
+        ``follow`` as for :meth:`logfleet.Client.stream`."""
         return AsyncStream(
-            self, start_body(agent_id, timeout, filters, limits), on_ending, on_control
+            self, start_body(agent_id, timeout, filters, limits), on_ending, on_control, follow
         )
 
     async def start_stream(
@@ -137,10 +142,17 @@ class AsyncClient:
         limits: Optional[Mapping[str, Any]] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
+        follow: bool = False,
     ) -> "AsyncStream":
         """Starts a session and connects to it now. Await :meth:`AsyncStream.stop` when done."""
         stream = self.stream(
-            agent_id, timeout, filters, limits=limits, on_ending=on_ending, on_control=on_control
+            agent_id,
+            timeout,
+            filters,
+            limits=limits,
+            on_ending=on_ending,
+            on_control=on_control,
+            follow=follow,
         )
         await stream.start()
         return stream
@@ -168,8 +180,13 @@ class AsyncStream:
         request: Dict[str, Any],
         on_ending: Optional[OnEnding],
         on_control: Optional[OnControl],
+        follow: bool = False,
     ) -> None:
         self._client = client
+        self._follow = follow
+        self._next: Optional[Tuple[Session, float]] = None
+        self._renew_retry: Optional[float] = None
+        self._renew_backoff = Backoff()
         self._request = request
         self._on_ending = on_ending
         self._on_control = on_control
@@ -183,6 +200,7 @@ class AsyncStream:
         self.seconds_remaining: Optional[int] = None
         self.reconnects = 0
         self.logs_dropped = 0
+        self.sessions_followed = 0
 
     @property
     def session_id(self) -> Optional[str]:
@@ -193,13 +211,7 @@ class AsyncStream:
         """Starts the session and connects. Does nothing if already started."""
         if self.session is not None:
             return self
-        self._expires = time.monotonic() + self._request["timeout_seconds"]
-        self.session = await self._client.start(
-            self._request["agent_id"],
-            self._request["timeout_seconds"],
-            self._request.get("filters"),
-            self._request.get("limits"),
-        )
+        self.session, self._expires = await self._start_session()
         track(self)
         try:
             self._ws = await self._connect(self.session, None)
@@ -207,6 +219,80 @@ class AsyncStream:
             await self.stop()
             raise
         return self
+
+    async def _start_session(self) -> Tuple[Session, float]:
+        expires = time.monotonic() + self._request["timeout_seconds"]
+        session = await self._client.start(
+            self._request["agent_id"],
+            self._request["timeout_seconds"],
+            self._request.get("filters"),
+            self._request.get("limits"),
+        )
+        return session, expires
+
+    def _until_renewal(self) -> Optional[float]:
+        """As :meth:`logfleet.Stream._until_renewal`."""
+        if not self._follow or self._next is not None:
+            return None
+        due = renewal_due(self._expires, self._request["timeout_seconds"])
+        if self._renew_retry is not None:
+            due = max(due, self._renew_retry)
+        return max(due - time.monotonic(), 0.0)
+
+    async def _renew(self) -> None:
+        """As :meth:`logfleet.Stream._renew`."""
+        try:
+            self._next = await self._start_session()
+        except LogFleetError as e:
+            if not is_transient(e):
+                raise
+            if self._renew_backoff.failures == 0:
+                log.warning("cannot start the next session yet: %s; retrying", e)
+            self._renew_retry = time.monotonic() + self._renew_backoff.delay()
+            return
+        if self._renew_backoff.failures:
+            log.warning("started the next session %s", self._next[0].id)
+        self._renew_retry = None
+        self._renew_backoff = Backoff()
+
+    async def _switch(self) -> None:
+        """As :meth:`logfleet.Stream._switch`."""
+        assert self.session is not None
+        ended = self.session.id
+        if self._ws is not None:
+            await self._ws.close()
+        while True:
+            if self._next is None:
+                log.warning(
+                    "session %s ended before the next one started; lines read meanwhile are "
+                    "not streamed",
+                    ended,
+                )
+                self._next = await self._start_retrying()
+            self.session, self._expires = self._next
+            self._next = None
+            self._renew_retry = None
+            self._renew_backoff = Backoff()
+            if await self._reconnect(None):
+                self.sessions_followed += 1
+                return
+
+    async def _start_retrying(self) -> Tuple[Session, float]:
+        """As :meth:`logfleet.Stream._start_retrying`."""
+        backoff = Backoff()
+        while True:
+            try:
+                started = await self._start_session()
+            except LogFleetError as e:
+                if not is_transient(e):
+                    raise
+                if backoff.failures == 0:
+                    log.warning("cannot start a session: %s; retrying until it can", e)
+                await asyncio.sleep(backoff.delay())
+                continue
+            if backoff.failures:
+                log.warning("started session %s", started[0].id)
+            return started
 
     async def _connect(self, session: Session, since_seq: Optional[int]) -> ClientConnection:
         try:
@@ -229,32 +315,46 @@ class AsyncStream:
         while True:
             assert self._ws is not None and self.session is not None
             try:
-                return await self._ws.recv()
+                wait = self._until_renewal()
+                if wait is None:
+                    return await self._ws.recv()
+                # Cancelling websockets' recv() loses no message.
+                return await asyncio.wait_for(self._ws.recv(), wait)
+            except asyncio.TimeoutError:
+                await self._renew()
+                continue
             except ConnectionClosed as e:
                 code = e.rcvd.code if e.rcvd else None
                 if self.ended_reason is not None or code == 1000:
                     return None
                 cause = closed_error(self.session.id, code, e.rcvd.reason if e.rcvd else "")
-                if not await self._reconnect(cause):
-                    return None
+                if await self._reconnect(cause):
+                    continue
+                if self._follow:
+                    await self._switch()
+                    continue
+                self.ended_reason = ended_while_away(self._expires)
+                untrack(self)
+                return None
 
-    async def _reconnect(self, cause: StreamClosedError) -> bool:
+    async def _reconnect(self, cause: Optional[StreamClosedError]) -> bool:
         """As :meth:`logfleet.Stream._reconnect`."""
         assert self.session is not None
-        if self._ws is not None:
+        if self._ws is not None and cause is not None:
             await self._ws.close()
         backoff = Backoff()
         while True:
             try:
                 self._ws = await self._connect(self.session, since(self._last_seq))
-                self.reconnects += 1
+                if cause is not None:
+                    self.reconnects += 1
                 return True
             except LogFleetError as e:
                 if is_gone(e):
-                    self.ended_reason = ended_while_away(self._expires)
-                    untrack(self)
                     return False
                 if not is_transient(e) or time.monotonic() > self._expires + EXPIRY_GRACE:
+                    if cause is None:
+                        raise
                     raise cause from e
             await asyncio.sleep(backoff.delay())
 
@@ -281,6 +381,9 @@ class AsyncStream:
                     self._last_seq = msg.seq
                 else:
                     await self._on_control_event(msg)
+                    if self._follow and msg.event == "session_ended" and follows(msg.reason):
+                        await self._switch()
+                        continue
                 yield msg
                 if isinstance(msg, ControlEvent) and msg.event == "session_ended":
                     early = False
@@ -298,7 +401,7 @@ class AsyncStream:
             self.seconds_remaining = event.seconds_remaining
             if self._on_ending is not None:
                 await _maybe_await(self._on_ending(int(event.seconds_remaining or 0)))
-        elif event.event == "session_ended":
+        elif event.event == "session_ended" and not (self._follow and follows(event.reason)):
             self.ended_reason = event.reason or "unknown"
             untrack(self)
         elif event.event == "logs_dropped":
@@ -321,6 +424,13 @@ class AsyncStream:
                 await self._ws.close()
 
     async def _stop_session(self) -> None:
+        if self._next is not None:
+            upcoming, self._next = self._next[0], None
+            try:
+                await self._client.stop(upcoming.id)
+            except LogFleetError as e:
+                if not is_gone(e):
+                    log.warning("could not stop session %s: %s", upcoming.id, e)
         if self.session is None or self.ended_reason is not None or self._stopped:
             return
         session = self.session
