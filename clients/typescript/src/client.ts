@@ -37,6 +37,10 @@ export interface StartStreamOptions {
   timeout?: number;
   filters?: Filters;
   limits?: Limits;
+  /** Keep streaming past the session's end: the next session (same options) starts shortly
+   * before each one expires, without gap or duplicate, until `stop()`. An offline agent or
+   * an unreachable host is waited out (said once as a `'warning'` event). */
+  follow?: boolean;
 }
 
 /** An environment variable in Node; `undefined` in browsers. */
@@ -112,11 +116,11 @@ export class LogFleetClient {
   /** Starts a session and connects to its stream. Call `stream.stop()` when done. */
   async startStream(options: StartStreamOptions): Promise<LogStream> {
     const session = await this.start(options);
-    const connect = (sinceSeq: number | undefined) =>
-      openSocket(withSinceSeq(session.websocket_url, sinceSeq), this.token);
+    const connect = (target: Session, sinceSeq: number | undefined) =>
+      openSocket(withSinceSeq(target.websocket_url, sinceSeq), this.token);
     let socket;
     try {
-      socket = await connect(undefined);
+      socket = await connect(session, undefined);
     } catch (err) {
       await this.stopQuietly(session.id);
       throw err;
@@ -126,6 +130,8 @@ export class LogFleetClient {
       socket,
       {
         connect,
+        start: () => this.start(options),
+        follow: options.follow ?? false,
         stop: (id) => this.stopQuietly(id),
         reconnectGraceMs: this.reconnectGraceMs,
         baseUrl: this.baseUrl,

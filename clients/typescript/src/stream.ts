@@ -17,6 +17,8 @@ export interface LogStreamEvents {
   ending: [secondsRemaining: number];
   /** Every control message (ending, ended, dropped lines, agent status, filter errors). */
   control: [control: ControlMessage];
+  /** Something the stream waits out while following (agent offline, host unreachable). */
+  warning: [message: string];
   /** The stream was reopened after breaking, resuming after this `seq` (0: from the start). */
   reconnect: [sinceSeq: number];
   /** The stream broke for good without the session ending: it could not be reopened. */
@@ -45,6 +47,9 @@ export const MAX_BACKOFF_MS = 5_000;
 /** How long past a session's expiry (by this machine's clock) reconnecting is still tried,
  * by default (`reconnectGraceMs` of the client's options). */
 export const EXPIRY_GRACE_MS = 10_000;
+/** Following: how long before a session expires the next one is started, in milliseconds
+ * (half way through a session shorter than twice this). */
+export const HANDOVER_LEAD_MS = 3_000;
 /** How long {@link LogStream.stop} keeps retrying the host, in milliseconds. */
 export const STOP_TIMEOUT_MS = 5_000;
 
@@ -73,8 +78,12 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 /** What a {@link LogStream} needs from its client. @internal */
 export interface StreamHost {
-  /** Opens the session's WebSocket, resuming after `sinceSeq` when given. */
-  connect(sinceSeq: number | undefined): Promise<Socket>;
+  /** Opens `session`'s WebSocket, resuming after `sinceSeq` when given. */
+  connect(session: Session, sinceSeq: number | undefined): Promise<Socket>;
+  /** Starts another session with the stream's request (following). */
+  start(): Promise<Session>;
+  /** Keep streaming past each session's end (see {@link LogStream}). */
+  follow: boolean;
   /** Stops the session on the host; "already ended" is success. */
   stop(id: string): Promise<void>;
   /** How long past the session's expiry reconnecting is still tried, in milliseconds. */
@@ -95,8 +104,10 @@ export interface StreamHost {
  * is emitted each time it is reopened.
  */
 export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
-  /** The session this stream belongs to. */
-  readonly session: Session;
+  /** The session being streamed (following: the current one). */
+  session: Session;
+  /** How many times a following stream moved on to the next session. */
+  sessionsFollowed = 0;
   /** Why the session ended, once it has. */
   endedReason: EndReason | null = null;
   /** How many times the stream was reopened after breaking. */
@@ -112,7 +123,14 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
   private lastSeq: number | undefined;
   private socket: Socket;
   /** When the session expires by this machine's clock (ms since the epoch). */
-  private readonly expires: number;
+  private expires: number;
+  private readonly timeoutMs: number;
+  /** Following: the session started to take over, and when it expires. */
+  private next: { session: Session; expires: number } | undefined;
+  private renewTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly renewBackoff = new Backoff();
+  /** Following: moving to the next session; the old socket's close is expected. */
+  private switching = false;
   /** Why the stream failed, when it did and no `'error'` listener was told. */
   private failure: LogFleetError | undefined;
   private readonly ended: Promise<void>;
@@ -127,10 +145,12 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
   ) {
     this.session = session;
     this.socket = socket;
-    this.expires = Date.now() + timeoutSeconds * 1000;
+    this.timeoutMs = timeoutSeconds * 1000;
+    this.expires = Date.now() + this.timeoutMs;
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
     this.attach(socket);
     stopAtExit(this);
+    this.scheduleRenewal(0);
   }
 
   /** @internal What stopping this session at process exit needs; `undefined` when over. */
@@ -188,6 +208,13 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
    */
   async stop(): Promise<void> {
     this.stopping = true;
+    clearTimeout(this.renewTimer);
+    if (this.next) {
+      // Following: the session started to take over.
+      const upcoming = this.next.session.id;
+      this.next = undefined;
+      await this.host.stop(upcoming).catch(() => undefined);
+    }
     if (this.endedReason === null && !this.stopped) {
       const deadline = Date.now() + STOP_TIMEOUT_MS;
       const backoff = new Backoff();
@@ -294,7 +321,14 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
       if (control.event === 'session_ending') {
         this.emit('ending', control.seconds_remaining);
       } else if (control.event === 'session_ended') {
-        this.endedReason = control.reason;
+        if (this.host.follow && (control.reason === 'timeout' || control.reason === 'shutdown')) {
+          this.switching = true;
+          void this.switchOver().catch((err: unknown) =>
+            this.fail(err instanceof LogFleetError ? err : new StreamClosedError(String(err))),
+          );
+        } else {
+          this.endedReason = control.reason;
+        }
       } else if (control.event === 'logs_dropped') {
         this.logsDropped += control.count;
       }
@@ -304,7 +338,7 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
   }
 
   private async closed(socket: Socket, code: number, reason: string): Promise<void> {
-    if (this.finished || socket !== this.socket) return;
+    if (this.finished || socket !== this.socket || this.switching) return;
     if (this.endedReason !== null || code === 1000 || this.stopping) {
       this.finish();
       return;
@@ -319,7 +353,7 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
       await sleep(backoff.delay());
       if (this.finished || this.stopping) return;
       try {
-        const next = await this.host.connect(this.lastSeq ?? 0);
+        const next = await this.host.connect(this.session, this.lastSeq ?? 0);
         if (this.finished || this.stopping) {
           next.close();
           return;
@@ -332,6 +366,11 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
       } catch (err) {
         if (err instanceof LogFleetError && err.code === 'session_not_found') {
           // It ended while this client was away.
+          if (this.host.follow) {
+            this.switching = true;
+            await this.switchOver();
+            return;
+          }
           this.endedReason = Date.now() >= this.expires ? 'timeout' : 'stopped';
           this.stopped = true;
           this.finish();
@@ -350,6 +389,85 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
     }
   }
 
+  /** Following: starts the next session `delayMs` after it is due (see `renewTimer`). */
+  private scheduleRenewal(delayMs: number): void {
+    if (!this.host.follow || this.next || this.finished || this.stopping) return;
+    clearTimeout(this.renewTimer);
+    const due = this.expires - Math.min(HANDOVER_LEAD_MS, this.timeoutMs / 2);
+    this.renewTimer = setTimeout(() => void this.renew(), Math.max(due - Date.now(), delayMs));
+  }
+
+  /** Following: starts the session that takes over; a transient failure is said once
+   * (`'warning'`) and retried while the current session streams on. */
+  private async renew(): Promise<void> {
+    if (this.next || this.finished || this.stopping) return;
+    try {
+      const session = await this.host.start();
+      this.next = { session, expires: Date.now() + this.timeoutMs };
+      if (this.stopping) await this.host.stop(session.id).catch(() => undefined);
+      this.renewBackoff.failures = 0;
+    } catch (err) {
+      if (!isTransient(err)) {
+        this.fail(err instanceof LogFleetError ? err : new StreamClosedError(String(err)));
+        return;
+      }
+      if (this.renewBackoff.failures === 0) {
+        this.emit('warning', `cannot start the next session yet: ${(err as Error).message}; retrying`);
+      }
+      this.scheduleRenewal(this.renewBackoff.delay());
+    }
+  }
+
+  /** Following: after the current session ended, streams the next one from the last `seq`,
+   * starting it first if it is not running yet (retrying until it can). */
+  private async switchOver(): Promise<void> {
+    const old = this.socket;
+    const ended = this.session.id;
+    for (;;) {
+      if (this.stopping || this.finished) return;
+      if (!this.next) {
+        this.emit('warning', `session ${ended} ended before the next one started; lines read meanwhile are not streamed`);
+        const backoff = new Backoff();
+        for (;;) {
+          try {
+            const session = await this.host.start();
+            this.next = { session, expires: Date.now() + this.timeoutMs };
+            break;
+          } catch (err) {
+            if (!isTransient(err)) throw err;
+            if (backoff.failures === 0) {
+              this.emit('warning', `cannot start a session: ${(err as Error).message}; retrying until it can`);
+            }
+            await sleep(backoff.delay());
+            if (this.stopping || this.finished) return;
+          }
+        }
+      }
+      const { session, expires } = this.next;
+      this.next = undefined;
+      this.session = session;
+      this.expires = expires;
+      const backoff = new Backoff();
+      for (;;) {
+        try {
+          const socket = await this.host.connect(session, this.lastSeq ?? 0);
+          old.close();
+          this.socket = socket;
+          this.switching = false;
+          this.sessionsFollowed += 1;
+          this.attach(socket);
+          this.scheduleRenewal(0);
+          return;
+        } catch (err) {
+          if (err instanceof LogFleetError && err.code === 'session_not_found') break; // start another
+          if (!isTransient(err)) throw err;
+          await sleep(backoff.delay());
+          if (this.stopping || this.finished) return;
+        }
+      }
+    }
+  }
+
   /** Ends the stream with `error`: told to `'error'` listeners, else kept for `done()`. */
   private fail(error: LogFleetError): void {
     if (!this.listeners.error?.length) this.failure = error;
@@ -360,6 +478,7 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
   private finish(): void {
     if (this.finished) return;
     this.finished = true;
+    clearTimeout(this.renewTimer);
     if (this.endedReason !== null || this.stopped) forgetAtExit(this);
     this.emit('end', this.endedReason);
     this.resolveEnded();

@@ -124,6 +124,26 @@ describe('LogFleetClient when connections break', () => {
     assert.ok(!(await active()).includes(stream.id), 'session stopped on the host');
   });
 
+  test('follow: true carries the stream across session ends, every line once', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const client = new LogFleetClient({ token, baseUrl });
+    const stream = await client.startStream({ agentId, timeout: 2, filters: { pattern: TAG }, follow: true });
+    const seen = [];
+    const sessions = new Set();
+    await new Promise((resolve) => {
+      stream.on('log', (log) => {
+        seen.push(numbered(log));
+        sessions.add(stream.id);
+        if (stream.sessionsFollowed >= 2 && seen.length > 150) resolve();
+      });
+    });
+    await stream.stop();
+    assert.equal(stream.endedReason, 'stopped');
+    assert.equal(sessions.size, 3);
+    assertExactlyOnce(seen);
+    const still = await active();
+    assert.ok(![...sessions].some((id) => still.includes(id)), 'no session left running');
+  });
+
   test('a failure nobody listens for rejects done()', { timeout: TEST_TIMEOUT_MS }, async () => {
     const client = new LogFleetClient({ token, baseUrl: proxyUrl, reconnectGraceMs: 0 });
     const stream = await client.startStream({ agentId, timeout: 2, filters: { pattern: TAG } });
