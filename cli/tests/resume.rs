@@ -277,3 +277,37 @@ async fn escape_sequences_never_reach_a_terminal_raw() {
         assert_eq!(status.code(), Some(0));
     }
 }
+
+/// `--follow` rides out a host restart: the session ends with `shutdown`, and the CLI streams
+/// on in a new session (started, with retries, once the host and agent are back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_carries_on_across_a_host_restart() {
+    let mut fx = Fixture::new().await;
+    let mut cli = fx.spawn(&[
+        "stream",
+        AGENT_NAME,
+        "--source",
+        "app",
+        "--follow",
+        "--timeout",
+        "60",
+        "-o",
+        "json",
+    ]);
+    sync(&fx, &mut cli, "app.log", "before").await;
+    fx.host.restart().await;
+    fx.api
+        .wait_agent_status(&fx.agent_id.to_string(), "online")
+        .await;
+    sync(&fx, &mut cli, "app.log", "after").await;
+    cli.signal("INT");
+    let (status, stderr) = cli.wait_with_stderr().await;
+    assert_eq!(status.code(), Some(130), "stderr: {stderr:?}");
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("ended: the host is shutting down; continuing in session")),
+        "{stderr:?}"
+    );
+    assert!(fx.active_sessions().await.is_empty());
+}
