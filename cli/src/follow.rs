@@ -324,8 +324,13 @@ impl Follower<'_> {
         let mut backoff = Backoff::default();
         let give_up = self.expiry(started) + EXPIRY_GRACE;
         loop {
+            // After a failed first attempt the session has been running unwatched: replay it.
+            let since = match since_seq {
+                None if backoff.failures() > 0 => Some(0),
+                since => since,
+            };
             let attempt = tokio::select! {
-                r = self.client.connect(&session, since_seq) => r,
+                r = self.client.connect(&session, since) => r,
                 () = shutdown.as_mut() => return Ok(Err(Outcome::Interrupted)),
             };
             match attempt {
