@@ -92,6 +92,12 @@ impl Client {
         })
     }
 
+    /// The same client with a connection pool of its own: for retrying a call whose pooled
+    /// connection may be the broken one.
+    pub fn fresh(&self) -> Result<Client, Error> {
+        Client::with_tls(self.base.as_str(), self.token.clone(), self.tls.clone())
+    }
+
     /// The host's base URL.
     pub fn base_url(&self) -> &Url {
         &self.base

@@ -51,6 +51,9 @@ pub enum Error {
     /// The `--ca-cert` file could not be read or holds no usable CA certificate.
     #[error("cannot use the CA certificate file {path}: {detail}")]
     CaCert { path: String, detail: String },
+    /// An argument the CLI itself refuses (an unknown level in `--level X+`, say).
+    #[error("{0}")]
+    Usage(String),
     /// The host answered something this client does not understand.
     #[error("unexpected answer from the host: {0}")]
     Protocol(String),
@@ -94,7 +97,7 @@ impl Error {
             },
             Error::Network { .. } | Error::StreamClosed { .. } => exit::NETWORK,
             Error::MissingToken => exit::AUTH,
-            Error::InvalidUrl { .. } | Error::CaCert { .. } => exit::USAGE,
+            Error::InvalidUrl { .. } | Error::CaCert { .. } | Error::Usage(_) => exit::USAGE,
             Error::Protocol(_) => exit::OTHER,
         }
     }

@@ -1,12 +1,23 @@
-//! Streaming a session to the terminal, optionally following across sessions.
+//! Streaming a session to the terminal: resuming it when the connection breaks, optionally
+//! following across sessions, and stopping every session it started.
 //!
-//! Sessions always expire. `--follow` keeps a stream going anyway, the way the reference says
-//! to extend one: start the next session (same request) before the current one ends; keep
-//! printing the current one until it ends; then connect to the next with `since_seq` = the last
-//! `seq` printed, so the host replays what that session already has. Lines both sessions carry
-//! are printed once: `seq` is per agent and increases by one per line read, so anything at or
-//! below the last printed `seq` is a duplicate. Because the next session is running on the agent
-//! before the current one ends, there is no gap.
+//! **Resume.** When the stream breaks without `session_ended`, it is reopened with backoff
+//! ([`crate::retry`]) and `?since_seq=` the last `seq` delivered, so the host replays what was
+//! missed from its per-session buffer (and says with `logs_dropped` what that buffer no longer
+//! held). Anything at or below the last delivered `seq` is skipped, so no line is shown twice.
+//! A session that ended meanwhile answers `session_not_found`; one whose expiry (by this
+//! machine's clock) is [`EXPIRY_GRACE`] past is given up on.
+//!
+//! **Follow.** Sessions always expire. `--follow` keeps a stream going anyway, the way the
+//! reference says to extend one: start the next session (same request) before the current one
+//! ends; keep printing the current one until it ends; then connect to the next with `since_seq`
+//! = the last `seq` printed, so the host replays what that session already has. `seq` is per
+//! agent and increases by one per line read, so lines both sessions carry are printed once, and
+//! because the next session is running on the agent before the current one ends, there is no
+//! gap. When the next session cannot be started (the agent is offline for a restart, the host is
+//! unreachable), that is said once and retried with backoff, while the current session streams
+//! on; if it ends first, starting is retried until it works or the user interrupts. A session
+//! ended by a host shutdown is followed the same way.
 //!
 //! When to start the next one: [`HANDOVER_LEAD`] before the current one expires (or half way
 //! through a session shorter than twice that). Not as soon as `session_ending` arrives: for a
@@ -14,11 +25,14 @@
 //! would expire together with it. Not earlier than needed either: the overlap is replayed from
 //! the host's bounded per-session buffer when the CLI switches over.
 //!
-//! Every session started here is stopped on the host before [`run`] returns early (shutdown
-//! signal, closed output, error), so an interrupted CLI leaves nothing streaming.
+//! **Stop.** Every session started here and not seen to end is stopped on the host before
+//! [`run`] returns ([`crate::stop`]: retried on a fresh connection for up to [`STOP_TIMEOUT`]);
+//! the ones that could not be stopped are returned in [`Finished::not_stopped`], for the caller
+//! to say so.
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -28,21 +42,28 @@ use logfleet_protocol::rest::{DEFAULT_TIMEOUT_SECONDS, Session, StartRequest};
 
 use crate::client::Client;
 use crate::error::Error;
+use crate::output::{control_text, ended_text};
+use crate::retry::{Backoff, is_transient};
+use crate::stop::stop_all;
+pub use crate::stop::{NotStopped, STOP_TIMEOUT};
+use crate::stream::LogStream;
 
 /// How long before the current session expires the next one is started. Long enough for the
 /// start to reach the agent over a slow link; short enough that the overlap (at the host's
 /// default 2,000 lines/s rate limit, 6,000 lines) fits the host's 10,000-line replay buffer.
 pub const HANDOVER_LEAD: Duration = Duration::from_secs(3);
 
-/// How long stopping the sessions may take when exiting, so a dead host cannot hang Ctrl-C.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long past a session's expiry (as this machine's clock estimates it) reconnecting to it
+/// is still tried: the host's clock and the start request's latency may put the real expiry a
+/// little later, but a session this far past its end is gone.
+pub const EXPIRY_GRACE: Duration = Duration::from_secs(10);
 
 /// Where [`run`] delivers what it receives.
 pub trait Sink {
     /// A log line to print. An error ends the run: [`io::ErrorKind::BrokenPipe`] means the
     /// reader went away (`| head`) and ends it quietly.
     fn log(&mut self, log: &LogMessage) -> io::Result<()>;
-    /// A message for the person watching (session ending, lines dropped, …).
+    /// A message for the person watching (session ending, lines dropped, reconnecting, …).
     fn notice(&mut self, text: &str);
 }
 
@@ -51,10 +72,18 @@ pub trait Sink {
 pub enum Outcome {
     /// The (last) session ended on the host for this reason.
     Ended(EndReason),
-    /// The shutdown future completed (Ctrl-C, SIGTERM); sessions were stopped.
+    /// The shutdown future completed (Ctrl-C, SIGTERM).
     Interrupted,
-    /// The sink's reader went away; sessions were stopped.
+    /// The sink's reader went away.
     OutputClosed,
+}
+
+/// What a [`run`] did: how streaming ended, and what it could not clean up.
+#[derive(Debug)]
+pub struct Finished {
+    pub outcome: Result<Outcome, Error>,
+    /// Empty when every session started here is stopped or ended.
+    pub not_stopped: Vec<NotStopped>,
 }
 
 /// What to stream.
@@ -67,28 +96,32 @@ pub struct Options {
 }
 
 /// Starts a session as `options` says and streams it into `sink` until it ends (or, with
-/// `follow`, until `shutdown` completes or something fails). Sessions started here are
-/// stopped on the host on every early exit.
+/// `follow`, until `shutdown` completes or something fails for good). Sessions started here
+/// are stopped on the host on every early exit.
 pub async fn run<S: Sink>(
     client: &Client,
     options: &Options,
     sink: &mut S,
     shutdown: impl Future<Output = ()>,
-) -> Result<Outcome, Error> {
+) -> Finished {
     let mut follower = Follower {
         client,
         options,
         live: Vec::new(),
         next: None,
         last_seq: None,
+        renew_retry: None,
+        renew_backoff: Backoff::default(),
     };
-    let result = follower.stream(sink, shutdown).await;
+    let shutdown = std::pin::pin!(shutdown);
+    let outcome = follower.stream(sink, shutdown).await;
     // After a normal end nothing is live; after anything else the current (and maybe the
     // next) session still is.
-    if !follower.live.is_empty() {
-        follower.stop_all().await;
+    let not_stopped = stop_all(client, std::mem::take(&mut follower.live)).await;
+    Finished {
+        outcome,
+        not_stopped,
     }
-    result
 }
 
 /// The state of one `run`.
@@ -96,39 +129,97 @@ struct Follower<'a> {
     client: &'a Client,
     options: &'a Options,
     /// Sessions started here and not yet seen to end: what to stop on exit.
-    live: Vec<String>,
+    live: Vec<Session>,
     /// The session started to take over from the current one, and when it was requested.
     next: Option<(Session, Instant)>,
     /// The highest `seq` delivered to the sink.
     last_seq: Option<u64>,
+    /// When to try starting the next session again after a failed attempt.
+    renew_retry: Option<Instant>,
+    renew_backoff: Backoff,
 }
 
+/// The session being streamed.
+struct Current {
+    session: Session,
+    /// When it was requested, by this machine's clock.
+    started: Instant,
+    stream: LogStream,
+}
+
+/// The shutdown future, pinned once and polled by every wait that may be interrupted.
+type Shutdown<'s, F> = Pin<&'s mut F>;
+
 impl Follower<'_> {
-    async fn stream<S: Sink>(
+    async fn stream<S: Sink, F: Future<Output = ()>>(
         &mut self,
         sink: &mut S,
-        shutdown: impl Future<Output = ()>,
+        mut shutdown: Shutdown<'_, F>,
     ) -> Result<Outcome, Error> {
-        tokio::pin!(shutdown);
-        let (first, mut started) = self.start().await?;
-        let mut current = self.client.connect(&first, None).await?;
+        let (session, started) = self.start().await?;
+        let mut cur = match self
+            .attach(session, started, None, sink, &mut shutdown)
+            .await?
+        {
+            Ok(cur) => cur,
+            Err(outcome) => return Ok(outcome),
+        };
         loop {
-            let handover = self.handover_at(started);
+            let renew_at = self.renew_at(cur.started);
             let msg = tokio::select! {
-                msg = current.next() => msg?,
-                () = sleep_until_some(handover) => {
-                    self.next = Some(self.start().await?);
+                msg = cur.stream.next() => msg,
+                () = sleep_until_some(renew_at) => {
+                    self.renew(sink).await?;
                     continue;
                 }
                 // Only waiting races the shutdown signal: REST calls run to completion, so a
                 // session is never started without its id being recorded for clean-up.
                 () = &mut shutdown => return Ok(Outcome::Interrupted),
             };
-            let Some(msg) = msg else {
-                return Err(Error::StreamClosed {
-                    session_id: current.session_id().to_owned(),
-                    detail: "closed without session_ended".to_owned(),
-                });
+            let msg = match msg {
+                Ok(Some(msg)) => msg,
+                Ok(None) | Err(Error::StreamClosed { .. }) => {
+                    let detail = match msg {
+                        Err(Error::StreamClosed { detail, .. }) => detail,
+                        _ => "closed without session_ended".to_owned(),
+                    };
+                    sink.notice(&format!(
+                        "lost the stream of session {} ({detail}); reconnecting",
+                        cur.session.id
+                    ));
+                    let since = self.last_seq.unwrap_or(0);
+                    let (session, started) = (cur.session.clone(), cur.started);
+                    cur = match self
+                        .attach(session, started, Some(since), sink, &mut shutdown)
+                        .await?
+                    {
+                        Ok(next) => {
+                            sink.notice(&format!(
+                                "reconnected to session {} (resumed after seq {since})",
+                                next.session.id
+                            ));
+                            next
+                        }
+                        Err(Outcome::Ended(_)) => {
+                            let reason = if Instant::now() >= self.expiry(started) {
+                                EndReason::Timeout
+                            } else {
+                                EndReason::Stopped
+                            };
+                            sink.notice(&format!(
+                                "session {} ended while this client was disconnected",
+                                cur.session.id
+                            ));
+                            match self.carry_on(reason, sink, &mut shutdown).await? {
+                                Ok(next) => next,
+                                Err(outcome) => return Ok(outcome),
+                            }
+                        }
+                        Err(outcome) => return Ok(outcome),
+                    };
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             match msg {
                 ClientMessage::Log(log) => {
@@ -149,7 +240,7 @@ impl Follower<'_> {
                 ClientMessage::Control(Control::SessionEnding {
                     seconds_remaining, ..
                 }) => {
-                    let id = current.session_id();
+                    let id = &cur.session.id;
                     sink.notice(&if self.options.follow {
                         format!("session {id} ends in {seconds_remaining}s (--follow: a new session continues it)")
                     } else {
@@ -157,31 +248,20 @@ impl Follower<'_> {
                     });
                 }
                 ClientMessage::Control(Control::SessionEnded { reason }) => {
-                    let ended = current.session_id().to_owned();
-                    self.live.retain(|id| *id != ended);
-                    if reason != EndReason::Timeout || !self.options.follow {
-                        if reason != EndReason::Timeout {
-                            sink.notice(&format!("session {ended} {}", ended_text(reason)));
-                        }
-                        return Ok(Outcome::Ended(reason));
+                    let ended = cur.session.id.clone();
+                    self.live.retain(|s| s.id != ended);
+                    if !self.follows(reason) && reason != EndReason::Timeout {
+                        sink.notice(&format!("session {ended} {}", ended_text(reason)));
                     }
-                    let (next, next_started) = match self.next.take() {
-                        Some(next) => next,
-                        None => {
-                            // Expired before the handover (the host's clock ran ahead of
-                            // ours): carry on, but say lines may be missing.
-                            sink.notice(&format!(
-                                "session {ended} ended before the next one started; lines may be missing"
-                            ));
-                            self.start().await?
-                        }
+                    cur.stream.close().await;
+                    cur = match self.carry_on(reason, sink, &mut shutdown).await? {
+                        Ok(next) => next,
+                        Err(outcome) => return Ok(outcome),
                     };
-                    current.close().await;
-                    current = self.client.connect(&next, self.last_seq).await?;
-                    started = next_started;
                     sink.notice(&format!(
-                        "session {ended} timed out; continuing in session {}",
-                        next.id
+                        "session {ended} {}; continuing in session {}",
+                        ended_text(reason),
+                        cur.session.id
                     ));
                 }
                 ClientMessage::Control(other) => sink.notice(&control_text(&other)),
@@ -189,20 +269,188 @@ impl Follower<'_> {
         }
     }
 
+    /// Whether a session that ended for `reason` is followed by the next one.
+    fn follows(&self, reason: EndReason) -> bool {
+        self.options.follow && matches!(reason, EndReason::Timeout | EndReason::Shutdown)
+    }
+
+    /// After the current session ended for `reason`: the next one to stream, or how the run
+    /// ends.
+    async fn carry_on<S: Sink, F: Future<Output = ()>>(
+        &mut self,
+        reason: EndReason,
+        sink: &mut S,
+        shutdown: &mut Shutdown<'_, F>,
+    ) -> Result<Result<Current, Outcome>, Error> {
+        if !self.follows(reason) {
+            return Ok(Err(Outcome::Ended(reason)));
+        }
+        loop {
+            let (session, started) = match self.next.take() {
+                Some(next) => next,
+                None => {
+                    // Expired before the handover (the agent or host was away, or the host's
+                    // clock ran ahead of ours): carry on, but say lines may be missing.
+                    sink.notice(
+                        "the session ended before the next one started; lines read meanwhile are not shown",
+                    );
+                    match self.start_retrying(sink, shutdown).await? {
+                        Some(next) => next,
+                        None => return Ok(Err(Outcome::Interrupted)),
+                    }
+                }
+            };
+            self.renew_retry = None;
+            self.renew_backoff.reset();
+            let since = Some(self.last_seq.unwrap_or(0));
+            match self.attach(session, started, since, sink, shutdown).await? {
+                Ok(cur) => return Ok(Ok(cur)),
+                Err(Outcome::Ended(_)) => continue,
+                Err(outcome) => return Ok(Err(outcome)),
+            }
+        }
+    }
+
+    /// Connects to `session`'s stream, retrying transient failures with backoff. `Err` holds
+    /// how the run ends instead: `Ended` when the session is gone, `Interrupted`.
+    async fn attach<S: Sink, F: Future<Output = ()>>(
+        &mut self,
+        session: Session,
+        started: Instant,
+        since_seq: Option<u64>,
+        sink: &mut S,
+        shutdown: &mut Shutdown<'_, F>,
+    ) -> Result<Result<Current, Outcome>, Error> {
+        let mut backoff = Backoff::default();
+        let give_up = self.expiry(started) + EXPIRY_GRACE;
+        loop {
+            // After a failed first attempt the session has been running unwatched: replay it.
+            let since = match since_seq {
+                None if backoff.failures() > 0 => Some(0),
+                since => since,
+            };
+            let attempt = tokio::select! {
+                r = self.client.connect(&session, since) => r,
+                () = shutdown.as_mut() => return Ok(Err(Outcome::Interrupted)),
+            };
+            match attempt {
+                Ok(stream) => {
+                    return Ok(Ok(Current {
+                        session,
+                        started,
+                        stream,
+                    }));
+                }
+                Err(e)
+                    if e.code() == Some("session_not_found")
+                        || (is_transient(&e) && Instant::now() >= give_up) =>
+                {
+                    self.live.retain(|s| s.id != session.id);
+                    return Ok(Err(Outcome::Ended(EndReason::Timeout)));
+                }
+                Err(e) if is_transient(&e) => {
+                    if backoff.failures() == 0 {
+                        sink.notice(&format!(
+                            "cannot connect to session {}: {e}; retrying",
+                            session.id
+                        ));
+                    }
+                    let interrupted = tokio::select! {
+                        () = tokio::time::sleep(backoff.delay()) => false,
+                        () = shutdown.as_mut() => true,
+                    };
+                    if interrupted {
+                        return Ok(Err(Outcome::Interrupted));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Starts a session, retrying transient failures (agent offline, host unreachable) with
+    /// backoff until it works; `None` when interrupted meanwhile.
+    async fn start_retrying<S: Sink, F: Future<Output = ()>>(
+        &mut self,
+        sink: &mut S,
+        shutdown: &mut Shutdown<'_, F>,
+    ) -> Result<Option<(Session, Instant)>, Error> {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.start().await {
+                Ok(started) => {
+                    if backoff.failures() > 0 {
+                        sink.notice(&format!("started session {}", started.0.id));
+                    }
+                    return Ok(Some(started));
+                }
+                Err(e) if is_transient(&e) => {
+                    if backoff.failures() == 0 {
+                        sink.notice(&format!(
+                            "cannot start a session: {e}; retrying until it can (Ctrl-C to give up)"
+                        ));
+                    }
+                    let interrupted = tokio::select! {
+                        () = tokio::time::sleep(backoff.delay()) => false,
+                        () = shutdown.as_mut() => true,
+                    };
+                    if interrupted {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Starts the session that takes over from the current one. A transient failure is said
+    /// once and retried later (see [`Follower::renew_at`]); the current session streams on.
+    async fn renew<S: Sink>(&mut self, sink: &mut S) -> Result<(), Error> {
+        match self.start().await {
+            Ok(next) => {
+                if self.renew_backoff.failures() > 0 {
+                    sink.notice(&format!("started the next session {}", next.0.id));
+                }
+                self.renew_backoff.reset();
+                self.renew_retry = None;
+                self.next = Some(next);
+                Ok(())
+            }
+            Err(e) if is_transient(&e) => {
+                if self.renew_backoff.failures() == 0 {
+                    sink.notice(&format!("cannot start the next session yet: {e}; retrying"));
+                }
+                self.renew_retry = Some(Instant::now() + self.renew_backoff.delay());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// When to start the session that takes over from one requested at `started`: `None`
     /// when not following or when it is started already.
-    fn handover_at(&self, started: Instant) -> Option<Instant> {
+    fn renew_at(&self, started: Instant) -> Option<Instant> {
         if !self.options.follow || self.next.is_some() {
             return None;
         }
-        let timeout = Duration::from_secs(
+        let timeout = self.timeout();
+        // `started` is before the host saw the request, so this errs on the early side.
+        let due = started + timeout - HANDOVER_LEAD.min(timeout / 2);
+        Some(self.renew_retry.map_or(due, |retry| retry.max(due)))
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(
             self.options
                 .request
                 .timeout_seconds
                 .unwrap_or(DEFAULT_TIMEOUT_SECONDS),
-        );
-        // `started` is before the host saw the request, so this errs on the early side.
-        Some(started + timeout - HANDOVER_LEAD.min(timeout / 2))
+        )
+    }
+
+    /// When a session requested at `started` expires, by this machine's clock.
+    fn expiry(&self, started: Instant) -> Instant {
+        started + self.timeout()
     }
 
     /// Starts a session; returns it and when it was requested.
@@ -210,27 +458,8 @@ impl Follower<'_> {
         let requested = Instant::now();
         let session = self.client.start(&self.options.request).await?;
         tracing::debug!(session = %session.id, expires_at = %session.expires_at, "session started");
-        self.live.push(session.id.clone());
+        self.live.push(session.clone());
         Ok((session, requested))
-    }
-
-    /// Stops every session still live, best effort and bounded by [`STOP_TIMEOUT`]: one that
-    /// already ended answers `session_not_found`, which is fine.
-    async fn stop_all(&mut self) {
-        let client = self.client;
-        let ids = std::mem::take(&mut self.live);
-        let stops = async {
-            for id in &ids {
-                match client.stop(id).await {
-                    Ok(_) => tracing::debug!(session = %id, "session stopped"),
-                    Err(e) if e.code() == Some("session_not_found") => {}
-                    Err(e) => tracing::warn!(session = %id, error = %e, "could not stop session"),
-                }
-            }
-        };
-        if tokio::time::timeout(STOP_TIMEOUT, stops).await.is_err() {
-            tracing::warn!(sessions = ?ids, "timed out stopping sessions; they will expire");
-        }
     }
 }
 
@@ -239,54 +468,5 @@ async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-fn ended_text(reason: EndReason) -> &'static str {
-    match reason {
-        EndReason::Timeout => "timed out",
-        EndReason::Stopped => "was stopped",
-        EndReason::Shutdown => "ended: the host is shutting down",
-        EndReason::FilterFailed => "ended: a filter failed (see the filter error above)",
-    }
-}
-
-/// One line for a control event other than ending/ended.
-fn control_text(control: &Control) -> String {
-    match control {
-        Control::AgentDisconnected => {
-            "agent disconnected; the session continues when it reconnects".to_owned()
-        }
-        Control::AgentReconnected => "agent reconnected".to_owned(),
-        Control::LogsDropped { count, reason } => {
-            let why = match reason {
-                logfleet_protocol::client::DropReason::ClientLagging => "this client fell behind",
-                logfleet_protocol::client::DropReason::RateLimited => "the session's rate limit",
-                logfleet_protocol::client::DropReason::AgentBufferFull => {
-                    "the agent's buffer was full"
-                }
-                logfleet_protocol::client::DropReason::FilterFailed => {
-                    "a filter failed before deciding about them"
-                }
-            };
-            format!("{count} log lines dropped: {why}")
-        }
-        Control::FilterError { plugin, message } => {
-            format!("plugin '{plugin}' failed and is disabled for this session: {message}")
-        }
-        Control::SessionEnding {
-            seconds_remaining, ..
-        } => format!("session ends in {seconds_remaining}s"),
-        Control::SessionEnded { reason } => format!("session {}", ended_text(*reason)),
-        Control::BandwidthWarning {
-            bytes_per_hour,
-            budget,
-        } => format!(
-            "your organisation streamed {bytes_per_hour} bytes in the last hour, over its budget of {budget}"
-        ),
-        Control::FiltersChanged { filters } => format!(
-            "filters changed: {}",
-            serde_json::to_string(filters).unwrap_or_default()
-        ),
     }
 }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use logfleet_cli::args::{self, ColorChoice};
 use logfleet_cli::error::exit;
 use logfleet_cli::follow::{self, Outcome, Sink};
 use logfleet_cli::output::{self, Format};
@@ -14,7 +15,7 @@ use logfleet_cli::{Client, DEFAULT_URL, Error};
 use logfleet_protocol::FilterSpec;
 use logfleet_protocol::client::{EndReason, LogMessage};
 use logfleet_protocol::filters::{OneOrMany, PluginSpec};
-use logfleet_protocol::rest::{MAX_TIMEOUT_SECONDS, StartRequest};
+use logfleet_protocol::rest::StartRequest;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -26,6 +27,11 @@ Exit codes:
   5    agent offline (409)
   6    host unreachable, connection lost, or host shutting down
   130  interrupted (Ctrl-C / SIGTERM) after stopping the session(s) on the host
+
+A broken stream is resumed (with backoff, without repeating or losing buffered lines), and
+--follow waits out an offline agent or unreachable host; neither changes the exit code. A
+session that could not be stopped on exit is named on stderr, and the exit code is that
+failure's (6 when the host is unreachable), never 0 or 130.
 
 Environment:
   LOGFLEET_URL    host URL (default http://127.0.0.1:8080)
@@ -48,6 +54,9 @@ struct Cli {
     /// host served with a private CA. Hostnames are still verified.
     #[arg(long, global = true, env = "LOGFLEET_CA_CERT", value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// When to colour output: auto is on a terminal unless NO_COLOR is set or TERM=dumb.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,9 +67,16 @@ enum Command {
     Agents {
         #[command(subcommand)]
         action: Option<AgentCommand>,
+        /// Output format of the list.
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
     },
     /// List active streaming sessions.
-    Sessions,
+    Sessions {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
     /// Stop a streaming session.
     Stop {
         /// Session id (sess_...).
@@ -72,6 +88,21 @@ enum Command {
     /// Stream an agent's logs to stdout until the session ends (or forever with --follow).
     #[command(after_help = EXIT_CODES)]
     Stream(StreamArgs),
+    /// Print a shell completion script, e.g. `logfleet completion bash > /etc/bash_completion.d/logfleet`
+    /// or `source <(logfleet completion zsh)`.
+    Completion {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// How `agents`, `sessions` and `plugins list` print.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ListFormat {
+    /// Aligned columns for people.
+    Table,
+    /// The host's objects as one JSON array, for scripts.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,7 +136,11 @@ enum PluginCommand {
         file: PathBuf,
     },
     /// List uploaded plugins.
-    List,
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        output: ListFormat,
+    },
     /// Delete a plugin.
     Delete {
         /// Plugin name.
@@ -117,11 +152,12 @@ enum PluginCommand {
 struct StreamArgs {
     /// Agent id (UUID) or name.
     agent: String,
-    /// Only these levels (comma-separated, e.g. ERROR,WARN).
-    #[arg(long, value_delimiter = ',')]
+    /// Only these levels (comma-separated, e.g. ERROR,WARN); LEVEL+ is that level and above
+    /// (WARN+ = WARN,ERROR,FATAL).
+    #[arg(short, long, value_delimiter = ',')]
     level: Vec<String>,
     /// Only these sources (repeat or comma-separate).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(short, long, value_delimiter = ',')]
     source: Vec<String>,
     /// Only messages matching this regex (Rust regex syntax).
     #[arg(long)]
@@ -130,15 +166,20 @@ struct StreamArgs {
     /// applied in order after the built-in filters.
     #[arg(long = "plugin", value_name = "NAME[=JSON]", value_parser = parse_plugin)]
     plugins: Vec<PluginSpec>,
-    /// Session length in seconds (1..=3600).
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECONDS))]
+    /// Session length: seconds or a duration like 90s, 5m, 1h (at most 1h).
+    #[arg(long, default_value = "300", value_parser = args::parse_timeout)]
     timeout: u64,
     /// Keep streaming past the timeout by starting the next session before each one ends.
-    #[arg(long)]
+    #[arg(short, long)]
     follow: bool,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
+    /// Write log content unchanged even to a terminal. By default, on a terminal, control
+    /// characters in log lines are shown as escapes (`\e`, `\x07`, …) so a log line cannot
+    /// clear the screen or retitle the window.
+    #[arg(long)]
+    raw: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -167,9 +208,10 @@ fn parse_plugin(arg: &str) -> Result<PluginSpec, String> {
 }
 
 impl StreamArgs {
-    fn request(&self) -> StartRequest {
+    fn request(&self) -> Result<StartRequest, Error> {
+        let levels = args::expand_levels(&self.level).map_err(Error::Usage)?;
         let filters = FilterSpec {
-            level: (!self.level.is_empty()).then(|| self.level.clone()),
+            level: (!levels.is_empty()).then_some(levels),
             source: match self.source.as_slice() {
                 [] => None,
                 [one] => Some(OneOrMany::One(one.clone())),
@@ -178,12 +220,12 @@ impl StreamArgs {
             pattern: self.pattern.clone(),
             plugins: (!self.plugins.is_empty()).then(|| self.plugins.clone()),
         };
-        StartRequest {
+        Ok(StartRequest {
             agent_id: self.agent.clone(),
             timeout_seconds: Some(self.timeout),
             filters: (filters != FilterSpec::default()).then_some(filters),
             limits: None,
-        }
+        })
     }
 }
 
@@ -199,6 +241,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Escape codes only where a person reads them: logs redirected to a file stay plain.
+        .with_ansi(args::use_colour(
+            cli.color,
+            std::io::stderr().is_terminal(),
+            std::env::var("NO_COLOR").ok().as_deref(),
+            std::env::var("TERM").ok().as_deref(),
+        ))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -250,6 +299,15 @@ fn one_line(e: &anyhow::Error, code: u8) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Completion { shell } = cli.command {
+        // Into a buffer first: clap_complete panics on a write error, e.g. `| head`.
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "logfleet", &mut script);
+        return match std::io::stdout().write_all(&script) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(exit::OK),
+        };
+    }
     let token = cli.token.clone().unwrap_or_default();
     let tls = cli
         .ca_cert
@@ -260,12 +318,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     let now = chrono::Utc::now;
     let mut stdout = std::io::stdout();
     match cli.command {
-        Command::Agents { action: None } => {
+        Command::Agents {
+            action: None,
+            output,
+        } => {
             let agents = client.agents().await?;
-            write!(stdout, "{}", output::agents_table(&agents, now()))?;
+            match output {
+                ListFormat::Table => write!(stdout, "{}", output::agents_table(&agents, now()))?,
+                ListFormat::Json => writeln!(stdout, "{}", serde_json::to_string(&agents)?)?,
+            }
         }
         Command::Agents {
             action: Some(AgentCommand::Enroll { name, labels, json }),
+            ..
         } => {
             let enrolled = client.enroll(&name, labels.into_iter().collect()).await?;
             if json {
@@ -278,6 +343,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Agents {
             action: Some(AgentCommand::Revoke { id }),
+            ..
         } => {
             let revoked = client.revoke(&id).await?;
             writeln!(
@@ -286,17 +352,25 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 revoked.agent_id, revoked.sessions_ended
             )?;
         }
-        Command::Sessions => {
+        Command::Sessions { output } => {
             let sessions = client.sessions().await?;
-            write!(stdout, "{}", output::sessions_table(&sessions, now()))?;
+            match output {
+                ListFormat::Table => {
+                    write!(stdout, "{}", output::sessions_table(&sessions, now()))?;
+                }
+                ListFormat::Json => writeln!(stdout, "{}", serde_json::to_string(&sessions)?)?,
+            }
         }
         Command::Stop { id } => {
             let session = client.stop(&id).await?;
             writeln!(stdout, "stopped {}", session.id)?;
         }
-        Command::Plugins(PluginCommand::List) => {
+        Command::Plugins(PluginCommand::List { output }) => {
             let plugins = client.plugins().await?;
-            write!(stdout, "{}", output::plugins_table(&plugins))?;
+            match output {
+                ListFormat::Table => write!(stdout, "{}", output::plugins_table(&plugins))?,
+                ListFormat::Json => writeln!(stdout, "{}", serde_json::to_string(&plugins)?)?,
+            }
         }
         Command::Plugins(PluginCommand::Upload { name, file }) => {
             let bytes =
@@ -312,41 +386,109 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             client.delete_plugin(&name).await?;
             writeln!(stdout, "deleted {name}")?;
         }
-        Command::Stream(args) => return stream(&client, &args).await,
+        Command::Stream(stream_args) => return stream(&client, &stream_args, cli.color).await,
+        Command::Completion { .. } => {}
     }
     Ok(exit::OK)
 }
 
-async fn stream(client: &Client, args: &StreamArgs) -> anyhow::Result<u8> {
+async fn stream(client: &Client, args: &StreamArgs, color: ColorChoice) -> anyhow::Result<u8> {
     // Listen for signals before any session exists, so none can slip through unnoticed.
     let shutdown = shutdown_signal()?;
     let format = match args.output {
         OutputFormat::Text => Format::Text,
         OutputFormat::Json => Format::Json,
     };
-    let colour = output::use_colour(
-        std::io::stdout().is_terminal(),
+    let request = args.request()?;
+    let on_terminal = std::io::stdout().is_terminal();
+    let colour = args::use_colour(
+        color,
+        on_terminal,
         std::env::var("NO_COLOR").ok().as_deref(),
+        std::env::var("TERM").ok().as_deref(),
     );
     let mut sink = Terminal {
         out: std::io::stdout(),
         format,
         colour,
+        // Log content is anyone's: on a terminal its control characters are shown, not obeyed.
+        escape: on_terminal && !args.raw,
+        escape_notices: std::io::stderr().is_terminal(),
     };
+    warn_about_target(client, args, &mut sink).await;
     let options = follow::Options {
-        request: args.request(),
+        request,
         follow: args.follow,
     };
-    let outcome = follow::run(client, &options, &mut sink, shutdown).await?;
-    Ok(match outcome {
-        Outcome::Ended(EndReason::Timeout | EndReason::Stopped) | Outcome::OutputClosed => exit::OK,
-        Outcome::Ended(EndReason::Shutdown) => exit::NETWORK,
-        Outcome::Ended(EndReason::FilterFailed) => exit::OTHER,
-        Outcome::Interrupted => {
-            eprintln!("logfleet: interrupted; session stopped");
-            exit::INTERRUPTED
+    let finished = follow::run(client, &options, &mut sink, shutdown).await;
+    // Said once per session, plainly, whatever else went wrong: the user must know a session
+    // is still streaming (and costing bandwidth) until it expires.
+    for left in &finished.not_stopped {
+        eprintln!(
+            "logfleet: could not stop session {} ({}); it stays active on the host until {} \
+             (stop it later with `logfleet stop {}`)",
+            left.session_id, left.error, left.expires_at, left.session_id
+        );
+    }
+    let stop_failure = finished
+        .not_stopped
+        .first()
+        .map(|left| left.error.exit_code());
+    let code = match finished.outcome {
+        Err(e) => return Err(e.into()),
+        Ok(Outcome::Interrupted) => match stop_failure {
+            None => {
+                eprintln!("logfleet: interrupted; session stopped");
+                exit::INTERRUPTED
+            }
+            Some(code) => {
+                eprintln!("logfleet: interrupted");
+                code
+            }
+        },
+        Ok(Outcome::Ended(EndReason::Timeout | EndReason::Stopped) | Outcome::OutputClosed) => {
+            stop_failure.unwrap_or(exit::OK)
         }
-    })
+        Ok(Outcome::Ended(EndReason::Shutdown)) => exit::NETWORK,
+        Ok(Outcome::Ended(EndReason::FilterFailed)) => exit::OTHER,
+    };
+    Ok(code)
+}
+
+/// Says when `--source` names a source the agent does not have (nothing would match) or when
+/// several agents share the name given. Advisory: a failure to look is only logged.
+async fn warn_about_target(client: &Client, args: &StreamArgs, sink: &mut Terminal) {
+    let agents = match client.agents().await {
+        Ok(agents) => agents,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list agents to check the stream's target");
+            return;
+        }
+    };
+    let by_id: Vec<_> = agents.iter().filter(|a| a.id == args.agent).collect();
+    let by_name: Vec<_> = agents.iter().filter(|a| a.name == args.agent).collect();
+    if by_id.is_empty() && by_name.len() > 1 {
+        let ids: Vec<&str> = by_name.iter().map(|a| a.id.as_str()).collect();
+        sink.notice(&format!(
+            "{} agents are named '{}' ({}); give the id to pick one",
+            by_name.len(),
+            args.agent,
+            ids.join(", ")
+        ));
+    }
+    let Some(agent) = by_id.first().or(by_name.first()) else {
+        return;
+    };
+    let known: Vec<&str> = agent.sources.iter().map(|s| s.name.as_str()).collect();
+    for source in &args.source {
+        if !known.contains(&source.as_str()) {
+            sink.notice(&format!(
+                "agent '{}' has no source '{source}' (its sources: {}); no line of it can match",
+                agent.name,
+                known.join(", ")
+            ));
+        }
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM. Registered immediately, so a signal that arrives
@@ -377,17 +519,29 @@ struct Terminal {
     out: std::io::Stdout,
     format: Format,
     colour: bool,
+    /// Show control characters in log content as escapes (`\e`, `\x07`) instead of writing them.
+    escape: bool,
+    /// The same for notices, which may quote what a host or plugin said.
+    escape_notices: bool,
 }
 
 impl Sink for Terminal {
     fn log(&mut self, log: &LogMessage) -> std::io::Result<()> {
-        let line = output::format_log(log, self.format, self.colour);
+        let line = if self.escape {
+            output::format_log(&output::escaped(log), self.format, self.colour)
+        } else {
+            output::format_log(log, self.format, self.colour)
+        };
         let mut out = self.out.lock();
         writeln!(out, "{line}")?;
         out.flush()
     }
 
     fn notice(&mut self, text: &str) {
-        eprintln!("logfleet: {text}");
+        if self.escape_notices {
+            eprintln!("logfleet: {}", output::escape_controls(text));
+        } else {
+            eprintln!("logfleet: {text}");
+        }
     }
 }

@@ -1,9 +1,13 @@
-//! How the CLI prints things: log lines as text or JSON, and tables of agents, sessions and
-//! plugins. Pure functions from data to strings, so they are easy to test and reuse.
+//! How the CLI prints things: log lines as text or JSON (control characters made safe for a
+//! terminal), notices for control events, and tables of agents, sessions and plugins. Pure
+//! functions from data to strings, so they are easy to test and reuse.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use logfleet_protocol::Level;
-use logfleet_protocol::client::{ClientMessage, LogMessage};
+use logfleet_protocol::client::{ClientMessage, Control, EndReason, LogMessage};
 use logfleet_protocol::rest::{AgentInfo, PluginInfo, SessionSummary};
 
 /// How `stream` prints log lines.
@@ -57,10 +61,105 @@ pub fn format_log(log: &LogMessage, format: Format, colour: bool) -> String {
     }
 }
 
-/// Whether to colour output: only on a terminal, and never when `NO_COLOR` is set to
-/// anything non-empty (<https://no-color.org>).
-pub fn use_colour(is_terminal: bool, no_color: Option<&str>) -> bool {
-    is_terminal && no_color.is_none_or(str::is_empty)
+/// `text` with every control character a terminal would act on shown as an escape instead:
+/// ESC as `\e`, CR as `\r`, other C0 controls and DEL as `\xNN`, C1 controls (which some
+/// terminals also obey, e.g. U+009B as CSI) as `\u{NN}`. Tab and newline stay: a terminal only
+/// moves the cursor forward for them, and multi-line records (stack traces) stay readable.
+/// Anyone who can write a log line controls its content, so on a terminal this is the
+/// difference between showing `ESC[2J` and clearing the operator's screen.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    let needs = |c: char| c.is_control() && c != '\t' && c != '\n';
+    if !text.chars().any(needs) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\x1b' => out.push_str("\\e"),
+            '\r' => out.push_str("\\r"),
+            c if needs(c) && u32::from(c) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if needs(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `log` with [`escape_controls`] applied to every text field a log line prints.
+pub fn escaped(log: &LogMessage) -> LogMessage {
+    let esc = |s: &str| escape_controls(s).into_owned();
+    LogMessage {
+        seq: log.seq,
+        agent_id: esc(&log.agent_id),
+        timestamp: esc(&log.timestamp),
+        level: log.level,
+        source: esc(&log.source),
+        message: esc(&log.message),
+        metadata: logfleet_protocol::client::Metadata {
+            host: esc(&log.metadata.host),
+            file: esc(&log.metadata.file),
+            line: log.metadata.line,
+            read_at: esc(&log.metadata.read_at),
+            // Printed as JSON (`-o json`), where serde escapes control characters.
+            fields: log.metadata.fields.clone(),
+        },
+    }
+}
+
+/// How a session's end reads in a notice ("session X timed out").
+pub fn ended_text(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::Timeout => "timed out",
+        EndReason::Stopped => "was stopped",
+        EndReason::Shutdown => "ended: the host is shutting down",
+        EndReason::FilterFailed => "ended: a filter failed (see the filter error above)",
+    }
+}
+
+/// One line for a control event other than ending/ended.
+pub fn control_text(control: &Control) -> String {
+    match control {
+        Control::AgentDisconnected => {
+            "agent disconnected; the session continues when it reconnects".to_owned()
+        }
+        Control::AgentReconnected => "agent reconnected".to_owned(),
+        Control::LogsDropped { count, reason } => {
+            let why = match reason {
+                logfleet_protocol::client::DropReason::ClientLagging => {
+                    "this client fell behind or was disconnected longer than the host's replay buffer covers"
+                }
+                logfleet_protocol::client::DropReason::RateLimited => "the session's rate limit",
+                logfleet_protocol::client::DropReason::AgentBufferFull => {
+                    "the agent's buffer was full"
+                }
+                logfleet_protocol::client::DropReason::FilterFailed => {
+                    "a filter failed before deciding about them"
+                }
+            };
+            format!("{count} log lines dropped: {why}")
+        }
+        Control::FilterError { plugin, message } => {
+            format!("plugin '{plugin}' failed and is disabled for this session: {message}")
+        }
+        Control::SessionEnding {
+            seconds_remaining, ..
+        } => format!("session ends in {seconds_remaining}s"),
+        Control::SessionEnded { reason } => format!("session {}", ended_text(*reason)),
+        Control::BandwidthWarning {
+            bytes_per_hour,
+            budget,
+        } => format!(
+            "your organisation streamed {bytes_per_hour} bytes in the last hour, over its budget of {budget}"
+        ),
+        Control::FiltersChanged { filters } => format!(
+            "filters changed: {}",
+            serde_json::to_string(filters).unwrap_or_default()
+        ),
+    }
 }
 
 /// Aligns rows under headers, two spaces between columns, no trailing spaces.
@@ -212,12 +311,23 @@ mod tests {
         assert_eq!(json["metadata"]["line"], 3);
     }
 
+    /// Control characters in log content never reach the terminal as themselves.
     #[test]
-    fn colour_rules() {
-        assert!(use_colour(true, None));
-        assert!(use_colour(true, Some("")));
-        assert!(!use_colour(true, Some("1")));
-        assert!(!use_colour(false, None));
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(
+            escape_controls("a\x1b[2J\x1b]0;pwned\x07b\rc\x7f\u{9b}"),
+            "a\\e[2J\\e]0;pwned\\x07b\\rc\\x7f\\u{9b}"
+        );
+        assert!(matches!(
+            escape_controls("tab\tnew\nline é"),
+            Cow::Borrowed(_)
+        ));
+        let mut hostile = log();
+        hostile.message = "\x1b[2J".into();
+        hostile.source = "s\x07".into();
+        let line = format_log(&escaped(&hostile), Format::Text, false);
+        assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line:?}");
+        assert!(line.ends_with("s\\x07: \\e[2J"), "{line:?}");
     }
 
     #[test]

@@ -6,29 +6,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{AGENT_NAME, Fixture, Running};
+use common::{AGENT_NAME, Fixture, Running, sync};
 use serde_json::{Value, json};
-
-/// How long one probe waits for its line before the next is written.
-const PROBE_WAIT: Duration = Duration::from_millis(100);
-
-/// Appends probe lines to `file` until the running CLI prints one, so the session is known to
-/// be active on the agent; then reads up to the last probe written.
-async fn sync(fx: &Fixture, cli: &mut Running, file: &str, probe: &str) {
-    for n in 0..200 {
-        // The full stop keeps "probe 1." from matching "probe 12.".
-        let line = format!("{probe} {n}.");
-        fx.logs.append(file, &[&line]).await;
-        if let Some(mut printed) = cli.line_within(PROBE_WAIT).await {
-            let message = testkit::as_sent(&line);
-            while !printed.contains(&message) {
-                printed = cli.line().await;
-            }
-            return;
-        }
-    }
-    panic!("session never became active; stderr: {:?}", cli.stderr());
-}
 
 /// Parses a `--output json` line and checks it is a reference log object.
 fn log_object(line: &str) -> Value {

@@ -2,18 +2,24 @@
 //! against a real host and in-process agent tailing a temp file as source `app`.
 //!
 //! The suites read `LOGFLEET_URL`, `LOGFLEET_TOKEN`, `LOGFLEET_AGENT_ID` and
-//! `LOGFLEET_LOG_FILE`. Their dependencies are installed by `scripts/setup.sh`; if they are missing this
-//! test fails and says so, rather than passing without having run anything.
+//! `LOGFLEET_LOG_FILE`, and for the resume tests `LOGFLEET_PROXY_URL` (the same host through
+//! testkit's cuttable [`TcpProxy`]) and `LOGFLEET_PROXY_CONTROL` (`host:port` of its
+//! [`ProxyControl`] socket: send `cut` / `restore`). The Python suite imports the client from
+//! this checkout (`PYTHONPATH`), never an installed copy. Their dependencies are installed by
+//! `scripts/setup.sh`; if they are missing this test fails and says so, rather than passing
+//! without having run anything.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use testkit::{InProcessAgent, LogDir, TestHost, agent_config};
+use std::sync::Arc;
+
+use testkit::{InProcessAgent, LogDir, ProxyControl, TcpProxy, TestHost, agent_config};
 use tokio::process::Command;
 use uuid::Uuid;
 
 /// How long each suite may take in total.
-const SUITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const SUITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,7 +33,32 @@ struct Env {
     _host: TestHost,
     _agent: InProcessAgent,
     _logs: LogDir,
+    /// One cuttable proxy per suite: the suites run at once, and one's cuts must not break the
+    /// other's streams.
+    proxies: Vec<(Arc<TcpProxy>, ProxyControl)>,
     vars: Vec<(&'static str, String)>,
+}
+
+impl Env {
+    /// The proxy variables for suite number `suite`.
+    fn proxy_vars(&self, suite: usize) -> Vec<(&'static str, String)> {
+        let (proxy, control) = &self.proxies[suite];
+        vec![
+            ("LOGFLEET_PROXY_URL", format!("http://{}", proxy.addr)),
+            ("LOGFLEET_PROXY_CONTROL", control.addr.to_string()),
+        ]
+    }
+}
+
+/// The Python interpreter the suite runs on: `LOGFLEET_TEST_PYTHON` (e.g. a virtualenv with
+/// the minimum versions of `clients/python/constraints-min.txt`), else `python3` on PATH.
+fn python() -> String {
+    std::env::var("LOGFLEET_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// The Python client's source, put first on `PYTHONPATH`.
+fn python_path() -> String {
+    repo_root().join("clients/python/src").display().to_string()
 }
 
 async fn start() -> Env {
@@ -44,7 +75,14 @@ async fn start() -> Env {
     let agent = InProcessAgent::start(config);
     let api = host.api("acme", "alice");
     api.wait_agent_status(&id.to_string(), "online").await;
+    let mut proxies = Vec::new();
+    for _suite in 0..2 {
+        let proxy = Arc::new(TcpProxy::start(host.addr).await);
+        let control = ProxyControl::start(proxy.clone()).await;
+        proxies.push((proxy, control));
+    }
     let vars = vec![
+        ("PYTHONPATH", python_path()),
         ("LOGFLEET_URL", host.base.clone()),
         ("LOGFLEET_TOKEN", api.token().to_owned()),
         ("LOGFLEET_AGENT_ID", id.to_string()),
@@ -54,6 +92,7 @@ async fn start() -> Env {
         _host: host,
         _agent: agent,
         _logs: logs,
+        proxies,
         vars,
     }
 }
@@ -61,9 +100,10 @@ async fn start() -> Env {
 /// Runs a command to completion (asynchronously: the host and agent run in this process) and
 /// returns its exit success and combined output; on timeout, kills it and returns what it
 /// printed so far.
-async fn run(mut cmd: Command, env: &Env) -> (bool, String) {
+async fn run(mut cmd: Command, env: &Env, suite: usize) -> (bool, String) {
     use tokio::io::AsyncReadExt;
     cmd.envs(env.vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .envs(env.proxy_vars(suite))
         .env_remove("NO_COLOR")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -117,8 +157,9 @@ async fn run(mut cmd: Command, env: &Env) -> (bool, String) {
 
 /// Fails with instructions when the Python client or its test deps are not installed.
 async fn require_python() {
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .args(["-c", "import logfleet, httpx, websockets, pytest"])
+        .env("PYTHONPATH", python_path())
         .current_dir(repo_root())
         .output()
         .await;
@@ -153,7 +194,7 @@ async fn python_and_typescript_clients_pass_against_a_real_host() {
     require_node_modules();
     let env = start().await;
 
-    let mut pytest = Command::new("python3");
+    let mut pytest = Command::new(python());
     pytest
         .args([
             "-m",
@@ -161,6 +202,7 @@ async fn python_and_typescript_clients_pass_against_a_real_host() {
             "-q",
             "-p",
             "no:cacheprovider",
+            "--durations=5",
             "clients/python/tests",
         ])
         .current_dir(repo_root());
@@ -168,7 +210,7 @@ async fn python_and_typescript_clients_pass_against_a_real_host() {
     npm.args(["test"])
         .current_dir(repo_root().join("clients/typescript"));
 
-    let ((py_ok, py_out), (ts_ok, ts_out)) = tokio::join!(run(pytest, &env), run(npm, &env));
+    let ((py_ok, py_out), (ts_ok, ts_out)) = tokio::join!(run(pytest, &env, 0), run(npm, &env, 1));
 
     eprintln!("--- pytest ---\n{py_out}\n--- npm test ---\n{ts_out}");
     assert!(py_ok, "pytest failed:\n{py_out}");

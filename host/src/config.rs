@@ -42,6 +42,9 @@ pub struct Config {
     pub jwt_secret: Vec<u8>,
     /// Serve HTTPS and WSS with these files; plain HTTP and WS when `None`.
     pub tls: Option<TlsFiles>,
+    /// Browser origins allowed to call the REST API cross-origin ([`crate::cors`]), each as
+    /// [`crate::cors::parse_origin`] returns it; empty (the default): CORS off.
+    pub cors_origins: Vec<String>,
 
     /// Rotation secrets by `kid`, identity-provider keys, the audience.
     pub jwt: crate::jwt::JwtConfig,

@@ -5,6 +5,7 @@
 //! - [`accept`]: the accept loop: TLS, header read timeout, connection cap, draining.
 //! - [`read_timeout`]: the request body read timeout.
 //! - [`tls`]: the certificate and key the host serves TLS with.
+//! - [`cors`]: cross-origin access for browser pages on listed origins (`--cors-origin`).
 //! - [`state`]: the state handlers share.
 //! - [`jwt`]: JWT keys (secrets by `kid`, JWKS), claims, verification and minting.
 //! - [`auth`]: the extractors: who is calling, in which role.
@@ -26,6 +27,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod enrollment;
 pub mod error;
 pub mod fanout;

@@ -87,6 +87,10 @@ struct ServeArgs {
     /// URL clients reach this host at (for `websocket_url`), e.g. https://logs.example.com
     #[arg(long)]
     public_url: Option<String>,
+    /// Let browser pages of this origin (scheme://host[:port]) call the REST API. Repeatable;
+    /// off by default (no CORS headers).
+    #[arg(long = "cors-origin", value_name = "URL", value_parser = parse_cors_origin)]
+    cors_origins: Vec<String>,
     #[command(flatten)]
     secret: SecretArgs,
     /// Public keys (JWKS, RFC 7517) of an identity provider whose RS256/ES256 user tokens this
@@ -293,6 +297,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir,
         public_url: args.public_url,
+        cors_origins: args.cors_origins,
         jwt_secret,
         jwt,
         tls: match (args.tls_cert, args.tls_key) {
@@ -345,4 +350,9 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// `--cors-origin`, checked and normalised.
+fn parse_cors_origin(value: &str) -> Result<String, String> {
+    logfleet_host::cors::parse_origin(value).map_err(|e| e.to_string())
 }

@@ -41,7 +41,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Every route of the host.
 pub fn router(state: AppState) -> Router {
-    routes()
+    let cors = crate::cors::layer(&state.config.cors_origins);
+    let router = routes()
         .into_iter()
         .fold(Router::new(), |router, r| router.route(r.path, r.handler))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -52,8 +53,14 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this endpoint",
             )
         })
-        .layer(axum::middleware::from_fn(error_body::json_errors))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(error_body::json_errors));
+    // Outermost, so preflights are answered before routing and every answer (errors from the
+    // fallbacks included) carries the headers.
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+    .with_state(state)
 }
 
 /// Serves on `listener` (HTTPS and WSS when `config.tls` is set) until `shutdown` resolves,

@@ -101,6 +101,7 @@ impl TestHost {
             jwt_secret: SECRET.as_bytes().to_vec(),
             jwt: Default::default(),
             tls: None,
+            cors_origins: Vec::new(),
             limits: LimitConfig::default(),
             tuning: test_tuning(),
         };
@@ -1013,6 +1014,58 @@ impl TcpProxy {
 }
 
 impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A line-based control socket for a [`TcpProxy`], so test suites in other languages (the
+/// Python and TypeScript clients') can cut and restore the connection their client uses while
+/// the proxy runs here. Send `cut\n` or `restore\n`; each is answered `ok\n` once done
+/// (anything else: `error\n`).
+pub struct ProxyControl {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl ProxyControl {
+    /// Serves control connections for `proxy` on a free 127.0.0.1 port.
+    pub async fn start(proxy: Arc<TcpProxy>) -> ProxyControl {
+        use tokio::io::AsyncBufReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy control");
+        let addr = listener.local_addr().expect("proxy control addr");
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let proxy = proxy.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = tokio::io::BufReader::new(read).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let answer: &[u8] = match line.trim() {
+                            "cut" => {
+                                proxy.cut();
+                                b"ok\n"
+                            }
+                            "restore" => {
+                                proxy.restore();
+                                b"ok\n"
+                            }
+                            _ => b"error\n",
+                        };
+                        if write.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        ProxyControl { addr, task }
+    }
+}
+
+impl Drop for ProxyControl {
     fn drop(&mut self) {
         self.task.abort();
     }

@@ -26,6 +26,8 @@ pub struct Fixture {
     pub api: Api,
     pub agent_id: Uuid,
     pub token: String,
+    /// The agent's configuration, to start it again after [`Fixture::stop_agent`].
+    agent_config: logfleet_agent::Config,
 }
 
 impl Fixture {
@@ -47,7 +49,7 @@ impl Fixture {
         let mut config = agent_config(&host, agent_token, &[("nginx", &nginx), ("app", &app)]);
         config.name = AGENT_NAME.to_owned();
         config.ca_cert = pki.map(|p| p.ca_cert.clone());
-        let agent = InProcessAgent::start(config);
+        let agent = InProcessAgent::start(config.clone());
         // An admin: the CLI's plugin commands are admin-only.
         let user = host.admin_token("acme", "alice");
         let api = match pki {
@@ -63,6 +65,7 @@ impl Fixture {
             api,
             agent_id,
             token,
+            agent_config: config,
         }
     }
 
@@ -79,6 +82,13 @@ impl Fixture {
             )
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        cmd
+    }
+
+    /// `logfleet ARGS` talking to the host at `url` (a proxy in front of it, say).
+    pub fn cli_at(&self, url: &str, args: &[&str]) -> Command {
+        let mut cmd = self.cli(args);
+        cmd.env("LOGFLEET_URL", url);
         cmd
     }
 
@@ -99,6 +109,14 @@ impl Fixture {
         body["sessions"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Starts the agent again after [`Fixture::stop_agent`] and waits until it is online.
+    pub async fn start_agent(&mut self) {
+        self.agent = Some(InProcessAgent::start(self.agent_config.clone()));
+        self.api
+            .wait_agent_status(&self.agent_id.to_string(), "online")
+            .await;
+    }
+
     pub async fn stop_agent(&mut self) {
         if let Some(agent) = self.agent.take() {
             agent.stop().await;
@@ -107,6 +125,27 @@ impl Fixture {
             .wait_agent_status(&self.agent_id.to_string(), "offline")
             .await;
     }
+}
+
+/// How long one probe waits for its line before the next is written.
+const PROBE_WAIT: Duration = Duration::from_millis(100);
+
+/// Appends probe lines to `file` until the running CLI prints one, so the session is known to
+/// be active on the agent; then reads up to the last probe written.
+pub async fn sync(fx: &Fixture, cli: &mut Running, file: &str, probe: &str) {
+    for n in 0..200 {
+        // The full stop keeps "probe 1." from matching "probe 12.".
+        let line = format!("{probe} {n}.");
+        fx.logs.append(file, &[&line]).await;
+        if let Some(mut printed) = cli.line_within(PROBE_WAIT).await {
+            let message = testkit::as_sent(&line);
+            while !printed.contains(&message) {
+                printed = cli.line().await;
+            }
+            return;
+        }
+    }
+    panic!("session never became active; stderr: {:?}", cli.stderr());
 }
 
 /// What a finished `logfleet` run produced.
@@ -134,6 +173,8 @@ pub struct Running {
     pub child: Child,
     out: mpsc::UnboundedReceiver<String>,
     err: Arc<Mutex<Vec<String>>>,
+    /// The task collecting stderr: done once the child's stderr is closed.
+    err_task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -156,13 +197,18 @@ impl Running {
         });
         let err = Arc::new(Mutex::new(Vec::new()));
         let sink = err.clone();
-        tokio::spawn(async move {
+        let err_task = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 sink.lock().expect("stderr lock").push(line);
             }
         });
-        Running { child, out, err }
+        Running {
+            child,
+            out,
+            err,
+            err_task,
+        }
     }
 
     /// The next stdout line within `within`, or `None`.
@@ -198,6 +244,19 @@ impl Running {
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// Waits for exit; returns the status and everything it wrote to stderr.
+    pub async fn wait_with_stderr(mut self) -> (ExitStatus, Vec<String>) {
+        let err = self.err.clone();
+        let err_task = std::mem::replace(&mut self.err_task, tokio::spawn(async {}));
+        let (status, _) = self.wait().await;
+        tokio::time::timeout(WAIT, err_task)
+            .await
+            .expect("stderr closes after exit")
+            .expect("stderr reader");
+        let stderr = err.lock().expect("stderr lock").clone();
+        (status, stderr)
     }
 
     /// Waits for exit; returns the status and the stdout lines not read yet.

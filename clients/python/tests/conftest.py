@@ -4,13 +4,16 @@ The environment names them (``cargo test -p logfleet-cli --test clients`` sets t
 
 - ``LOGFLEET_URL``, ``LOGFLEET_TOKEN``: the host and a user token;
 - ``LOGFLEET_AGENT_ID``: an online agent;
-- ``LOGFLEET_LOG_FILE``: a file that agent tails as source ``app``.
+- ``LOGFLEET_LOG_FILE``: a file that agent tails as source ``app``;
+- ``LOGFLEET_PROXY_URL``, ``LOGFLEET_PROXY_CONTROL``: the same host through testkit's cuttable
+  proxy, and ``host:port`` of the socket that cuts (``cut``) and restores (``restore``) it.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -18,7 +21,14 @@ from typing import Iterator
 
 import pytest
 
-REQUIRED = ("LOGFLEET_URL", "LOGFLEET_TOKEN", "LOGFLEET_AGENT_ID", "LOGFLEET_LOG_FILE")
+REQUIRED = (
+    "LOGFLEET_URL",
+    "LOGFLEET_TOKEN",
+    "LOGFLEET_AGENT_ID",
+    "LOGFLEET_LOG_FILE",
+    "LOGFLEET_PROXY_URL",
+    "LOGFLEET_PROXY_CONTROL",
+)
 
 WRITE_INTERVAL = 0.02
 """Seconds between lines the background writer appends."""
@@ -47,6 +57,8 @@ class Env:
     token: str
     agent_id: str
     log_file: str
+    proxy_url: str
+    proxy_control: str
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +106,36 @@ class Writer:
 def writer(env: Env, request: pytest.FixtureRequest) -> Iterator[Writer]:
     with Writer(env.log_file, f"py-{request.node.name}") as w:
         yield w
+
+
+class Proxy:
+    """testkit's cuttable proxy in front of the host: :meth:`cut` closes every connection
+    through it and refuses new ones until :meth:`restore`."""
+
+    def __init__(self, url: str, control: str) -> None:
+        self.url = url
+        host, port = control.rsplit(":", 1)
+        self._control = socket.create_connection((host, int(port)), timeout=5)
+        self._answers = self._control.makefile("r")
+
+    def _say(self, command: str) -> None:
+        self._control.sendall(f"{command}\n".encode())
+        assert self._answers.readline().strip() == "ok"
+
+    def cut(self) -> None:
+        self._say("cut")
+
+    def restore(self) -> None:
+        self._say("restore")
+
+    def close(self) -> None:
+        self.restore()
+        self._answers.close()
+        self._control.close()
+
+
+@pytest.fixture
+def proxy(env: Env) -> Iterator[Proxy]:
+    p = Proxy(env.proxy_url, env.proxy_control)
+    yield p
+    p.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import timedelta
 from typing import List
 
 import pytest
@@ -39,7 +40,7 @@ def test_reference_snippet_streams_and_stops_on_exit(env: Env, writer: Writer) -
     assert all(log.level == "ERROR" and log.source == "app" for log in seen)
     assert [log.seq for log in seen] == sorted(log.seq for log in seen)
     first = seen[0]
-    assert first.timestamp.endswith("Z")
+    assert first.timestamp.tzinfo is not None and first.timestamp.utcoffset() == timedelta(0)
     assert first.metadata.file == env.log_file
     assert first.metadata.line > 0
     # Leaving the `with` block stopped the session on the host.
@@ -67,12 +68,16 @@ def test_stop_ends_the_stream(env: Env, writer: Writer) -> None:
     with Client(token=env.token, base_url=env.url) as client:
         stream = client.start_stream(agent_id=env.agent_id, timeout=60)
         assert stream.session_id in [s.id for s in client.sessions()]
+        stopper = None
         for _ in stream:
             assert stream.session_id is not None
-            threading.Thread(target=client.stop, args=(stream.session_id,)).start()
+            stopper = threading.Thread(target=client.stop, args=(stream.session_id,))
+            stopper.start()
             break
         for _ in stream:  # drains to session_ended
             pass
+        assert stopper is not None
+        stopper.join()  # never outlives the client it uses
         assert stream.ended_reason == "stopped"
 
 

@@ -3,9 +3,9 @@
  * @module
  */
 
-import { LogFleetError, errorFromResponse } from './errors.js';
+import { AuthError, LogFleetConnectionError, LogFleetError, errorFromResponse } from './errors.js';
 import { openSocket } from './socket.js';
-import { LogStream } from './stream.js';
+import { EXPIRY_GRACE_MS, LogStream } from './stream.js';
 import type { Agent, Filters, Limits, Session, SessionSummary } from './types.js';
 
 /** Host URL used when neither `baseUrl` nor `LOGFLEET_URL` (Node) is given. */
@@ -19,11 +19,14 @@ export const REQUEST_TIMEOUT_MS = 30_000;
 
 /** Options of {@link LogFleetClient}. */
 export interface LogFleetClientOptions {
-  /** A user JWT. */
-  token: string;
+  /** A user JWT. Defaults to `LOGFLEET_TOKEN` in Node. */
+  token?: string;
   /** The host, e.g. `https://api.logfleet.io`. Defaults to `LOGFLEET_URL` in Node, then
    * `http://127.0.0.1:8080`. */
   baseUrl?: string;
+  /** How long past a session's expiry (by this machine's clock) a broken stream is still
+   * reconnected, in milliseconds; then it fails with `stream_closed`. Default 10 s. */
+  reconnectGraceMs?: number;
 }
 
 /** Options of {@link LogFleetClient.startStream}. */
@@ -34,23 +37,39 @@ export interface StartStreamOptions {
   timeout?: number;
   filters?: Filters;
   limits?: Limits;
+  /** Keep streaming past the session's end: the next session (same options) starts shortly
+   * before each one expires, without gap or duplicate, until `stop()`. An offline agent or
+   * an unreachable host is waited out (said once as a `'warning'` event). */
+  follow?: boolean;
 }
 
-function envBaseUrl(): string | undefined {
-  return typeof process !== 'undefined' ? process.env?.LOGFLEET_URL || undefined : undefined;
+/** An environment variable in Node; `undefined` in browsers. */
+function env(name: string): string | undefined {
+  return typeof process !== 'undefined' ? process.env?.[name] || undefined : undefined;
+}
+
+/** `url` with `since_seq` added, to resume a session's stream. */
+function withSinceSeq(url: string, sinceSeq: number | undefined): string {
+  if (sinceSeq === undefined) return url;
+  const resumed = new URL(url);
+  resumed.searchParams.set('since_seq', String(sinceSeq));
+  return resumed.toString();
 }
 
 /** A client of one LogFleet host. */
 export class LogFleetClient {
   readonly baseUrl: string;
   private readonly token: string;
+  private readonly reconnectGraceMs: number;
 
-  constructor(options: LogFleetClientOptions) {
-    if (!options?.token) {
-      throw new LogFleetError('missing_token', 'a token is required');
+  constructor(options: LogFleetClientOptions = {}) {
+    const token = options.token ?? env('LOGFLEET_TOKEN');
+    if (!token) {
+      throw new AuthError('missing_token', 'a token is required (options.token or LOGFLEET_TOKEN)');
     }
-    this.token = options.token;
-    this.baseUrl = (options.baseUrl ?? envBaseUrl() ?? DEFAULT_BASE_URL).replace(/\/+$/, '');
+    this.token = token;
+    this.reconnectGraceMs = options.reconnectGraceMs ?? EXPIRY_GRACE_MS;
+    this.baseUrl = (options.baseUrl ?? env('LOGFLEET_URL') ?? DEFAULT_BASE_URL).replace(/\/+$/, '');
   }
 
   /** Every agent of the token's organisation. */
@@ -97,14 +116,29 @@ export class LogFleetClient {
   /** Starts a session and connects to its stream. Call `stream.stop()` when done. */
   async startStream(options: StartStreamOptions): Promise<LogStream> {
     const session = await this.start(options);
+    const connect = (target: Session, sinceSeq: number | undefined) =>
+      openSocket(withSinceSeq(target.websocket_url, sinceSeq), this.token);
     let socket;
     try {
-      socket = await openSocket(session.websocket_url, this.token);
+      socket = await connect(session, undefined);
     } catch (err) {
       await this.stopQuietly(session.id);
       throw err;
     }
-    return new LogStream(session, socket, (id) => this.stopQuietly(id));
+    return new LogStream(
+      session,
+      socket,
+      {
+        connect,
+        start: () => this.start(options),
+        follow: options.follow ?? false,
+        stop: (id) => this.stopQuietly(id),
+        reconnectGraceMs: this.reconnectGraceMs,
+        baseUrl: this.baseUrl,
+        token: this.token,
+      },
+      options.timeout ?? DEFAULT_TIMEOUT_SECONDS,
+    );
   }
 
   /** Stops a session, treating "already ended" as success. */
@@ -129,7 +163,7 @@ export class LogFleetClient {
       });
     } catch (err) {
       const cause = err instanceof Error ? ((err.cause as Error | undefined)?.message ?? err.message) : String(err);
-      throw new LogFleetError('network', `cannot reach the host at ${this.baseUrl}: ${cause}`);
+      throw new LogFleetConnectionError(`cannot reach the host at ${this.baseUrl}: ${cause}`);
     }
     const text = await resp.text();
     if (!resp.ok) {

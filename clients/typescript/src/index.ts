@@ -15,9 +15,17 @@
 
 export { LogFleetClient, DEFAULT_BASE_URL, DEFAULT_TIMEOUT_SECONDS } from './client.js';
 export type { LogFleetClientOptions, StartStreamOptions } from './client.js';
-export { LogStream, MAX_PENDING_EVENTS } from './stream.js';
+export { LogStream, MAX_PENDING_EVENTS, STOP_TIMEOUT_MS, EXPIRY_GRACE_MS } from './stream.js';
 export type { LogStreamEvents } from './stream.js';
-export { LogFleetError } from './errors.js';
+export {
+  AgentOfflineError,
+  AuthError,
+  InvalidRequestError,
+  LogFleetConnectionError,
+  LogFleetError,
+  NotFoundError,
+  StreamClosedError,
+} from './errors.js';
 export type {
   Agent,
   ControlMessage,

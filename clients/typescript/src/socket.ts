@@ -5,7 +5,7 @@
  * @module
  */
 
-import { LogFleetError, errorFromResponse } from './errors.js';
+import { LogFleetConnectionError, LogFleetError, errorFromResponse } from './errors.js';
 
 /**
  * What the stream needs from a WebSocket. Frames (and the close) that arrive before
@@ -88,7 +88,7 @@ async function openNode(url: string, token: string): Promise<Socket> {
     });
     ws.on('error', (err: Error) => {
       if (!opened) {
-        reject(new LogFleetError('network', `cannot connect to ${url}: ${err.message}`));
+        reject(new LogFleetConnectionError(`cannot connect to ${url}: ${err.message}`));
       }
     });
     ws.on('message', (data, isBinary) => {
@@ -113,7 +113,7 @@ function openBrowser(url: string, token: string): Promise<Socket> {
     let opened = false;
     const timer = setTimeout(() => {
       ws.close();
-      reject(new LogFleetError('network', `timed out connecting to ${url}`));
+      reject(new LogFleetConnectionError(`timed out connecting to ${url}`));
     }, CONNECT_TIMEOUT_MS);
     ws.onopen = () => {
       opened = true;
@@ -124,7 +124,7 @@ function openBrowser(url: string, token: string): Promise<Socket> {
       if (!opened) {
         clearTimeout(timer);
         // Browsers hide the HTTP status of a refused upgrade.
-        reject(new LogFleetError('network', `cannot connect to ${url}`));
+        reject(new LogFleetConnectionError(`cannot connect to ${url}`));
       }
     };
     ws.onmessage = (ev: MessageEvent) => {

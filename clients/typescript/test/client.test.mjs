@@ -6,7 +6,14 @@ import { strict as assert } from 'node:assert';
 import { appendFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 
-import { LogFleetClient, LogFleetError } from '../dist/index.js';
+import {
+  AuthError,
+  InvalidRequestError,
+  LogFleetClient,
+  LogFleetConnectionError,
+  LogFleetError,
+  NotFoundError,
+} from '../dist/index.js';
 
 const REQUIRED = ['LOGFLEET_URL', 'LOGFLEET_TOKEN', 'LOGFLEET_AGENT_ID', 'LOGFLEET_LOG_FILE'];
 const missing = REQUIRED.filter((name) => !process.env[name]);
@@ -106,6 +113,13 @@ describe('LogFleetClient against a real host', () => {
     await stream.stop(); // no-op after the end
   });
 
+  test('token and URL come from LOGFLEET_TOKEN and LOGFLEET_URL in Node', { timeout: TEST_TIMEOUT_MS }, async () => {
+    // The suite runs with both set to this host and user.
+    const client = new LogFleetClient();
+    assert.equal(client.baseUrl, baseUrl.replace(/\/+$/, ''));
+    assert.ok((await client.agents()).some((a) => a.id === agentId || a.name === agentId));
+  });
+
   test('agents and sessions', { timeout: TEST_TIMEOUT_MS }, async () => {
     const client = new LogFleetClient({ token, baseUrl });
     const agents = await client.agents();
@@ -120,21 +134,28 @@ describe('LogFleetClient against a real host', () => {
   test('errors carry code and status', { timeout: TEST_TIMEOUT_MS }, async () => {
     const client = new LogFleetClient({ token, baseUrl });
     await assert.rejects(client.startStream({ agentId: 'no-such-agent' }), (err) => {
-      assert.ok(err instanceof LogFleetError);
+      assert.ok(err instanceof LogFleetError && err instanceof NotFoundError);
+      assert.equal(err.name, 'NotFoundError');
       assert.equal(err.code, 'agent_not_found');
       assert.equal(err.status, 404);
       return true;
     });
-    await assert.rejects(client.startStream({ agentId, filters: { pattern: '(' } }), {
-      code: 'invalid_filter',
-      status: 400,
+    await assert.rejects(client.startStream({ agentId, filters: { pattern: '(' } }), (err) => {
+      assert.ok(err instanceof InvalidRequestError);
+      assert.equal(err.code, 'invalid_filter');
+      assert.equal(err.status, 400);
+      return true;
     });
-    await assert.rejects(new LogFleetClient({ token: 'bad', baseUrl }).agents(), {
-      code: 'unauthorized',
-      status: 401,
+    await assert.rejects(new LogFleetClient({ token: 'bad', baseUrl }).agents(), (err) => {
+      assert.ok(err instanceof AuthError);
+      assert.equal(err.code, 'unauthorized');
+      assert.equal(err.status, 401);
+      return true;
     });
-    await assert.rejects(new LogFleetClient({ token, baseUrl: 'http://127.0.0.1:9' }).agents(), {
-      code: 'network',
+    await assert.rejects(new LogFleetClient({ token, baseUrl: 'http://127.0.0.1:9' }).agents(), (err) => {
+      assert.ok(err instanceof LogFleetConnectionError);
+      assert.equal(err.code, 'network');
+      return true;
     });
   });
 });

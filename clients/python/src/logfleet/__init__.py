@@ -32,6 +32,8 @@ from ._errors import (
 from ._models import (
     Agent,
     ControlEvent,
+    EndReason,
+    Level,
     LogEntry,
     Metadata,
     Session,
@@ -47,6 +49,8 @@ __all__ = [
     "AuthError",
     "Client",
     "ControlEvent",
+    "EndReason",
+    "Level",
     "InvalidRequestError",
     "LogEntry",
     "LogFleetConnectionError",

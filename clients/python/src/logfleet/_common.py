@@ -22,6 +22,11 @@ DEFAULT_TIMEOUT = 300
 HTTP_TIMEOUT = 30.0
 """Seconds one REST call may take."""
 
+CLOSE_TIMEOUT = 1.0
+"""Seconds closing a stream's WebSocket waits for the host's closing handshake. The session is
+stopped (or over) by then, so waiting longer gains nothing, and a connection that broke may
+never answer."""
+
 CLOSE_CLIENT_TOO_SLOW = 4008
 """WebSocket close code the host uses for a client that stayed too far behind."""
 

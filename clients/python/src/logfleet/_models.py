@@ -6,7 +6,25 @@ Field names follow the public API reference exactly, so ``log.level`` here is ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Literal, Mapping, Optional, cast
+
+Level = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+"""The six log levels, as the host sends them."""
+
+EndReason = Literal["timeout", "stopped", "shutdown", "filter_failed"]
+"""Why a session ended."""
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 UTC timestamp as the host writes it (``2024-01-15T10:00:00.123Z``), as an
+    aware :class:`~datetime.datetime` (Python before 3.11 does not read the ``Z`` itself)."""
+    parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _optional_time(value: Any) -> Optional[datetime]:
+    return parse_time(value) if isinstance(value, str) and value else None
 
 
 @dataclass(frozen=True)
@@ -19,6 +37,10 @@ class Metadata:
     """Path of the file the line was read from."""
     line: int
     """1-based line number in that file."""
+    read_at: Optional[datetime] = None
+    """When the agent read the line (UTC), when the host says."""
+    fields: Dict[str, Any] = field(default_factory=dict)
+    """Fields of a JSON or logfmt line other than its message, level and time."""
 
 
 @dataclass(frozen=True)
@@ -28,9 +50,10 @@ class LogEntry:
     seq: int
     """Per-agent line counter: +1 per line the agent reads. Use it to detect gaps and
     de-duplicate overlapping sessions."""
-    timestamp: str
-    """When the agent read the line, RFC 3339 UTC with milliseconds."""
-    level: str
+    timestamp: datetime
+    """The event time (UTC, millisecond precision): from the line when the agent recognised
+    one, else when it read the line."""
+    level: Level
     """``TRACE``, ``DEBUG``, ``INFO``, ``WARN``, ``ERROR`` or ``FATAL``."""
     source: str
     """The agent's name for the file's source, e.g. ``nginx``."""
@@ -42,14 +65,16 @@ class LogEntry:
         meta = data.get("metadata") or {}
         return cls(
             seq=int(data.get("seq", 0)),
-            timestamp=str(data.get("timestamp", "")),
-            level=str(data.get("level", "")),
+            timestamp=parse_time(str(data.get("timestamp", ""))),
+            level=cast(Level, str(data.get("level", ""))),
             source=str(data.get("source", "")),
             message=str(data.get("message", "")),
             metadata=Metadata(
                 host=str(meta.get("host", "")),
                 file=str(meta.get("file", "")),
                 line=int(meta.get("line", 0)),
+                read_at=_optional_time(meta.get("read_at")),
+                fields=dict(meta.get("fields") or {}),
             ),
         )
 
