@@ -109,7 +109,7 @@ fn main() -> std::io::Result<()> {
             lines_per_second: 1000,
             bytes_per_second: 1 << 20,
         },
-        expires_at_ms: 1_705_313_100_000,
+        remaining_ms: 300_000,
     });
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/agent_frame");

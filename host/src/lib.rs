@@ -13,6 +13,7 @@
 //! - [`audit`]: the append-only audit trail.
 //! - [`error`]: the JSON error type every handler returns.
 //! - [`registry`]: connected agents, their metadata, metrics and command queues.
+//! - [`delivery`]: how far each agent's numbered frames are handled (resends applied once).
 //! - [`session`]: active sessions and their expiry.
 //! - [`fanout`]: one session's messages to many WebSocket clients; the replay buffer.
 //! - [`plugins`]: the plugin registry, content-addressed on disk.
@@ -24,6 +25,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod delivery;
 pub mod enrollment;
 pub mod error;
 pub mod fanout;

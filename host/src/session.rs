@@ -181,7 +181,7 @@ impl Sessions {
             id: id.clone(),
             filters: new.filters,
             limits: new.limits,
-            expires_at_ms: expires_at.timestamp_millis(),
+            remaining_ms: remaining_ms(expires, now),
         };
         let session = Session {
             agent: new.agent,
@@ -322,13 +322,18 @@ impl Sessions {
             .map(|s| (s.hub.clone(), s.agent.hostname.clone()))
     }
 
-    /// The specs of an agent's active sessions, for the full set sent after it says hello.
+    /// The specs of an agent's active sessions, for the full set sent after it says hello,
+    /// each with the time it has left now.
     pub fn specs_for_agent(&self, agent: &AgentKey) -> Vec<SessionSpec> {
         let st = self.lock();
+        let now = Instant::now();
         st.by_id
             .values()
             .filter(|s| s.agent.key == *agent)
-            .map(|s| s.spec.clone())
+            .map(|s| SessionSpec {
+                remaining_ms: remaining_ms(s.expires, now),
+                ..s.spec.clone()
+            })
             .collect()
     }
 
@@ -451,6 +456,12 @@ impl State {
         tracing::info!(session = %id, ?reason, "session ended");
         Some(session)
     }
+}
+
+/// What an agent is told a session has left at `now`: the agent counts it down on its own
+/// monotonic clock, so no wall clock is compared with another.
+fn remaining_ms(expires: Instant, now: Instant) -> u64 {
+    u64::try_from(expires.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
 }
 
 fn view(id: &str, s: &Session) -> SessionView {

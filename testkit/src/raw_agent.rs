@@ -41,6 +41,9 @@ pub fn hello(name: &str, hostname: &str, sources: &[(&str, &str)]) -> AgentFrame
                 path: (*path).to_owned(),
             })
             .collect(),
+        // A fresh outbox: this link's frames count from 1 and are never resends.
+        outbox: uuid::Uuid::new_v4().as_u64_pair().0,
+        next_frame: 1,
     })
 }
 
@@ -98,14 +101,16 @@ impl RawAgent {
         self.ws.send(Message::Binary(bytes.into())).await
     }
 
-    /// The next host frame or the close; pings are answered while reading. An error is a link
-    /// that failed without a close.
+    /// The next host frame or the close; pings are answered while reading, and so are the
+    /// host's acknowledgements skipped (a raw agent resends nothing). An error is a link that
+    /// failed without a close.
     pub async fn recv(&mut self) -> anyhow::Result<FromHost> {
         loop {
             match self.ws.next().await {
-                Some(Ok(Message::Binary(bytes))) => {
-                    return Ok(FromHost::Frame(agent::decode::<HostFrame>(&bytes)?));
-                }
+                Some(Ok(Message::Binary(bytes))) => match agent::decode::<HostFrame>(&bytes)? {
+                    HostFrame::Ack { .. } => continue,
+                    frame => return Ok(FromHost::Frame(frame)),
+                },
                 Some(Ok(Message::Close(frame))) => return Ok(FromHost::Closed(frame)),
                 None => return Ok(FromHost::Closed(None)),
                 Some(Ok(_)) => continue,
