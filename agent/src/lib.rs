@@ -383,7 +383,8 @@ mod tests {
     }
 
     async fn send(ws: &mut HostWs, frame: HostFrame) {
-        ws.ws.send(Message::Binary(encode(&frame).into()))
+        ws.ws
+            .send(Message::Binary(encode(&frame).into()))
             .await
             .unwrap();
     }
@@ -575,7 +576,10 @@ mod tests {
         let AgentFrame::Hello(hello) = next_frame(&mut ws).await else {
             panic!("expected hello");
         };
-        assert_eq!(hello.outbox, first_hello.outbox, "one outbox for the agent's life");
+        assert_eq!(
+            hello.outbox, first_hello.outbox,
+            "one outbox for the agent's life"
+        );
         assert_eq!(hello.next_frame, unacknowledged);
         send(&mut ws, HostFrame::Sessions(vec![session("s1", vec![])])).await;
         assert_eq!(records(&mut ws, 1).await[0].message, "lost with the link");

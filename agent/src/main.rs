@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent (the default when no subcommand is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a session's filters over lines from stdin, exactly as the agent would, and print
     /// the lines kept (rewritten if a filter rewrote them). For trying plugins without a host.
     /// Filters fail closed: when one fails while running, its error goes to stderr, nothing
@@ -153,7 +153,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let args = match cli.command {
         None => cli.run,
-        Some(Command::Run(args)) => args,
+        Some(Command::Run(args)) => *args,
         Some(Command::FilterTest(args)) => return filter_test(args),
     };
     init_tracing("info");

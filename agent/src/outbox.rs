@@ -636,10 +636,18 @@ mod tests {
         for first in [1, 2, 3] {
             outbox.push(logs("s1", first, 1));
         }
-        assert_eq!(outbox.rewind(), FIRST_FRAME, "a fresh outbox starts at the first number");
+        assert_eq!(
+            outbox.rewind(),
+            FIRST_FRAME,
+            "a fresh outbox starts at the first number"
+        );
         assert_eq!(
             send_unacked(&outbox),
-            [(1, "L:s1:1".into()), (2, "L:s1:2".into()), (3, "L:s1:3".into())]
+            [
+                (1, "L:s1:1".into()),
+                (2, "L:s1:2".into()),
+                (3, "L:s1:3".into())
+            ]
         );
         outbox.ack(1);
         outbox.push(logs("s1", 4, 1));
@@ -648,7 +656,11 @@ mod tests {
         assert_eq!(outbox.rewind(), 2, "rewinding twice changes nothing");
         assert_eq!(
             send_unacked(&outbox),
-            [(2, "L:s1:2".into()), (3, "L:s1:3".into()), (4, "L:s1:4".into())]
+            [
+                (2, "L:s1:2".into()),
+                (3, "L:s1:3".into()),
+                (4, "L:s1:4".into())
+            ]
         );
         // Dies again having sent only 2 of those before an ack for 3 arrives on the next link.
         assert_eq!(outbox.rewind(), 2);
@@ -697,8 +709,14 @@ mod tests {
         }
         outbox.push(logs("s2", 1, 7));
         outbox.push(metrics(1000, 1));
-        assert!(outbox.try_pop().is_none(), "the window is full: nothing more is sent");
-        assert_eq!(outbox.buffered_bytes() - one * 2, size_of(&metrics(1000, 1)));
+        assert!(
+            outbox.try_pop().is_none(),
+            "the window is full: nothing more is sent"
+        );
+        assert_eq!(
+            outbox.buffered_bytes() - one * 2,
+            size_of(&metrics(1000, 1))
+        );
         // The host catches up.
         outbox.ack(2);
         assert_eq!(
@@ -741,7 +759,11 @@ mod tests {
         // two sent before.
         assert_eq!(
             sent[..3],
-            [(1, "M:1000".into()), (2, "M:1000".into()), (3, "M:3000".into())]
+            [
+                (1, "M:1000".into()),
+                (2, "M:1000".into()),
+                (3, "M:3000".into())
+            ]
         );
         assert_eq!(sent.len(), MAX_QUEUED_METRICS);
     }

@@ -82,7 +82,9 @@ async fn logs_until(client: &mut WsClient, last: &str) -> Vec<Value> {
 }
 
 fn messages(logs: &[Value]) -> Vec<&str> {
-    logs.iter().map(|m| m["message"].as_str().unwrap()).collect()
+    logs.iter()
+        .map(|m| m["message"].as_str().unwrap())
+        .collect()
 }
 
 /// Lines numbered `range`, as the test writes them.
@@ -143,8 +145,15 @@ async fn a_link_that_goes_silent_mid_stream_loses_and_repeats_no_line() {
     let got = logs_until(&mut client, "line 0599").await;
     let got = messages(&got);
     let expected = numbered(100..600);
-    let missing: Vec<&String> = expected.iter().filter(|l| !got.contains(&l.as_str())).collect();
-    assert!(missing.is_empty(), "{} lines lost: {missing:?}", missing.len());
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|l| !got.contains(&l.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} lines lost: {missing:?}",
+        missing.len()
+    );
     assert_eq!(got, expected, "every line once, in order");
     client.expect_silence(Duration::from_millis(300)).await;
     assert!(agent.terminate().await.success());

@@ -108,7 +108,10 @@ mod tests {
         d.resume(8);
         assert!(d.claim(8, 0));
         assert!(d.claim(8, 1));
-        assert!(d.claim(7, 101), "from the replaced process: applied, unchecked");
+        assert!(
+            d.claim(7, 101),
+            "from the replaced process: applied, unchecked"
+        );
         assert!(d.claim(7, 50));
         assert!(!d.claim(8, 1), "the mark of the newest outbox is untouched");
     }
