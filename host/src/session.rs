@@ -53,6 +53,10 @@ struct State {
 struct Session {
     agent: AgentRef,
     created_by: String,
+    /// What the agent runs. Its `remaining_ms` is the full timeout, as the `Start` frame
+    /// carries it (queued to the agent at once; the queue's delay is the agent's to lose, the
+    /// host ends the session on time regardless); the full set on a reconnect says the time
+    /// left then ([`Sessions::specs_for_agent`]).
     spec: SessionSpec,
     started_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,

@@ -119,6 +119,31 @@ impl RawAgent {
         }
     }
 
+    /// Reads (within [`WAIT`]) until the host acknowledges frames up to at least `upto`;
+    /// returns the acknowledgement. Other host frames read meanwhile are dropped.
+    pub async fn expect_ack(&mut self, upto: u64) -> u64 {
+        let acked = async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        if let Ok(HostFrame::Ack { upto: acked }) = agent::decode(&bytes)
+                            && acked >= upto
+                        {
+                            return acked;
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => panic!("link closed: {frame:?}"),
+                    None => panic!("link closed"),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("link failed: {e}"),
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, acked)
+            .await
+            .unwrap_or_else(|_| panic!("no acknowledgement of frame {upto}"))
+    }
+
     /// The next host frame, within [`WAIT`]; panics on a close or a failure.
     pub async fn expect_frame(&mut self) -> HostFrame {
         match tokio::time::timeout(WAIT, self.recv()).await {
