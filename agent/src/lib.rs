@@ -112,8 +112,8 @@ pub async fn run(
 }
 
 /// Runs the agent with the given filter runtime until `shutdown` resolves, then stops tailing,
-/// flushes session batches, sends what is queued if connected (bounded wait), closes the
-/// WebSocket normally and returns. `config.tuning.cache_dir` is not used: `builder` already
+/// flushes session batches, sends what is queued and waits for the host to acknowledge it if
+/// connected (bounded wait), closes the WebSocket normally and returns. `config.tuning.cache_dir` is not used: `builder` already
 /// has its caches (tests share one runtime this way).
 pub async fn run_with(
     config: Config,
