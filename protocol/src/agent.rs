@@ -102,7 +102,8 @@ pub struct Hello {
     /// numbers count within it, so a restarted agent's frames are never taken for resends.
     pub outbox: u64,
     /// The number of the first frame after this `Hello`; each later binary message on the link
-    /// has the next number. A reconnecting agent resumes at its oldest unacknowledged frame.
+    /// has the next number, without a gap (the host counts them, they carry no number). A
+    /// reconnecting agent resumes at its oldest unacknowledged frame.
     pub next_frame: u64,
 }
 
