@@ -53,10 +53,8 @@ struct State {
 struct Session {
     agent: AgentRef,
     created_by: String,
-    /// What the agent runs. Its `remaining_ms` is the full timeout, as the `Start` frame
-    /// carries it (queued to the agent at once; the queue's delay is the agent's to lose, the
-    /// host ends the session on time regardless); the full set on a reconnect says the time
-    /// left then ([`Sessions::specs_for_agent`]).
+    /// What the agent runs. Its `remaining_ms` is the full timeout; frames say the time left
+    /// when they are written ([`Sessions::specs_for_agent`], [`Sessions::time_left_now`]).
     spec: SessionSpec,
     started_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -339,6 +337,22 @@ impl Sessions {
                 ..s.spec.clone()
             })
             .collect()
+    }
+
+    /// `frame` as it must go out to the agent now: a `Start` queued a while ago says the time
+    /// its session has left at this moment (none, if it has ended meanwhile: the agent then
+    /// does not start it). Other frames are unchanged.
+    pub fn time_left_now(&self, frame: HostFrame) -> HostFrame {
+        match frame {
+            HostFrame::Start(spec) => {
+                let expires = self.lock().by_id.get(&spec.id).map(|s| s.expires);
+                HostFrame::Start(SessionSpec {
+                    remaining_ms: expires.map_or(0, |e| remaining_ms(e, Instant::now())),
+                    ..spec
+                })
+            }
+            other => other,
+        }
     }
 
     /// Active sessions per agent of `org`, for listing many agents at once. Taken before the

@@ -115,3 +115,43 @@ async fn resent_frames_reach_clients_once() {
         .expect_silence(std::time::Duration::from_millis(200))
         .await;
 }
+
+/// The host tells an agent how long a session has left — at its start, and again in the full
+/// set on every reconnect — never a wall-clock time the agent would compare with its own.
+#[tokio::test]
+async fn sessions_are_sent_with_the_time_they_have_left() {
+    let host = TestHost::start().await;
+    let id = Uuid::new_v4();
+    let token = host.agent_token("acme", id, "edge-1");
+    let api = host.api("acme", "alice");
+    let mut first = link(&host, &token, 7, 1).await;
+    let session = api
+        .start_session(json!({"agent_id": id, "timeout_seconds": 60}))
+        .await;
+    let HostFrame::Start(spec) = first.expect_frame().await else {
+        panic!("expected the session's start");
+    };
+    assert_eq!(spec.id, session["id"]);
+    assert!(
+        (55_000..=60_000).contains(&spec.remaining_ms),
+        "{}",
+        spec.remaining_ms
+    );
+    // Time passes (this waits for nothing): the set on the reconnect must say less.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut agent = RawAgent::connect(&host.agent_url(), &token).await.unwrap();
+    agent
+        .send(&raw_agent::hello("edge-1", "edge-1", &[]))
+        .await
+        .unwrap();
+    let HostFrame::Sessions(specs) = agent.expect_frame().await else {
+        panic!("expected the session set");
+    };
+    assert_eq!(specs.len(), 1);
+    assert!(
+        specs[0].remaining_ms < spec.remaining_ms && specs[0].remaining_ms > 50_000,
+        "{} after {}",
+        specs[0].remaining_ms,
+        spec.remaining_ms
+    );
+}

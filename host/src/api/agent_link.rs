@@ -123,6 +123,7 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
             end = &mut conn.end => break Some(close_for(end.ok())),
             cmd = conn.commands.recv() => match cmd {
                 Some(frame) => {
+                    let frame = state.sessions.time_left_now(frame);
                     if !send_to_agent(&mut socket, &frame, key, &state).await {
                         break None;
                     }
