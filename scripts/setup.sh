@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 #   "chromium|command -v chromium || command -v chromium-browser"
 SYSTEM_PACKAGES=(
   "logrotate|command -v logrotate || test -x /usr/sbin/logrotate" # agent rotation tests
+  "faketime|command -v faketime"                                 # agent clock-skew tests (libfaketime)
   "python3|command -v python3"                                   # Python client tests
   "python3-pip|python3 -m pip --version"                          # its dependencies
   "nodejs|command -v node"                                       # TypeScript client tests

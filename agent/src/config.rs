@@ -143,12 +143,20 @@ pub struct Tuning {
     /// Longest a session's matching lines are held before being sent as one batch; they go at
     /// once when no more lines are waiting, so this only bounds batching under load.
     pub batch_interval: Duration,
-    /// Bound on the uplink buffer (encoded frames waiting for the host), in bytes.
+    /// Bound on the uplink buffer (encoded frames waiting to be sent or acknowledged by the
+    /// host), in bytes.
     pub buffer_bytes: usize,
     /// How long a rotated-away (or deleted) file is still followed after it stopped growing,
     /// for writers that reopen late (TOML `rotate_wait`, flag `--rotate-wait`). See
     /// [`crate::tail`].
     pub rotate_wait: Duration,
+    /// The agent pings the host after twice this long without hearing from it (the host pings
+    /// every 15 s itself, so normally the agent never does).
+    pub ping_interval: Duration,
+    /// Silence from the host after which the link is dead and the agent reconnects (its
+    /// unacknowledged frames go again on the new link). Keep it above twice `ping_interval`
+    /// plus a round trip, and above the host's own ping interval.
+    pub read_timeout: Duration,
     /// Where compiled filters and fetched plugins are cached (`--cache-dir`, `cache_dir`,
     /// `LOGFLEET_CACHE_DIR`). `None`: the default location, see [`resolve_cache_dir`].
     pub cache_dir: Option<PathBuf>,
@@ -165,6 +173,8 @@ impl Default for Tuning {
             batch_interval: Duration::from_millis(20),
             buffer_bytes: 16 * 1024 * 1024,
             rotate_wait: crate::tail::DEFAULT_ROTATE_WAIT,
+            ping_interval: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(45),
             cache_dir: None,
         }
     }

@@ -117,8 +117,8 @@ pub async fn run(
 }
 
 /// Runs the agent with the given filter runtime until `shutdown` resolves, then stops tailing,
-/// flushes session batches, sends what is queued if connected (bounded wait), closes the
-/// WebSocket normally and returns. `config.tuning.cache_dir` is not used: `builder` already
+/// flushes session batches, sends what is queued and waits for the host to acknowledge it if
+/// connected (bounded wait), closes the WebSocket normally and returns. `config.tuning.cache_dir` is not used: `builder` already
 /// has its caches (tests share one runtime this way).
 pub async fn run_with(
     config: Config,
@@ -184,6 +184,9 @@ pub async fn run_with(
                     path: s.path.clone(),
                 })
                 .collect(),
+            // Filled in by the uplink at every connect, from the outbox.
+            outbox: 0,
+            next_frame: 0,
         },
         outbox,
         host_frames: host_tx,
@@ -268,7 +271,14 @@ mod tests {
     /// Upper bound for anything a test waits on; generous so slow CI machines do not flake.
     const WAIT: Duration = Duration::from_secs(10);
 
-    type HostWs = WebSocketStream<TcpStream>;
+    /// The host's end of an agent link. It acknowledges every frame it reads, as a real host
+    /// does once it has handled one, unless told not to.
+    struct HostWs {
+        ws: WebSocketStream<TcpStream>,
+        /// The number of the next frame after `Hello` (see `Hello::next_frame`).
+        next: u64,
+        acking: bool,
+    }
 
     fn append(path: &Path, text: &str) {
         let mut f = std::fs::OpenOptions::new()
@@ -339,19 +349,39 @@ mod tests {
         })
         .await
         .unwrap();
+        let ws = HostWs {
+            ws,
+            next: 0,
+            acking: true,
+        };
         (ws, auth)
+    }
+
+    /// Decodes a frame the agent sent, acknowledging it unless the link does not.
+    async fn received(ws: &mut HostWs, bytes: &[u8]) -> AgentFrame {
+        let frame: AgentFrame = decode(bytes).unwrap();
+        if let AgentFrame::Hello(hello) = &frame {
+            ws.next = hello.next_frame;
+        } else {
+            let number = ws.next;
+            ws.next += 1;
+            if ws.acking {
+                send(ws, HostFrame::Ack { upto: number }).await;
+            }
+        }
+        frame
     }
 
     /// The next agent frame, skipping pings.
     async fn next_frame(ws: &mut HostWs) -> AgentFrame {
         loop {
-            let msg = tokio::time::timeout(WAIT, ws.next())
+            let msg = tokio::time::timeout(WAIT, ws.ws.next())
                 .await
                 .expect("agent frame in time")
                 .expect("connection open")
                 .unwrap();
             match msg {
-                Message::Binary(bytes) => return decode(&bytes).unwrap(),
+                Message::Binary(bytes) => return received(ws, &bytes).await,
                 Message::Ping(_) | Message::Pong(_) => {}
                 other => panic!("unexpected message {other:?}"),
             }
@@ -359,7 +389,8 @@ mod tests {
     }
 
     async fn send(ws: &mut HostWs, frame: HostFrame) {
-        ws.send(Message::Binary(encode(&frame).into()))
+        ws.ws
+            .send(Message::Binary(encode(&frame).into()))
             .await
             .unwrap();
     }
@@ -375,16 +406,16 @@ mod tests {
                 lines_per_second: 1000,
                 bytes_per_second: 1 << 20,
             },
-            expires_at_ms: time::now_ms() + 60_000,
+            remaining_ms: 60_000,
         }
     }
 
     /// Reads until the agent's close, answering it as a real host does, then until the end.
     async fn finish(mut ws: HostWs) -> Vec<AgentFrame> {
         let mut frames = Vec::new();
-        while let Some(msg) = tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+        while let Some(msg) = tokio::time::timeout(WAIT, ws.ws.next()).await.unwrap() {
             match msg {
-                Ok(Message::Binary(b)) => frames.push(decode(&b).unwrap()),
+                Ok(Message::Binary(b)) => frames.push(received(&mut ws, &b).await),
                 Ok(Message::Close(frame)) => {
                     assert_eq!(frame.map(|f| f.code), Some(CloseCode::Normal));
                 }
@@ -520,6 +551,48 @@ mod tests {
                 "stopped session sent {frame:?}"
             );
         }
+        agent.task.await.unwrap().unwrap();
+    }
+
+    /// A batch the socket took but the host never acknowledged (the link died silently) is
+    /// sent again on the next link, under its number, which the new `Hello` starts from.
+    #[tokio::test]
+    async fn unacknowledged_batches_are_resent_after_a_reconnect() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent = start(config(listener.local_addr().unwrap().port(), dir.path()));
+
+        let (mut ws, _) = accept(&listener).await;
+        let AgentFrame::Hello(first_hello) = next_frame(&mut ws).await else {
+            panic!("expected hello");
+        };
+        send(&mut ws, HostFrame::Start(session("s1", vec![]))).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        append(&log, "acknowledged\n");
+        assert_eq!(records(&mut ws, 1).await[0].message, "acknowledged");
+        ws.acking = false;
+        append(&log, "lost with the link\n");
+        assert_eq!(records(&mut ws, 1).await[0].message, "lost with the link");
+        let unacknowledged = ws.next - 1;
+        drop(ws);
+
+        let (mut ws, _) = accept(&listener).await;
+        let AgentFrame::Hello(hello) = next_frame(&mut ws).await else {
+            panic!("expected hello");
+        };
+        assert_eq!(
+            hello.outbox, first_hello.outbox,
+            "one outbox for the agent's life"
+        );
+        assert_eq!(hello.next_frame, unacknowledged);
+        send(&mut ws, HostFrame::Sessions(vec![session("s1", vec![])])).await;
+        assert_eq!(records(&mut ws, 1).await[0].message, "lost with the link");
+        append(&log, "after\n");
+        assert_eq!(records(&mut ws, 1).await[0].message, "after");
+        agent.stop.send(()).unwrap();
+        finish(ws).await;
         agent.task.await.unwrap().unwrap();
     }
 

@@ -103,6 +103,10 @@ struct RunArgs {
     batch_interval: Option<Duration>,
     #[arg(long, hide = true)]
     buffer_bytes: Option<usize>,
+    #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+    ping_interval: Option<Duration>,
+    #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+    read_timeout: Option<Duration>,
 }
 
 impl RunArgs {
@@ -133,6 +137,8 @@ impl RunArgs {
             batch_interval: self.batch_interval.unwrap_or(defaults.batch_interval),
             buffer_bytes: self.buffer_bytes.unwrap_or(defaults.buffer_bytes),
             rotate_wait: defaults.rotate_wait,
+            ping_interval: self.ping_interval.unwrap_or(defaults.ping_interval),
+            read_timeout: self.read_timeout.unwrap_or(defaults.read_timeout),
             cache_dir: None,
         };
         Ok(file.overridden_by(flags).into_config(tuning)?)

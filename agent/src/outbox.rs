@@ -1,4 +1,5 @@
-//! The outbox: frames waiting between the pipeline and the uplink, bounded by bytes.
+//! The outbox: frames waiting between the pipeline and the uplink, bounded by bytes, and kept
+//! until the host acknowledges them.
 //!
 //! The pipeline pushes, the uplink pops; a std `Mutex` guards the queue (never held across an
 //! await) and a `Notify` wakes the uplink, as in mini-redis's shared state.
@@ -20,7 +21,21 @@
 //!   still exists there.
 //! - Other control frames: always queued; they are few and small.
 //!
-//! A frame the uplink fails to send is put back at the front ([`Outbox::push_front`]).
+//! Acknowledged delivery: a frame is not done when the socket takes it (a link that dies
+//! without a reset swallows a socket buffer and everything written until the death is
+//! noticed). Taking a frame to send ([`Outbox::try_pop`]) numbers it — consecutively from 1
+//! for the life of the outbox, whose random [`Outbox::id`] tells the host which numbering it
+//! is — and moves it into the *unacknowledged window*. It leaves the window when the host
+//! acknowledges it ([`Outbox::ack`]: cumulative, every frame numbered up to `upto`). After a
+//! reconnect, [`Outbox::rewind`] puts the whole window back at the front of the queue, in
+//! number order, and its frames go out again under their numbers; the host skips those it
+//! has already handled, so each is applied once. Frames in the window count against
+//! `buffer_bytes` exactly like queued ones, so a host that never acknowledges is an
+//! unreachable host: the window fills, then new batches overflow and are counted as above.
+//! A frame is taken only while the window holds less than `buffer_bytes` (one frame always
+//! may be in flight), so control frames and metrics cannot grow it past the bound either:
+//! they wait in the queue, where metrics are capped. Rewound frames keep their numbers and
+//! are never merged: the numbers on a link must follow each other without a gap.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +50,9 @@ use crate::metrics::merge_metrics;
 /// Most metrics frames kept while disconnected: an hour at the default 60 s interval.
 pub const MAX_QUEUED_METRICS: usize = 60;
 
+/// The number of the first frame an outbox sends.
+pub const FIRST_FRAME: u64 = 1;
+
 /// Shared handle to the outbox; clones refer to the same queue.
 #[derive(Clone)]
 pub struct Outbox {
@@ -44,20 +62,28 @@ pub struct Outbox {
 /// What every clone of an [`Outbox`] points at.
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the uplink when a frame is queued.
+    /// Wakes the uplink when a frame is queued or the window shrinks.
     notify: Notify,
+    /// This outbox's identity on the wire (`Hello::outbox`).
+    id: u64,
 }
 
-/// The queue and its accounting, behind the mutex.
+/// The queue, the window and their accounting, behind the mutex.
 struct State {
     queue: VecDeque<Entry>,
     /// Encoded bytes in `queue`.
     bytes: usize,
+    /// Frames sent and not yet acknowledged, in number order.
+    unacked: VecDeque<Entry>,
+    /// Encoded bytes in `unacked`.
+    unacked_bytes: usize,
     limit: usize,
     /// `Metrics` entries in `queue`.
     metrics: usize,
     /// Lines dropped but not reported yet, in the order sessions first lost lines.
     unreported: Vec<Unreported>,
+    /// The number the next frame sent for the first time gets.
+    next_number: u64,
 }
 
 /// Unreported drops of one session for one reason.
@@ -73,6 +99,8 @@ struct Unreported {
 pub struct Entry {
     bytes: Bytes,
     kind: Kind,
+    /// Its number, once it has been taken to send (it keeps it when rewound).
+    number: Option<u64>,
 }
 
 /// What an entry holds, as far as overflow handling needs to know.
@@ -92,6 +120,7 @@ impl Entry {
         Entry {
             bytes: Bytes::from(encode(frame)),
             kind,
+            number: None,
         }
     }
 
@@ -99,21 +128,35 @@ impl Entry {
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
+
+    /// Its frame number: set on every entry [`Outbox::try_pop`] returns.
+    pub fn number(&self) -> Option<u64> {
+        self.number
+    }
+
+    fn is_unnumbered_metrics(&self) -> bool {
+        self.number.is_none() && matches!(self.kind, Kind::Metrics(_))
+    }
 }
 
 impl Outbox {
-    /// An empty outbox holding at most `limit` bytes of log data.
+    /// An empty outbox holding at most `limit` bytes of log data, queued and unacknowledged
+    /// together, with a random identity.
     pub fn new(limit: usize) -> Outbox {
         Outbox {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
                     bytes: 0,
+                    unacked: VecDeque::new(),
+                    unacked_bytes: 0,
                     limit,
                     metrics: 0,
                     unreported: Vec::new(),
+                    next_number: FIRST_FRAME,
                 }),
                 notify: Notify::new(),
+                id: fastrand::u64(..),
             }),
         }
     }
@@ -125,6 +168,11 @@ impl Outbox {
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// This outbox's identity, sent in `Hello::outbox`: frame numbers count within it.
+    pub fn id(&self) -> u64 {
+        self.shared.id
     }
 
     /// Queues a frame, applying the overflow policy in the module docs.
@@ -150,12 +198,14 @@ impl Outbox {
         self.shared.notify.notify_one();
     }
 
-    /// Takes the next frame to send, if any.
+    /// Takes the next frame to send, if any and if the window has room: it gets its number
+    /// and stays in the window until acknowledged.
     pub fn try_pop(&self) -> Option<Entry> {
         self.state().pop()
     }
 
-    /// Waits for the next frame to send. Cancel-safe: nothing is taken unless it returns.
+    /// Waits for the next frame to send (see [`Outbox::try_pop`]). Cancel-safe: nothing is
+    /// taken unless it returns.
     pub async fn next(&self) -> Entry {
         loop {
             // The only await is here; the pop below cannot be interrupted after taking.
@@ -166,34 +216,52 @@ impl Outbox {
         }
     }
 
-    /// Puts back a frame that could not be sent, to go first next time.
-    pub fn push_front(&self, entry: Entry) {
+    /// The host has handled every frame numbered up to `upto`: they leave the window. Only
+    /// the window: a rewound frame not yet sent again stays queued even if covered, because
+    /// the host numbers a link's frames by their order, so the link must carry every number
+    /// from its `Hello::next_frame` on (the host skips the ones it has).
+    pub fn ack(&self, upto: u64) {
         {
             let mut state = self.state();
-            state.bytes += entry.bytes.len();
-            if matches!(entry.kind, Kind::Metrics(_)) {
-                state.metrics += 1;
-            }
-            state.queue.push_front(entry);
+            state.ack(upto);
         }
         self.shared.notify.notify_one();
     }
 
-    /// Encoded bytes waiting to be sent.
-    pub fn buffered_bytes(&self) -> usize {
-        self.state().bytes
+    /// For a new link: puts the unacknowledged frames back at the front of the queue, in
+    /// order, to be sent again under their numbers. Returns the number of the first frame
+    /// the link will carry (`Hello::next_frame`).
+    pub fn rewind(&self) -> u64 {
+        let mut state = self.state();
+        state.rewind();
+        state
+            .queue
+            .front()
+            .and_then(|e| e.number)
+            .unwrap_or(state.next_number)
     }
 
-    /// Whether nothing at all is waiting, unreported drops included.
+    /// Encoded bytes waiting to be sent or acknowledged.
+    pub fn buffered_bytes(&self) -> usize {
+        let state = self.state();
+        state.bytes + state.unacked_bytes
+    }
+
+    /// Frames sent and not acknowledged yet.
+    pub fn unacknowledged(&self) -> usize {
+        self.state().unacked.len()
+    }
+
+    /// Whether nothing at all is waiting, unreported drops and unacknowledged frames included.
     pub fn is_empty(&self) -> bool {
         let state = self.state();
-        state.queue.is_empty() && state.unreported.is_empty()
+        state.queue.is_empty() && state.unreported.is_empty() && state.unacked.is_empty()
     }
 }
 
 impl State {
     fn fits(&self, bytes: usize) -> bool {
-        self.bytes + bytes <= self.limit
+        self.bytes + self.unacked_bytes + bytes <= self.limit
     }
 
     fn push_back(&mut self, entry: Entry) {
@@ -277,13 +345,14 @@ impl State {
         self.push_back(entry);
     }
 
-    /// Folds the oldest queued metrics frame into the next one.
+    /// Folds the oldest queued metrics frame that was never sent into the next such one (sent
+    /// ones keep their numbers, see the module docs).
     fn merge_oldest_metrics(&mut self) {
         let mut positions = self
             .queue
             .iter()
             .enumerate()
-            .filter(|(_, e)| matches!(e.kind, Kind::Metrics(_)))
+            .filter(|(_, e)| e.is_unnumbered_metrics())
             .map(|(i, _)| i);
         let (Some(first), Some(second)) = (positions.next(), positions.next()) else {
             return;
@@ -306,19 +375,56 @@ impl State {
     }
 
     fn pop(&mut self) -> Option<Entry> {
-        match self.queue.pop_front() {
+        // The window is full: wait for acknowledgements (one frame may always be in flight).
+        if !self.unacked.is_empty() && self.unacked_bytes >= self.limit {
+            return None;
+        }
+        let mut entry = match self.queue.pop_front() {
             Some(entry) => {
                 self.bytes -= entry.bytes.len();
                 if matches!(entry.kind, Kind::Metrics(_)) {
                     self.metrics -= 1;
                 }
-                Some(entry)
+                entry
             }
             // Everything queued is out: drops not reported yet go now, even if their sessions
             // send nothing more. They are newer than anything already sent for the session.
-            None if !self.unreported.is_empty() => Some(self.unreported.remove(0).to_entry()),
-            None => None,
+            None if !self.unreported.is_empty() => self.unreported.remove(0).to_entry(),
+            None => return None,
+        };
+        if entry.number.is_none() {
+            entry.number = Some(self.next_number);
+            self.next_number += 1;
         }
+        self.unacked_bytes += entry.bytes.len();
+        self.unacked.push_back(entry.clone());
+        Some(entry)
+    }
+
+    fn ack(&mut self, upto: u64) {
+        while let Some(front) = self.unacked.front() {
+            if front.number.is_none_or(|n| n > upto) {
+                return;
+            }
+            if let Some(done) = self.unacked.pop_front() {
+                self.unacked_bytes -= done.bytes.len();
+            }
+        }
+    }
+
+    fn rewind(&mut self) {
+        while let Some(entry) = self.unacked.pop_back() {
+            self.unacked_bytes -= entry.bytes.len();
+            self.push_front(entry);
+        }
+    }
+
+    fn push_front(&mut self, entry: Entry) {
+        self.bytes += entry.bytes.len();
+        if matches!(entry.kind, Kind::Metrics(_)) {
+            self.metrics += 1;
+        }
+        self.queue.push_front(entry);
     }
 }
 
@@ -348,9 +454,23 @@ mod tests {
         })
     }
 
+    /// Sends everything to a host that acknowledges each frame at once.
     fn drain(outbox: &Outbox) -> Vec<AgentFrame> {
         std::iter::from_fn(|| outbox.try_pop())
-            .map(|e| decode::<AgentFrame>(e.bytes()).unwrap())
+            .map(|e| {
+                outbox.ack(e.number().unwrap());
+                decode::<AgentFrame>(e.bytes()).unwrap()
+            })
+            .collect()
+    }
+
+    /// Sends everything the window lets out, acknowledging nothing: (number, frame).
+    fn send_unacked(outbox: &Outbox) -> Vec<(u64, String)> {
+        std::iter::from_fn(|| outbox.try_pop())
+            .map(|e| {
+                let frame = decode::<AgentFrame>(e.bytes()).unwrap();
+                (e.number().unwrap(), describe(&[frame]).remove(0))
+            })
             .collect()
     }
 
@@ -399,9 +519,13 @@ mod tests {
         outbox.push(logs("s2", 1, 5)); // other session, does not fit either
         outbox.push(logs("s1", 31, 10)); // still no room
         assert_eq!(outbox.buffered_bytes(), one * 2);
-        // Connection back: the uplink sends the first batch, making room.
+        // Connection back: the uplink sends the first batch and the host acknowledges it,
+        // making room.
         let sent = outbox.try_pop().unwrap();
         assert_eq!(describe(&[decode(sent.bytes()).unwrap()]), ["L:s1:1"]);
+        assert_eq!(outbox.buffered_bytes(), one * 2, "sent is not delivered");
+        outbox.ack(sent.number().unwrap());
+        assert_eq!(outbox.buffered_bytes(), one);
         outbox.push(logs("s1", 41, 10));
         assert_eq!(
             describe(&drain(&outbox)),
@@ -494,15 +618,145 @@ mod tests {
         assert_eq!(total, MAX_QUEUED_METRICS as u64 + 2, "no counts lost");
     }
 
+    /// Frames the host did not acknowledge go again after a reconnect, first, in their order
+    /// and under their numbers, followed by what was never sent; the link starts at the oldest.
     #[test]
-    fn failed_send_goes_back_to_the_front() {
+    fn unacknowledged_frames_are_resent_first_in_order_under_their_numbers() {
         let outbox = Outbox::new(1 << 20);
-        outbox.push(logs("s1", 1, 1));
-        outbox.push(logs("s1", 2, 1));
-        let entry = outbox.try_pop().unwrap();
-        outbox.push_front(entry);
-        assert_eq!(describe(&drain(&outbox)), ["L:s1:1", "L:s1:2"]);
+        for first in [1, 2, 3] {
+            outbox.push(logs("s1", first, 1));
+        }
+        assert_eq!(
+            outbox.rewind(),
+            FIRST_FRAME,
+            "a fresh outbox starts at the first number"
+        );
+        assert_eq!(
+            send_unacked(&outbox),
+            [
+                (1, "L:s1:1".into()),
+                (2, "L:s1:2".into()),
+                (3, "L:s1:3".into())
+            ]
+        );
+        outbox.ack(1);
+        outbox.push(logs("s1", 4, 1));
+        // The link died with 2 and 3 unacknowledged.
+        assert_eq!(outbox.rewind(), 2);
+        assert_eq!(outbox.rewind(), 2, "rewinding twice changes nothing");
+        assert_eq!(
+            send_unacked(&outbox),
+            [
+                (2, "L:s1:2".into()),
+                (3, "L:s1:3".into()),
+                (4, "L:s1:4".into())
+            ]
+        );
+        // Dies again. An ack covering frames the next link has not carried yet leaves them
+        // queued: the link must carry every number from where it starts.
+        assert_eq!(outbox.rewind(), 2);
+        outbox.ack(3);
+        assert_eq!(send_unacked(&outbox).len(), 3);
+        outbox.ack(4);
+        assert!(outbox.is_empty());
         assert_eq!(outbox.buffered_bytes(), 0);
+        assert_eq!(outbox.rewind(), 5, "numbers are never reused");
+    }
+
+    /// Acknowledgements are cumulative: one for a later frame covers the earlier ones; what
+    /// is acknowledged no longer counts against the bound; stale or repeated ones do nothing.
+    #[test]
+    fn acks_are_cumulative_and_free_the_bound() {
+        let one = size_of(&logs("s1", 1, 10));
+        let outbox = Outbox::new(one * 3);
+        for first in [1, 11, 21] {
+            outbox.push(logs("s1", first, 10));
+        }
+        assert_eq!(send_unacked(&outbox).len(), 3);
+        assert_eq!(outbox.unacknowledged(), 3);
+        assert_eq!(outbox.buffered_bytes(), one * 3);
+        outbox.ack(2);
+        assert_eq!(outbox.unacknowledged(), 1);
+        assert_eq!(outbox.buffered_bytes(), one);
+        outbox.ack(1);
+        outbox.ack(0);
+        assert_eq!(outbox.unacknowledged(), 1, "stale acks change nothing");
+        outbox.ack(u64::MAX);
+        assert!(outbox.is_empty());
+    }
+
+    /// A host that never acknowledges is an unreachable host: sent frames fill the window up
+    /// to the bound, the uplink stops taking frames, and every batch beyond the bound is
+    /// dropped and counted exactly, reported once the host acknowledges again.
+    #[test]
+    fn a_host_that_never_acknowledges_fills_the_bound_and_overflow_is_counted_exactly() {
+        let one = size_of(&logs("s1", 1, 10));
+        let outbox = Outbox::new(one * 2);
+        outbox.push(logs("s1", 1, 10));
+        outbox.push(logs("s1", 11, 10));
+        assert_eq!(send_unacked(&outbox).len(), 2);
+        for first in (21..=91).step_by(10) {
+            outbox.push(logs("s1", first, 10)); // 8 batches of 10 lines: no room
+        }
+        outbox.push(logs("s2", 1, 7));
+        outbox.push(metrics(1000, 1));
+        assert!(
+            outbox.try_pop().is_none(),
+            "the window is full: nothing more is sent"
+        );
+        assert_eq!(
+            outbox.buffered_bytes() - one * 2,
+            size_of(&metrics(1000, 1))
+        );
+        // The host catches up.
+        outbox.ack(2);
+        assert_eq!(
+            describe(&drain(&outbox)),
+            ["M:1000", "D:s1:80:full", "D:s2:7:full"]
+        );
+    }
+
+    /// However small the bound, one frame is always let out; the next waits for its ack.
+    #[test]
+    fn one_frame_is_always_in_flight() {
+        let outbox = Outbox::new(0);
+        outbox.push(metrics(1000, 1));
+        outbox.push(metrics(2000, 1));
+        let first = outbox.try_pop().unwrap();
+        assert!(outbox.try_pop().is_none());
+        outbox.ack(first.number().unwrap());
+        assert_eq!(outbox.try_pop().unwrap().number(), Some(2));
+    }
+
+    /// Metrics sent once keep their numbers when rewound: the cap merges only the others.
+    #[test]
+    fn rewound_metrics_are_not_merged() {
+        let outbox = Outbox::new(1 << 20);
+        outbox.push(metrics(1000, 1));
+        outbox.push(metrics(1000, 1));
+        assert_eq!(send_unacked(&outbox).len(), 2);
+        outbox.rewind();
+        for _ in 0..MAX_QUEUED_METRICS {
+            outbox.push(metrics(1000, 1));
+        }
+        let sent: Vec<(u64, String)> = std::iter::from_fn(|| outbox.try_pop())
+            .map(|e| {
+                outbox.ack(e.number().unwrap());
+                let frame = decode::<AgentFrame>(e.bytes()).unwrap();
+                (e.number().unwrap(), describe(&[frame]).remove(0))
+            })
+            .collect();
+        // 62 frames met the cap of 60: the oldest unsent ones were merged twice, never the
+        // two sent before.
+        assert_eq!(
+            sent[..3],
+            [
+                (1, "M:1000".into()),
+                (2, "M:1000".into()),
+                (3, "M:3000".into())
+            ]
+        );
+        assert_eq!(sent.len(), MAX_QUEUED_METRICS);
     }
 
     #[tokio::test]
@@ -516,5 +770,22 @@ mod tests {
         outbox.push(logs("s1", 7, 1));
         let entry = waiter.await.unwrap();
         assert_eq!(describe(&[decode(entry.bytes()).unwrap()]), ["L:s1:7"]);
+    }
+
+    /// The uplink waiting on a full window is woken by the acknowledgement that empties it.
+    #[tokio::test]
+    async fn next_waits_for_an_ack_when_the_window_is_full() {
+        let outbox = Outbox::new(0);
+        outbox.push(logs("s1", 1, 1));
+        outbox.push(metrics(1000, 1));
+        let first = outbox.next().await;
+        let waiter = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.next().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        outbox.ack(first.number().unwrap());
+        assert_eq!(waiter.await.unwrap().number(), Some(2));
     }
 }

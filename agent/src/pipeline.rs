@@ -21,6 +21,10 @@
 //! the agent at once with a `FilterError` frame (see [`crate::session`]); the host then ends
 //! it for clients.
 //!
+//! Sessions end by the monotonic clock: a spec's `remaining_ms` becomes an [`Instant`] when
+//! the host's frame is handled here, so an agent whose wall clock is hours off starts and ends
+//! sessions exactly as the host means them (records still carry the agent's wall-clock time).
+//!
 //! `seq` starts at the current Unix time in ms × 1000 and grows by one per line read, across
 //! all sources. A restarted agent therefore continues above where it was (unless it sustained
 //! more than a million lines per second), so clients can de-duplicate across restarts too.
@@ -90,6 +94,8 @@ pub struct Pipeline {
 /// A session waiting for its chain. Dropping it cancels the loader task.
 struct Pending {
     spec: SessionSpec,
+    /// When it ends (see [`deadline`]), even if its chain is not ready by then.
+    ends: Instant,
     generation: u64,
     /// When the host's command arrived: how long filters took to be ready is logged, since
     /// that is the wait an operator sees between starting a session and its first line.
@@ -102,6 +108,17 @@ struct Ready {
     id: String,
     generation: u64,
     built: Built,
+}
+
+/// When a session whose spec arrived at `now` ends, by the monotonic clock.
+pub fn deadline(spec: &SessionSpec, now: Instant) -> Instant {
+    now + Duration::from_millis(spec.remaining_ms)
+}
+
+/// Whether two specs ask for the same work (id, filters, limits): the time left differs with
+/// every frame and changes nothing the session does but when it ends.
+fn same_work(a: &SessionSpec, b: &SessionSpec) -> bool {
+    a.id == b.id && a.filters == b.filters && a.limits == b.limits
 }
 
 /// The first seq of an agent started at `now_ms`.
@@ -250,13 +267,25 @@ impl Pipeline {
                 for id in unlisted {
                     self.stop(&id, "not in the host's session list");
                 }
+                let now = Instant::now();
                 for spec in specs {
                     // Keep a running session (its rate limiter and batch), or one being
-                    // prepared, if nothing changed.
-                    let running = self.sessions.get(&spec.id).map(Session::spec);
-                    let preparing = self.pending.get(&spec.id).map(|p| &p.spec);
-                    // A spec being prepared replaces the running one: it is the newest.
-                    if preparing.or(running) != Some(&spec) {
+                    // prepared, if nothing changed but the time it has left, which is the
+                    // host's newer word.
+                    let ends = deadline(&spec, now);
+                    if let Some(running) = self
+                        .sessions
+                        .get_mut(&spec.id)
+                        .filter(|s| same_work(s.spec(), &spec))
+                    {
+                        running.set_ends(ends);
+                    } else if let Some(preparing) = self
+                        .pending
+                        .get_mut(&spec.id)
+                        .filter(|p| same_work(&p.spec, &spec))
+                    {
+                        preparing.ends = ends;
+                    } else {
                         self.start(spec);
                     }
                 }
@@ -265,15 +294,18 @@ impl Pipeline {
             HostFrame::PluginUnavailable { digest, message } => {
                 self.loader.plugin_unavailable(&digest, &message);
             }
+            // The uplink hands acknowledgements to the outbox; none comes this way.
+            HostFrame::Ack { .. } => {}
         }
     }
 
     /// Starts preparing `spec`'s chain; the session runs once it is ready ([`Self::activate`]).
     fn start(&mut self, spec: SessionSpec) {
-        if spec.expires_at_ms <= now_ms() {
-            debug!(session = %spec.id, "session already expired; not starting it");
+        if spec.remaining_ms == 0 {
+            debug!(session = %spec.id, "session already over; not starting it");
             return;
         }
+        let ends = deadline(&spec, Instant::now());
         if self.failed.contains(&spec.id) {
             debug!(session = %spec.id, "session's filters failed here; the host ends it, not restarting it");
             return;
@@ -299,11 +331,12 @@ impl Pipeline {
                 })
                 .await;
         });
-        info!(session = %spec.id, expires_at_ms = spec.expires_at_ms, "session starting; preparing its filters");
+        info!(session = %spec.id, remaining_ms = spec.remaining_ms, "session starting; preparing its filters");
         self.pending.insert(
             spec.id.clone(),
             Pending {
                 spec,
+                ends,
                 generation,
                 since: Instant::now(),
                 _task: AbortOnDrop(task),
@@ -325,7 +358,7 @@ impl Pipeline {
         let Some(pending) = self.pending.remove(&ready.id) else {
             return;
         };
-        if pending.spec.expires_at_ms <= now_ms() {
+        if now >= pending.ends {
             info!(session = %ready.id, "session expired before its filters were ready");
             return;
         }
@@ -354,7 +387,7 @@ impl Pipeline {
         } else {
             info!(session = %ready.id, prepared_ms, "session started");
         }
-        let session = Session::start(pending.spec, chain, now);
+        let session = Session::start(pending.spec, chain, pending.ends, now);
         self.sessions.insert(ready.id, session);
     }
 
@@ -370,7 +403,7 @@ impl Pipeline {
     }
 
     /// Flushes every session's pending batch and ends sessions past their expiry.
-    pub fn flush(&mut self, now_ms: i64) {
+    pub fn flush(&mut self, now: Instant) {
         for session in self.sessions.values_mut() {
             session.flush(&mut self.frames);
         }
@@ -378,13 +411,13 @@ impl Pipeline {
         let expired: Vec<String> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.expired(now_ms))
+            .filter(|(_, s)| s.expired(now))
             .map(|(id, _)| id.clone())
             .collect();
         let expired_pending: Vec<String> = self
             .pending
             .iter()
-            .filter(|(_, p)| now_ms >= p.spec.expires_at_ms)
+            .filter(|(_, p)| now >= p.ends)
             .map(|(id, _)| id.clone())
             .collect();
         for id in expired.into_iter().chain(expired_pending) {
@@ -442,7 +475,7 @@ impl Pipeline {
                 biased;
                 _ = flush_tick.tick() => {
                     self.flush_multiline(Instant::now(), false).await;
-                    self.flush(now_ms());
+                    self.flush(Instant::now());
                 }
                 _ = metrics_tick.tick() => self.report_metrics(Instant::now()),
                 frame = host.recv(), if host_open => match frame {
@@ -457,7 +490,7 @@ impl Pipeline {
                         // Nothing more read yet: ship now rather than wait for the timer. Under
                         // load the channel is rarely empty, so batches still fill up.
                         if lines.is_empty() {
-                            self.flush(now_ms());
+                            self.flush(Instant::now());
                         }
                     }
                     None => break,
@@ -465,7 +498,7 @@ impl Pipeline {
             }
         }
         self.flush_multiline(Instant::now(), true).await;
-        self.flush(now_ms());
+        self.flush(Instant::now());
         debug!("pipeline stopped");
     }
 }
@@ -536,7 +569,7 @@ mod tests {
                 lines_per_second,
                 bytes_per_second: 0,
             },
-            expires_at_ms: now_ms() + 60_000,
+            remaining_ms: 60_000,
         }
     }
 
@@ -579,7 +612,7 @@ mod tests {
         start(&mut p, spec("s1", &[], 0)).await;
         p.handle_lines(lines("web", &["ERROR c", "d"]), Instant::now())
             .await;
-        p.flush(now_ms());
+        p.flush(Instant::now());
         let frames = drain(&outbox);
         let AgentFrame::Logs(batch) = &frames[0] else {
             panic!("expected logs, got {frames:?}");
@@ -599,7 +632,7 @@ mod tests {
         start(&mut p, spec("w", &["web"], 1)).await;
         p.handle_lines(lines("app", &["1", "2"]), now).await;
         p.handle_lines(lines("web", &["3", "4", "5"]), now).await;
-        p.flush(now_ms());
+        p.flush(Instant::now());
         let mut got: Vec<String> = drain(&outbox)
             .iter()
             .map(|f| match f {
@@ -622,25 +655,29 @@ mod tests {
     async fn session_set_starts_and_stops_and_expiry_ends_sessions() {
         let outbox = Outbox::new(1 << 20);
         let mut p = pipeline(&outbox);
-        // The same spec, not an equal-looking one: `spec` reads the clock, and a listed session
-        // whose spec changed is restarted.
         let keep = spec("keep", &[], 0);
         start(&mut p, spec("old", &[], 0)).await;
         start(&mut p, keep.clone()).await;
+        // The full set after a reconnect: a listed session whose time left changed (and
+        // nothing else) keeps running, to the new end.
+        let keep = SessionSpec {
+            remaining_ms: 5_000,
+            ..keep
+        };
         p.handle_host(HostFrame::Sessions(vec![keep, spec("new", &[], 0)]));
         assert_eq!(p.session_ids(), ["keep"]);
         assert_eq!(p.pending_sessions(), 1);
         p.activate_next().await;
         assert_eq!(p.session_ids(), ["keep", "new"]);
-        p.handle_host(HostFrame::Stop {
-            session_id: "keep".into(),
-        });
+        // Each ends on its own once its time is up, host or no host.
+        p.flush(Instant::now() + Duration::from_secs(10));
         assert_eq!(p.session_ids(), ["new"]);
-        // Ends on its own once past expires_at_ms, host or no host.
-        p.flush(now_ms() + 120_000);
+        p.handle_host(HostFrame::Stop {
+            session_id: "new".into(),
+        });
         assert_eq!(p.active_sessions(), 0);
         let mut expired = spec("late", &[], 0);
-        expired.expires_at_ms = now_ms() - 1;
+        expired.remaining_ms = 0;
         p.handle_host(HostFrame::Start(expired));
         assert_eq!(p.active_sessions() + p.pending_sessions(), 0);
     }
@@ -655,7 +692,7 @@ mod tests {
         start(&mut p, spec("s", &["web"], 0)).await;
         p.handle_lines(lines("app", &["2"]), now).await;
         p.handle_lines(lines("web", &["3"]), now).await;
-        p.flush(now_ms());
+        p.flush(Instant::now());
         let texts: Vec<String> = drain(&outbox)
             .iter()
             .filter_map(|f| match f {
@@ -703,7 +740,7 @@ mod tests {
         assert_eq!(p.pending_sessions(), 0);
         p.handle_lines(lines("app", &["INFO skipped", "ERROR kept"]), now)
             .await;
-        p.flush(now_ms());
+        p.flush(Instant::now());
         let frames = drain(&outbox);
         assert_eq!(frames.len(), 1, "{frames:?}");
         let AgentFrame::Logs(batch) = &frames[0] else {
@@ -736,7 +773,7 @@ mod tests {
         assert_eq!(p.active_sessions() + p.pending_sessions(), 0);
         p.handle_lines(lines("app", &["INFO never streamed"]), Instant::now())
             .await;
-        p.flush(now_ms());
+        p.flush(Instant::now());
         p.handle_host(HostFrame::Sessions(vec![with_plugin]));
         assert_eq!(p.active_sessions() + p.pending_sessions(), 0);
         let frames = drain(&outbox);
@@ -780,7 +817,7 @@ mod tests {
         p.handle_lines(lines("app", &["held", "boom", "held too"]), now)
             .await;
         p.handle_lines(lines("app", &["after"]), now).await;
-        p.flush(now_ms());
+        p.flush(Instant::now());
         assert_eq!(p.session_ids(), ["plain"]);
 
         let frames = drain(&outbox);

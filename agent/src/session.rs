@@ -3,6 +3,10 @@
 //! A session exists once its chain is built (see [`crate::loader`]); until then the pipeline
 //! holds it as pending.
 //!
+//! A session ends by the agent's monotonic clock: the host says how long it has left
+//! (`SessionSpec::remaining_ms`), the pipeline turns that into an [`Instant`] when the frame
+//! arrives, and neither clock's wall time (the agent's may be hours off) plays a part.
+//!
 //! A session turns the records of each tail batch into frames for the outbox: matching records
 //! are batched into `Logs` (flushed every `batch_interval`, or earlier when full), and rate-limit
 //! drops become a `Dropped` frame placed before the batch they interrupted.
@@ -36,6 +40,8 @@ const RECORD_OVERHEAD_BYTES: usize = 24;
 /// A running session.
 pub struct Session {
     spec: SessionSpec,
+    /// When it ends on the agent's monotonic clock, unless the host ends it first.
+    ends: Instant,
     chain: Box<dyn FilterChain>,
     limiter: RateLimiter,
     pending: Vec<Record>,
@@ -49,11 +55,17 @@ pub struct Session {
 pub struct Failed;
 
 impl Session {
-    /// Starts a session with its ready chain.
-    pub fn start(spec: SessionSpec, chain: Box<dyn FilterChain>, now: Instant) -> Session {
+    /// Starts a session with its ready chain, to end at `ends`.
+    pub fn start(
+        spec: SessionSpec,
+        chain: Box<dyn FilterChain>,
+        ends: Instant,
+        now: Instant,
+    ) -> Session {
         Session {
             limiter: RateLimiter::new(spec.limits, now),
             spec,
+            ends,
             chain,
             pending: Vec::new(),
             pending_bytes: 0,
@@ -65,9 +77,14 @@ impl Session {
         &self.spec
     }
 
-    /// Whether the session has reached its end time.
-    pub fn expired(&self, now_ms: i64) -> bool {
-        now_ms >= self.spec.expires_at_ms
+    /// Whether the session has reached its end.
+    pub fn expired(&self, now: Instant) -> bool {
+        now >= self.ends
+    }
+
+    /// Moves its end, as a newer word from the host says.
+    pub fn set_ends(&mut self, ends: Instant) {
+        self.ends = ends;
     }
 
     /// Runs the chain and rate limit over one tail batch's records; full batches are flushed
@@ -170,6 +187,8 @@ pub fn filter_error(session_id: &str, failure: FilterFailure, dropped: u64) -> A
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::filter::tests::{builder, record};
     use crate::filter::{ChainOutput, Kept};
     use logfleet_protocol::agent::RateLimits;
@@ -183,14 +202,20 @@ mod tests {
                 lines_per_second,
                 bytes_per_second: 0,
             },
-            expires_at_ms: 1000,
+            remaining_ms: 1000,
         }
     }
 
     /// A session over the real runtime, as the loader would build it.
     fn start(filters: Filters, lines_per_second: u32) -> Session {
         let chain = builder().build(&filters).expect("the chain builds");
-        Session::start(spec(filters, lines_per_second), chain, Instant::now())
+        let now = Instant::now();
+        Session::start(
+            spec(filters, lines_per_second),
+            chain,
+            now + Duration::from_secs(1),
+            now,
+        )
     }
 
     fn records(n: u64, level: Level) -> Vec<Record> {
@@ -290,7 +315,8 @@ mod tests {
         assert!(
             matches!(&out[0], AgentFrame::Logs(b) if b.records.iter().all(|r| r.seq == 4) && b.records.len() == 2)
         );
-        assert!(s.expired(1000) && !s.expired(999));
+        let ends = s.ends;
+        assert!(s.expired(ends) && !s.expired(ends - Duration::from_millis(1)));
     }
 
     /// A filter failure ends the session: what every filter decided (the pending batch, after
@@ -304,7 +330,7 @@ mod tests {
             calls: 0,
             fail_at: 2,
         });
-        let mut s = Session::start(spec(Filters::default(), 3), chain, now);
+        let mut s = Session::start(spec(Filters::default(), 3), chain, now, now);
         s.offer(&records(4, Level::Info), now, &mut out).unwrap();
         assert!(out.is_empty(), "nothing flushed yet");
         assert_eq!(

@@ -1,10 +1,14 @@
 //! The uplink: the agent's one WebSocket connection to the host, kept up forever.
 //!
-//! Per connection: send `Hello`, then at once forward host frames to the pipeline, send what
-//! the [`Outbox`] holds, and ping when the host has been silent for 2 × [`PING_INTERVAL`] (the host
-//! pings too; pinging both ways would double keepalive bytes on the edge link); the link is
-//! dead after [`MAX_MISSED_PONGS`] unanswered pings or [`READ_TIMEOUT`] of silence. Pings from
-//! the host are answered by tungstenite as frames are read.
+//! Per connection: rewind the [`Outbox`] (frames the host never acknowledged go again, first)
+//! and send `Hello` saying where the link's frame numbers start, then at once forward host
+//! frames to the pipeline, hand the host's acknowledgements to the outbox, send what the
+//! outbox lets out, and ping when the host has been silent for 2 × `Tuning::ping_interval`
+//! (the host pings too; pinging both ways would double keepalive bytes on the edge link); the
+//! link is dead after [`MAX_MISSED_PONGS`] unanswered pings or `Tuning::read_timeout` of
+//! silence. Pings from the host are answered by tungstenite as frames are read. A frame the
+//! socket took is not delivered until the host acknowledges it: a link that dies silently
+//! loses nothing, the next one resends.
 //!
 //! Losing the host is never an error: the uplink reconnects with full-jitter exponential
 //! backoff between `reconnect_min` and `reconnect_max`, reset after a connection that lasted
@@ -36,18 +40,15 @@ use crate::outbox::Outbox;
 
 /// Longest wait for the TCP + TLS + WebSocket handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the agent pings the host.
-pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Unanswered pings after which the link is considered dead.
 pub const MAX_MISSED_PONGS: u32 = 2;
-/// Silence from the host after which the link is considered dead.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(45);
 /// Longest a single frame may take to write; a host that stops reading (zero TCP window)
 /// would otherwise stall the link forever, since the read-side checks cannot run meanwhile.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection that lasted this long resets the reconnect backoff.
 pub const STABLE_CONNECTION: Duration = Duration::from_secs(10);
-/// At shutdown, how long queued frames may take to go out before the agent closes anyway.
+/// At shutdown, how long queued frames may take to go out and be acknowledged before the agent
+/// closes anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The client WebSocket, plain or TLS.
@@ -82,8 +83,8 @@ enum LinkError {
     Revoked,
     #[error("no pong for {MAX_MISSED_PONGS} pings")]
     MissedPongs,
-    #[error("nothing heard from the host for {READ_TIMEOUT:?}")]
-    ReadTimeout,
+    #[error("nothing heard from the host for {0:?}")]
+    ReadTimeout(Duration),
     #[error("writing to the host took longer than {WRITE_TIMEOUT:?}")]
     WriteTimeout,
 }
@@ -180,14 +181,22 @@ impl Uplink {
             }
             Ok(result) => result?,
         };
-        let hello = encode(&AgentFrame::Hello(self.hello.clone()));
-        ws.send(Message::Binary(hello.into())).await?;
+        // Rewound here, right before Hello, so nothing is taken from the outbox in between.
+        let hello = Hello {
+            outbox: self.outbox.id(),
+            next_frame: self.outbox.rewind(),
+            ..self.hello.clone()
+        };
+        ws.send(Message::Binary(encode(&AgentFrame::Hello(hello)).into()))
+            .await?;
         Ok(ws)
     }
 
     /// Runs one connection. `Ok` means the agent is shutting down and the link was closed.
     async fn serve(&self, mut ws: Ws, drain: &mut watch::Receiver<bool>) -> Result<(), LinkError> {
-        let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        let ping_interval = self.tuning.ping_interval;
+        let read_timeout = self.tuning.read_timeout;
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut unanswered = 0;
         let mut last_heard = Instant::now();
@@ -210,6 +219,7 @@ impl Uplink {
                         None => return Err(LinkError::Closed(String::new())),
                         Some(Err(e)) => return Err(e.into()),
                         Some(Ok(Message::Binary(bytes))) => match decode::<HostFrame>(&bytes) {
+                            Ok(HostFrame::Ack { upto }) => self.outbox.ack(upto),
                             Ok(frame) => {
                                 if self.host_frames.send(frame).await.is_err() {
                                     debug!("pipeline gone; ignoring host frame");
@@ -231,25 +241,18 @@ impl Uplink {
                         Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
                     }
                 }
+                // A frame that fails to go stays unacknowledged in the outbox: the next link
+                // resends it.
                 entry = self.outbox.next() => {
-                    let sent = timeout(WRITE_TIMEOUT, ws.send(Message::Binary(entry.bytes().clone()))).await;
-                    match sent {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            self.outbox.push_front(entry);
-                            return Err(e.into());
-                        }
-                        Err(_) => {
-                            self.outbox.push_front(entry);
-                            return Err(LinkError::WriteTimeout);
-                        }
-                    }
+                    timeout(WRITE_TIMEOUT, ws.send(Message::Binary(entry.bytes().clone())))
+                        .await
+                        .map_err(|_| LinkError::WriteTimeout)??;
                 }
                 _ = ping.tick() => {
                     // The host pings every 15 s itself: while it is heard from, the link is
                     // alive and a ping of ours would only cost bytes on a metered edge link.
                     // Twice the interval, so a host ping a moment late does not trigger ours.
-                    if last_heard.elapsed() < 2 * PING_INTERVAL {
+                    if last_heard.elapsed() < 2 * ping_interval {
                         unanswered = 0;
                         continue;
                     }
@@ -261,29 +264,52 @@ impl Uplink {
                         .await
                         .map_err(|_| LinkError::WriteTimeout)??;
                 }
-                _ = sleep_until(last_heard + READ_TIMEOUT) => return Err(LinkError::ReadTimeout),
+                _ = sleep_until(last_heard + read_timeout) => return Err(LinkError::ReadTimeout(read_timeout)),
             }
         }
     }
 
-    /// Sends what is queued (within [`DRAIN_TIMEOUT`]), then closes normally.
+    /// Sends what is queued and waits for the host to acknowledge it (within
+    /// [`DRAIN_TIMEOUT`]), then closes normally. Frames still unacknowledged then are lost with
+    /// the agent (an in-memory outbox), and logged.
     async fn close(&self, mut ws: Ws) {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         let mut sent = 0usize;
-        while let Some(entry) = self.outbox.try_pop() {
-            match timeout_at(deadline, ws.send(Message::Binary(entry.bytes().clone()))).await {
-                Ok(Ok(())) => sent += 1,
-                Ok(Err(e)) => {
-                    self.outbox.push_front(entry);
-                    warn!(error = %e, "could not send queued frames before shutdown");
-                    return;
+        let drained = timeout_at(deadline, async {
+            loop {
+                if self.outbox.is_empty() {
+                    return Ok(());
                 }
-                Err(_) => {
-                    self.outbox.push_front(entry);
-                    warn!("queued frames not all sent within {DRAIN_TIMEOUT:?}; closing anyway");
-                    break;
+                tokio::select! {
+                    entry = self.outbox.next() => {
+                        ws.send(Message::Binary(entry.bytes().clone())).await?;
+                        sent += 1;
+                    }
+                    message = ws.next() => match message {
+                        Some(Ok(Message::Binary(bytes))) => {
+                            if let Ok(HostFrame::Ack { upto }) = decode::<HostFrame>(&bytes) {
+                                self.outbox.ack(upto);
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None => {
+                            return Err(tungstenite::Error::ConnectionClosed);
+                        }
+                        Some(Err(e)) => return Err(e),
+                        Some(Ok(_)) => {}
+                    },
                 }
             }
+        });
+        match drained.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, unacknowledged = self.outbox.unacknowledged(), "could not send queued frames before shutdown");
+                return;
+            }
+            Err(_) => warn!(
+                unacknowledged = self.outbox.unacknowledged(),
+                "queued frames not all sent and acknowledged within {DRAIN_TIMEOUT:?}; closing anyway"
+            ),
         }
         let close = Message::Close(Some(CloseFrame {
             code: CloseCode::Normal,

@@ -41,6 +41,8 @@ fn main() -> std::io::Result<()> {
                 path: "/srv/app/logs/app.log".into(),
             },
         ],
+        outbox: 0x5eed_0f_0b0c,
+        next_frame: 1,
     });
     let metrics = AgentFrame::Metrics(Metrics {
         timestamp_ms: 1_705_312_860_000,
@@ -112,8 +114,10 @@ fn main() -> std::io::Result<()> {
             lines_per_second: 1000,
             bytes_per_second: 1 << 20,
         },
-        expires_at_ms: 1_705_313_100_000,
+        remaining_ms: 300_000,
     });
+
+    let ack = HostFrame::Ack { upto: 4_096 };
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/agent_frame");
     std::fs::create_dir_all(&dir)?;
@@ -126,6 +130,7 @@ fn main() -> std::io::Result<()> {
         ("filter-error", encode(&filter_error)),
         ("fetch-plugin", encode(&fetch)),
         ("host-start", encode(&start)),
+        ("host-ack", encode(&ack)),
     ];
     for (name, bytes) in frames {
         std::fs::write(dir.join(format!("seed-{name}")), bytes)?;

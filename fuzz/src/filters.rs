@@ -114,7 +114,7 @@ fn survives_the_agent_link(filters: &Filters) {
             lines_per_second: 1,
             bytes_per_second: 1,
         },
-        expires_at_ms: 0,
+        remaining_ms: 0,
     });
     assert_eq!(decode::<HostFrame>(&encode(&frame)).ok(), Some(frame));
 }

@@ -130,6 +130,8 @@ pub fn legitimate_frame(u: &mut Unstructured) -> Result<AgentFrame> {
                     })
                 })
                 .collect::<Result<_>>()?,
+            outbox: u.arbitrary()?,
+            next_frame: u.arbitrary()?,
         }),
         1 => AgentFrame::Metrics(Metrics {
             timestamp_ms: u.arbitrary()?,

@@ -14,6 +14,7 @@
 //! - [`audit`]: the append-only audit trail.
 //! - [`error`]: the JSON error type every handler returns.
 //! - [`registry`]: connected agents, their metadata, metrics and command queues.
+//! - [`delivery`]: how far each agent's numbered frames are handled (resends applied once).
 //! - [`session`]: active sessions and their expiry.
 //! - [`usage`]: bandwidth received from agents, per session, agent and org.
 //! - [`fanout`]: one session's messages to many WebSocket clients: its live queue, its replay
@@ -28,6 +29,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod cors;
+pub mod delivery;
 pub mod enrollment;
 pub mod error;
 pub mod fanout;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::delivery::Delivered;
 use crate::identity::AgentKey;
 use crate::time::rfc3339;
 
@@ -57,6 +58,8 @@ struct AgentEntry {
     last_seen: DateTime<Utc>,
     link: Option<Link>,
     metrics: VecDeque<Sample>,
+    /// How far its frames are handled, shared by its links (old and new overlap).
+    delivered: Arc<Delivered>,
 }
 
 /// One metrics report as the registry keeps it: the agent's numbers, with source names shared
@@ -117,6 +120,8 @@ pub struct Connected {
     pub end: oneshot::Receiver<LinkEnd>,
     /// The agent had a link already; that one is now told [`LinkEnd::Superseded`].
     pub replaced: bool,
+    /// How far the agent's frames are handled, resumed for this link's outbox.
+    pub delivered: Arc<Delivered>,
 }
 
 impl Agents {
@@ -155,6 +160,8 @@ impl Agents {
             .collect();
         entry.connected_at = Some(now);
         entry.last_seen = now;
+        entry.delivered.resume(hello.outbox);
+        let delivered = entry.delivered.clone();
         let previous = entry.link.replace(link);
         reg.rename(key, name);
         let replaced = previous.is_some_and(|old| {
@@ -167,6 +174,7 @@ impl Agents {
             commands,
             end,
             replaced,
+            delivered,
         }
     }
 
@@ -373,6 +381,7 @@ impl Registry {
                 last_seen: now,
                 link: None,
                 metrics: VecDeque::new(),
+                delivered: Arc::default(),
             })
     }
 
@@ -537,6 +546,8 @@ mod tests {
                 name: "nginx".into(),
                 path: "/var/log/nginx/error.log".into(),
             }],
+            outbox: 1,
+            next_frame: 1,
         }
     }
 

@@ -54,6 +54,8 @@ struct State {
 struct Session {
     agent: AgentRef,
     created_by: String,
+    /// What the agent runs. Its `remaining_ms` is the full timeout; frames say the time left
+    /// when they are written ([`Sessions::specs_for_agent`], [`Sessions::time_left_now`]).
     spec: SessionSpec,
     started_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -200,7 +202,7 @@ impl Sessions {
             id: id.clone(),
             filters: new.filters,
             limits: new.limits,
-            expires_at_ms: expires_at.timestamp_millis(),
+            remaining_ms: remaining_ms(expires, now),
         };
         let session = Session {
             agent_link: new.agent.link,
@@ -400,14 +402,35 @@ impl Sessions {
             })
     }
 
-    /// The specs of an agent's active sessions, for the full set sent after it says hello.
+    /// The specs of an agent's active sessions, for the full set sent after it says hello,
+    /// each with the time it has left now.
     pub fn specs_for_agent(&self, agent: &AgentKey) -> Vec<SessionSpec> {
         let st = self.lock();
+        let now = Instant::now();
         st.by_id
             .values()
             .filter(|s| s.agent.key == *agent)
-            .map(|s| s.spec.clone())
+            .map(|s| SessionSpec {
+                remaining_ms: remaining_ms(s.expires, now),
+                ..s.spec.clone()
+            })
             .collect()
+    }
+
+    /// `frame` as it must go out to the agent now: a `Start` queued a while ago says the time
+    /// its session has left at this moment (none, if it has ended meanwhile: the agent then
+    /// does not start it). Other frames are unchanged.
+    pub fn time_left_now(&self, frame: HostFrame) -> HostFrame {
+        match frame {
+            HostFrame::Start(spec) => {
+                let expires = self.lock().by_id.get(&spec.id).map(|s| s.expires);
+                HostFrame::Start(SessionSpec {
+                    remaining_ms: expires.map_or(0, |e| remaining_ms(e, Instant::now())),
+                    ..spec
+                })
+            }
+            other => other,
+        }
     }
 
     /// Active sessions per agent of `org`, for listing many agents at once. Taken before the
@@ -554,6 +577,12 @@ impl State {
         tracing::info!(session = %id, ?reason, "session ended");
         Some(session)
     }
+}
+
+/// What an agent is told a session has left at `now`: the agent counts it down on its own
+/// monotonic clock, so no wall clock is compared with another.
+fn remaining_ms(expires: Instant, now: Instant) -> u64 {
+    u64::try_from(expires.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
 }
 
 fn view(id: &str, s: &Session) -> SessionView {

@@ -281,6 +281,8 @@ async fn an_agent_cannot_fail_another_agents_session() {
         hostname: "rogue".into(),
         version: "0".into(),
         sources: vec![],
+        outbox: 1,
+        next_frame: 1,
     })))
     .await
     .unwrap();

@@ -22,7 +22,14 @@ use crate::{Filters, Level};
 /// 2: `FilterError` ends its session (filters fail closed) and carries `dropped`. Agents of
 /// version 1 let records pass a failed filter, so a host refuses them rather than let them
 /// stream unfiltered data.
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// 3: acknowledged delivery. Every frame after `Hello` is numbered implicitly, from
+/// `Hello::next_frame` up by one per binary message; the host answers `Ack { upto }` once
+/// frames are handled and skips frames of the same outbox (`Hello::outbox`) it has handled
+/// already, so the agent can resend what was not acknowledged after a reconnect. Sessions
+/// carry the time they have left (`SessionSpec::remaining_ms`) instead of an absolute end, so
+/// an agent's wrong wall clock neither ends them early nor keeps them from starting.
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest frame either side accepts, in bytes, after inflation. Host → agent frames carry
 /// plugin components (up to 16 MiB); agent → host frames are held to the much smaller
 /// [`crate::agent_limits::MAX_AGENT_FRAME_BYTES`] with [`decode_within`].
@@ -86,7 +93,8 @@ pub enum AgentFrame {
     },
 }
 
-/// Who the agent is. Its id is not here: it comes from the token.
+/// Who the agent is, and where its numbered frames resume. Its id is not here: it comes from
+/// the token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
     pub protocol: u32,
@@ -95,6 +103,13 @@ pub struct Hello {
     pub version: String,
     #[serde(deserialize_with = "crate::agent_limits::bounded_sources")]
     pub sources: Vec<SourceInfo>,
+    /// Identity of the agent's outbox (random, fixed for the life of the agent process): frame
+    /// numbers count within it, so a restarted agent's frames are never taken for resends.
+    pub outbox: u64,
+    /// The number of the first frame after this `Hello`; each later binary message on the link
+    /// has the next number, without a gap (the host counts them, they carry no number). A
+    /// reconnecting agent resumes at its oldest unacknowledged frame.
+    pub next_frame: u64,
 }
 
 /// Counts over one metrics interval.
@@ -186,6 +201,13 @@ pub enum HostFrame {
         digest: String,
         message: String,
     },
+    /// Cumulative acknowledgement: every frame of this link numbered up to `upto` (see
+    /// [`Hello::next_frame`]) is handled and need not be resent. Today that means in the
+    /// session's hub; a clustered host may send it only once frames are durable instead,
+    /// without the agent noticing the difference.
+    Ack {
+        upto: u64,
+    },
 }
 
 /// What an agent needs to run a session.
@@ -194,9 +216,10 @@ pub struct SessionSpec {
     pub id: String,
     pub filters: Filters,
     pub limits: RateLimits,
-    /// When the session ends, ms since the Unix epoch; the agent stops on its own then, even
-    /// if the host is unreachable.
-    pub expires_at_ms: i64,
+    /// How long the session has left, in ms, reckoned when the host sent the frame. The agent
+    /// counts it down on its monotonic clock and stops on its own then, even if the host is
+    /// unreachable: neither side's wall clock (nor their difference) matters.
+    pub remaining_ms: u64,
 }
 
 /// Effective per-session rate limits (defaults and maxima already applied by the host).
@@ -333,7 +356,7 @@ mod tests {
                 lines_per_second: 1,
                 bytes_per_second: 2,
             },
-            expires_at_ms: 5,
+            remaining_ms: 5,
         });
         assert_eq!(decode::<HostFrame>(&encode(&spec)).unwrap(), spec);
     }

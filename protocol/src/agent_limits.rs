@@ -346,6 +346,8 @@ mod tests {
                     path: "p".repeat(MAX_PATH_BYTES),
                 })
                 .collect(),
+            outbox: u64::MAX,
+            next_frame: u64::MAX,
         });
         assert_eq!(check(&hello), Ok(()));
         let metrics = AgentFrame::Metrics(Metrics {
@@ -436,6 +438,8 @@ mod tests {
                 };
                 MAX_SOURCES + 1
             ],
+            outbox: 1,
+            next_frame: 1,
         };
         assert_eq!(
             check(&AgentFrame::Hello(hello)).unwrap_err().limit,

@@ -476,7 +476,15 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Spawns `binary` with `args` (plus test timers); stderr goes to the test's output.
     pub fn spawn(binary: &Path, args: &[String]) -> AgentProcess {
-        let child = tokio::process::Command::new(binary)
+        Self::spawn_with_env(binary, args, &[])
+    }
+
+    /// Like [`AgentProcess::spawn`], with `env` added (e.g. `LD_PRELOAD` of libfaketime: the
+    /// agent stays this process's child, so signals and `kill_on_drop` reach it, which a
+    /// wrapper that forks would not let them).
+    pub fn spawn_with_env(binary: &Path, args: &[String], env: &[(&str, &str)]) -> AgentProcess {
+        let mut command = tokio::process::Command::new(binary);
+        let child = command
             .args(args)
             .args([
                 "--poll-interval=10ms",
@@ -487,6 +495,7 @@ impl AgentProcess {
             ])
             .arg(format!("--cache-dir={}", test_cache_dir().display()))
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -952,8 +961,8 @@ pub fn as_sent(line: &str) -> String {
         .into_owned()
 }
 
-/// A TCP proxy on 127.0.0.1 that a test can cut and restore, to sever a link between two real
-/// processes without touching either.
+/// A TCP proxy on 127.0.0.1 that a test can cut and restore, or blackhole, to sever a link
+/// between two real processes without touching either.
 pub struct TcpProxy {
     pub addr: SocketAddr,
     state: std::sync::Arc<ProxyState>,
@@ -964,6 +973,10 @@ struct ProxyState {
     up: std::sync::atomic::AtomicBool,
     /// Bumped on every cut; connection tasks of an older generation end.
     generation: tokio::sync::watch::Sender<u64>,
+    /// Bumped on every blackhole; connections open then stop forwarding.
+    blackholes: tokio::sync::watch::Sender<u64>,
+    /// Bumped to close the connections a blackhole silenced.
+    releases: tokio::sync::watch::Sender<u64>,
 }
 
 impl TcpProxy {
@@ -976,6 +989,8 @@ impl TcpProxy {
         let state = std::sync::Arc::new(ProxyState {
             up: std::sync::atomic::AtomicBool::new(true),
             generation: tokio::sync::watch::channel(0).0,
+            blackholes: tokio::sync::watch::channel(0).0,
+            releases: tokio::sync::watch::channel(0).0,
         });
         let shared = state.clone();
         let task = tokio::spawn(async move {
@@ -984,14 +999,25 @@ impl TcpProxy {
                     continue; // dropped: the peer sees the connection close at once
                 }
                 let mut cut = shared.generation.subscribe();
+                let mut silenced = shared.blackholes.subscribe();
+                let mut released = shared.releases.subscribe();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else {
                         return;
                     };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+                        _ = cut.changed() => return,
+                        _ = silenced.changed() => {}
+                    }
+                    // Blackholed: nothing more is read or written either way (bytes the copy
+                    // held are lost, as in the network), and both sockets stay open — to each
+                    // peer the link has gone silent, not closed — until released or cut.
+                    tokio::select! {
+                        _ = released.changed() => {}
                         _ = cut.changed() => {}
                     }
+                    drop((inbound, outbound));
                 });
             }
         });
@@ -1010,6 +1036,19 @@ impl TcpProxy {
         self.state
             .up
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stops forwarding on every connection open now, in both directions, and keeps their
+    /// sockets open: each peer sees a link that went silent without a reset (a NAT timeout, a
+    /// pulled cable, a suspended VM) and writes into it until it notices. New connections are
+    /// forwarded as usual, as after the network comes back.
+    pub fn blackhole(&self) {
+        self.state.blackholes.send_modify(|g| *g += 1);
+    }
+
+    /// Closes the connections [`TcpProxy::blackhole`] silenced: their peers see them end.
+    pub fn drop_blackholed(&self) {
+        self.state.releases.send_modify(|g| *g += 1);
     }
 }
 

@@ -41,6 +41,9 @@ pub fn hello(name: &str, hostname: &str, sources: &[(&str, &str)]) -> AgentFrame
                 path: (*path).to_owned(),
             })
             .collect(),
+        // A fresh outbox: this link's frames count from 1 and are never resends.
+        outbox: uuid::Uuid::new_v4().as_u64_pair().0,
+        next_frame: 1,
     })
 }
 
@@ -98,20 +101,47 @@ impl RawAgent {
         self.ws.send(Message::Binary(bytes.into())).await
     }
 
-    /// The next host frame or the close; pings are answered while reading. An error is a link
-    /// that failed without a close.
+    /// The next host frame or the close; pings are answered while reading, and so are the
+    /// host's acknowledgements skipped (a raw agent resends nothing). An error is a link that
+    /// failed without a close.
     pub async fn recv(&mut self) -> anyhow::Result<FromHost> {
         loop {
             match self.ws.next().await {
-                Some(Ok(Message::Binary(bytes))) => {
-                    return Ok(FromHost::Frame(agent::decode::<HostFrame>(&bytes)?));
-                }
+                Some(Ok(Message::Binary(bytes))) => match agent::decode::<HostFrame>(&bytes)? {
+                    HostFrame::Ack { .. } => continue,
+                    frame => return Ok(FromHost::Frame(frame)),
+                },
                 Some(Ok(Message::Close(frame))) => return Ok(FromHost::Closed(frame)),
                 None => return Ok(FromHost::Closed(None)),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(e.into()),
             }
         }
+    }
+
+    /// Reads (within [`WAIT`]) until the host acknowledges frames up to at least `upto`;
+    /// returns the acknowledgement. Other host frames read meanwhile are dropped.
+    pub async fn expect_ack(&mut self, upto: u64) -> u64 {
+        let acked = async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        if let Ok(HostFrame::Ack { upto: acked }) = agent::decode(&bytes)
+                            && acked >= upto
+                        {
+                            return acked;
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => panic!("link closed: {frame:?}"),
+                    None => panic!("link closed"),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("link failed: {e}"),
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, acked)
+            .await
+            .unwrap_or_else(|_| panic!("no acknowledgement of frame {upto}"))
     }
 
     /// The next host frame, within [`WAIT`]; panics on a close or a failure.

@@ -6,6 +6,13 @@
 //! bound is closed with [`CLOSE_LIMIT_EXCEEDED`] and a reason naming it, and counted. Every
 //! write to an agent has a deadline ([`crate::config::Tuning::agent_write_deadline`]): an
 //! agent that stops reading is dropped rather than holding its link task.
+//!
+//! Acknowledged delivery (protocol 3): every frame after `Hello` has a number (from
+//! `Hello::next_frame`, one up per binary message). A frame is applied unless the agent's
+//! [`Delivered`] mark says it was already (a resend after a reconnect), and then
+//! acknowledged with a cumulative `Ack { upto }` once it is handled — a batch is in its
+//! session's hub by then. Acknowledgements wait until nothing more is readable, so a burst of
+//! frames costs one `Ack`.
 
 use std::time::Instant;
 
@@ -23,6 +30,7 @@ use tokio_tungstenite::tungstenite;
 
 use crate::api::ws::close_gracefully;
 use crate::auth::AgentIdentity;
+use crate::delivery::Delivered;
 use crate::error::ApiError;
 use crate::fanout::{Outgoing, to_text};
 use crate::identity::AgentKey;
@@ -99,10 +107,24 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
     let mut ping = tokio::time::interval(tuning.ping_interval);
     ping.reset();
     let mut last_heard = Instant::now();
+    let mut numbering = Numbering {
+        outbox: hello.outbox,
+        next: hello.next_frame,
+        delivered: conn.delivered.clone(),
+    };
+    // The highest frame number handled and not acknowledged yet.
+    let mut ack_owed: Option<u64> = None;
     let close_reason = loop {
+        // Biased: reading goes before acknowledging, so an `Ack` covers everything readable.
+        // Timers and commands go first: they are rare, and a flood of frames must not starve
+        // them.
         tokio::select! {
+            biased;
+            _ = shutdown.changed() => break Some((1001, "host shutting down".to_owned())),
+            end = &mut conn.end => break Some(close_for(end.ok())),
             cmd = conn.commands.recv() => match cmd {
                 Some(frame) => {
+                    let frame = state.sessions.time_left_now(frame);
                     if !send_to_agent(&mut socket, &frame, key, &state).await {
                         break None;
                     }
@@ -110,18 +132,36 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
                 // The registry dropped this link: the command sender goes with the reason.
                 None => break Some(close_for(conn.end.try_recv().ok())),
             },
-            end = &mut conn.end => break Some(close_for(end.ok())),
+            _ = ping.tick() => {
+                if last_heard.elapsed() > tuning.idle_timeout {
+                    tracing::warn!(agent = %ident.key, "agent silent too long; dropping link");
+                    break None;
+                }
+                let ping = socket.send(Message::Ping(Default::default()));
+                if tokio::time::timeout(tuning.agent_write_timeout, ping).await.map_or(true, |r| r.is_err()) {
+                    break None;
+                }
+                state.agents.touch(key);
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Binary(bytes))) => {
                     last_heard = Instant::now();
+                    let number = numbering.take();
                     let reply = match read_frame(&bytes) {
-                        Ok(frame) => handle_frame(&state, &ident, frame, bytes.len()).await,
+                        // Claimed and applied with no await in between (`handle_frame` awaits
+                        // only to answer `FetchPlugin`): see `crate::delivery`.
+                        Ok(frame) if numbering.claim(number) => handle_frame(&state, &ident, frame, bytes.len()).await,
+                        Ok(_) => {
+                            tracing::debug!(agent = %ident.key, frame = number, "frame handled already (a resend); skipped");
+                            None
+                        }
                         Err(Refused::Limit(e)) => break Some(limit_exceeded(&state, key, &e)),
                         Err(Refused::Malformed(e)) => {
                             tracing::warn!(agent = %ident.key, error = %e, "bad frame from agent");
                             None
                         }
                     };
+                    ack_owed = Some(number);
                     // Replies (plugin components, up to 16 MiB) go straight out on this socket,
                     // one at a time, never piling up in the command queue.
                     if let Some(reply) = reply
@@ -137,18 +177,14 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
                 Some(Ok(Message::Close(_))) | None => break None,
                 Some(Ok(_)) => last_heard = Instant::now(),
             },
-            _ = ping.tick() => {
-                if last_heard.elapsed() > tuning.idle_timeout {
-                    tracing::warn!(agent = %ident.key, "agent silent too long; dropping link");
+            // Nothing more readable right now: acknowledge what was handled.
+            _ = std::future::ready(()), if ack_owed.is_some() => {
+                if let Some(upto) = ack_owed.take()
+                    && !send_to_agent(&mut socket, &HostFrame::Ack { upto }, key, &state).await
+                {
                     break None;
                 }
-                let ping = socket.send(Message::Ping(Default::default()));
-                if tokio::time::timeout(tuning.agent_write_timeout, ping).await.map_or(true, |r| r.is_err()) {
-                    break None;
-                }
-                state.agents.touch(key);
             }
-            _ = shutdown.changed() => break Some((1001, "host shutting down".to_owned())),
         }
     };
     if let Some((code, reason)) = close_reason {
@@ -159,6 +195,30 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
         state
             .sessions
             .agent_link_changed(key, conn.link_id, false, &hello.hostname);
+    }
+}
+
+/// The numbers of the frames on one link, and the agent's mark of what is handled.
+struct Numbering {
+    /// The outbox the link's `Hello` named.
+    outbox: u64,
+    /// The number of the next binary message.
+    next: u64,
+    delivered: std::sync::Arc<Delivered>,
+}
+
+impl Numbering {
+    /// The number of the message just read (every binary message has one, even one that
+    /// turns out malformed: the agent counted it).
+    fn take(&mut self) -> u64 {
+        let number = self.next;
+        self.next = self.next.wrapping_add(1);
+        number
+    }
+
+    /// Whether frame `number` is to be applied (not a resend of one handled already).
+    fn claim(&self, number: u64) -> bool {
+        self.delivered.claim(self.outbox, number)
     }
 }
 
