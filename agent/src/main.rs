@@ -87,6 +87,11 @@ struct RunArgs {
     /// growing, for writers that reopen their log late (e.g. "10s"; default 10s).
     #[arg(long, env = "LOGFLEET_ROTATE_WAIT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     rotate_wait: Option<Duration>,
+    /// Where the agent keeps what survives its restarts: read positions of the tailed files,
+    /// reserved seqs and the running sessions, so a restart resumes them (default: state/
+    /// under the cache directory; none if there is no usable cache directory).
+    #[arg(long, env = "LOGFLEET_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 
     // Tuning, for tests and unusual deployments.
     #[arg(long, hide = true, value_parser = humantime::parse_duration)]
@@ -120,6 +125,7 @@ impl RunArgs {
             cache_dir: self.cache_dir,
             ca_cert: self.ca_cert,
             rotate_wait: self.rotate_wait,
+            state_dir: self.state_dir,
         };
         let defaults = Tuning::default();
         let tuning = Tuning {
@@ -134,6 +140,7 @@ impl RunArgs {
             buffer_bytes: self.buffer_bytes.unwrap_or(defaults.buffer_bytes),
             rotate_wait: defaults.rotate_wait,
             cache_dir: None,
+            state_dir: None,
         };
         Ok(file.overridden_by(flags).into_config(tuning)?)
     }
