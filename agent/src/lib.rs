@@ -768,6 +768,90 @@ mod tests {
         dropped: u64,
     }
 
+    /// A restart with no session saved starts every file at its end: lines written while the
+    /// agent was down are neither shipped nor counted in metrics.
+    #[tokio::test]
+    async fn a_restart_without_saved_sessions_starts_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "before 1\n");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = config(listener.local_addr().unwrap().port(), dir.path());
+        config.metrics_interval = Duration::from_millis(30);
+        let state = config.tuning.state_dir.clone().unwrap();
+
+        let agent = start(config.clone());
+        let (mut ws, _) = accept(&listener).await;
+        assert!(matches!(next_frame(&mut ws).await, AgentFrame::Hello(_)));
+        append(&log, "before 2\n");
+        agent.stop.send(()).unwrap();
+        finish(ws).await;
+        agent.task.await.unwrap().unwrap();
+        assert!(
+            state.join(tail::checkpoint::CHECKPOINT_FILE).is_file(),
+            "the first run kept its positions"
+        );
+
+        append(&log, "INFO down 1\nINFO down 2\nINFO down 3\n");
+        let agent = start(config);
+        let (mut ws, _) = accept(&listener).await;
+        assert!(matches!(next_frame(&mut ws).await, AgentFrame::Hello(_)));
+        let mut counted = 0u64;
+        // Probes must come after the tailer's first scan (which starts files at their end).
+        loop {
+            if let AgentFrame::Metrics(m) = next_frame(&mut ws).await {
+                counted += m.sources.iter().flat_map(|s| s.levels).sum::<u64>();
+                if m.health.files_watched > 0 {
+                    break;
+                }
+            }
+        }
+        send(&mut ws, HostFrame::Start(session("s1", vec![]))).await;
+        let mut probes = 0u64;
+        let mut messages = Vec::new();
+        // Probe until the session streams, counting every line metrics report.
+        'probing: loop {
+            probes += 1;
+            append(&log, &format!("INFO probe {probes}\n"));
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+            while let Ok(frame) = tokio::time::timeout_at(deadline, next_frame(&mut ws)).await {
+                match frame {
+                    AgentFrame::Logs(batch) => {
+                        messages.extend(batch.records.into_iter().map(|r| r.message));
+                        break 'probing;
+                    }
+                    AgentFrame::Metrics(m) => {
+                        counted += m.sources.iter().flat_map(|s| s.levels).sum::<u64>();
+                    }
+                    other => panic!("unexpected frame {other:?}"),
+                }
+            }
+            assert!(probes < 100, "the session never streamed");
+        }
+        // Two more reports: every probe has been counted by then.
+        let mut reports = 0;
+        while reports < 2 {
+            match next_frame(&mut ws).await {
+                AgentFrame::Metrics(m) => {
+                    counted += m.sources.iter().flat_map(|s| s.levels).sum::<u64>();
+                    reports += 1;
+                }
+                AgentFrame::Logs(batch) => {
+                    messages.extend(batch.records.into_iter().map(|r| r.message));
+                }
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        assert!(
+            messages.iter().all(|m| m.starts_with("probe")),
+            "{messages:?}"
+        );
+        assert_eq!(counted, probes, "only lines written after the restart count");
+        agent.stop.send(()).unwrap();
+        finish(ws).await;
+        agent.task.await.unwrap().unwrap();
+    }
+
     #[tokio::test]
     async fn invalid_host_is_a_startup_error() {
         let dir = tempfile::tempdir().unwrap();
