@@ -978,6 +978,106 @@ mod tests {
         assert!(p2.seq.peek() >= next, "{} < {next}", p2.seq.peek());
     }
 
+    /// Backlog the tailer skipped over its cap at a restart is not lost silently: each restored
+    /// session it concerns gets one `Dropped` frame with the count before its first records;
+    /// a session on another source, and sessions started by the host, get none.
+    #[tokio::test]
+    async fn backlog_skipped_at_restart_is_reported_to_restored_sessions() {
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox);
+        p.tail_stats.add_backlog_dropped(
+            "app",
+            crate::tail::Skipped {
+                lines: 7,
+                bytes: 700,
+            },
+        );
+        p.restore(vec![
+            saved_session(&spec("all", &[], 0)),
+            saved_session(&spec("web-only", &["web"], 0)),
+        ]);
+        p.activate_next().await;
+        p.activate_next().await;
+        start(&mut p, spec("fresh", &[], 0)).await;
+        p.handle_lines(lines("app", &["first"]), Instant::now())
+            .await;
+        p.handle_lines(lines("app", &["second"]), Instant::now())
+            .await;
+        p.flush(now_ms());
+        let frames = drain(&outbox);
+        let dropped: Vec<&AgentFrame> = frames
+            .iter()
+            .filter(|f| matches!(f, AgentFrame::Dropped { .. }))
+            .collect();
+        assert_eq!(
+            dropped,
+            [&AgentFrame::Dropped {
+                session_id: "all".into(),
+                count: 7,
+                reason: DropReason::AgentBufferFull,
+            }]
+        );
+        let first_of_all = frames
+            .iter()
+            .position(|f| matches!(f, AgentFrame::Logs(b) if b.session_id == "all"))
+            .unwrap();
+        let report = frames
+            .iter()
+            .position(|f| matches!(f, AgentFrame::Dropped { .. }))
+            .unwrap();
+        assert!(report < first_of_all, "{frames:?}");
+    }
+
+    /// Lines read before a restored session's filters are ready are not lost: they reach the
+    /// session once its plugin arrives (a host-started session would not see them).
+    #[tokio::test]
+    async fn lines_wait_for_a_restored_session() {
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox);
+        let (plugin, bytes) = level_plugin("errors", r#"{"levels":["ERROR"]}"#);
+        let mut restored = spec("r", &[], 0);
+        restored.filters.plugins = vec![plugin.clone()];
+        p.restore(vec![saved_session(&restored)]);
+        let (line_tx, line_rx) = mpsc::channel(4);
+        let (host_tx, host_rx) = mpsc::channel(4);
+        let task = tokio::spawn(p.run(
+            line_rx,
+            host_rx,
+            Duration::from_millis(5),
+            Duration::from_secs(3600),
+        ));
+        line_tx
+            .send(lines("app", &["ERROR early", "INFO not kept"]))
+            .await
+            .unwrap();
+        let entry = tokio::time::timeout(Duration::from_secs(10), outbox.next())
+            .await
+            .unwrap();
+        assert_eq!(
+            decode::<AgentFrame>(entry.bytes()).unwrap(),
+            AgentFrame::FetchPlugin {
+                digest: plugin.digest.clone()
+            }
+        );
+        host_tx
+            .send(HostFrame::Plugin {
+                digest: plugin.digest,
+                bytes,
+            })
+            .await
+            .unwrap();
+        let entry = tokio::time::timeout(Duration::from_secs(10), outbox.next())
+            .await
+            .unwrap();
+        let AgentFrame::Logs(batch) = decode::<AgentFrame>(entry.bytes()).unwrap() else {
+            panic!("expected logs");
+        };
+        let messages: Vec<&str> = batch.records.iter().map(|r| r.message.as_str()).collect();
+        assert_eq!((batch.session_id.as_str(), messages), ("r", vec!["early"]));
+        drop(line_tx);
+        task.await.unwrap();
+    }
+
     #[tokio::test]
     async fn metrics_count_lines_without_sessions() {
         let outbox = Outbox::new(1 << 20);
