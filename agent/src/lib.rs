@@ -240,10 +240,7 @@ struct Resumed {
 /// when a saved session is still running, since only then is anyone waiting for those lines.
 /// Otherwise files start at their end as without state: lines written while the agent was
 /// down are neither shipped nor counted in metrics.
-async fn resume(
-    dir: Option<std::path::PathBuf>,
-    tuning: &Tuning,
-) -> Result<Resumed, AgentError> {
+async fn resume(dir: Option<std::path::PathBuf>, tuning: &Tuning) -> Result<Resumed, AgentError> {
     let mut tail = tail::TailOptions::from_tuning(tuning);
     let Some(dir) = dir else {
         return Ok(Resumed {
@@ -846,7 +843,10 @@ mod tests {
             messages.iter().all(|m| m.starts_with("probe")),
             "{messages:?}"
         );
-        assert_eq!(counted, probes, "only lines written after the restart count");
+        assert_eq!(
+            counted, probes,
+            "only lines written after the restart count"
+        );
         agent.stop.send(()).unwrap();
         finish(ws).await;
         agent.task.await.unwrap().unwrap();

@@ -962,7 +962,10 @@ mod tests {
         let mut listed = spec("live", &[], 0);
         listed.expires_at_ms = live.ends_at_ms;
         p.handle_host(HostFrame::Sessions(vec![listed, spec("new", &[], 0)]));
-        assert_eq!((p.session_ids(), p.pending_sessions()), (vec!["live".into()], 1));
+        assert_eq!(
+            (p.session_ids(), p.pending_sessions()),
+            (vec!["live".into()], 1)
+        );
         assert!(!p.holds_lines(), "only restored sessions hold lines");
         p.save_sessions();
         saved_ids(&state, &["live", "new"]).await;

@@ -176,7 +176,9 @@ impl SessionWriter {
                     tokio::task::spawn_blocking(move || state.save_sessions(&sessions)).await;
                 match written {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!(error = %e, "cannot save the running sessions; a restart will not resume them"),
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "cannot save the running sessions; a restart will not resume them")
+                    }
                     Err(e) => warn!(error = %e, "session writer lost"),
                 }
             }

@@ -29,17 +29,19 @@ fn agent_args(host: &TestHost, id: Uuid, file: &Path, state: &Path) -> Vec<Strin
 }
 
 fn numbered(from: usize, to: usize) -> Vec<String> {
-    (from..=to).map(|n| format!("INFO numbered {n:04}")).collect()
+    (from..=to)
+        .map(|n| format!("INFO numbered {n:04}"))
+        .collect()
 }
 
 /// Reads log messages until every one of `want` arrived, keyed by their file line number;
 /// panics on a line that arrives twice. Control messages (the agent's disconnect and
 /// reconnect) are skipped.
 async fn collect(client: &mut WsClient, want: &[String], got: &mut BTreeMap<u64, String>) {
-    while !want
-        .iter()
-        .all(|w| got.values().any(|g| g.ends_with(w.trim_start_matches("INFO "))))
-    {
+    while !want.iter().all(|w| {
+        got.values()
+            .any(|g| g.ends_with(w.trim_start_matches("INFO ")))
+    }) {
         let msg = client.expect().await;
         if msg["type"] != "log" {
             continue;
@@ -133,10 +135,7 @@ async fn sigkill_mid_stream_then_restart_delivers_every_line_once() {
     collect(&mut client, &live, &mut got).await;
 
     // Every numbered line once, in file order, at its own line number.
-    let numbered_got: Vec<&String> = got
-        .values()
-        .filter(|m| m.starts_with("numbered"))
-        .collect();
+    let numbered_got: Vec<&String> = got.values().filter(|m| m.starts_with("numbered")).collect();
     let want: Vec<String> = numbered(1, BEFORE + WHILE_DOWN + 3)
         .into_iter()
         .map(|l| l.trim_start_matches("INFO ").to_owned())
