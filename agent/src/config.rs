@@ -151,6 +151,9 @@ pub struct Tuning {
     /// cache directory, or no state at all when there is no usable cache directory (see
     /// [`crate::state`]).
     pub state_dir: Option<PathBuf>,
+    /// Most backlog read per file when a restart resumes from checkpoints; older lines
+    /// beyond it are skipped and reported as dropped (see [`crate::pipeline`]).
+    pub backlog_cap_bytes: u64,
 }
 
 impl Default for Tuning {
@@ -166,6 +169,7 @@ impl Default for Tuning {
             rotate_wait: crate::tail::DEFAULT_ROTATE_WAIT,
             cache_dir: None,
             state_dir: None,
+            backlog_cap_bytes: crate::tail::checkpoint::DEFAULT_BACKLOG_CAP_BYTES,
         }
     }
 }

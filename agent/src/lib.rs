@@ -236,7 +236,7 @@ struct Resumed {
 
 /// Reads the state directory (blocking, so on a blocking thread): the saved sessions, and the
 /// tailer's options. Checkpoints are always written when there is a state directory; they are
-/// resumed from (backlog up to [`tail::checkpoint::DEFAULT_BACKLOG_CAP_BYTES`] per file) only
+/// resumed from (backlog up to [`Tuning::backlog_cap_bytes`] per file) only
 /// when a saved session is still running, since only then is anyone waiting for those lines.
 /// Otherwise files start at their end as without state: lines written while the agent was
 /// down are neither shipped nor counted in metrics.
@@ -266,7 +266,7 @@ async fn resume(dir: Option<std::path::PathBuf>, tuning: &Tuning) -> Result<Resu
     info!(dir = %state.path().display(), "state directory");
     if let Some(checkpoints) = checkpoints {
         tail.start = tail::StartPolicy::Resume {
-            backlog_cap_bytes: tail::checkpoint::DEFAULT_BACKLOG_CAP_BYTES,
+            backlog_cap_bytes: tuning.backlog_cap_bytes,
         };
         tail.resume_from = checkpoints;
     }

@@ -108,6 +108,8 @@ struct RunArgs {
     batch_interval: Option<Duration>,
     #[arg(long, hide = true)]
     buffer_bytes: Option<usize>,
+    #[arg(long, hide = true)]
+    backlog_cap_bytes: Option<u64>,
 }
 
 impl RunArgs {
@@ -141,6 +143,7 @@ impl RunArgs {
             rotate_wait: defaults.rotate_wait,
             cache_dir: None,
             state_dir: None,
+            backlog_cap_bytes: self.backlog_cap_bytes.unwrap_or(defaults.backlog_cap_bytes),
         };
         Ok(file.overridden_by(flags).into_config(tuning)?)
     }

@@ -144,3 +144,79 @@ async fn sigkill_mid_stream_then_restart_delivers_every_line_once() {
     client.close().await;
     assert!(agent.terminate().await.success());
 }
+
+/// Backlog beyond the cap after a restart is not lost silently: the client gets a
+/// `logs_dropped` `agent_buffer_full` with the count of the skipped (oldest) lines, and every
+/// newer line once; together they are every line written while the agent was down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_over_the_cap_after_a_restart_is_reported_as_dropped() {
+    const DOWN: usize = 50;
+    let host = TestHost::start().await;
+    let logs = LogDir::new();
+    let file = logs.create("app.log", &[]);
+    let state = tempfile::tempdir().unwrap();
+    let id = Uuid::new_v4();
+    let mut args = agent_args(&host, id, &file, state.path());
+    // 50 lines of 19 bytes: about 21 fit, the oldest 29 or so do not.
+    args.push("--backlog-cap-bytes=400".to_owned());
+    let agent = AgentProcess::spawn(Path::new(BIN), &args);
+
+    let api = host.api("acme", "alice");
+    api.wait_agent_status(&id.to_string(), "online").await;
+    let session = api
+        .start_session(json!({"agent_id": id, "filters": {"source": "app"}}))
+        .await;
+    let session_id = session["id"].as_str().unwrap().to_owned();
+    let mut client = WsClient::connect(
+        session["websocket_url"].as_str().unwrap(),
+        api.token(),
+        None,
+    )
+    .await;
+    for n in 0.. {
+        logs.append("app.log", &[&format!("INFO probe {n}")]).await;
+        if let Ok(msg) = client.next(Duration::from_millis(200)).await
+            && msg["type"] == "log"
+        {
+            break;
+        }
+        assert!(n < 100, "the session never streamed");
+    }
+    let len = std::fs::metadata(&file).unwrap().len();
+    wait_for(|| async {
+        let saved = std::fs::read_to_string(state.path().join("sessions.json")).ok()?;
+        (saved.contains(&session_id) && checkpointed_offset(state.path(), &file) == Some(len))
+            .then_some(())
+    })
+    .await;
+    agent.kill().await;
+
+    let down = numbered(1, DOWN);
+    let refs: Vec<&str> = down.iter().map(String::as_str).collect();
+    logs.append("app.log", &refs).await;
+    let agent = AgentProcess::spawn(Path::new(BIN), &args);
+
+    let mut dropped = 0;
+    let mut got = Vec::new();
+    while dropped + got.len() < DOWN {
+        let msg = client.expect().await;
+        if msg["type"] == "log" {
+            let message = msg["message"].as_str().unwrap();
+            if message.starts_with("numbered") {
+                got.push(message.to_owned());
+            }
+        } else if msg["event"] == "logs_dropped" {
+            assert_eq!(msg["reason"], "agent_buffer_full", "{msg}");
+            dropped += msg["count"].as_u64().unwrap() as usize;
+        }
+    }
+    assert!(dropped > 0, "the cap skipped nothing");
+    // The newest lines arrive, each once, in order.
+    let want: Vec<String> = numbered(dropped + 1, DOWN)
+        .into_iter()
+        .map(|l| l.trim_start_matches("INFO ").to_owned())
+        .collect();
+    assert_eq!(got, want);
+    client.close().await;
+    assert!(agent.terminate().await.success());
+}
