@@ -160,6 +160,14 @@ pub struct Tuning {
     /// Where compiled filters and fetched plugins are cached (`--cache-dir`, `cache_dir`,
     /// `LOGFLEET_CACHE_DIR`). `None`: the default location, see [`resolve_cache_dir`].
     pub cache_dir: Option<PathBuf>,
+    /// Where what survives a restart is kept: tail checkpoints, reserved `seq`s, running
+    /// sessions (`--state-dir`, `state_dir`, `LOGFLEET_STATE_DIR`). `None`: `state` under the
+    /// cache directory, or no state at all when there is no usable cache directory (see
+    /// [`crate::state`]).
+    pub state_dir: Option<PathBuf>,
+    /// Most backlog read per file when a restart resumes from checkpoints; older lines
+    /// beyond it are skipped and reported as dropped (see [`crate::pipeline`]).
+    pub backlog_cap_bytes: u64,
 }
 
 impl Default for Tuning {
@@ -176,6 +184,8 @@ impl Default for Tuning {
             ping_interval: Duration::from_secs(15),
             read_timeout: Duration::from_secs(45),
             cache_dir: None,
+            state_dir: None,
+            backlog_cap_bytes: crate::tail::checkpoint::DEFAULT_BACKLOG_CAP_BYTES,
         }
     }
 }
@@ -192,6 +202,8 @@ pub struct Settings {
     pub ca_cert: Option<PathBuf>,
     /// [`Tuning::rotate_wait`].
     pub rotate_wait: Option<Duration>,
+    /// [`Tuning::state_dir`].
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The TOML file as written; unknown keys are refused so typos are not silently ignored.
@@ -205,6 +217,7 @@ struct FileConfig {
     cache_dir: Option<PathBuf>,
     ca_cert: Option<PathBuf>,
     rotate_wait: Option<String>,
+    state_dir: Option<PathBuf>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -307,6 +320,7 @@ impl Settings {
             metrics_interval,
             cache_dir: file.cache_dir,
             ca_cert: file.ca_cert,
+            state_dir: file.state_dir,
             sources,
         })
     }
@@ -329,6 +343,7 @@ impl Settings {
             cache_dir: top.cache_dir.or(self.cache_dir),
             ca_cert: top.ca_cert.or(self.ca_cert),
             rotate_wait: top.rotate_wait.or(self.rotate_wait),
+            state_dir: top.state_dir.or(self.state_dir),
         }
     }
 
@@ -340,6 +355,9 @@ impl Settings {
         }
         if let Some(wait) = self.rotate_wait {
             tuning.rotate_wait = wait;
+        }
+        if let Some(dir) = self.state_dir {
+            tuning.state_dir = Some(dir);
         }
         let host = self
             .host
@@ -569,6 +587,8 @@ pub enum ConfigError {
     BadHost { host: String, reason: String },
     #[error("cannot use cache directory {path}: {error}")]
     CacheDir { path: String, error: std::io::Error },
+    #[error("cannot use state directory {path}: {error}")]
+    StateDir { path: String, error: std::io::Error },
 }
 
 #[cfg(test)]
@@ -631,6 +651,7 @@ mod tests {
             cache_dir: Some("/file/cache".into()),
             ca_cert: Some("/file/ca.pem".into()),
             rotate_wait: Some(Duration::from_secs(3)),
+            state_dir: Some("/file/state".into()),
         };
         let flags = Settings {
             host: Some("http://flag".into()),
@@ -641,6 +662,7 @@ mod tests {
             cache_dir: Some("/flag/cache".into()),
             ca_cert: None,
             rotate_wait: None,
+            state_dir: None,
         };
         let c = file
             .overridden_by(flags)
@@ -653,6 +675,7 @@ mod tests {
         assert_eq!(c.tuning.cache_dir, Some(PathBuf::from("/flag/cache")));
         assert_eq!(c.ca_cert, Some(PathBuf::from("/file/ca.pem")));
         assert_eq!(c.tuning.rotate_wait, Duration::from_secs(3));
+        assert_eq!(c.tuning.state_dir, Some(PathBuf::from("/file/state")));
         assert_eq!(
             c.sources,
             vec![

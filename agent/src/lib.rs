@@ -93,33 +93,42 @@ pub enum AgentError {
 
 /// Runs the agent until `shutdown` resolves: the WebAssembly filter runtime with the agent's
 /// bounds, caching under `config.tuning.cache_dir` (or the default location; see
-/// [`config::resolve_cache_dir`]). See [`run_with`].
+/// [`config::resolve_cache_dir`]), its state in `config.tuning.state_dir` (default: under the
+/// cache directory, see [`state::resolve`]). See [`run_with`].
 pub async fn run(
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     // Refuse a bad config before touching the disk.
     config::connect_url(&config.host)?;
     config::validate_sources(&config.sources)?;
     let configured = config.tuning.cache_dir.clone();
+    let configured_state = config.tuning.state_dir.clone();
     // Creating directories and starting the engine block: keep them off the executor.
-    let builder = tokio::task::spawn_blocking(move || -> Result<ChainBuilder, AgentError> {
+    let (builder, state_dir) = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
         let cache_dir = config::resolve_cache_dir(configured.as_deref())?;
         match &cache_dir {
             Some(dir) => info!(dir = %dir.display(), "filter cache directory"),
             None => info!("no filter cache directory; compiled filters are kept in memory only"),
         }
-        Ok(ChainBuilder::open(cache_dir.as_deref())?)
+        let state = state::resolve(configured_state.as_deref(), cache_dir.as_deref())?;
+        Ok((
+            ChainBuilder::open(cache_dir.as_deref())?,
+            state.map(|s| s.path().to_owned()),
+        ))
     })
     .await
     .map_err(AgentError::Startup)??;
+    config.tuning.state_dir = state_dir;
     run_with(config, builder, shutdown).await
 }
 
 /// Runs the agent with the given filter runtime until `shutdown` resolves, then stops tailing,
 /// flushes session batches, sends what is queued and waits for the host to acknowledge it if
-/// connected (bounded wait), closes the WebSocket normally and returns. `config.tuning.cache_dir` is not used: `builder` already
-/// has its caches (tests share one runtime this way).
+/// connected (bounded wait), closes the WebSocket normally and returns.
+/// `config.tuning.cache_dir` is not used: `builder` already has its caches (tests share one
+/// runtime this way). `config.tuning.state_dir` is used as given (no default here): with one,
+/// sessions saved there that have not ended are resumed (see [`resume`]).
 pub async fn run_with(
     config: Config,
     builder: ChainBuilder,
@@ -138,6 +147,7 @@ pub async fn run_with(
         .transpose()?;
 
     let tuning = config.tuning;
+    let resumed = resume(tuning.state_dir.clone(), &tuning).await?;
     let outbox = Outbox::new(tuning.buffer_bytes);
     let loader = ChainLoader::new(builder, outbox.clone());
     let tail_stats = Arc::new(TailStats::default());
@@ -147,20 +157,25 @@ pub async fn run_with(
     let (host_tx, host_rx) = mpsc::channel(HOST_CHANNEL_CAPACITY);
     let (drain_tx, drain_rx) = watch::channel(false);
 
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         config.sources.iter().map(|s| s.name.as_str()),
         loader,
         outbox.clone(),
         tail_stats.clone(),
     )
     .parse_sources_as(&config.sources);
-    let tailer = tail::spawn(
-        &config.sources,
-        tail::TailOptions::from_tuning(&tuning),
-        tail_stats,
-        line_tx,
-    )
-    .map_err(AgentError::Tailer)?;
+    if let Some(state) = &resumed.state {
+        pipeline = pipeline.with_state(state);
+        let restored = pipeline.restore(resumed.sessions);
+        if restored > 0 {
+            info!(
+                sessions = restored,
+                "resuming sessions saved before the restart"
+            );
+        }
+    }
+    let tailer = tail::spawn(&config.sources, resumed.tail, tail_stats, line_tx)
+        .map_err(AgentError::Tailer)?;
     let pipeline = AbortOnDrop(tokio::spawn(pipeline.run(
         line_rx,
         host_rx,
@@ -212,6 +227,58 @@ pub async fn run_with(
     }
     info!("agent stopped");
     Ok(())
+}
+
+/// What a start continues from, read from the state directory.
+struct Resumed {
+    state: Option<state::StateDir>,
+    /// Saved sessions (the pipeline starts those that have not ended).
+    sessions: Vec<state::SavedSession>,
+    tail: tail::TailOptions,
+}
+
+/// Reads the state directory (blocking, so on a blocking thread): the saved sessions, and the
+/// tailer's options. Checkpoints are always written when there is a state directory; they are
+/// resumed from (backlog up to [`Tuning::backlog_cap_bytes`] per file) only
+/// when a saved session is still running, since only then is anyone waiting for those lines.
+/// Otherwise files start at their end as without state: lines written while the agent was
+/// down are neither shipped nor counted in metrics.
+async fn resume(dir: Option<std::path::PathBuf>, tuning: &Tuning) -> Result<Resumed, AgentError> {
+    let mut tail = tail::TailOptions::from_tuning(tuning);
+    let Some(dir) = dir else {
+        return Ok(Resumed {
+            state: None,
+            sessions: Vec::new(),
+            tail,
+        });
+    };
+    let (state, sessions, checkpoints) = tokio::task::spawn_blocking(move || {
+        let state = state::StateDir::open(&dir).map_err(|error| ConfigError::StateDir {
+            path: dir.display().to_string(),
+            error,
+        })?;
+        let now = time::now_ms();
+        let sessions = state.load_sessions();
+        let running = sessions.iter().any(|s| s.ends_at_ms > now);
+        let store = tail::CheckpointStore::new(state.path());
+        let checkpoints = running.then(|| store.load());
+        Ok::<_, AgentError>((state, sessions, checkpoints))
+    })
+    .await
+    .map_err(AgentError::Startup)??;
+    info!(dir = %state.path().display(), "state directory");
+    if let Some(checkpoints) = checkpoints {
+        tail.start = tail::StartPolicy::Resume {
+            backlog_cap_bytes: tuning.backlog_cap_bytes,
+        };
+        tail.resume_from = checkpoints;
+    }
+    tail.checkpoint = Some(tail::CheckpointStore::new(state.path()));
+    Ok(Resumed {
+        state: Some(state),
+        sessions,
+        tail,
+    })
 }
 
 /// Compiles the built-in filters (or loads them from the disk cache) on a blocking thread, so
@@ -309,6 +376,8 @@ mod tests {
             batch_interval: Duration::from_millis(5),
             buffer_bytes: 1 << 20,
             cache_dir: filter::tests::test_cache_dir(),
+            // Each test agent its own (the test cache is shared): no test resumes another's.
+            state_dir: Some(dir.join("state")),
             ..Tuning::default()
         };
         config
@@ -768,6 +837,93 @@ mod tests {
         plugin: String,
         message: String,
         dropped: u64,
+    }
+
+    /// A restart with no session saved starts every file at its end: lines written while the
+    /// agent was down are neither shipped nor counted in metrics.
+    #[tokio::test]
+    async fn a_restart_without_saved_sessions_starts_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "before 1\n");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = config(listener.local_addr().unwrap().port(), dir.path());
+        config.metrics_interval = Duration::from_millis(30);
+        let state = config.tuning.state_dir.clone().unwrap();
+
+        let agent = start(config.clone());
+        let (mut ws, _) = accept(&listener).await;
+        assert!(matches!(next_frame(&mut ws).await, AgentFrame::Hello(_)));
+        append(&log, "before 2\n");
+        agent.stop.send(()).unwrap();
+        finish(ws).await;
+        agent.task.await.unwrap().unwrap();
+        assert!(
+            state.join(tail::checkpoint::CHECKPOINT_FILE).is_file(),
+            "the first run kept its positions"
+        );
+
+        append(&log, "INFO down 1\nINFO down 2\nINFO down 3\n");
+        let agent = start(config);
+        let (mut ws, _) = accept(&listener).await;
+        assert!(matches!(next_frame(&mut ws).await, AgentFrame::Hello(_)));
+        let mut counted = 0u64;
+        // Probes must come after the tailer's first scan (which starts files at their end).
+        loop {
+            if let AgentFrame::Metrics(m) = next_frame(&mut ws).await {
+                counted += m.sources.iter().flat_map(|s| s.levels).sum::<u64>();
+                if m.health.files_watched > 0 {
+                    break;
+                }
+            }
+        }
+        send(&mut ws, HostFrame::Start(session("s1", vec![]))).await;
+        let mut probes = 0u64;
+        let mut messages = Vec::new();
+        // Probe until the session streams, counting every line metrics report.
+        'probing: loop {
+            probes += 1;
+            append(&log, &format!("INFO probe {probes}\n"));
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+            while let Ok(frame) = tokio::time::timeout_at(deadline, next_frame(&mut ws)).await {
+                match frame {
+                    AgentFrame::Logs(batch) => {
+                        messages.extend(batch.records.into_iter().map(|r| r.message));
+                        break 'probing;
+                    }
+                    AgentFrame::Metrics(m) => {
+                        counted += m.sources.iter().flat_map(|s| s.levels).sum::<u64>();
+                    }
+                    other => panic!("unexpected frame {other:?}"),
+                }
+            }
+            assert!(probes < 100, "the session never streamed");
+        }
+        // Two more reports: every probe has been counted by then.
+        let mut reports = 0;
+        while reports < 2 {
+            match next_frame(&mut ws).await {
+                AgentFrame::Metrics(m) => {
+                    counted += m.sources.iter().flat_map(|s| s.levels).sum::<u64>();
+                    reports += 1;
+                }
+                AgentFrame::Logs(batch) => {
+                    messages.extend(batch.records.into_iter().map(|r| r.message));
+                }
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        assert!(
+            messages.iter().all(|m| m.starts_with("probe")),
+            "{messages:?}"
+        );
+        assert_eq!(
+            counted, probes,
+            "only lines written after the restart count"
+        );
+        agent.stop.send(()).unwrap();
+        finish(ws).await;
+        agent.task.await.unwrap().unwrap();
     }
 
     #[tokio::test]

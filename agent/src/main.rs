@@ -87,6 +87,11 @@ struct RunArgs {
     /// growing, for writers that reopen their log late (e.g. "10s"; default 10s).
     #[arg(long, env = "LOGFLEET_ROTATE_WAIT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     rotate_wait: Option<Duration>,
+    /// Where the agent keeps what survives its restarts: read positions of the tailed files,
+    /// reserved seqs and the running sessions, so a restart resumes them (default: state/
+    /// under the cache directory; none if there is no usable cache directory).
+    #[arg(long, env = "LOGFLEET_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 
     // Tuning, for tests and unusual deployments.
     #[arg(long, hide = true, value_parser = humantime::parse_duration)]
@@ -107,6 +112,8 @@ struct RunArgs {
     ping_interval: Option<Duration>,
     #[arg(long, hide = true, value_parser = humantime::parse_duration)]
     read_timeout: Option<Duration>,
+    #[arg(long, hide = true)]
+    backlog_cap_bytes: Option<u64>,
 }
 
 impl RunArgs {
@@ -124,6 +131,7 @@ impl RunArgs {
             cache_dir: self.cache_dir,
             ca_cert: self.ca_cert,
             rotate_wait: self.rotate_wait,
+            state_dir: self.state_dir,
         };
         let defaults = Tuning::default();
         let tuning = Tuning {
@@ -140,6 +148,8 @@ impl RunArgs {
             ping_interval: self.ping_interval.unwrap_or(defaults.ping_interval),
             read_timeout: self.read_timeout.unwrap_or(defaults.read_timeout),
             cache_dir: None,
+            state_dir: None,
+            backlog_cap_bytes: self.backlog_cap_bytes.unwrap_or(defaults.backlog_cap_bytes),
         };
         Ok(file.overridden_by(flags).into_config(tuning)?)
     }

@@ -25,9 +25,23 @@
 //! the host's frame is handled here, so an agent whose wall clock is hours off starts and ends
 //! sessions exactly as the host means them (records still carry the agent's wall-clock time).
 //!
-//! `seq` starts at the current Unix time in ms × 1000 and grows by one per line read, across
-//! all sources. A restarted agent therefore continues above where it was (unless it sustained
-//! more than a million lines per second), so clients can de-duplicate across restarts too.
+//! `seq` grows by one per line read, across all sources, from a [`SeqSource`]: with a state
+//! directory it never repeats across restarts (blocks reserved on disk, see [`crate::state`]);
+//! without one it starts at the current Unix time in ms × 1000, so a restarted agent
+//! continues above where it was unless the clock went back.
+//!
+//! Restarts ([`Pipeline::with_state`], [`Pipeline::restore`]): the running sessions are saved
+//! to the state directory whenever the set changes (started, replaced, stopped, expired,
+//! failed; written off the async workers by a [`SessionWriter`]). A restarted agent starts the
+//! saved sessions that have not ended yet straight away, through the normal start path. While
+//! such a *restored* session is still pending, the pipeline takes no tail batches: the tail
+//! channel fills, the tailer waits, and the lines written while the agent was down stay in
+//! the files until the session can filter them. That wait is bounded by the loader's own
+//! timeouts (a plugin fetch that fails ends the session fail-closed, and the lines then flow
+//! to the others) and by the session's expiry. Backlog the tailer skipped beyond its cap is
+//! reported to each restored session whose sources it concerns as a `Dropped` frame with
+//! reason `agent_buffer_full` (the agent's buffer — here the files' backlog — overflowed),
+//! so no loss is silent.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +62,7 @@ use crate::outbox::Outbox;
 use crate::parse::Parsers;
 use crate::parse::detect_level;
 use crate::session::{Session, filter_error};
+use crate::state::{SavedSession, SeqSource, SessionWriter, StateDir};
 use crate::tail::{TailBatch, TailStats};
 use crate::time::now_ms;
 
@@ -76,8 +91,15 @@ pub struct Pipeline {
     /// Tells a pending session from a later start of the same id.
     next_generation: u64,
     metrics: MetricsCollector,
-    /// The next line's seq.
-    seq: u64,
+    /// Where each line's seq comes from.
+    seq: SeqSource,
+    /// Saves the session set to the state directory; `None`: no state directory.
+    saver: Option<SessionWriter>,
+    /// The session set changed since it was last handed to `saver`.
+    sessions_changed: bool,
+    /// Restored sessions now running that have not yet been told about backlog the tailer
+    /// skipped (see the module docs).
+    backlog_unreported: Vec<String>,
     outbox: Outbox,
     tail_stats: Arc<TailStats>,
     /// Frames produced by sessions, reused between calls.
@@ -100,6 +122,8 @@ struct Pending {
     /// When the host's command arrived: how long filters took to be ready is logged, since
     /// that is the wait an operator sees between starting a session and its first line.
     since: Instant,
+    /// Restored from the state directory at start: lines wait for it (see the module docs).
+    restored: bool,
     _task: AbortOnDrop,
 }
 
@@ -142,7 +166,10 @@ impl Pipeline {
             ready_rx,
             next_generation: 0,
             metrics: MetricsCollector::new(sources, Instant::now()),
-            seq: initial_seq(now_ms()),
+            seq: SeqSource::in_memory(initial_seq(now_ms())),
+            saver: None,
+            sessions_changed: false,
+            backlog_unreported: Vec::new(),
             outbox,
             tail_stats,
             frames: Vec::new(),
@@ -163,6 +190,100 @@ impl Pipeline {
                 .collect(),
         );
         self
+    }
+
+    /// Takes seqs from `state` (never repeating across restarts) and saves the session set
+    /// there whenever it changes. Must run inside a tokio runtime (the writer is a task).
+    pub fn with_state(mut self, state: &StateDir) -> Pipeline {
+        self.seq = state.seq(initial_seq(now_ms()));
+        self.saver = Some(SessionWriter::spawn(state.clone()));
+        self
+    }
+
+    /// Starts the saved sessions that have not ended by the wall clock yet, as restored
+    /// sessions (lines wait for them, see the module docs). Returns how many started.
+    pub fn restore(&mut self, saved: Vec<SavedSession>) -> usize {
+        let now = now_ms();
+        let mut started = 0;
+        for s in saved {
+            if s.ends_at_ms <= now {
+                debug!(session = %s.id, "saved session ended while the agent was down");
+                continue;
+            }
+            let id = s.id.clone();
+            self.start(SessionSpec {
+                id: s.id,
+                filters: s.filters,
+                limits: s.limits,
+                remaining_ms: u64::try_from(s.ends_at_ms - now).unwrap_or(0),
+            });
+            if let Some(pending) = self.pending.get_mut(&id) {
+                pending.restored = true;
+                started += 1;
+            }
+        }
+        // Sessions that ended meanwhile must not come back after the next restart either.
+        self.sessions_changed = true;
+        started
+    }
+
+    /// Whether tail batches wait: a restored session is still being prepared.
+    fn holds_lines(&self) -> bool {
+        self.pending.values().any(|p| p.restored)
+    }
+
+    /// Hands the current session set to the writer if it changed. Pending specs count (they
+    /// are the newest), so a session being prepared at a crash comes back too.
+    fn save_sessions(&mut self) {
+        if !std::mem::take(&mut self.sessions_changed) {
+            return;
+        }
+        let Some(saver) = &self.saver else {
+            return;
+        };
+        let (now, wall) = (Instant::now(), now_ms());
+        let mut saved: Vec<SavedSession> = self
+            .pending
+            .values()
+            .map(|p| (&p.spec, p.ends))
+            .chain(
+                self.sessions
+                    .iter()
+                    .filter(|(id, _)| !self.pending.contains_key(*id))
+                    .map(|(_, s)| (s.spec(), s.ends())),
+            )
+            .map(|(spec, ends)| saved_session(spec, ends, now, wall))
+            .collect();
+        saved.sort_by(|a, b| a.id.cmp(&b.id));
+        saver.save(saved);
+    }
+
+    /// Reports backlog the tailer skipped at start (over its cap) to restored sessions that
+    /// now run, once, as `Dropped` frames with reason `agent_buffer_full`. The tailer records
+    /// the skips in its first scan, before it hands over any batch, so the first batch after
+    /// a restored session became active sees them all.
+    fn report_backlog_dropped(&mut self) {
+        let ids = std::mem::take(&mut self.backlog_unreported);
+        let dropped = self.tail_stats.backlog_dropped();
+        for id in ids {
+            let Some(session) = self.sessions.get(&id) else {
+                continue;
+            };
+            let sources = &session.spec().filters.sources;
+            let count: u64 = dropped
+                .iter()
+                .filter(|(source, _)| sources.is_empty() || sources.contains(*source))
+                .map(|(_, skipped)| skipped.lines)
+                .sum();
+            if count > 0 {
+                info!(session = %id, count, "backlog over the cap skipped at restart; reported as dropped");
+                self.outbox.push(AgentFrame::Dropped {
+                    session_id: id,
+                    count,
+                    reason: logfleet_protocol::client::DropReason::AgentBufferFull,
+                });
+            }
+        }
     }
 
     /// Number of running sessions.
@@ -202,14 +323,16 @@ impl Pipeline {
     }
 
     async fn process(&mut self, batch: TailBatch, now: Instant) {
+        if !self.backlog_unreported.is_empty() {
+            self.report_backlog_dropped();
+        }
         if batch.is_empty() {
             return;
         }
         let streaming = !self.sessions.is_empty();
         let mut records = Vec::with_capacity(if streaming { batch.len() } else { 0 });
         for line in batch {
-            let seq = self.seq;
-            self.seq += 1;
+            let seq = self.seq.take();
             let level = detect_level(&line.text);
             self.metrics.record(&line.source, level, line.text.len());
             // Metrics-only mode (no session) allocates nothing per line beyond the tailer's.
@@ -229,6 +352,7 @@ impl Pipeline {
                 self.sessions = sessions;
                 self.frames = frames;
                 for id in failed {
+                    self.sessions_changed = true;
                     info!(session = %id, "session ended: its filters failed");
                     self.remember_failed(id);
                 }
@@ -314,6 +438,7 @@ impl Pipeline {
         // chain until the new one is ready (`activate`), so no line falls between the two.
         // A replaced pending session is cancelled by dropping it.
         self.pending.remove(&spec.id);
+        self.sessions_changed = true;
         let generation = self.next_generation;
         self.next_generation += 1;
         let loader = self.loader.clone();
@@ -339,6 +464,7 @@ impl Pipeline {
                 ends,
                 generation,
                 since: Instant::now(),
+                restored: false,
                 _task: AbortOnDrop(task),
             },
         );
@@ -358,6 +484,7 @@ impl Pipeline {
         let Some(pending) = self.pending.remove(&ready.id) else {
             return;
         };
+        self.sessions_changed = true;
         if now >= pending.ends {
             info!(session = %ready.id, "session expired before its filters were ready");
             return;
@@ -387,11 +514,15 @@ impl Pipeline {
         } else {
             info!(session = %ready.id, prepared_ms, "session started");
         }
+        if pending.restored {
+            self.backlog_unreported.push(ready.id.clone());
+        }
         let session = Session::start(pending.spec, chain, pending.ends, now);
         self.sessions.insert(ready.id, session);
     }
 
     fn stop(&mut self, id: &str, why: &str) {
+        self.sessions_changed = true;
         if self.pending.remove(id).is_some() {
             info!(session = %id, "session ended before its filters were ready: {why}");
         }
@@ -484,7 +615,8 @@ impl Pipeline {
                 },
                 // Never `None`: the pipeline holds a sender.
                 Some(ready) = self.ready_rx.recv() => self.activate(ready, Instant::now()),
-                batch = lines.recv() => match batch {
+                // Not while a restored session is pending: the files hold its lines meanwhile.
+                batch = lines.recv(), if !self.holds_lines() => match batch {
                     Some(batch) => {
                         self.handle_lines(batch, Instant::now()).await;
                         // Nothing more read yet: ship now rather than wait for the timer. Under
@@ -496,10 +628,24 @@ impl Pipeline {
                     None => break,
                 },
             }
+            self.save_sessions();
         }
+        self.save_sessions();
         self.flush_multiline(Instant::now(), true).await;
         self.flush(Instant::now());
         debug!("pipeline stopped");
+    }
+}
+
+/// How `spec`, ending at `ends`, is remembered across a restart: a restart has no monotonic
+/// clock to go on, so its end is written by the wall clock (`wall` is now by it).
+fn saved_session(spec: &SessionSpec, ends: Instant, now: Instant, wall: i64) -> SavedSession {
+    let left = i64::try_from(ends.saturating_duration_since(now).as_millis()).unwrap_or(i64::MAX);
+    SavedSession {
+        id: spec.id.clone(),
+        filters: spec.filters.clone(),
+        limits: spec.limits,
+        ends_at_ms: wall.saturating_add(left),
     }
 }
 
@@ -558,6 +704,12 @@ mod tests {
         )
     }
 
+    /// `spec` as saved with a minute left.
+    fn saved(spec: &SessionSpec) -> SavedSession {
+        let now = Instant::now();
+        saved_session(spec, now + Duration::from_secs(60), now, now_ms())
+    }
+
     fn spec(id: &str, sources: &[&str], lines_per_second: u32) -> SessionSpec {
         SessionSpec {
             id: id.into(),
@@ -605,7 +757,7 @@ mod tests {
     async fn seq_starts_from_the_clock_and_counts_every_line() {
         let outbox = Outbox::new(1 << 20);
         let mut p = pipeline(&outbox);
-        let first = p.seq;
+        let first = p.seq.peek();
         assert!(first >= initial_seq(1_700_000_000_000));
         p.handle_lines(lines("app", &["a", "b"]), Instant::now())
             .await;
@@ -853,6 +1005,159 @@ mod tests {
             })
             .sum();
         assert_eq!(plain, 6, "the other session carries on");
+    }
+
+    /// Waits (bounded) until the state directory holds the session ids `want`.
+    async fn saved_ids(state: &StateDir, want: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ids: Vec<String> = state.load_sessions().into_iter().map(|s| s.id).collect();
+            if ids == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "saved {ids:?}, want {want:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A restart resumes saved sessions that have not ended (not those that did), lines wait
+    /// while a restored session is prepared, and the saved set follows every change.
+    #[tokio::test]
+    async fn saved_sessions_are_restored_and_the_set_is_saved_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox).with_state(&state);
+        let live = saved(&spec("live", &[], 0));
+        let mut ended = saved(&spec("ended", &[], 0));
+        ended.ends_at_ms = now_ms() - 1;
+        assert_eq!(p.restore(vec![live.clone(), ended]), 1);
+        assert!(p.holds_lines(), "lines wait for the restored session");
+        p.save_sessions();
+        saved_ids(&state, &["live"]).await;
+        p.activate_next().await;
+        assert_eq!(p.session_ids(), ["live"]);
+        assert!(!p.holds_lines());
+        // Its spec is as saved, so the host's list keeps it running rather than restarting.
+        let listed = spec("live", &[], 0);
+        p.handle_host(HostFrame::Sessions(vec![listed, spec("new", &[], 0)]));
+        assert_eq!(
+            (p.session_ids(), p.pending_sessions()),
+            (vec!["live".into()], 1)
+        );
+        assert!(!p.holds_lines(), "only restored sessions hold lines");
+        p.save_sessions();
+        saved_ids(&state, &["live", "new"]).await;
+        p.handle_host(HostFrame::Stop {
+            session_id: "live".into(),
+        });
+        p.save_sessions();
+        saved_ids(&state, &["new"]).await;
+        // Seqs come from the state directory: a second pipeline continues above.
+        p.handle_lines(lines("app", &["a"]), Instant::now()).await;
+        let next = p.seq.peek();
+        let p2 = pipeline(&outbox).with_state(&state);
+        assert!(p2.seq.peek() >= next, "{} < {next}", p2.seq.peek());
+    }
+
+    /// Backlog the tailer skipped over its cap at a restart is not lost silently: each restored
+    /// session it concerns gets one `Dropped` frame with the count before its first records;
+    /// a session on another source, and sessions started by the host, get none.
+    #[tokio::test]
+    async fn backlog_skipped_at_restart_is_reported_to_restored_sessions() {
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox);
+        p.tail_stats.add_backlog_dropped(
+            "app",
+            crate::tail::Skipped {
+                lines: 7,
+                bytes: 700,
+            },
+        );
+        p.restore(vec![
+            saved(&spec("all", &[], 0)),
+            saved(&spec("web-only", &["web"], 0)),
+        ]);
+        p.activate_next().await;
+        p.activate_next().await;
+        start(&mut p, spec("fresh", &[], 0)).await;
+        p.handle_lines(lines("app", &["first"]), Instant::now())
+            .await;
+        p.handle_lines(lines("app", &["second"]), Instant::now())
+            .await;
+        p.flush(Instant::now());
+        let frames = drain(&outbox);
+        let dropped: Vec<&AgentFrame> = frames
+            .iter()
+            .filter(|f| matches!(f, AgentFrame::Dropped { .. }))
+            .collect();
+        assert_eq!(
+            dropped,
+            [&AgentFrame::Dropped {
+                session_id: "all".into(),
+                count: 7,
+                reason: DropReason::AgentBufferFull,
+            }]
+        );
+        let first_of_all = frames
+            .iter()
+            .position(|f| matches!(f, AgentFrame::Logs(b) if b.session_id == "all"))
+            .unwrap();
+        let report = frames
+            .iter()
+            .position(|f| matches!(f, AgentFrame::Dropped { .. }))
+            .unwrap();
+        assert!(report < first_of_all, "{frames:?}");
+    }
+
+    /// Lines read before a restored session's filters are ready are not lost: they reach the
+    /// session once its plugin arrives (a host-started session would not see them).
+    #[tokio::test]
+    async fn lines_wait_for_a_restored_session() {
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox);
+        let (plugin, bytes) = level_plugin("errors", r#"{"levels":["ERROR"]}"#);
+        let mut restored = spec("r", &[], 0);
+        restored.filters.plugins = vec![plugin.clone()];
+        p.restore(vec![saved(&restored)]);
+        let (line_tx, line_rx) = mpsc::channel(4);
+        let (host_tx, host_rx) = mpsc::channel(4);
+        let task = tokio::spawn(p.run(
+            line_rx,
+            host_rx,
+            Duration::from_millis(5),
+            Duration::from_secs(3600),
+        ));
+        line_tx
+            .send(lines("app", &["ERROR early", "INFO not kept"]))
+            .await
+            .unwrap();
+        let entry = tokio::time::timeout(Duration::from_secs(10), outbox.next())
+            .await
+            .unwrap();
+        assert_eq!(
+            decode::<AgentFrame>(entry.bytes()).unwrap(),
+            AgentFrame::FetchPlugin {
+                digest: plugin.digest.clone()
+            }
+        );
+        host_tx
+            .send(HostFrame::Plugin {
+                digest: plugin.digest,
+                bytes,
+            })
+            .await
+            .unwrap();
+        let entry = tokio::time::timeout(Duration::from_secs(10), outbox.next())
+            .await
+            .unwrap();
+        let AgentFrame::Logs(batch) = decode::<AgentFrame>(entry.bytes()).unwrap() else {
+            panic!("expected logs");
+        };
+        let messages: Vec<&str> = batch.records.iter().map(|r| r.message.as_str()).collect();
+        assert_eq!((batch.session_id.as_str(), messages), ("r", vec!["early"]));
+        drop(line_tx);
+        task.await.unwrap();
     }
 
     #[tokio::test]

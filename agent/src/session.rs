@@ -83,6 +83,11 @@ impl Session {
     }
 
     /// Moves its end, as a newer word from the host says.
+    /// When it ends on the agent's monotonic clock.
+    pub fn ends(&self) -> Instant {
+        self.ends
+    }
+
     pub fn set_ends(&mut self, ends: Instant) {
         self.ends = ends;
     }

@@ -27,6 +27,9 @@ pub const SEQ_BLOCK: u64 = 1_000_000;
 /// Most sessions remembered (the host runs at most 32 per agent).
 pub const MAX_SAVED_SESSIONS: usize = 64;
 
+/// The state directory's name under the cache directory when none is configured.
+pub const DEFAULT_STATE_DIR_NAME: &str = "state";
+
 const SEQ_FILE: &str = "seq";
 const SESSIONS_FILE: &str = "sessions.json";
 
@@ -44,6 +47,35 @@ pub struct SavedSession {
     pub limits: RateLimits,
     /// When it ends, ms since the Unix epoch by this machine's clock when it was saved.
     pub ends_at_ms: i64,
+}
+
+/// The state directory to use: the configured one, which must work (a clear startup error
+/// otherwise), or `state` under the cache directory, or none when there is no usable cache
+/// directory (or the default cannot be created, logged): the agent then keeps nothing across
+/// restarts and starts at the end of every file, as before state existed. Blocking.
+pub fn resolve(
+    configured: Option<&Path>,
+    cache_dir: Option<&Path>,
+) -> Result<Option<StateDir>, crate::ConfigError> {
+    if let Some(dir) = configured {
+        return StateDir::open(dir)
+            .map(Some)
+            .map_err(|error| crate::ConfigError::StateDir {
+                path: dir.display().to_string(),
+                error,
+            });
+    }
+    let Some(cache) = cache_dir else {
+        return Ok(None);
+    };
+    let dir = cache.join(DEFAULT_STATE_DIR_NAME);
+    match StateDir::open(&dir) {
+        Ok(state) => Ok(Some(state)),
+        Err(e) => {
+            warn!(dir = %dir.display(), error = %e, "state directory not usable; restarts will not resume");
+            Ok(None)
+        }
+    }
 }
 
 impl StateDir {
@@ -116,6 +148,47 @@ impl StateDir {
 
     fn reserve(&self, until: u64) -> std::io::Result<()> {
         write_atomically(&self.dir.join(SEQ_FILE), until.to_string().as_bytes())
+    }
+}
+
+/// Saves the running sessions off the async workers: the pipeline hands it each new set
+/// ([`SessionWriter::save`], never blocks) and one task writes them on a blocking thread, one
+/// write at a time. Sets handed in while a write runs replace each other, so only the newest
+/// is written next: bounded to one set waiting, and the file always ends up with the latest.
+#[derive(Debug)]
+pub struct SessionWriter {
+    latest: tokio::sync::watch::Sender<Option<Vec<SavedSession>>>,
+}
+
+impl SessionWriter {
+    /// Starts the writer task for `state` (on the current tokio runtime). It ends when the
+    /// writer is dropped, after writing the set handed in last.
+    pub fn spawn(state: StateDir) -> SessionWriter {
+        let (latest, mut rx) = tokio::sync::watch::channel(None::<Vec<SavedSession>>);
+        tokio::spawn(async move {
+            // `changed` errs once the sender is gone and the last value has been seen.
+            while rx.changed().await.is_ok() {
+                let Some(sessions) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                let state = state.clone();
+                let written =
+                    tokio::task::spawn_blocking(move || state.save_sessions(&sessions)).await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "cannot save the running sessions; a restart will not resume them")
+                    }
+                    Err(e) => warn!(error = %e, "session writer lost"),
+                }
+            }
+        });
+        SessionWriter { latest }
+    }
+
+    /// Queues `sessions` to be written (replacing a set not written yet).
+    pub fn save(&self, sessions: Vec<SavedSession>) {
+        self.latest.send_replace(Some(sessions));
     }
 }
 

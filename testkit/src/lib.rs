@@ -428,6 +428,13 @@ pub fn fast_agent_tuning() -> logfleet_agent::Tuning {
         reconnect_max: Duration::from_millis(300),
         batch_interval: Duration::from_millis(10),
         cache_dir: Some(test_cache_dir()),
+        // Its own state (the default would sit in the shared test cache), so no test agent
+        // resumes another's sessions. Small; left in the temp dir like the cache.
+        state_dir: Some(
+            std::env::temp_dir()
+                .join("logfleet-test-state")
+                .join(Uuid::new_v4().to_string()),
+        ),
         ..logfleet_agent::Tuning::default()
     }
 }
@@ -471,10 +478,14 @@ impl Drop for InProcessAgent {
 /// An agent running as its own binary.
 pub struct AgentProcess {
     pub child: tokio::process::Child,
+    /// The state directory given when the caller gave none (the default would sit in the
+    /// shared test cache).
+    _state: Option<tempfile::TempDir>,
 }
 
 impl AgentProcess {
     /// Spawns `binary` with `args` (plus test timers); stderr goes to the test's output.
+    /// Without a `--state-dir` in `args`, the agent gets a fresh one of its own.
     pub fn spawn(binary: &Path, args: &[String]) -> AgentProcess {
         Self::spawn_with_env(binary, args, &[])
     }
@@ -483,7 +494,12 @@ impl AgentProcess {
     /// agent stays this process's child, so signals and `kill_on_drop` reach it, which a
     /// wrapper that forks would not let them).
     pub fn spawn_with_env(binary: &Path, args: &[String], env: &[(&str, &str)]) -> AgentProcess {
+        let state = (!args.iter().any(|a| a.starts_with("--state-dir")))
+            .then(|| tempfile::tempdir().expect("temp state dir"));
         let mut command = tokio::process::Command::new(binary);
+        if let Some(state) = &state {
+            command.arg(format!("--state-dir={}", state.path().display()));
+        }
         let child = command
             .args(args)
             .args([
@@ -500,7 +516,19 @@ impl AgentProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn agent binary");
-        AgentProcess { child }
+        AgentProcess {
+            child,
+            _state: state,
+        }
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and waits until it is gone.
+    pub async fn kill(mut self) {
+        self.child.start_kill().expect("SIGKILL the agent");
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("agent gone after SIGKILL")
+            .expect("wait");
     }
 
     /// Sends SIGTERM and waits for a graceful exit; returns the exit status.
