@@ -56,6 +56,8 @@ impl Eq for Multiline {}
 
 /// A record being assembled for one file.
 struct Pending {
+    /// The first line's seq, which the record keeps.
+    seq: u64,
     line: TailLine,
     lines: usize,
     since: Instant,
@@ -80,16 +82,22 @@ impl Joiner {
         }
     }
 
-    /// Feeds the lines of one tail batch; complete records go to `out`, in order per file.
-    pub fn push(&mut self, batch: Vec<TailLine>, now: Instant, out: &mut Vec<TailLine>) {
-        for line in batch {
+    /// Feeds the lines of one tail batch, each with its seq; complete records go to `out` with
+    /// their first line's seq, in order per file.
+    pub fn push(
+        &mut self,
+        batch: Vec<(u64, TailLine)>,
+        now: Instant,
+        out: &mut Vec<(u64, TailLine)>,
+    ) {
+        for (seq, line) in batch {
             // A source nobody configured (tests, a line from nowhere) is not joined.
             let mode = self
                 .by_source
                 .get(&*line.source)
                 .unwrap_or(&Multiline::None);
             if matches!(mode, Multiline::None) {
-                out.push(line);
+                out.push((seq, line));
                 continue;
             }
             let key = (line.source.clone(), line.file.clone());
@@ -109,7 +117,7 @@ impl Joiner {
                     continue;
                 }
                 if let Some(done) = self.pending.remove(&key) {
-                    out.push(done.line);
+                    out.push((done.seq, done.line));
                 }
             }
             let holds = match mode {
@@ -122,6 +130,7 @@ impl Joiner {
                 self.pending.insert(
                     key,
                     Pending {
+                        seq,
                         line,
                         lines: 1,
                         since: now,
@@ -130,13 +139,13 @@ impl Joiner {
                     },
                 );
             } else {
-                out.push(line);
+                out.push((seq, line));
             }
         }
     }
 
     /// Records quiet for [`MULTILINE_IDLE`] (all of them with `all`), to `out`.
-    pub fn flush_idle(&mut self, now: Instant, all: bool, out: &mut Vec<TailLine>) {
+    pub fn flush_idle(&mut self, now: Instant, all: bool, out: &mut Vec<(u64, TailLine)>) {
         if self.pending.is_empty() {
             return;
         }
@@ -148,7 +157,7 @@ impl Joiner {
             .collect();
         for key in due {
             if let Some(p) = self.pending.remove(&key) {
-                out.push(p.line);
+                out.push((p.seq, p.line));
             }
         }
     }
@@ -221,13 +230,15 @@ mod tests {
         let batch = lines
             .iter()
             .enumerate()
-            .map(|(i, t)| line(i as u64 + 1, t))
+            .map(|(i, t)| (i as u64, line(i as u64 + 1, t)))
             .collect();
         let mut out = Vec::new();
         let now = Instant::now();
         j.push(batch, now, &mut out);
         j.flush_idle(now + MULTILINE_IDLE, false, &mut out);
-        out.into_iter().map(|l| (l.line, l.text)).collect()
+        // The record keeps its first line's seq.
+        assert!(out.iter().all(|(seq, l)| seq + 1 == l.line));
+        out.into_iter().map(|(_, l)| (l.line, l.text)).collect()
     }
 
     #[test]
@@ -307,17 +318,19 @@ mod tests {
         let mut j = Joiner::new(HashMap::from([("app".to_owned(), Multiline::Auto)]));
         let now = Instant::now();
         let mut out = Vec::new();
-        j.push(vec![line(1, "INFO fine")], now, &mut out);
+        j.push(vec![(1, line(1, "INFO fine"))], now, &mut out);
         assert_eq!(out.len(), 1);
         assert!(!j.holding());
-        j.push(vec![line(2, "ERROR boom")], now, &mut out);
+        j.push(vec![(2, line(2, "ERROR boom"))], now, &mut out);
         assert!(j.holding());
         j.flush_idle(now + MULTILINE_IDLE / 2, false, &mut out);
         assert_eq!(out.len(), 1);
         j.flush_idle(now + MULTILINE_IDLE, false, &mut out);
         assert_eq!(out.len(), 2);
-        let mut lines = vec![line(1, "ERROR x")];
-        lines.extend((0..MAX_RECORD_LINES + 10).map(|i| line(i as u64 + 2, "\tat y")));
+        let mut lines = vec![(1, line(1, "ERROR x"))];
+        lines.extend(
+            (0..MAX_RECORD_LINES + 10).map(|i| (i as u64 + 2, line(i as u64 + 2, "\tat y"))),
+        );
         out.clear();
         j.push(lines, now, &mut out);
         j.flush_idle(now, true, &mut out);

@@ -63,7 +63,7 @@ use crate::parse::Parsers;
 use crate::parse::detect_level;
 use crate::session::{Session, filter_error};
 use crate::state::{SavedSession, SeqSource, SessionWriter, StateDir};
-use crate::tail::{TailBatch, TailStats};
+use crate::tail::{TailBatch, TailLine, TailStats};
 use crate::time::now_ms;
 
 /// Host commands queued for the pipeline. They are rare (session start/stop); when the queue is
@@ -307,8 +307,14 @@ impl Pipeline {
     /// [`crate::multiline`]), then sessions filter the records on a blocking thread (see the
     /// module docs); this returns once all of them have.
     pub async fn handle_lines(&mut self, batch: TailBatch, now: Instant) {
-        let mut records = Vec::with_capacity(batch.len());
-        self.joiner.push(batch, now, &mut records);
+        // Numbered as read, before joining: a held record keeps its first line's seq, so seq
+        // order is read order whatever the joiner holds back.
+        let numbered: Vec<(u64, TailLine)> = batch
+            .into_iter()
+            .map(|line| (self.seq.take(), line))
+            .collect();
+        let mut records = Vec::with_capacity(numbered.len());
+        self.joiner.push(numbered, now, &mut records);
         self.process(records, now).await;
     }
 
@@ -322,7 +328,7 @@ impl Pipeline {
         }
     }
 
-    async fn process(&mut self, batch: TailBatch, now: Instant) {
+    async fn process(&mut self, batch: Vec<(u64, TailLine)>, now: Instant) {
         if !self.backlog_unreported.is_empty() {
             self.report_backlog_dropped();
         }
@@ -331,8 +337,7 @@ impl Pipeline {
         }
         let streaming = !self.sessions.is_empty();
         let mut records = Vec::with_capacity(if streaming { batch.len() } else { 0 });
-        for line in batch {
-            let seq = self.seq.take();
+        for (seq, line) in batch {
             let level = detect_level(&line.text);
             self.metrics.record(&line.source, level, line.text.len());
             // Metrics-only mode (no session) allocates nothing per line beyond the tailer's.
