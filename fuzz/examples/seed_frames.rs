@@ -84,6 +84,17 @@ fn main() -> std::io::Result<()> {
             })
             .collect(),
     });
+    // A parsed record: its message without the prefix, the line's time and JSON fields.
+    let mut parsed = record(8, Level::Warn, "slow query");
+    parsed.event_ms = Some(1_705_312_801_000);
+    parsed.fields = Some(r#"{"user_id":12345,"db":{"ms":812}}"#.into());
+    let parsed_batch = AgentFrame::Logs(LogBatch {
+        session_id: "sess_abc123".into(),
+        records: vec![parsed],
+    });
+    let filters_changed = AgentFrame::FiltersChanged {
+        session_id: "sess_abc123".into(),
+    };
     let dropped = AgentFrame::Dropped {
         session_id: "sess_abc123".into(),
         count: 42,
@@ -126,6 +137,8 @@ fn main() -> std::io::Result<()> {
         ("metrics", encode(&metrics)),
         ("logs-plain", encode(&small_batch)),
         ("logs-deflated", encode(&big_batch)),
+        ("logs-parsed", encode(&parsed_batch)),
+        ("filters-changed", encode(&filters_changed)),
         ("dropped", encode(&dropped)),
         ("filter-error", encode(&filter_error)),
         ("fetch-plugin", encode(&fetch)),

@@ -32,5 +32,8 @@ fn filter_spec_corpus() {
 /// Every committed line_parser input satisfies the level-detection properties.
 #[test]
 fn line_parser_corpus() {
-    replay("line_parser", logfleet_fuzz::lines::check);
+    replay("line_parser", |data| {
+        logfleet_fuzz::lines::check(data);
+        logfleet_fuzz::lines::check_parse(data);
+    });
 }
