@@ -66,6 +66,13 @@ pub fn query_param(uri: &Uri, key: &str) -> Option<String> {
     values.next().is_none().then_some(value)
 }
 
+/// Query parameter `key`, if present; a 400 for a malformed query or a key given twice.
+pub fn query_text(uri: &Uri, key: &str) -> Result<Option<String>, ApiError> {
+    Ok(pairs(uri)?
+        .into_iter()
+        .find_map(|(k, v)| (k == key).then_some(v)))
+}
+
 /// Query parameter `key` as a non-negative integer, if present; a 400 naming it otherwise
 /// (also for a malformed query or a key given twice).
 pub fn query_count<T: std::str::FromStr>(uri: &Uri, key: &str) -> Result<Option<T>, ApiError> {

@@ -7,10 +7,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::Uri;
 
-use crate::auth::{User, query_param};
+use crate::api::query::query_text;
+use crate::auth::User;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::usage::{MAX_WINDOW, MINUTE_WINDOW, OrgReport};
+use crate::usage::{MINUTE_WINDOW, OrgReport};
 
 /// The window when none is given.
 pub const DEFAULT_WINDOW: Duration = MINUTE_WINDOW;
@@ -20,7 +21,7 @@ pub async fn get(
     User(claims): User,
     uri: Uri,
 ) -> Result<Json<OrgReport>, ApiError> {
-    let window = match query_param(&uri, "window") {
+    let window = match query_text(&uri, "window")? {
         Some(w) => parse_window(&w)?,
         None => DEFAULT_WINDOW,
     };
@@ -31,37 +32,50 @@ pub async fn get(
     )))
 }
 
-/// Whole minutes up to an hour, whole hours up to a day (`15m`, `1h`, `24h`).
+/// Whole minutes up to an hour or whole hours up to a day: `15m`, `60m`, `1h`, `24h`.
 fn parse_window(text: &str) -> Result<Duration, ApiError> {
     let bad = || {
         ApiError::bad_request(
             "invalid_request",
-            "window must be whole minutes up to 1h or whole hours up to 24h, e.g. 15m, 1h, 24h",
+            "window is whole minutes up to 60m or whole hours up to 24h, e.g. 15m, 1h, 24h",
         )
     };
-    let window = humantime::parse_duration(text).map_err(|_| bad())?;
-    let secs = window.as_secs();
-    let whole = if window <= MINUTE_WINDOW {
-        secs % 60 == 0
-    } else {
-        secs % 3600 == 0
+    let (number, unit) = match (text.strip_suffix('m'), text.strip_suffix('h')) {
+        (Some(n), _) => (n, "m"),
+        (_, Some(n)) => (n, "h"),
+        _ => return Err(bad()),
     };
-    if secs == 0 || window > MAX_WINDOW || !whole || window.subsec_nanos() != 0 {
+    // Exactly the OpenAPI document's pattern: no sign, no leading zero.
+    if number.is_empty()
+        || number.len() > 2
+        || number.starts_with('0')
+        || !number.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(bad());
     }
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let window = match unit {
+        "m" if (1..=60).contains(&n) => Duration::from_secs(n * 60),
+        "h" if (1..=24).contains(&n) => Duration::from_secs(n * 3600),
+        _ => return Err(bad()),
+    };
     Ok(window)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::MAX_WINDOW;
 
     #[test]
     fn windows() {
         assert_eq!(parse_window("1h").unwrap(), MINUTE_WINDOW);
         assert_eq!(parse_window("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(parse_window("24h").unwrap(), MAX_WINDOW);
-        for bad in ["0s", "90s", "25h", "90m", "soon", "1h30m"] {
+        assert_eq!(parse_window("60m").unwrap(), MINUTE_WINDOW);
+        for bad in [
+            "", "0m", "90s", "25h", "90m", "soon", "1h30m", "01m", "m", "+5m", "1d",
+        ] {
             assert!(parse_window(bad).is_err(), "{bad}");
         }
     }
