@@ -253,10 +253,11 @@ async fn resume(dir: Option<std::path::PathBuf>, tuning: &Tuning) -> Result<Resu
         });
     };
     let (state, sessions, checkpoints) = tokio::task::spawn_blocking(move || {
-        let state = state::StateDir::open(&dir).map_err(|error| ConfigError::StateDir {
-            path: dir.display().to_string(),
-            error,
-        })?;
+        let state =
+            state::StateDir::open_exclusive(&dir).map_err(|error| ConfigError::StateDir {
+                path: dir.display().to_string(),
+                error,
+            })?;
         let now = time::now_ms();
         let sessions = state.load_sessions();
         let running = sessions.iter().any(|s| s.ends_at_ms > now);

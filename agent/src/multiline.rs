@@ -13,7 +13,8 @@
 //! quiet for [`MULTILINE_IDLE`], so the live tail never waits for the next record. With `auto`
 //! only lines that can start a trace are held back at all (a level of WARN or above, or a
 //! line naming an exception, error or panic): everything else goes out at once. A record ends
-//! at [`MAX_RECORD_LINES`] lines or [`MAX_RECORD_BYTES`] bytes; the rest starts a new one.
+//! at [`MAX_RECORD_LINES`] lines, [`MAX_RECORD_BYTES`] bytes or [`MAX_HOLD`] after its first
+//! line; the rest starts a new one.
 //! The record keeps its first line's number and read time.
 
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ use crate::tail::TailLine;
 
 /// How long a record may wait for a continuation line.
 pub const MULTILINE_IDLE: Duration = Duration::from_millis(100);
+/// Longest a record is held from its first line, however its continuation lines trickle in.
+pub const MAX_HOLD: Duration = Duration::from_secs(1);
 /// Most lines in one record.
 pub const MAX_RECORD_LINES: usize = 500;
 /// Most bytes in one record (the bound on one line).
@@ -56,9 +59,9 @@ impl Eq for Multiline {}
 
 /// A record being assembled for one file.
 struct Pending {
-    /// The first line's seq, which the record keeps.
-    seq: u64,
     line: TailLine,
+    /// When its first line came: it goes out [`MAX_HOLD`] after that at the latest.
+    first: Instant,
     lines: usize,
     since: Instant,
     /// Inside a Python traceback: its closing `SomeError: …` line continues it.
@@ -82,22 +85,16 @@ impl Joiner {
         }
     }
 
-    /// Feeds the lines of one tail batch, each with its seq; complete records go to `out` with
-    /// their first line's seq, in order per file.
-    pub fn push(
-        &mut self,
-        batch: Vec<(u64, TailLine)>,
-        now: Instant,
-        out: &mut Vec<(u64, TailLine)>,
-    ) {
-        for (seq, line) in batch {
+    /// Feeds the lines of one tail batch; complete records go to `out`, in order per file.
+    pub fn push(&mut self, batch: Vec<TailLine>, now: Instant, out: &mut Vec<TailLine>) {
+        for line in batch {
             // A source nobody configured (tests, a line from nowhere) is not joined.
             let mode = self
                 .by_source
                 .get(&*line.source)
                 .unwrap_or(&Multiline::None);
             if matches!(mode, Multiline::None) {
-                out.push((seq, line));
+                out.push(line);
                 continue;
             }
             let key = (line.source.clone(), line.file.clone());
@@ -107,7 +104,8 @@ impl Joiner {
                     _ => continues_auto(&line.text, p.traceback, p.panic),
                 };
                 let fits = p.lines < MAX_RECORD_LINES
-                    && p.line.text.len() + 1 + line.text.len() <= MAX_RECORD_BYTES;
+                    && p.line.text.len() + 1 + line.text.len() <= MAX_RECORD_BYTES
+                    && now.saturating_duration_since(p.first) < MAX_HOLD;
                 if continues && fits {
                     p.traceback |= line.text.starts_with("Traceback (most recent call last)");
                     p.line.text.push('\n');
@@ -117,7 +115,7 @@ impl Joiner {
                     continue;
                 }
                 if let Some(done) = self.pending.remove(&key) {
-                    out.push((done.seq, done.line));
+                    out.push(done.line);
                 }
             }
             let holds = match mode {
@@ -130,8 +128,8 @@ impl Joiner {
                 self.pending.insert(
                     key,
                     Pending {
-                        seq,
                         line,
+                        first: now,
                         lines: 1,
                         since: now,
                         traceback,
@@ -139,25 +137,28 @@ impl Joiner {
                     },
                 );
             } else {
-                out.push((seq, line));
+                out.push(line);
             }
         }
     }
 
     /// Records quiet for [`MULTILINE_IDLE`] (all of them with `all`), to `out`.
-    pub fn flush_idle(&mut self, now: Instant, all: bool, out: &mut Vec<(u64, TailLine)>) {
+    pub fn flush_idle(&mut self, now: Instant, all: bool, out: &mut Vec<TailLine>) {
         if self.pending.is_empty() {
             return;
         }
         let due: Vec<_> = self
             .pending
             .iter()
-            .filter(|(_, p)| all || now.saturating_duration_since(p.since) >= MULTILINE_IDLE)
+            .filter(|(_, p)| {
+                all || now.saturating_duration_since(p.since) >= MULTILINE_IDLE
+                    || now.saturating_duration_since(p.first) >= MAX_HOLD
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
             if let Some(p) = self.pending.remove(&key) {
-                out.push((p.seq, p.line));
+                out.push(p.line);
             }
         }
     }
@@ -230,15 +231,13 @@ mod tests {
         let batch = lines
             .iter()
             .enumerate()
-            .map(|(i, t)| (i as u64, line(i as u64 + 1, t)))
+            .map(|(i, t)| line(i as u64 + 1, t))
             .collect();
         let mut out = Vec::new();
         let now = Instant::now();
         j.push(batch, now, &mut out);
         j.flush_idle(now + MULTILINE_IDLE, false, &mut out);
-        // The record keeps its first line's seq.
-        assert!(out.iter().all(|(seq, l)| seq + 1 == l.line));
-        out.into_iter().map(|(_, l)| (l.line, l.text)).collect()
+        out.into_iter().map(|l| (l.line, l.text)).collect()
     }
 
     #[test]
@@ -318,19 +317,17 @@ mod tests {
         let mut j = Joiner::new(HashMap::from([("app".to_owned(), Multiline::Auto)]));
         let now = Instant::now();
         let mut out = Vec::new();
-        j.push(vec![(1, line(1, "INFO fine"))], now, &mut out);
+        j.push(vec![line(1, "INFO fine")], now, &mut out);
         assert_eq!(out.len(), 1);
         assert!(!j.holding());
-        j.push(vec![(2, line(2, "ERROR boom"))], now, &mut out);
+        j.push(vec![line(2, "ERROR boom")], now, &mut out);
         assert!(j.holding());
         j.flush_idle(now + MULTILINE_IDLE / 2, false, &mut out);
         assert_eq!(out.len(), 1);
         j.flush_idle(now + MULTILINE_IDLE, false, &mut out);
         assert_eq!(out.len(), 2);
-        let mut lines = vec![(1, line(1, "ERROR x"))];
-        lines.extend(
-            (0..MAX_RECORD_LINES + 10).map(|i| (i as u64 + 2, line(i as u64 + 2, "\tat y"))),
-        );
+        let mut lines = vec![line(1, "ERROR x")];
+        lines.extend((0..MAX_RECORD_LINES + 10).map(|i| line(i as u64 + 2, "\tat y")));
         out.clear();
         j.push(lines, now, &mut out);
         j.flush_idle(now, true, &mut out);
@@ -339,5 +336,15 @@ mod tests {
             12,
             "a record of 500 lines, then the 11 left alone"
         );
+        // A trickle of continuation lines cannot hold a record past MAX_HOLD.
+        out.clear();
+        j.push(vec![line(1, "ERROR slow")], now, &mut out);
+        let mut t = now;
+        while t < now + MAX_HOLD * 2 {
+            t += MULTILINE_IDLE / 2;
+            j.push(vec![line(2, "  more")], t, &mut out);
+            j.flush_idle(t, false, &mut out);
+        }
+        assert!(out.len() >= 2, "held at most MAX_HOLD: {}", out.len());
     }
 }

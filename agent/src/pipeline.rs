@@ -63,7 +63,7 @@ use crate::parse::Parsers;
 use crate::parse::detect_level;
 use crate::session::{Session, filter_error};
 use crate::state::{SavedSession, SeqSource, SessionWriter, StateDir};
-use crate::tail::{TailBatch, TailLine, TailStats};
+use crate::tail::{TailBatch, TailStats};
 use crate::time::now_ms;
 
 /// Host commands queued for the pipeline. They are rare (session start/stop); when the queue is
@@ -307,14 +307,8 @@ impl Pipeline {
     /// [`crate::multiline`]), then sessions filter the records on a blocking thread (see the
     /// module docs); this returns once all of them have.
     pub async fn handle_lines(&mut self, batch: TailBatch, now: Instant) {
-        // Numbered as read, before joining: a held record keeps its first line's seq, so seq
-        // order is read order whatever the joiner holds back.
-        let numbered: Vec<(u64, TailLine)> = batch
-            .into_iter()
-            .map(|line| (self.seq.take(), line))
-            .collect();
-        let mut records = Vec::with_capacity(numbered.len());
-        self.joiner.push(numbered, now, &mut records);
+        let mut records = Vec::with_capacity(batch.len());
+        self.joiner.push(batch, now, &mut records);
         self.process(records, now).await;
     }
 
@@ -328,7 +322,10 @@ impl Pipeline {
         }
     }
 
-    async fn process(&mut self, batch: Vec<(u64, TailLine)>, now: Instant) {
+    /// Numbers `batch`'s records as they leave the joiner, so `seq` order is delivery order
+    /// (a record the joiner held comes after records of other files read meanwhile), and runs
+    /// them through metrics and sessions.
+    async fn process(&mut self, batch: TailBatch, now: Instant) {
         if !self.backlog_unreported.is_empty() {
             self.report_backlog_dropped();
         }
@@ -337,7 +334,8 @@ impl Pipeline {
         }
         let streaming = !self.sessions.is_empty();
         let mut records = Vec::with_capacity(if streaming { batch.len() } else { 0 });
-        for (seq, line) in batch {
+        for line in batch {
+            let seq = self.seq.take();
             let level = detect_level(&line.text);
             self.metrics.record(&line.source, level, line.text.len());
             // Metrics-only mode (no session) allocates nothing per line beyond the tailer's.
@@ -441,8 +439,9 @@ impl Pipeline {
         }
         // A running session with this id (its filters changed) keeps running under its old
         // chain until the new one is ready (`activate`), so no line falls between the two.
-        // A replaced pending session is cancelled by dropping it.
-        self.pending.remove(&spec.id);
+        // A replaced pending session is cancelled by dropping it; one restored at start stays
+        // restored (lines keep waiting for it: its backlog is in the files).
+        let restored = self.pending.remove(&spec.id).is_some_and(|p| p.restored);
         self.sessions_changed = true;
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -469,7 +468,7 @@ impl Pipeline {
                 ends,
                 generation,
                 since: Instant::now(),
-                restored: false,
+                restored,
                 _task: AbortOnDrop(task),
             },
         );
@@ -1113,6 +1112,22 @@ mod tests {
             .position(|f| matches!(f, AgentFrame::Dropped { .. }))
             .unwrap();
         assert!(report < first_of_all, "{frames:?}");
+    }
+
+    /// A restored session whose filters the host changed while the agent was down still holds
+    /// the lines for its backlog while its new chain is prepared.
+    #[tokio::test]
+    async fn a_restored_session_with_new_filters_still_holds_lines() {
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox);
+        p.restore(vec![saved(&spec("r", &[], 0))]);
+        assert!(p.holds_lines());
+        p.handle_host(HostFrame::Sessions(vec![spec("r", &["web"], 0)]));
+        assert_eq!(p.pending_sessions(), 1);
+        assert!(
+            p.holds_lines(),
+            "the replaced pending session stays restored"
+        );
     }
 
     /// Lines read before a restored session's filters are ready are not lost: they reach the

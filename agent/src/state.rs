@@ -31,12 +31,16 @@ pub const MAX_SAVED_SESSIONS: usize = 64;
 pub const DEFAULT_STATE_DIR_NAME: &str = "state";
 
 const SEQ_FILE: &str = "seq";
+const LOCK_FILE: &str = "lock";
 const SESSIONS_FILE: &str = "sessions.json";
 
 /// The agent's state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    /// Held while the agent runs (see [`StateDir::open_exclusive`]); the lock goes with the
+    /// last clone.
+    _lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// A session as remembered across a restart.
@@ -87,7 +91,32 @@ impl StateDir {
         builder.create(dir)?;
         Ok(StateDir {
             dir: dir.to_owned(),
+            _lock: None,
         })
+    }
+
+    /// Opens `dir` for this agent alone: two agents sharing a state directory would resume
+    /// each other's sessions and overwrite each other's read positions, so the second one is
+    /// refused with a clear error (an exclusive `flock` on `dir/lock`, released when the
+    /// agent exits, however it exits).
+    pub fn open_exclusive(dir: &Path) -> std::io::Result<StateDir> {
+        let mut state = StateDir::open(dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::other(
+                    "another agent is using this state directory; give each agent its own --state-dir",
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        state._lock = Some(std::sync::Arc::new(file));
+        Ok(state)
     }
 
     pub fn path(&self) -> &Path {
@@ -267,6 +296,18 @@ mod tests {
         assert!(again > *used.last().unwrap(), "{again}");
         // A clock ahead of the reservations wins.
         assert_eq!(state.seq(u64::MAX / 2).take(), u64::MAX / 2);
+    }
+
+    /// One state directory serves one agent at a time: a second one is refused until the
+    /// first lets go.
+    #[test]
+    fn a_state_directory_serves_one_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateDir::open_exclusive(dir.path()).unwrap();
+        let second = StateDir::open_exclusive(dir.path()).unwrap_err();
+        assert!(second.to_string().contains("another agent"), "{second}");
+        drop(first);
+        assert!(StateDir::open_exclusive(dir.path()).is_ok());
     }
 
     /// Saved sessions come back as saved; a damaged file costs the sessions, not the agent.

@@ -37,8 +37,8 @@ pub struct Bytes {
 
 impl Bytes {
     fn add(&mut self, other: Bytes) {
-        self.metrics_bytes += other.metrics_bytes;
-        self.streaming_bytes += other.streaming_bytes;
+        self.metrics_bytes = self.metrics_bytes.saturating_add(other.metrics_bytes);
+        self.streaming_bytes = self.streaming_bytes.saturating_add(other.streaming_bytes);
     }
 }
 
@@ -230,12 +230,12 @@ impl SessionUsage {
     pub fn shipped(&self, lines: u64, bytes: u64, now: Instant) {
         let second = now.saturating_duration_since(self.start).as_secs();
         let mut c = self.lock();
-        c.lines += lines;
-        c.bytes += bytes;
+        c.lines = c.lines.saturating_add(lines);
+        c.bytes = c.bytes.saturating_add(bytes);
         match c.recent.back_mut() {
             Some((at, l, b)) if *at == second => {
-                *l += lines;
-                *b += bytes;
+                *l = l.saturating_add(lines);
+                *b = b.saturating_add(bytes);
             }
             _ => c.recent.push_back((second, lines, bytes)),
         }
@@ -249,7 +249,10 @@ impl SessionUsage {
     }
 
     pub fn dropped(&self, reason: DropReason, count: u64) {
-        *self.lock().dropped.entry(reason).or_default() += count;
+        // `count` is the agent's word: a hostile one must not overflow it.
+        let mut c = self.lock();
+        let n = c.dropped.entry(reason).or_default();
+        *n = n.saturating_add(count);
     }
 
     /// Whether the session's clients should be warned now: at most once per `every`.

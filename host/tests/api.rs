@@ -95,10 +95,9 @@ async fn reference_flow_with_two_clients() {
         let line = error["metadata"]["line"].as_u64().unwrap();
         assert_eq!(warn["metadata"]["line"].as_u64().unwrap() + 1, line);
         assert!(line > 4);
-        assert_eq!(
-            warn["seq"].as_u64().unwrap() + 1,
-            error["seq"].as_u64().unwrap()
-        );
+        // Records are numbered as they go out: the ERROR line waits a moment for a stack
+        // trace, so api.log's line, read with it, may come (and be numbered) in between.
+        assert!(warn["seq"].as_u64().unwrap() < error["seq"].as_u64().unwrap());
         let ts = error["timestamp"].as_str().unwrap();
         assert!(
             ts.ends_with('Z') && ts.len() == "2024-01-15T10:00:00.123Z".len(),

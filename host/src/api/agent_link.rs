@@ -45,6 +45,9 @@ use crate::usage;
 /// metrics; a streaming agent's larger frames are still read whole, in more reads.
 const AGENT_READ_BUFFER_BYTES: usize = 8 * 1024;
 
+/// Frames handled before an `Ack` goes out even while more are waiting to be read.
+const ACK_EVERY_FRAMES: usize = 32;
+
 pub async fn agent_connect(
     State(state): State<AppState>,
     ident: AgentIdentity,
@@ -112,8 +115,10 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
         next: hello.next_frame,
         delivered: conn.delivered.clone(),
     };
-    // The highest frame number handled and not acknowledged yet.
+    // The highest frame number handled and not acknowledged yet, and how many frames since
+    // the last `Ack`.
     let mut ack_owed: Option<u64> = None;
+    let mut unacked = 0usize;
     let close_reason = loop {
         // Biased: reading goes before acknowledging, so an `Ack` covers everything readable.
         // Timers and commands go first: they are rare, and a flood of frames must not starve
@@ -162,6 +167,17 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
                         }
                     };
                     ack_owed = Some(number);
+                    unacked += 1;
+                    // A link that always has more to read still acknowledges as it goes, or the
+                    // agent's window would fill and it would count healthy batches as dropped.
+                    if unacked >= ACK_EVERY_FRAMES
+                        && let Some(upto) = ack_owed.take()
+                    {
+                        unacked = 0;
+                        if !send_to_agent(&mut socket, &HostFrame::Ack { upto }, key, &state).await {
+                            break None;
+                        }
+                    }
                     // Replies (plugin components, up to 16 MiB) go straight out on this socket,
                     // one at a time, never piling up in the command queue.
                     if let Some(reply) = reply
@@ -179,6 +195,7 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
             },
             // Nothing more readable right now: acknowledge what was handled.
             _ = std::future::ready(()), if ack_owed.is_some() => {
+                unacked = 0;
                 if let Some(upto) = ack_owed.take()
                     && !send_to_agent(&mut socket, &HostFrame::Ack { upto }, key, &state).await
                 {

@@ -137,9 +137,19 @@ pub async fn patch(
     JsonBody(req): JsonBody<PatchSessionRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let claims = &user.0;
-    // Not found before any work on the filters, and without telling other orgs' ids apart.
-    if state.sessions.get(&claims.org, &id).is_none() {
-        return Err(ApiError::session_not_found(&id));
+    // Not found, or not theirs to change, before any work on the filters (checking plugins
+    // instantiates them); another org's id answers as one that does not exist.
+    let current = state
+        .sessions
+        .get(&claims.org, &id)
+        .ok_or_else(|| ApiError::session_not_found(&id))?;
+    let not_owner = || {
+        ApiError::forbidden(
+            "this session was started by another user; only they or an admin may change it",
+        )
+    };
+    if !user.is_admin() && current.created_by != claims.sub {
+        return Err(not_owner());
     }
     let filters = validated(Some(&req.filters))?;
     let filters = checked_plugins(&state, &claims.org, filters).await?;
@@ -149,9 +159,7 @@ pub async fn patch(
         .change_filters(&claims.org, &id, &claims.sub, user.is_admin(), filters)
         .map_err(|refused| match refused {
             StopRefused::NotFound => ApiError::session_not_found(&id),
-            StopRefused::NotOwner => ApiError::forbidden(
-                "this session was started by another user; only they or an admin may change it",
-            ),
+            StopRefused::NotOwner => not_owner(),
         })?;
     state
         .audit
