@@ -307,6 +307,19 @@ impl Pipeline {
     /// [`crate::multiline`]), then sessions filter the records on a blocking thread (see the
     /// module docs); this returns once all of them have.
     pub async fn handle_lines(&mut self, batch: TailBatch, now: Instant) {
+        // Metrics count lines as read, joined or not.
+        for line in &batch {
+            self.metrics
+                .record(&line.source, detect_level(&line.text), line.text.len());
+        }
+        if self.sessions.is_empty() {
+            // Metrics-only: nothing to join or parse (what the joiner held goes out first).
+            self.flush_multiline(now, true).await;
+            for _ in &batch {
+                self.seq.take();
+            }
+            return;
+        }
         let mut records = Vec::with_capacity(batch.len());
         self.joiner.push(batch, now, &mut records);
         self.process(records, now).await;
@@ -324,7 +337,7 @@ impl Pipeline {
 
     /// Numbers `batch`'s records as they leave the joiner, so `seq` order is delivery order
     /// (a record the joiner held comes after records of other files read meanwhile), and runs
-    /// them through metrics and sessions.
+    /// them through the sessions.
     async fn process(&mut self, batch: TailBatch, now: Instant) {
         if !self.backlog_unreported.is_empty() {
             self.report_backlog_dropped();
@@ -336,9 +349,6 @@ impl Pipeline {
         let mut records = Vec::with_capacity(if streaming { batch.len() } else { 0 });
         for line in batch {
             let seq = self.seq.take();
-            let level = detect_level(&line.text);
-            self.metrics.record(&line.source, level, line.text.len());
-            // Metrics-only mode (no session) allocates nothing per line beyond the tailer's.
             if streaming {
                 records.push(self.parsers.record(seq, line));
             }
