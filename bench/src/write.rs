@@ -66,8 +66,9 @@ pub fn timestamped(n: u64, pad: &str) -> String {
 
 /// The `t=` stamp of a [`timestamped`] line.
 pub fn stamp_of(message: &str) -> Option<u128> {
+    // Words end at quotes too: in a client message's JSON the parsed message starts `"t=…`.
     message
-        .split_whitespace()
+        .split(|c: char| c.is_whitespace() || c == '"')
         .find_map(|w| w.strip_prefix("t="))
         .and_then(|t| t.parse().ok())
 }
