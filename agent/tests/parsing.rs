@@ -142,3 +142,34 @@ async fn a_stack_trace_is_one_record() {
     stack.logs.append("nginx.log", &["INFO next"]).await;
     assert_eq!(client.expect_log().await["message"], "next");
 }
+
+/// `seq` only increases in the order clients receive records, whatever multiline holds back:
+/// an ERROR line (held a moment for a stack trace) and a line of another file read with it both
+/// arrive, in ascending `seq`, so no client drops either as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seq_ascends_in_delivery_order_across_files() {
+    let stack = Stack::new().await;
+    let session = stack.start(json!({})).await;
+    let mut client = stack.client(&session).await;
+    stack
+        .sync("nginx.log", |n| format!("probe {n}"), &mut client)
+        .await;
+    stack
+        .logs
+        .append("nginx.log", &["ERROR held for a trace"])
+        .await;
+    stack
+        .logs
+        .append("api.log", &["INFO from another file"])
+        .await;
+    let mut seqs = Vec::new();
+    let mut messages = Vec::new();
+    while messages.len() < 2 {
+        let log = client.expect_log().await;
+        seqs.push(log["seq"].as_u64().unwrap());
+        messages.push(log["message"].as_str().unwrap().to_owned());
+    }
+    messages.sort();
+    assert_eq!(messages, ["from another file", "held for a trace"]);
+    assert!(seqs[0] < seqs[1], "{seqs:?}");
+}
