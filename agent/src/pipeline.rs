@@ -62,6 +62,7 @@ use crate::outbox::Outbox;
 use crate::parse::Parsers;
 use crate::parse::detect_level;
 use crate::session::{Session, filter_error};
+use crate::checkpointing::Checkpointing;
 use crate::state::{SavedSession, SeqSource, SessionWriter, StateDir};
 use crate::tail::{TailBatch, TailStats};
 use crate::time::now_ms;
@@ -111,6 +112,9 @@ pub struct Pipeline {
     parsers: Parsers,
     /// Continuation lines joined into their records, per source.
     joiner: Joiner,
+    /// Writes the tail checkpoint once its lines are in the outbox; `None`: no state
+    /// directory.
+    checkpointing: Option<Checkpointing>,
 }
 
 /// A session waiting for its chain. Dropping it cancels the loader task.
@@ -176,6 +180,7 @@ impl Pipeline {
             failed: std::collections::VecDeque::new(),
             parsers: Parsers::default(),
             joiner: Joiner::default(),
+            checkpointing: None,
         }
     }
 
@@ -196,8 +201,35 @@ impl Pipeline {
     /// there whenever it changes. Must run inside a tokio runtime (the writer is a task).
     pub fn with_state(mut self, state: &StateDir) -> Pipeline {
         self.seq = state.seq(initial_seq(now_ms()));
-        self.saver = Some(SessionWriter::spawn(state.clone()));
+        self.saver = Some(SessionWriter::sessions(state.clone()));
         self
+    }
+
+    /// Writes the tailer's read positions (`snapshots`) as checkpoints once their lines are
+    /// safe (see [`crate::checkpointing`]). Must run inside a tokio runtime.
+    pub fn with_checkpoints(
+        mut self,
+        snapshots: tokio::sync::watch::Receiver<crate::tail::Snapshot>,
+        store: crate::tail::CheckpointStore,
+    ) -> Pipeline {
+        self.checkpointing = Some(Checkpointing::new(snapshots, store, self.outbox.clone()));
+        self
+    }
+
+    /// Writes the newest checkpoint if every line before it has left the pipeline, after
+    /// flushing the sessions' batches into the outbox.
+    fn checkpoint(&mut self, now: Instant) {
+        let Some(ready) = self
+            .checkpointing
+            .as_ref()
+            .and_then(|c| c.ready(self.joiner.oldest_held()))
+        else {
+            return;
+        };
+        self.flush(now);
+        if let Some(c) = self.checkpointing.as_mut() {
+            c.write(ready);
+        }
     }
 
     /// Starts the saved sessions that have not ended by the wall clock yet, as restored
@@ -621,6 +653,7 @@ impl Pipeline {
                 _ = flush_tick.tick() => {
                     self.flush_multiline(Instant::now(), false).await;
                     self.flush(Instant::now());
+                    self.checkpoint(Instant::now());
                 }
                 _ = metrics_tick.tick() => self.report_metrics(Instant::now()),
                 frame = host.recv(), if host_open => match frame {
@@ -632,12 +665,17 @@ impl Pipeline {
                 // Not while a restored session is pending: the files hold its lines meanwhile.
                 batch = lines.recv(), if !self.holds_lines() => match batch {
                     Some(batch) => {
-                        self.handle_lines(batch, Instant::now()).await;
+                        let now = Instant::now();
+                        self.handle_lines(batch, now).await;
+                        if let Some(c) = self.checkpointing.as_mut() {
+                            c.batch_handled(now);
+                        }
                         // Nothing more read yet: ship now rather than wait for the timer. Under
                         // load the channel is rarely empty, so batches still fill up.
                         if lines.is_empty() {
                             self.flush(Instant::now());
                         }
+                        self.checkpoint(Instant::now());
                     }
                     None => break,
                 },
@@ -647,6 +685,13 @@ impl Pipeline {
         self.save_sessions();
         self.flush_multiline(Instant::now(), true).await;
         self.flush(Instant::now());
+        self.checkpoint(Instant::now());
+        if let Some(c) = self.checkpointing.take() {
+            c.finish().await;
+        }
+        if let Some(saver) = self.saver.take() {
+            saver.finish().await;
+        }
         debug!("pipeline stopped");
     }
 }
