@@ -159,10 +159,16 @@ mod tests {
         assert_eq!(c.ready(None), None, "batch 2 not handled yet");
         let t2 = t0 + Duration::from_millis(10);
         c.batch_handled(t2);
-        assert_eq!(c.ready(Some(t2)), None, "the joiner holds a record of batch 2");
+        assert_eq!(
+            c.ready(Some(t2)),
+            None,
+            "the joiner holds a record of batch 2"
+        );
         assert_eq!(c.ready(Some(t0)), None, "... or of batch 1");
         let later = t2 + Duration::from_millis(1);
-        let cp = c.ready(Some(later)).expect("the held record began after batch 2");
+        let cp = c
+            .ready(Some(later))
+            .expect("the held record began after batch 2");
         assert_eq!(c.ready(None).as_ref(), Some(&cp));
         c.write(cp.clone());
         assert_eq!(c.ready(None), None, "written already");

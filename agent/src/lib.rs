@@ -292,10 +292,7 @@ async fn resume(dir: Option<std::path::PathBuf>, tuning: &Tuning) -> Result<Resu
 
 /// The outbox: in memory, or also on disk in `--buffer-dir` (which must work: a clear
 /// startup error otherwise), holding first what the last run left unacknowledged there.
-async fn open_outbox(
-    tuning: &Tuning,
-    upto: Option<(u64, u64)>,
-) -> Result<Outbox, AgentError> {
+async fn open_outbox(tuning: &Tuning, upto: Option<(u64, u64)>) -> Result<Outbox, AgentError> {
     let Some(dir) = tuning.buffer_dir.clone() else {
         return Ok(Outbox::new(tuning.buffer_bytes));
     };

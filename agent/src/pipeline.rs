@@ -53,16 +53,16 @@ use tokio::time::MissedTickBehavior;
 use tracing::{debug, error, info};
 
 use crate::AbortOnDrop;
+use crate::checkpointing::Checkpointing;
 use crate::config::SourceConfig;
 use crate::filter::{Built, FilterFailure};
 use crate::loader::{ChainLoader, RUNTIME_FILTER_NAME};
 use crate::metrics::{HealthInputs, MetricsCollector};
 use crate::multiline::Joiner;
-use crate::outbox::Outbox;
+use crate::outbox::{BACKPRESSURE_MAX_WAIT, Outbox};
 use crate::parse::Parsers;
 use crate::parse::detect_level;
 use crate::session::{Session, filter_error};
-use crate::checkpointing::Checkpointing;
 use crate::state::{SavedSession, SeqSource, SessionWriter, StateDir};
 use crate::tail::{TailBatch, TailStats};
 use crate::time::now_ms;
@@ -645,7 +645,18 @@ impl Pipeline {
         let mut metrics_tick = tokio::time::interval_at(start, metrics_interval);
         metrics_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut host_open = true;
+        // Since when the outbox has been too full to take lines (see `outbox`).
+        let mut full_since: Option<tokio::time::Instant> = None;
+        let outbox = self.outbox.clone();
         loop {
+            let now = tokio::time::Instant::now();
+            let held_back = if outbox.has_room() {
+                full_since = None;
+                None
+            } else {
+                let until = *full_since.get_or_insert(now) + BACKPRESSURE_MAX_WAIT;
+                (now < until).then_some(until)
+            };
             // Biased, timers first: a busy tail channel must not starve flushes; host commands
             // before lines, so a session started before lines arrived sees them.
             tokio::select! {
@@ -662,8 +673,11 @@ impl Pipeline {
                 },
                 // Never `None`: the pipeline holds a sender.
                 Some(ready) = self.ready_rx.recv() => self.activate(ready, Instant::now()),
-                // Not while a restored session is pending: the files hold its lines meanwhile.
-                batch = lines.recv(), if !self.holds_lines() => match batch {
+                _ = outbox.room(), if held_back.is_some() => {}
+                _ = tokio::time::sleep_until(held_back.unwrap_or(now)), if held_back.is_some() => {}
+                // Not while a restored session is pending, nor while the outbox holds back
+                // lines: the files hold them meanwhile.
+                batch = lines.recv(), if !self.holds_lines() && held_back.is_none() => match batch {
                     Some(batch) => {
                         let now = Instant::now();
                         self.handle_lines(batch, now).await;

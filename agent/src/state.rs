@@ -210,7 +210,9 @@ impl<T: Clone + Send + Sync + 'static> LatestWriter<T> {
                 let write = write.clone();
                 match tokio::task::spawn_blocking(move || write(&value)).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!(error = %e, "cannot save {what}; a restart will not resume from it"),
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "cannot save {what}; a restart will not resume from it")
+                    }
                     Err(e) => warn!(error = %e, "{what} writer lost"),
                 }
             }
@@ -237,9 +239,10 @@ pub type SessionWriter = LatestWriter<Vec<SavedSession>>;
 impl SessionWriter {
     /// The writer of `state`'s saved sessions.
     pub fn sessions(state: StateDir) -> SessionWriter {
-        LatestWriter::spawn("the running sessions", move |sessions: &Vec<SavedSession>| {
-            state.save_sessions(sessions)
-        })
+        LatestWriter::spawn(
+            "the running sessions",
+            move |sessions: &Vec<SavedSession>| state.save_sessions(sessions),
+        )
     }
 }
 

@@ -169,9 +169,8 @@ mod tests {
     #[test]
     fn log_lines_already_published_are_dropped_by_seq() {
         let d = Delivered::default();
-        let batch = |seqs: std::ops::RangeInclusive<u64>| -> Vec<Record> {
-            seqs.map(record).collect()
-        };
+        let batch =
+            |seqs: std::ops::RangeInclusive<u64>| -> Vec<Record> { seqs.map(record).collect() };
         let seqs = |r: &[Record]| r.iter().map(|r| r.seq).collect::<Vec<_>>();
         let mut first = batch(1..=5);
         d.fresh_logs("a", &mut first);

@@ -37,6 +37,13 @@
 //! they wait in the queue, where metrics are capped. Rewound frames keep their numbers and
 //! are never merged: the numbers on a link must follow each other without a gap.
 //!
+//! Backpressure while the host is reachable: overflow is for a host that is away, not for
+//! one that is only slower than reading for a moment (a restart's backlog, a burst). While
+//! a link is up and the outbox holds more than half its bound, [`Outbox::has_room`] says no
+//! and the pipeline takes no more lines from the tailer (the files hold them) until
+//! acknowledgements make room, for at most [`BACKPRESSURE_MAX_WAIT`] at a time; after that,
+//! or with no link, lines flow and the overflow policy above applies.
+//!
 //! With a disk buffer ([`Outbox::with_spool`], `--buffer-dir`), the frames that must not be
 //! lost (`Logs`, `Dropped`, `FilterError`) are also appended to a [`spool`] as they are queued
 //! (a batch the policy drops is not), and the spool's acknowledged position follows the
@@ -61,6 +68,11 @@ use spool::{Pos, Spool};
 /// Most metrics frames kept while disconnected: an hour at the default 60 s interval.
 pub const MAX_QUEUED_METRICS: usize = 60;
 
+/// Longest the pipeline holds back lines for room in the outbox while a link is up (see the
+/// module docs): long enough for a working host to catch up, short enough that a host that
+/// stopped acknowledging does not hold the tailer (and its rotation handling) for long.
+pub const BACKPRESSURE_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The number of the first frame an outbox sends.
 pub const FIRST_FRAME: u64 = 1;
 
@@ -75,6 +87,10 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the uplink when a frame is queued or the window shrinks.
     notify: Notify,
+    /// Wakes the pipeline waiting for room (see [`Outbox::room`]).
+    room: Notify,
+    /// Whether a link to the host is up (set by the uplink).
+    connected: std::sync::atomic::AtomicBool,
     /// This outbox's identity on the wire (`Hello::outbox`).
     id: u64,
 }
@@ -198,6 +214,8 @@ impl Outbox {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 notify: Notify::new(),
+                room: Notify::new(),
+                connected: std::sync::atomic::AtomicBool::new(false),
                 id: fastrand::u64(..),
             }),
         }
@@ -286,6 +304,43 @@ impl Outbox {
             state.ack(upto);
         }
         self.shared.notify.notify_one();
+        self.shared.room.notify_waiters();
+    }
+
+    /// The uplink has a link up (`true`) or lost it (`false`).
+    pub fn set_connected(&self, up: bool) {
+        self.shared
+            .connected
+            .store(up, std::sync::atomic::Ordering::Relaxed);
+        self.shared.room.notify_waiters();
+    }
+
+    /// Whether the pipeline may hand over more lines without waiting (see the module docs):
+    /// no link is up, or the outbox is at most half full.
+    pub fn has_room(&self) -> bool {
+        if !self
+            .shared
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return true;
+        }
+        let state = self.state();
+        state.bytes + state.unacked_bytes <= state.limit / 2
+    }
+
+    /// Waits until [`Outbox::has_room`].
+    pub async fn room(&self) {
+        loop {
+            let notified = self.shared.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a wake-up in between is not missed.
+            notified.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// For a new link: puts the unacknowledged frames back at the front of the queue, in
@@ -365,7 +420,7 @@ impl State {
 
     /// Queues what a disk buffer held at start, oldest first; what does not fit in the
     /// bound is dropped from the oldest on and counted per session.
-    fn restore(&mut self, records: Vec<(Vec<u8>, Pos)>) {
+    fn restore(&mut self, records: Vec<spool::Stored>) {
         let mut entries: VecDeque<Entry> = records
             .into_iter()
             .map(|(bytes, pos)| Entry {
@@ -634,6 +689,41 @@ mod tests {
             .collect()
     }
 
+    /// While a link is up, an outbox more than half full holds lines back until
+    /// acknowledgements make room; with no link it never does (overflow applies instead).
+    #[tokio::test]
+    async fn a_connected_outbox_more_than_half_full_holds_lines_back_until_acknowledged() {
+        let one = size_of(&logs("s", 1, 10));
+        let outbox = Outbox::new(4 * one);
+        for first in [1, 11, 21] {
+            outbox.push(logs("s", first, 10));
+        }
+        assert!(outbox.has_room(), "no link: never held back");
+        outbox.set_connected(true);
+        assert!(!outbox.has_room());
+        let sent: Vec<Entry> = std::iter::from_fn(|| outbox.try_pop()).collect();
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.room().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "sent is not acknowledged");
+        outbox.ack(sent[1].number().unwrap());
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("room once acknowledged")
+            .unwrap();
+        assert!(outbox.has_room());
+        // A link going down releases a waiter too.
+        outbox.push(logs("s", 31, 10));
+        outbox.push(logs("s", 41, 10));
+        assert!(!outbox.has_room());
+        outbox.set_connected(false);
+        tokio::time::timeout(std::time::Duration::from_secs(5), outbox.room())
+            .await
+            .expect("no link: room");
+    }
+
     /// With a disk buffer, the next process sends again what the host did not acknowledge,
     /// in order, and not what it did.
     #[test]
@@ -655,7 +745,10 @@ mod tests {
         assert_eq!(describe(&drain(&outbox)), ["D:s:2:rate", "L:s:7"]);
         drop(outbox);
         let outbox = Outbox::with_spool(1 << 20, dir.path(), None).unwrap();
-        assert!(outbox.is_empty(), "drained and acknowledged: nothing comes back");
+        assert!(
+            outbox.is_empty(),
+            "drained and acknowledged: nothing comes back"
+        );
     }
 
     /// A buffer left bigger than the bound (the bound was lowered) loses its oldest frames

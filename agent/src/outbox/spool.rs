@@ -42,6 +42,9 @@ const ACKED_FILE: &str = "acked";
 const LOCK_FILE: &str = "lock";
 const SUFFIX: &str = ".spool";
 
+/// A record read back at start: its bytes and where it ends.
+pub type Stored = (Vec<u8>, Pos);
+
 /// Where a record ends in the spool: everything up to here may be acknowledged together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Pos {
@@ -75,7 +78,7 @@ impl Spool {
     /// Opens (creating) the spool in `dir` and returns the records not acknowledged yet,
     /// oldest first, each with the position it ends at. With `upto`, records after it are
     /// discarded, from the disk too (their lines are read again from the files).
-    pub fn open(dir: &Path, upto: Option<Pos>) -> io::Result<(Spool, Vec<(Vec<u8>, Pos)>)> {
+    pub fn open(dir: &Path, upto: Option<Pos>) -> io::Result<(Spool, Vec<Stored>)> {
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true);
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
@@ -98,10 +101,16 @@ impl Spool {
                 remove(&path);
                 continue;
             }
-            let from = if index == acked.segment { acked.offset } else { 0 };
+            let from = if index == acked.segment {
+                acked.offset
+            } else {
+                0
+            };
             match read_segment(&path, index, from, &mut records) {
                 Ok(()) => kept.push(index),
-                Err(e) => warn!(path = %path.display(), error = %e, "unreadable buffer segment; skipping it"),
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "unreadable buffer segment; skipping it")
+                }
             }
         }
         if let Some(upto) = upto {
@@ -237,7 +246,7 @@ fn lock(dir: &Path) -> io::Result<File> {
 
 /// Drops the records after `upto`, from `records` and from the disk (`kept`: the segment
 /// indexes read).
-fn discard_after(dir: &Path, upto: Pos, kept: &mut Vec<u64>, records: &mut Vec<(Vec<u8>, Pos)>) {
+fn discard_after(dir: &Path, upto: Pos, kept: &mut Vec<u64>, records: &mut Vec<Stored>) {
     let before = records.len();
     records.retain(|(_, pos)| *pos <= upto);
     if records.len() == before {
@@ -316,12 +325,7 @@ fn read_marker(file: &File) -> Pos {
 
 /// Reads the whole records of segment `index` that start at or after `from`, stopping at the
 /// first torn or damaged one.
-fn read_segment(
-    path: &Path,
-    index: u64,
-    from: u64,
-    out: &mut Vec<(Vec<u8>, Pos)>,
-) -> io::Result<()> {
+fn read_segment(path: &Path, index: u64, from: u64, out: &mut Vec<Stored>) -> io::Result<()> {
     let data = fs::read(path)?;
     let mut at = 0u64;
     while let Some(header) = data.get(at as usize..(at + HEADER_BYTES) as usize) {
@@ -354,7 +358,7 @@ fn read_segment(
 mod tests {
     use super::*;
 
-    fn texts(records: &[(Vec<u8>, Pos)]) -> Vec<String> {
+    fn texts(records: &[Stored]) -> Vec<String> {
         records
             .iter()
             .map(|(b, _)| String::from_utf8(b.clone()).unwrap())
