@@ -165,6 +165,10 @@ pub struct Tuning {
     /// cache directory, or no state at all when there is no usable cache directory (see
     /// [`crate::state`]).
     pub state_dir: Option<PathBuf>,
+    /// Where the outbox is also kept on disk, so unacknowledged lines survive a restart
+    /// (`--buffer-dir`, `buffer_dir`, `LOGFLEET_BUFFER_DIR`). `None`: memory only (see
+    /// [`crate::outbox`]).
+    pub buffer_dir: Option<PathBuf>,
     /// Most backlog read per file when a restart resumes from checkpoints; older lines
     /// beyond it are skipped and reported as dropped (see [`crate::pipeline`]).
     pub backlog_cap_bytes: u64,
@@ -185,6 +189,7 @@ impl Default for Tuning {
             read_timeout: Duration::from_secs(45),
             cache_dir: None,
             state_dir: None,
+            buffer_dir: None,
             backlog_cap_bytes: crate::tail::checkpoint::DEFAULT_BACKLOG_CAP_BYTES,
         }
     }
@@ -204,6 +209,8 @@ pub struct Settings {
     pub rotate_wait: Option<Duration>,
     /// [`Tuning::state_dir`].
     pub state_dir: Option<PathBuf>,
+    /// [`Tuning::buffer_dir`].
+    pub buffer_dir: Option<PathBuf>,
 }
 
 /// The TOML file as written; unknown keys are refused so typos are not silently ignored.
@@ -218,6 +225,7 @@ struct FileConfig {
     ca_cert: Option<PathBuf>,
     rotate_wait: Option<String>,
     state_dir: Option<PathBuf>,
+    buffer_dir: Option<PathBuf>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -321,6 +329,7 @@ impl Settings {
             cache_dir: file.cache_dir,
             ca_cert: file.ca_cert,
             state_dir: file.state_dir,
+            buffer_dir: file.buffer_dir,
             sources,
         })
     }
@@ -344,6 +353,7 @@ impl Settings {
             ca_cert: top.ca_cert.or(self.ca_cert),
             rotate_wait: top.rotate_wait.or(self.rotate_wait),
             state_dir: top.state_dir.or(self.state_dir),
+            buffer_dir: top.buffer_dir.or(self.buffer_dir),
         }
     }
 
@@ -358,6 +368,9 @@ impl Settings {
         }
         if let Some(dir) = self.state_dir {
             tuning.state_dir = Some(dir);
+        }
+        if let Some(dir) = self.buffer_dir {
+            tuning.buffer_dir = Some(dir);
         }
         let host = self
             .host
@@ -589,6 +602,8 @@ pub enum ConfigError {
     CacheDir { path: String, error: std::io::Error },
     #[error("cannot use state directory {path}: {error}")]
     StateDir { path: String, error: std::io::Error },
+    #[error("cannot use buffer directory {path}: {error}")]
+    BufferDir { path: String, error: std::io::Error },
 }
 
 #[cfg(test)]
@@ -652,6 +667,7 @@ mod tests {
             ca_cert: Some("/file/ca.pem".into()),
             rotate_wait: Some(Duration::from_secs(3)),
             state_dir: Some("/file/state".into()),
+            buffer_dir: Some("/file/buffer".into()),
         };
         let flags = Settings {
             host: Some("http://flag".into()),
@@ -663,6 +679,7 @@ mod tests {
             ca_cert: None,
             rotate_wait: None,
             state_dir: None,
+            buffer_dir: Some("/flag/buffer".into()),
         };
         let c = file
             .overridden_by(flags)
@@ -676,6 +693,7 @@ mod tests {
         assert_eq!(c.ca_cert, Some(PathBuf::from("/file/ca.pem")));
         assert_eq!(c.tuning.rotate_wait, Duration::from_secs(3));
         assert_eq!(c.tuning.state_dir, Some(PathBuf::from("/file/state")));
+        assert_eq!(c.tuning.buffer_dir, Some(PathBuf::from("/flag/buffer")));
         assert_eq!(
             c.sources,
             vec![

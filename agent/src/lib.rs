@@ -32,6 +32,7 @@
 //!
 //! [`run`] wires them together; `main.rs` only parses arguments and calls it.
 
+pub mod checkpointing;
 pub mod config;
 pub mod filter;
 pub mod filter_test;
@@ -147,8 +148,13 @@ pub async fn run_with(
         .transpose()?;
 
     let tuning = config.tuning;
-    let resumed = resume(tuning.state_dir.clone(), &tuning).await?;
-    let outbox = Outbox::new(tuning.buffer_bytes);
+    let mut resumed = resume(tuning.state_dir.clone(), &tuning).await?;
+    // Resuming from checkpoints, the tailer reads again what the buffer holds after them.
+    let spool_upto = match resumed.tail.start {
+        tail::StartPolicy::Resume { .. } => resumed.tail.resume_from.spool_end,
+        tail::StartPolicy::AtEnd => None,
+    };
+    let outbox = open_outbox(&tuning, spool_upto).await?;
     let loader = ChainLoader::new(builder, outbox.clone());
     let tail_stats = Arc::new(TailStats::default());
     // Bounded: the tailer waits when the pipeline is behind (see `tail`).
@@ -166,6 +172,9 @@ pub async fn run_with(
     .parse_sources_as(&config.sources);
     if let Some(state) = &resumed.state {
         pipeline = pipeline.with_state(state);
+        let (snapshots, published) = watch::channel(tail::Snapshot::default());
+        resumed.tail.snapshots = Some(snapshots);
+        pipeline = pipeline.with_checkpoints(published, tail::CheckpointStore::new(state.path()));
         let restored = pipeline.restore(resumed.sessions);
         if restored > 0 {
             info!(
@@ -274,12 +283,36 @@ async fn resume(dir: Option<std::path::PathBuf>, tuning: &Tuning) -> Result<Resu
         };
         tail.resume_from = checkpoints;
     }
-    tail.checkpoint = Some(tail::CheckpointStore::new(state.path()));
     Ok(Resumed {
         state: Some(state),
         sessions,
         tail,
     })
+}
+
+/// The outbox: in memory, or also on disk in `--buffer-dir` (which must work: a clear
+/// startup error otherwise), holding first what the last run left unacknowledged there.
+async fn open_outbox(tuning: &Tuning, upto: Option<(u64, u64)>) -> Result<Outbox, AgentError> {
+    let Some(dir) = tuning.buffer_dir.clone() else {
+        return Ok(Outbox::new(tuning.buffer_bytes));
+    };
+    let limit = tuning.buffer_bytes;
+    let outbox = tokio::task::spawn_blocking(move || {
+        let upto = upto.map(|(segment, offset)| outbox::spool::Pos { segment, offset });
+        Outbox::with_spool(limit, &dir, upto).map_err(|error| ConfigError::BufferDir {
+            path: dir.display().to_string(),
+            error,
+        })
+    })
+    .await
+    .map_err(AgentError::Startup)??;
+    if !outbox.is_empty() {
+        info!(
+            bytes = outbox.buffered_bytes(),
+            "resending what the disk buffer kept from before the restart"
+        );
+    }
+    Ok(outbox)
 }
 
 /// Compiles the built-in filters (or loads them from the disk cache) on a blocking thread, so

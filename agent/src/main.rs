@@ -92,6 +92,11 @@ struct RunArgs {
     /// under the cache directory; none if there is no usable cache directory).
     #[arg(long, env = "LOGFLEET_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Keep lines the host has not acknowledged on disk here as well, bounded by
+    /// --buffer-bytes, so they survive an agent restart during a host outage (default: in
+    /// memory only).
+    #[arg(long, env = "LOGFLEET_BUFFER_DIR", value_name = "DIR")]
+    buffer_dir: Option<PathBuf>,
 
     // Tuning, for tests and unusual deployments.
     #[arg(long, hide = true, value_parser = humantime::parse_duration)]
@@ -132,6 +137,7 @@ impl RunArgs {
             ca_cert: self.ca_cert,
             rotate_wait: self.rotate_wait,
             state_dir: self.state_dir,
+            buffer_dir: self.buffer_dir,
         };
         let defaults = Tuning::default();
         let tuning = Tuning {
@@ -149,6 +155,7 @@ impl RunArgs {
             read_timeout: self.read_timeout.unwrap_or(defaults.read_timeout),
             cache_dir: None,
             state_dir: None,
+            buffer_dir: None,
             backlog_cap_bytes: self.backlog_cap_bytes.unwrap_or(defaults.backlog_cap_bytes),
         };
         Ok(file.overridden_by(flags).into_config(tuning)?)

@@ -167,6 +167,11 @@ impl Joiner {
     pub fn holding(&self) -> bool {
         !self.pending.is_empty()
     }
+
+    /// When the oldest record waiting began (the `now` its first line was pushed with).
+    pub fn oldest_held(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.first).min()
+    }
 }
 
 /// Whether `text` can be the first line of a trace: worth waiting a moment for continuations.

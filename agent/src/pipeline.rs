@@ -53,12 +53,13 @@ use tokio::time::MissedTickBehavior;
 use tracing::{debug, error, info};
 
 use crate::AbortOnDrop;
+use crate::checkpointing::Checkpointing;
 use crate::config::SourceConfig;
 use crate::filter::{Built, FilterFailure};
 use crate::loader::{ChainLoader, RUNTIME_FILTER_NAME};
 use crate::metrics::{HealthInputs, MetricsCollector};
 use crate::multiline::Joiner;
-use crate::outbox::Outbox;
+use crate::outbox::{BACKPRESSURE_MAX_WAIT, Outbox};
 use crate::parse::Parsers;
 use crate::parse::detect_level;
 use crate::session::{Session, filter_error};
@@ -111,6 +112,9 @@ pub struct Pipeline {
     parsers: Parsers,
     /// Continuation lines joined into their records, per source.
     joiner: Joiner,
+    /// Writes the tail checkpoint once its lines are in the outbox; `None`: no state
+    /// directory.
+    checkpointing: Option<Checkpointing>,
 }
 
 /// A session waiting for its chain. Dropping it cancels the loader task.
@@ -176,6 +180,7 @@ impl Pipeline {
             failed: std::collections::VecDeque::new(),
             parsers: Parsers::default(),
             joiner: Joiner::default(),
+            checkpointing: None,
         }
     }
 
@@ -196,8 +201,35 @@ impl Pipeline {
     /// there whenever it changes. Must run inside a tokio runtime (the writer is a task).
     pub fn with_state(mut self, state: &StateDir) -> Pipeline {
         self.seq = state.seq(initial_seq(now_ms()));
-        self.saver = Some(SessionWriter::spawn(state.clone()));
+        self.saver = Some(SessionWriter::sessions(state.clone()));
         self
+    }
+
+    /// Writes the tailer's read positions (`snapshots`) as checkpoints once their lines are
+    /// safe (see [`crate::checkpointing`]). Must run inside a tokio runtime.
+    pub fn with_checkpoints(
+        mut self,
+        snapshots: tokio::sync::watch::Receiver<crate::tail::Snapshot>,
+        store: crate::tail::CheckpointStore,
+    ) -> Pipeline {
+        self.checkpointing = Some(Checkpointing::new(snapshots, store, self.outbox.clone()));
+        self
+    }
+
+    /// Writes the newest checkpoint if every line before it has left the pipeline, after
+    /// flushing the sessions' batches into the outbox.
+    fn checkpoint(&mut self, now: Instant) {
+        let Some(ready) = self
+            .checkpointing
+            .as_ref()
+            .and_then(|c| c.ready(self.joiner.oldest_held()))
+        else {
+            return;
+        };
+        self.flush(now);
+        if let Some(c) = self.checkpointing.as_mut() {
+            c.write(ready);
+        }
     }
 
     /// Starts the saved sessions that have not ended by the wall clock yet, as restored
@@ -613,7 +645,18 @@ impl Pipeline {
         let mut metrics_tick = tokio::time::interval_at(start, metrics_interval);
         metrics_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut host_open = true;
+        // Since when the outbox has been too full to take lines (see `outbox`).
+        let mut full_since: Option<tokio::time::Instant> = None;
+        let outbox = self.outbox.clone();
         loop {
+            let now = tokio::time::Instant::now();
+            let held_back = if outbox.has_room() {
+                full_since = None;
+                None
+            } else {
+                let until = *full_since.get_or_insert(now) + BACKPRESSURE_MAX_WAIT;
+                (now < until).then_some(until)
+            };
             // Biased, timers first: a busy tail channel must not starve flushes; host commands
             // before lines, so a session started before lines arrived sees them.
             tokio::select! {
@@ -621,6 +664,7 @@ impl Pipeline {
                 _ = flush_tick.tick() => {
                     self.flush_multiline(Instant::now(), false).await;
                     self.flush(Instant::now());
+                    self.checkpoint(Instant::now());
                 }
                 _ = metrics_tick.tick() => self.report_metrics(Instant::now()),
                 frame = host.recv(), if host_open => match frame {
@@ -629,15 +673,23 @@ impl Pipeline {
                 },
                 // Never `None`: the pipeline holds a sender.
                 Some(ready) = self.ready_rx.recv() => self.activate(ready, Instant::now()),
-                // Not while a restored session is pending: the files hold its lines meanwhile.
-                batch = lines.recv(), if !self.holds_lines() => match batch {
+                _ = outbox.room(), if held_back.is_some() => {}
+                _ = tokio::time::sleep_until(held_back.unwrap_or(now)), if held_back.is_some() => {}
+                // Not while a restored session is pending, nor while the outbox holds back
+                // lines: the files hold them meanwhile.
+                batch = lines.recv(), if !self.holds_lines() && held_back.is_none() => match batch {
                     Some(batch) => {
-                        self.handle_lines(batch, Instant::now()).await;
+                        let now = Instant::now();
+                        self.handle_lines(batch, now).await;
+                        if let Some(c) = self.checkpointing.as_mut() {
+                            c.batch_handled(now);
+                        }
                         // Nothing more read yet: ship now rather than wait for the timer. Under
                         // load the channel is rarely empty, so batches still fill up.
                         if lines.is_empty() {
                             self.flush(Instant::now());
                         }
+                        self.checkpoint(Instant::now());
                     }
                     None => break,
                 },
@@ -647,6 +699,13 @@ impl Pipeline {
         self.save_sessions();
         self.flush_multiline(Instant::now(), true).await;
         self.flush(Instant::now());
+        self.checkpoint(Instant::now());
+        if let Some(c) = self.checkpointing.take() {
+            c.finish().await;
+        }
+        if let Some(saver) = self.saver.take() {
+            saver.finish().await;
+        }
         debug!("pipeline stopped");
     }
 }

@@ -180,44 +180,69 @@ impl StateDir {
     }
 }
 
-/// Saves the running sessions off the async workers: the pipeline hands it each new set
-/// ([`SessionWriter::save`], never blocks) and one task writes them on a blocking thread, one
-/// write at a time. Sets handed in while a write runs replace each other, so only the newest
-/// is written next: bounded to one set waiting, and the file always ends up with the latest.
+/// Writes the newest of a series of values off the async workers: the pipeline hands it each
+/// new value ([`LatestWriter::save`], never blocks) and one task writes them on a blocking
+/// thread, one write at a time. Values handed in while a write runs replace each other, so
+/// only the newest is written next: bounded to one value waiting, and the file always ends
+/// up with the latest. Used for the running sessions and for the tail checkpoints.
 #[derive(Debug)]
-pub struct SessionWriter {
-    latest: tokio::sync::watch::Sender<Option<Vec<SavedSession>>>,
+pub struct LatestWriter<T> {
+    latest: tokio::sync::watch::Sender<Option<T>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-impl SessionWriter {
-    /// Starts the writer task for `state` (on the current tokio runtime). It ends when the
-    /// writer is dropped, after writing the set handed in last.
-    pub fn spawn(state: StateDir) -> SessionWriter {
-        let (latest, mut rx) = tokio::sync::watch::channel(None::<Vec<SavedSession>>);
-        tokio::spawn(async move {
+impl<T: Clone + Send + Sync + 'static> LatestWriter<T> {
+    /// Starts the writer task (on the current tokio runtime), which calls `write` with each
+    /// value to write; `what` names the file in its warnings. The task ends when the writer
+    /// is dropped or finished, after writing the value handed in last.
+    pub fn spawn<F>(what: &'static str, write: F) -> LatestWriter<T>
+    where
+        F: Fn(&T) -> std::io::Result<()> + Send + Sync + 'static,
+    {
+        let (latest, mut rx) = tokio::sync::watch::channel(None::<T>);
+        let write = std::sync::Arc::new(write);
+        let task = tokio::spawn(async move {
             // `changed` errs once the sender is gone and the last value has been seen.
             while rx.changed().await.is_ok() {
-                let Some(sessions) = rx.borrow_and_update().clone() else {
+                let Some(value) = rx.borrow_and_update().clone() else {
                     continue;
                 };
-                let state = state.clone();
-                let written =
-                    tokio::task::spawn_blocking(move || state.save_sessions(&sessions)).await;
-                match written {
+                let write = write.clone();
+                match tokio::task::spawn_blocking(move || write(&value)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        warn!(error = %e, "cannot save the running sessions; a restart will not resume them")
+                        warn!(error = %e, "cannot save {what}; a restart will not resume from it")
                     }
-                    Err(e) => warn!(error = %e, "session writer lost"),
+                    Err(e) => warn!(error = %e, "{what} writer lost"),
                 }
             }
         });
-        SessionWriter { latest }
+        LatestWriter { latest, task }
     }
 
-    /// Queues `sessions` to be written (replacing a set not written yet).
-    pub fn save(&self, sessions: Vec<SavedSession>) {
-        self.latest.send_replace(Some(sessions));
+    /// Queues `value` to be written (replacing one not written yet).
+    pub fn save(&self, value: T) {
+        self.latest.send_replace(Some(value));
+    }
+
+    /// Waits until the value handed in last is written, then ends the task.
+    pub async fn finish(self) {
+        drop(self.latest);
+        // Only a panic in `write` or a runtime shutting down; either was logged there.
+        let _ = self.task.await;
+    }
+}
+
+/// Saves the running sessions (see [`LatestWriter`]).
+pub type SessionWriter = LatestWriter<Vec<SavedSession>>;
+
+impl SessionWriter {
+    /// The writer of `state`'s saved sessions.
+    pub fn sessions(state: StateDir) -> SessionWriter {
+        LatestWriter::spawn(
+            "the running sessions",
+            move |sessions: &Vec<SavedSession>| state.save_sessions(sessions),
+        )
     }
 }
 

@@ -106,7 +106,10 @@ impl Uplink {
             let delay = match ws {
                 Ok(ws) => {
                     info!(url = %self.url, "connected to host");
-                    match self.serve(ws, &mut drain).await {
+                    self.outbox.set_connected(true);
+                    let served = self.serve(ws, &mut drain).await;
+                    self.outbox.set_connected(false);
+                    match served {
                         Ok(()) => return,
                         Err(LinkError::Superseded) => {
                             let delay = self

@@ -17,16 +17,37 @@
 //! comes from a replaced agent process (a restart): nothing resends those, so they are
 //! applied without a claim and the mark is left alone.
 //!
+//! A restarted agent with a disk buffer (`--buffer-dir`) sends again, under its new outbox,
+//! log frames its old process may already have delivered (their acknowledgement was not on
+//! its disk yet). Frame numbers cannot tell those apart, but `seq` can: it only grows, per
+//! agent, in the order lines are sent, also across restarts. [`Delivered::fresh_logs`] keeps
+//! per session the highest `seq` published and lets through only what is above it.
+//!
 //! A clustered host can keep the same promise: (agent, outbox, number) names a frame across
 //! hosts (a JetStream message id for its de-duplication window), and the acknowledgement can
 //! wait until the frame is durable without the agent noticing.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
+
+use logfleet_protocol::agent::Record;
+
+/// Sessions per agent whose highest published `seq` is remembered (the host runs at most 32
+/// per agent); beyond it the one updated least recently (an ended session) is forgotten.
+pub const MAX_SEQ_MARKS: usize = 64;
 
 /// How far one agent's outbox has been handled. Shared by all links of the agent.
 #[derive(Debug, Default)]
 pub struct Delivered {
     mark: Mutex<Mark>,
+    seqs: Mutex<SeqMarks>,
+}
+
+/// Per session, the highest `seq` published, and when it was last updated (a counter).
+#[derive(Debug, Default)]
+struct SeqMarks {
+    by_session: HashMap<String, (u64, u64)>,
+    tick: u64,
 }
 
 /// The newest link's outbox and the highest of its frame numbers handled (`None`: none yet).
@@ -64,6 +85,37 @@ impl Delivered {
         mark.upto = Some(number);
         true
     }
+
+    /// Removes from `records` (one log batch of session `session_id`, in seq order) the
+    /// lines this agent already delivered to the session, and remembers the highest left.
+    pub fn fresh_logs(&self, session_id: &str, records: &mut Vec<Record>) {
+        let Some(last) = records.last().map(|r| r.seq) else {
+            return;
+        };
+        let mut marks = self.seqs.lock().unwrap_or_else(|e| e.into_inner());
+        marks.tick += 1;
+        let tick = marks.tick;
+        match marks.by_session.get_mut(session_id) {
+            Some((high, used)) => {
+                let high_before = *high;
+                records.retain(|r| r.seq > high_before);
+                *high = high_before.max(last);
+                *used = tick;
+            }
+            None => {
+                if marks.by_session.len() >= MAX_SEQ_MARKS
+                    && let Some(oldest) = marks
+                        .by_session
+                        .iter()
+                        .min_by_key(|(_, (_, used))| *used)
+                        .map(|(id, _)| id.clone())
+                {
+                    marks.by_session.remove(&oldest);
+                }
+                marks.by_session.insert(session_id.to_owned(), (last, tick));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +147,55 @@ mod tests {
         assert!(!d.claim(7, 1));
         assert!(d.claim(7, 2));
         assert!(!d.claim(7, 2), "the old link's copy");
+    }
+
+    fn record(seq: u64) -> Record {
+        Record {
+            seq,
+            timestamp_ms: 0,
+            level: logfleet_protocol::Level::Info,
+            source: "app".into(),
+            file: "app.log".into(),
+            line: seq,
+            message: String::new(),
+            event_ms: None,
+            fields: None,
+            raw: None,
+        }
+    }
+
+    /// Lines a restarted agent sends again are published once: whatever the batches'
+    /// boundaries, only seqs above the session's highest pass, per session.
+    #[test]
+    fn log_lines_already_published_are_dropped_by_seq() {
+        let d = Delivered::default();
+        let batch =
+            |seqs: std::ops::RangeInclusive<u64>| -> Vec<Record> { seqs.map(record).collect() };
+        let seqs = |r: &[Record]| r.iter().map(|r| r.seq).collect::<Vec<_>>();
+        let mut first = batch(1..=5);
+        d.fresh_logs("a", &mut first);
+        assert_eq!(seqs(&first), [1, 2, 3, 4, 5]);
+        // The restarted agent's buffer starts at 4 and overlaps; another session is apart.
+        let mut again = batch(4..=8);
+        d.fresh_logs("a", &mut again);
+        assert_eq!(seqs(&again), [6, 7, 8]);
+        let mut other = batch(2..=3);
+        d.fresh_logs("b", &mut other);
+        assert_eq!(seqs(&other), [2, 3]);
+        let mut stale = batch(1..=8);
+        d.fresh_logs("a", &mut stale);
+        assert!(stale.is_empty());
+    }
+
+    /// The memory is bounded: marks of sessions not heard from for longest are forgotten.
+    #[test]
+    fn seq_marks_are_bounded() {
+        let d = Delivered::default();
+        for i in 0..(MAX_SEQ_MARKS as u64 * 2) {
+            let mut one = vec![record(i + 1)];
+            d.fresh_logs(&format!("s{i}"), &mut one);
+        }
+        assert_eq!(d.seqs.lock().unwrap().by_session.len(), MAX_SEQ_MARKS);
     }
 
     /// A restarted agent numbers from the start again under a new outbox: all of it is new,

@@ -8,11 +8,13 @@
 //! file in the same directory, fsync, rename, fsync of the directory), so a crash leaves the
 //! old or the new checkpoint, never a mix; a torn or invalid file is ignored with a warning
 //! ([`CheckpointStore::load`]): the agent then starts as without checkpoints, never crashes.
-//! The tailer writes it every [`CHECKPOINT_INTERVAL`] when something changed and when it
-//! stops.
-//!
-//! Positions are *read* positions: lines handed to the pipeline. Whether lines read but not
-//! yet delivered are replayed is the business of the delivery layer, not of this file.
+//! The tailer does not write it: it publishes a [`Snapshot`] of its read positions every
+//! [`CHECKPOINT_INTERVAL`] when something changed and when it stops, numbered by the batches
+//! sent before it. Read positions run ahead of what is safe (lines in the channel, in the
+//! multiline joiner, in a session's unsent batch), so the pipeline writes a snapshot only
+//! once every line before it has left the pipeline for the outbox, and only after the
+//! outbox's disk buffer is flushed (see [`crate::pipeline`]): a restart resumes exactly after
+//! the last line the outbox (and its disk buffer, with `--buffer-dir`) took.
 //!
 //! Resuming ([`StartPolicy::Resume`]): a file found by the first scan that has the identity of
 //! a checkpoint (device, inode, and a head that still starts with the checkpointed
@@ -31,7 +33,7 @@
 //! use std::sync::Arc;
 //! use logfleet_agent::SourceConfig;
 //! use logfleet_agent::tail::checkpoint::DEFAULT_BACKLOG_CAP_BYTES;
-//! use logfleet_agent::tail::{CheckpointStore, StartPolicy, TailOptions, TailStats, spawn};
+//! use logfleet_agent::tail::{CheckpointStore, Snapshot, StartPolicy, TailOptions, TailStats, spawn};
 //!
 //! let sources = [SourceConfig::new("app", "/var/log/app.log")];
 //! let store = CheckpointStore::new(std::path::Path::new("/var/lib/logfleet"));
@@ -39,7 +41,8 @@
 //!     // Resume (sessions were active), or `StartPolicy::AtEnd` as without checkpoints.
 //!     start: StartPolicy::Resume { backlog_cap_bytes: DEFAULT_BACKLOG_CAP_BYTES },
 //!     resume_from: store.load(),
-//!     checkpoint: Some(store),
+//!     // The pipeline writes them to `store` once their lines are safe.
+//!     snapshots: Some(tokio::sync::watch::channel(Snapshot::default()).0),
 //!     ..TailOptions::default()
 //! };
 //! let stats = Arc::new(TailStats::default());
@@ -67,6 +70,14 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_BACKLOG_CAP_BYTES: u64 = 64 * 1024 * 1024;
 /// Format version written in the file; other versions are ignored.
 const VERSION: u32 = 1;
+
+/// The tailer's read positions right after it sent its `batches`-th batch: every line before
+/// them is in that batch or an earlier one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub batches: u64,
+    pub checkpoints: Checkpoints,
+}
 
 /// Where files present at start begin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,12 +111,18 @@ pub struct FileCheckpoint {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoints {
     pub files: Vec<FileCheckpoint>,
+    /// Where the outbox's disk buffer ended (segment, offset) when these positions were
+    /// written: records after it hold lines after these positions, which a resumed tailer
+    /// reads again, so they are not resent (see [`crate::outbox::spool`]).
+    pub spool_end: Option<(u64, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct OnDisk {
     version: u32,
     files: Vec<FileCheckpoint>,
+    #[serde(default)]
+    spool_end: Option<(u64, u64)>,
 }
 
 /// The checkpoint file in a state directory.
@@ -138,7 +155,10 @@ impl CheckpointStore {
             }
         };
         match serde_json::from_slice::<OnDisk>(&bytes) {
-            Ok(disk) if disk.version == VERSION => Checkpoints { files: disk.files },
+            Ok(disk) if disk.version == VERSION => Checkpoints {
+                files: disk.files,
+                spool_end: disk.spool_end,
+            },
             Ok(disk) => {
                 warn!(path = %self.path.display(), version = disk.version, "checkpoint of another version ignored");
                 Checkpoints::default()
@@ -159,6 +179,7 @@ impl CheckpointStore {
         let disk = OnDisk {
             version: VERSION,
             files: checkpoints.files.clone(),
+            spool_end: checkpoints.spool_end,
         };
         let bytes = serde_json::to_vec(&disk).map_err(io::Error::other)?;
         {

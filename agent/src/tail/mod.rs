@@ -95,7 +95,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{SourceConfig, Tuning};
 
-pub use checkpoint::{CheckpointStore, Checkpoints, FileCheckpoint, StartPolicy};
+pub use checkpoint::{CheckpointStore, Checkpoints, FileCheckpoint, Snapshot, StartPolicy};
 pub use file::{FileTail, PollOutcome, Skipped, StartAt};
 pub use tailer::Tailer;
 
@@ -221,9 +221,10 @@ pub struct TailOptions {
     pub start: StartPolicy,
     /// The checkpoints [`StartPolicy::Resume`] continues from (see [`CheckpointStore::load`]).
     pub resume_from: Checkpoints,
-    /// Where to persist checkpoints (every [`checkpoint::CHECKPOINT_INTERVAL`] when something
-    /// changed, and when the tailer stops); `None`: not persisted.
-    pub checkpoint: Option<CheckpointStore>,
+    /// Where to publish read positions (every [`checkpoint::CHECKPOINT_INTERVAL`] when
+    /// something changed, and when the tailer stops); whoever receives them writes the
+    /// checkpoint once the lines before them are safe (see [`Snapshot`]). `None`: not kept.
+    pub snapshots: Option<tokio::sync::watch::Sender<Snapshot>>,
 }
 
 impl TailOptions {
@@ -235,7 +236,7 @@ impl TailOptions {
             events: true,
             start: StartPolicy::AtEnd,
             resume_from: Checkpoints::default(),
-            checkpoint: None,
+            snapshots: None,
         }
     }
 }

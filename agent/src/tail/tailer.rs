@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::checkpoint::{CHECKPOINT_INTERVAL, Checkpoints, StartPolicy};
+use super::checkpoint::{CHECKPOINT_INTERVAL, Checkpoints, Snapshot, StartPolicy};
 use super::file::{FileTail, Known, StartAt};
 use super::identity::{FileId, Retired};
 use super::wake::{Watcher, dirs_to_watch};
@@ -296,7 +296,10 @@ impl Tailer {
         for tail in &self.files {
             tail.checkpoints(&mut files);
         }
-        Checkpoints { files }
+        Checkpoints {
+            files,
+            spool_end: None,
+        }
     }
 
     fn watch_dirs(&self) -> std::collections::BTreeSet<std::path::PathBuf> {
@@ -330,7 +333,8 @@ impl Tailer {
         }
         let mut next_scan = Instant::now() + options.glob_interval;
         let mut next_checkpoint = Instant::now() + CHECKPOINT_INTERVAL;
-        let mut saved = Checkpoints::default();
+        let mut published = Checkpoints::default();
+        let mut sent: u64 = 0;
         let mut rescan_now = false;
         loop {
             let now = Instant::now();
@@ -351,14 +355,17 @@ impl Tailer {
             let mut batch = Vec::new();
             let more = self.poll(&mut batch);
             // Waits while the pipeline is behind: the files hold the unread data meanwhile.
-            if !batch.is_empty() && tx.blocking_send(batch).is_err() {
-                debug!("pipeline gone; tailer stopping");
-                break;
+            if !batch.is_empty() {
+                if tx.blocking_send(batch).is_err() {
+                    debug!("pipeline gone; tailer stopping");
+                    break;
+                }
+                sent += 1;
             }
-            if let Some(store) = &options.checkpoint
+            if let Some(snapshots) = &options.snapshots
                 && Instant::now() >= next_checkpoint
             {
-                self.save_checkpoint(store, &mut saved);
+                self.publish_checkpoint(snapshots, sent, &mut published);
                 next_checkpoint = Instant::now() + CHECKPOINT_INTERVAL;
             }
             let interval = if watcher.as_ref().is_some_and(Watcher::active) {
@@ -371,7 +378,7 @@ impl Tailer {
             } else {
                 let now = Instant::now();
                 interval.min(next_scan.saturating_duration_since(now)).min(
-                    if options.checkpoint.is_some() {
+                    if options.snapshots.is_some() {
                         next_checkpoint.saturating_duration_since(now)
                     } else {
                         interval
@@ -392,22 +399,27 @@ impl Tailer {
                 break;
             }
         }
-        if let Some(store) = &options.checkpoint {
-            self.save_checkpoint(store, &mut saved);
+        if let Some(snapshots) = &options.snapshots {
+            self.publish_checkpoint(snapshots, sent, &mut published);
         }
         drop(watcher);
     }
 
-    fn save_checkpoint(&self, store: &super::CheckpointStore, saved: &mut Checkpoints) {
+    /// Publishes the read positions after `sent` batches, if they changed.
+    fn publish_checkpoint(
+        &self,
+        snapshots: &tokio::sync::watch::Sender<Snapshot>,
+        sent: u64,
+        published: &mut Checkpoints,
+    ) {
         let now = self.checkpoints();
-        if now == *saved {
+        if now == *published {
             return;
         }
-        match store.save(&now) {
-            Ok(()) => *saved = now,
-            Err(e) => {
-                warn!(path = %store.path().display(), error = %e, "cannot write checkpoint; will retry")
-            }
-        }
+        *published = now.clone();
+        snapshots.send_replace(Snapshot {
+            batches: sent,
+            checkpoints: now,
+        });
     }
 }

@@ -582,6 +582,7 @@ fn checkpoints_round_trip() {
             offset: 4096,
             line: 77,
         }],
+        spool_end: Some((3, 1234)),
     };
     store.save(&cp).unwrap();
     assert_eq!(store.load(), cp);
@@ -609,6 +610,7 @@ fn torn_or_invalid_checkpoints_are_ignored() {
             offset: 3,
             line: 1,
         }],
+        spool_end: None,
     };
     store.save(&cp).unwrap();
     let good = std::fs::read(store.path()).unwrap();
@@ -734,19 +736,21 @@ fn backlog_beyond_the_cap_is_skipped_and_counted() {
     );
 }
 
+/// The tailer publishes, when it stops, the read positions after the last line it sent,
+/// numbered by the batches sent before them.
 #[test]
-fn tailer_thread_writes_checkpoints() {
+fn tailer_thread_publishes_its_positions() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("a.log");
     append(&p, "before\n");
     let (tx, mut rx) = mpsc::channel(TAIL_CHANNEL_BATCHES);
     let stats = stats();
-    let store = CheckpointStore::new(&dir.path().join("state"));
+    let (snapshots, published) = tokio::sync::watch::channel(Snapshot::default());
     let handle = spawn(
         &[SourceConfig::new("app", p.to_string_lossy().into_owned())],
         TailOptions {
             poll_interval: Duration::from_millis(5),
-            checkpoint: Some(store.clone()),
+            snapshots: Some(snapshots),
             ..TailOptions::default()
         },
         stats.clone(),
@@ -760,7 +764,9 @@ fn tailer_thread_writes_checkpoints() {
     assert_eq!(rx.blocking_recv().unwrap()[0].text, "after");
     handle.signal_stop();
     assert!(rx.blocking_recv().is_none());
-    let cp = store.load();
+    let snapshot = published.borrow().clone();
+    assert_eq!(snapshot.batches, 1);
+    let cp = snapshot.checkpoints;
     assert_eq!(cp.files.len(), 1);
     assert_eq!((cp.files[0].offset, cp.files[0].line), (13, 2));
 }

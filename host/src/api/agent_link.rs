@@ -155,7 +155,7 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
                     let reply = match read_frame(&bytes) {
                         // Claimed and applied with no await in between (`handle_frame` awaits
                         // only to answer `FetchPlugin`): see `crate::delivery`.
-                        Ok(frame) if numbering.claim(number) => handle_frame(&state, &ident, frame, bytes.len()).await,
+                        Ok(frame) if numbering.claim(number) => handle_frame(&state, &ident, &numbering.delivered, frame, bytes.len()).await,
                         Ok(_) => {
                             tracing::debug!(agent = %ident.key, frame = number, "frame handled already (a resend); skipped");
                             None
@@ -364,6 +364,7 @@ async fn send_to_agent(
 async fn handle_frame(
     state: &AppState,
     ident: &AgentIdentity,
+    delivered: &Delivered,
     frame: AgentFrame,
     wire_bytes: usize,
 ) -> Option<HostFrame> {
@@ -379,7 +380,7 @@ async fn handle_frame(
             state.usage.record(agent, bytes, now);
             state.agents.record_metrics(agent, &m);
         }
-        AgentFrame::Logs(batch) => {
+        AgentFrame::Logs(mut batch) => {
             let bytes = usage::Bytes {
                 metrics_bytes: 0,
                 streaming_bytes: wire_bytes as u64,
@@ -390,6 +391,7 @@ async fn handle_frame(
                 return None;
             };
             tracing::trace!(session = %batch.session_id, lines = batch.records.len(), "log batch");
+            delivered.fresh_logs(&batch.session_id, &mut batch.records);
             let lines = batch.records.len() as u64;
             Stats::add(&state.stats.log_lines_received, lines);
             feed.usage.shipped(lines, wire_bytes as u64, now);

@@ -36,19 +36,42 @@
 //! may be in flight), so control frames and metrics cannot grow it past the bound either:
 //! they wait in the queue, where metrics are capped. Rewound frames keep their numbers and
 //! are never merged: the numbers on a link must follow each other without a gap.
+//!
+//! Backpressure while the host is reachable: overflow is for a host that is away, not for
+//! one that is only slower than reading for a moment (a restart's backlog, a burst). While
+//! a link is up and the outbox holds more than half its bound, [`Outbox::has_room`] says no
+//! and the pipeline takes no more lines from the tailer (the files hold them) until
+//! acknowledgements make room, for at most [`BACKPRESSURE_MAX_WAIT`] at a time; after that,
+//! or with no link, lines flow and the overflow policy above applies.
+//!
+//! With a disk buffer ([`Outbox::with_spool`], `--buffer-dir`), the frames that must not be
+//! lost (`Logs`, `Dropped`, `FilterError`) are also appended to a [`spool`] as they are queued
+//! (a batch the policy drops is not), and the spool's acknowledged position follows the
+//! window. A restarted agent queues what the spool still holds ahead of anything new, under
+//! the same byte bound: what does not fit, the oldest first, is counted as
+//! `agent_buffer_full` like any overflow. Without one, what is queued or unacknowledged when
+//! the agent stops is lost with the process (at most `buffer_bytes`).
+
+pub mod spool;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use logfleet_protocol::agent::{AgentFrame, Metrics, encode};
+use logfleet_protocol::agent::{AgentFrame, Metrics, decode, encode};
 use logfleet_protocol::client::DropReason;
 use tokio::sync::Notify;
 
 use crate::metrics::merge_metrics;
+use spool::{Pos, Spool};
 
 /// Most metrics frames kept while disconnected: an hour at the default 60 s interval.
 pub const MAX_QUEUED_METRICS: usize = 60;
+
+/// Longest the pipeline holds back lines for room in the outbox while a link is up (see the
+/// module docs): long enough for a working host to catch up, short enough that a host that
+/// stopped acknowledging does not hold the tailer (and its rotation handling) for long.
+pub const BACKPRESSURE_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The number of the first frame an outbox sends.
 pub const FIRST_FRAME: u64 = 1;
@@ -64,6 +87,10 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the uplink when a frame is queued or the window shrinks.
     notify: Notify,
+    /// Wakes the pipeline waiting for room (see [`Outbox::room`]).
+    room: Notify,
+    /// Whether a link to the host is up (set by the uplink).
+    connected: std::sync::atomic::AtomicBool,
     /// This outbox's identity on the wire (`Hello::outbox`).
     id: u64,
 }
@@ -84,6 +111,8 @@ struct State {
     unreported: Vec<Unreported>,
     /// The number the next frame sent for the first time gets.
     next_number: u64,
+    /// The disk buffer, if any.
+    spool: Option<Spool>,
 }
 
 /// Unreported drops of one session for one reason.
@@ -101,6 +130,8 @@ pub struct Entry {
     kind: Kind,
     /// Its number, once it has been taken to send (it keeps it when rewound).
     number: Option<u64>,
+    /// Where it ends in the disk buffer, if it is there.
+    spooled: Option<Pos>,
 }
 
 /// What an entry holds, as far as overflow handling needs to know.
@@ -121,6 +152,7 @@ impl Entry {
             bytes: Bytes::from(encode(frame)),
             kind,
             number: None,
+            spooled: None,
         }
     }
 
@@ -143,22 +175,68 @@ impl Outbox {
     /// An empty outbox holding at most `limit` bytes of log data, queued and unacknowledged
     /// together, with a random identity.
     pub fn new(limit: usize) -> Outbox {
+        Outbox::from_state(State {
+            queue: VecDeque::new(),
+            bytes: 0,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            limit,
+            metrics: 0,
+            unreported: Vec::new(),
+            next_number: FIRST_FRAME,
+            spool: None,
+        })
+    }
+
+    /// An outbox kept on disk in `dir` as well (see the module docs), holding first what an
+    /// earlier run left unacknowledged there, up to `upto` when given (the tailer reads the
+    /// lines of later records again: see [`Checkpoints::spool_end`]). Blocking (reads the
+    /// spool).
+    ///
+    /// [`Checkpoints::spool_end`]: crate::tail::Checkpoints::spool_end
+    pub fn with_spool(
+        limit: usize,
+        dir: &std::path::Path,
+        upto: Option<Pos>,
+    ) -> std::io::Result<Outbox> {
+        let (spool, records) = Spool::open(dir, upto)?;
+        let outbox = Outbox::new(limit);
+        {
+            let mut state = outbox.state();
+            state.spool = Some(spool);
+            state.restore(records);
+        }
+        Ok(outbox)
+    }
+
+    fn from_state(state: State) -> Outbox {
         Outbox {
             shared: Arc::new(Shared {
-                state: Mutex::new(State {
-                    queue: VecDeque::new(),
-                    bytes: 0,
-                    unacked: VecDeque::new(),
-                    unacked_bytes: 0,
-                    limit,
-                    metrics: 0,
-                    unreported: Vec::new(),
-                    next_number: FIRST_FRAME,
-                }),
+                state: Mutex::new(state),
                 notify: Notify::new(),
+                room: Notify::new(),
+                connected: std::sync::atomic::AtomicBool::new(false),
                 id: fastrand::u64(..),
             }),
         }
+    }
+
+    /// Where the disk buffer ends now (after the last frame queued), if there is one.
+    pub fn spool_end(&self) -> Option<Pos> {
+        self.state().spool.as_ref().map(Spool::end)
+    }
+
+    /// Flushes the disk buffer to the disk, if there is one; without holding the outbox's
+    /// lock during the fsync. Blocking.
+    pub fn sync_disk(&self) -> std::io::Result<()> {
+        let files = match self.state().spool.as_mut() {
+            Some(spool) => spool.unsynced()?,
+            None => return Ok(()),
+        };
+        for file in files {
+            file.sync_data()?;
+        }
+        Ok(())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -226,6 +304,43 @@ impl Outbox {
             state.ack(upto);
         }
         self.shared.notify.notify_one();
+        self.shared.room.notify_waiters();
+    }
+
+    /// The uplink has a link up (`true`) or lost it (`false`).
+    pub fn set_connected(&self, up: bool) {
+        self.shared
+            .connected
+            .store(up, std::sync::atomic::Ordering::Relaxed);
+        self.shared.room.notify_waiters();
+    }
+
+    /// Whether the pipeline may hand over more lines without waiting (see the module docs):
+    /// no link is up, or the outbox is at most half full.
+    pub fn has_room(&self) -> bool {
+        if !self
+            .shared
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return true;
+        }
+        let state = self.state();
+        state.bytes + state.unacked_bytes <= state.limit / 2
+    }
+
+    /// Waits until [`Outbox::has_room`].
+    pub async fn room(&self) {
+        loop {
+            let notified = self.shared.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a wake-up in between is not missed.
+            notified.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// For a new link: puts the unacknowledged frames back at the front of the queue, in
@@ -283,11 +398,70 @@ impl State {
         if self.fits(needed) {
             self.unreported.retain(|u| u.session_id != session_id);
             for e in owed {
-                self.push_back(e);
+                self.push_durable(e);
             }
-            self.push_back(entry);
+            self.push_durable(entry);
         } else {
             self.count_unreported(session_id, DropReason::AgentBufferFull, lines);
+        }
+    }
+
+    /// Queues a frame that must not be lost, writing it to the disk buffer first if any.
+    fn push_durable(&mut self, mut entry: Entry) {
+        self.spool(&mut entry);
+        self.push_back(entry);
+    }
+
+    fn spool(&mut self, entry: &mut Entry) {
+        if let Some(spool) = self.spool.as_mut() {
+            entry.spooled = spool.append(&entry.bytes);
+        }
+    }
+
+    /// Queues what a disk buffer held at start, oldest first; what does not fit in the
+    /// bound is dropped from the oldest on and counted per session.
+    fn restore(&mut self, records: Vec<spool::Stored>) {
+        let mut entries: VecDeque<Entry> = records
+            .into_iter()
+            .map(|(bytes, pos)| Entry {
+                bytes: Bytes::from(bytes),
+                kind: Kind::Other,
+                number: None,
+                spooled: Some(pos),
+            })
+            .collect();
+        let mut total: usize = entries.iter().map(|e| e.bytes.len()).sum();
+        let mut dropped_to = None;
+        while total > self.limit
+            && let Some(old) = entries.pop_front()
+        {
+            total -= old.bytes.len();
+            dropped_to = old.spooled;
+            match decode(&old.bytes) {
+                Ok(AgentFrame::Logs(batch)) => self.count_unreported(
+                    &batch.session_id,
+                    DropReason::AgentBufferFull,
+                    batch.records.len() as u64,
+                ),
+                Ok(AgentFrame::Dropped {
+                    session_id,
+                    count,
+                    reason,
+                }) => self.count_unreported(&session_id, reason, count),
+                // A session's end, or damage: nothing left to count.
+                _ => {}
+            }
+        }
+        if let (Some(pos), Some(spool)) = (dropped_to, self.spool.as_mut()) {
+            spool.ack(pos);
+        }
+        // The gaps are reported ahead of the lines after them. Not spooled: spooled frames
+        // must leave in spool order, and these would come after the ones still there.
+        for owed in std::mem::take(&mut self.unreported) {
+            self.push_back(owed.to_entry());
+        }
+        for entry in entries {
+            self.push_back(entry);
         }
     }
 
@@ -303,10 +477,10 @@ impl State {
                 .collect();
             self.unreported.retain(|u| &u.session_id != session_id);
             for e in owed {
-                self.push_back(e);
+                self.push_durable(e);
             }
         }
-        self.push_back(Entry::new(&frame));
+        self.push_durable(Entry::new(&frame));
     }
 
     fn push_dropped(&mut self, session_id: String, count: u64, reason: DropReason) {
@@ -317,7 +491,7 @@ impl State {
             reason,
         });
         if !already_owed && self.fits(entry.bytes.len()) {
-            self.push_back(entry);
+            self.push_durable(entry);
         } else {
             self.count_unreported(&session_id, reason, count);
         }
@@ -389,7 +563,11 @@ impl State {
             }
             // Everything queued is out: drops not reported yet go now, even if their sessions
             // send nothing more. They are newer than anything already sent for the session.
-            None if !self.unreported.is_empty() => self.unreported.remove(0).to_entry(),
+            None if !self.unreported.is_empty() => {
+                let mut entry = self.unreported.remove(0).to_entry();
+                self.spool(&mut entry);
+                entry
+            }
             None => return None,
         };
         if entry.number.is_none() {
@@ -402,13 +580,20 @@ impl State {
     }
 
     fn ack(&mut self, upto: u64) {
+        let mut spooled = None;
         while let Some(front) = self.unacked.front() {
             if front.number.is_none_or(|n| n > upto) {
-                return;
+                break;
             }
             if let Some(done) = self.unacked.pop_front() {
                 self.unacked_bytes -= done.bytes.len();
+                spooled = done.spooled.or(spooled);
             }
+        }
+        // Spooled frames leave the window in the order they were spooled (see the module
+        // docs), so the last one acknowledged covers all before it.
+        if let (Some(pos), Some(spool)) = (spooled, self.spool.as_mut()) {
+            spool.ack(pos);
         }
     }
 
@@ -502,6 +687,86 @@ mod tests {
                 other => format!("{other:?}"),
             })
             .collect()
+    }
+
+    /// While a link is up, an outbox more than half full holds lines back until
+    /// acknowledgements make room; with no link it never does (overflow applies instead).
+    #[tokio::test]
+    async fn a_connected_outbox_more_than_half_full_holds_lines_back_until_acknowledged() {
+        let one = size_of(&logs("s", 1, 10));
+        let outbox = Outbox::new(4 * one);
+        for first in [1, 11, 21] {
+            outbox.push(logs("s", first, 10));
+        }
+        assert!(outbox.has_room(), "no link: never held back");
+        outbox.set_connected(true);
+        assert!(!outbox.has_room());
+        let sent: Vec<Entry> = std::iter::from_fn(|| outbox.try_pop()).collect();
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.room().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "sent is not acknowledged");
+        outbox.ack(sent[1].number().unwrap());
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("room once acknowledged")
+            .unwrap();
+        assert!(outbox.has_room());
+        // A link going down releases a waiter too.
+        outbox.push(logs("s", 31, 10));
+        outbox.push(logs("s", 41, 10));
+        assert!(!outbox.has_room());
+        outbox.set_connected(false);
+        tokio::time::timeout(std::time::Duration::from_secs(5), outbox.room())
+            .await
+            .expect("no link: room");
+    }
+
+    /// With a disk buffer, the next process sends again what the host did not acknowledge,
+    /// in order, and not what it did.
+    #[test]
+    fn a_disk_buffer_resends_what_was_not_acknowledged_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::with_spool(1 << 20, dir.path(), None).unwrap();
+        outbox.push(logs("s", 1, 3));
+        outbox.push(AgentFrame::Dropped {
+            session_id: "s".into(),
+            count: 2,
+            reason: DropReason::RateLimited,
+        });
+        outbox.push(logs("s", 7, 3));
+        let first = outbox.try_pop().unwrap();
+        let _sent_not_acked = outbox.try_pop().unwrap();
+        outbox.ack(first.number().unwrap());
+        drop(outbox);
+        let outbox = Outbox::with_spool(1 << 20, dir.path(), None).unwrap();
+        assert_eq!(describe(&drain(&outbox)), ["D:s:2:rate", "L:s:7"]);
+        drop(outbox);
+        let outbox = Outbox::with_spool(1 << 20, dir.path(), None).unwrap();
+        assert!(
+            outbox.is_empty(),
+            "drained and acknowledged: nothing comes back"
+        );
+    }
+
+    /// A buffer left bigger than the bound (the bound was lowered) loses its oldest frames
+    /// first, and counts their lines as `agent_buffer_full`.
+    #[test]
+    fn a_restored_buffer_over_the_bound_counts_what_it_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::with_spool(1 << 20, dir.path(), None).unwrap();
+        for first in [1, 11, 21] {
+            outbox.push(logs("s", first, 10));
+        }
+        let one = size_of(&logs("s", 1, 10));
+        drop(outbox);
+        let outbox = Outbox::with_spool(2 * one + one / 2, dir.path(), None).unwrap();
+        assert_eq!(
+            describe(&drain(&outbox)),
+            ["D:s:10:full", "L:s:11", "L:s:21"]
+        );
     }
 
     fn size_of(frame: &AgentFrame) -> usize {
