@@ -32,6 +32,7 @@
 //!
 //! [`run`] wires them together; `main.rs` only parses arguments and calls it.
 
+pub mod backfill;
 pub mod config;
 pub mod filter;
 pub mod filter_test;
@@ -163,7 +164,8 @@ pub async fn run_with(
         outbox.clone(),
         tail_stats.clone(),
     )
-    .parse_sources_as(&config.sources);
+    .parse_sources_as(&config.sources)
+    .backfill_scan_bytes(tuning.backfill_scan_bytes);
     if let Some(state) = &resumed.state {
         pipeline = pipeline.with_state(state);
         let restored = pipeline.restore(resumed.sessions);
@@ -477,6 +479,7 @@ mod tests {
                 bytes_per_second: 1 << 20,
             },
             remaining_ms: 60_000,
+            backfill: None,
         }
     }
 

@@ -42,6 +42,12 @@
 //! reported to each restored session whose sources it concerns as a `Dropped` frame with
 //! reason `agent_buffer_full` (the agent's buffer — here the files' backlog — overflowed),
 //! so no loss is silent.
+//!
+//! Backfill ([`crate::backfill`]): a session whose spec asks for one gets it when it first
+//! becomes active (not when its filters change, nor when restored): the scan runs on a
+//! blocking thread that the pipeline awaits before it takes another tail batch, so the
+//! backfill's records, then `BackfillDone`, go out before any live record of the session, and
+//! the session skips live records its backfill already covered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +59,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::{debug, error, info};
 
 use crate::AbortOnDrop;
+use crate::backfill::{DEFAULT_BACKFILL_SCAN_BYTES, scan};
 use crate::config::SourceConfig;
 use crate::filter::{Built, FilterFailure};
 use crate::loader::{ChainLoader, RUNTIME_FILTER_NAME};
@@ -63,7 +70,7 @@ use crate::parse::Parsers;
 use crate::parse::detect_level;
 use crate::session::{Session, filter_error};
 use crate::state::{SavedSession, SeqSource, SessionWriter, StateDir};
-use crate::tail::{TailBatch, TailStats};
+use crate::tail::{LinePos, TailBatch, TailStats};
 use crate::time::now_ms;
 
 /// Host commands queued for the pipeline. They are rare (session start/stop); when the queue is
@@ -111,6 +118,12 @@ pub struct Pipeline {
     parsers: Parsers,
     /// Continuation lines joined into their records, per source.
     joiner: Joiner,
+    /// The sources, for backfills to read.
+    sources: Arc<[SourceConfig]>,
+    /// Most bytes a backfill reads per source.
+    backfill_scan_bytes: u64,
+    /// Sessions just activated that asked for a backfill, to run before the next tail batch.
+    backfill_due: Vec<String>,
 }
 
 /// A session waiting for its chain. Dropping it cancels the loader task.
@@ -176,6 +189,9 @@ impl Pipeline {
             failed: std::collections::VecDeque::new(),
             parsers: Parsers::default(),
             joiner: Joiner::default(),
+            sources: Arc::from(Vec::new()),
+            backfill_scan_bytes: DEFAULT_BACKFILL_SCAN_BYTES,
+            backfill_due: Vec::new(),
         }
     }
 
@@ -189,6 +205,14 @@ impl Pipeline {
                 .map(|s| (s.name.clone(), s.multiline.clone()))
                 .collect(),
         );
+        self.sources = sources.into();
+        self
+    }
+
+    /// Reads at most `bytes` per source for a backfill (default
+    /// [`DEFAULT_BACKFILL_SCAN_BYTES`]).
+    pub fn backfill_scan_bytes(mut self, bytes: u64) -> Pipeline {
+        self.backfill_scan_bytes = bytes;
         self
     }
 
@@ -216,6 +240,8 @@ impl Pipeline {
                 filters: s.filters,
                 limits: s.limits,
                 remaining_ms: u64::try_from(s.ends_at_ms - now).unwrap_or(0),
+                // Backfilled when it first ran; a restart resumes from checkpoints instead.
+                backfill: None,
             });
             if let Some(pending) = self.pending.get_mut(&id) {
                 pending.restored = true;
@@ -347,9 +373,15 @@ impl Pipeline {
         }
         let streaming = !self.sessions.is_empty();
         let mut records = Vec::with_capacity(if streaming { batch.len() } else { 0 });
+        // Only while a session still skips what its backfill sent.
+        let mut positions: Vec<LinePos> = Vec::new();
+        let located = self.sessions.values().any(Session::skips_backfilled);
         for line in batch {
             let seq = self.seq.take();
             if streaming {
+                if located {
+                    positions.push(line.at);
+                }
                 records.push(self.parsers.record(seq, line));
             }
         }
@@ -358,8 +390,10 @@ impl Pipeline {
         }
         let sessions = std::mem::take(&mut self.sessions);
         let frames = std::mem::take(&mut self.frames);
-        let filtered =
-            tokio::task::spawn_blocking(move || offer_all(sessions, &records, now, frames)).await;
+        let filtered = tokio::task::spawn_blocking(move || {
+            offer_all(sessions, &records, &positions, now, frames)
+        })
+        .await;
         match filtered {
             Ok((sessions, frames, failed)) => {
                 self.sessions = sessions;
@@ -530,9 +564,65 @@ impl Pipeline {
         }
         if pending.restored {
             self.backlog_unreported.push(ready.id.clone());
+        } else if replaced.is_none() && pending.spec.backfill.is_some() {
+            self.backfill_due.push(ready.id.clone());
         }
         let session = Session::start(pending.spec, chain, pending.ends, now);
         self.sessions.insert(ready.id, session);
+    }
+
+    /// Runs the backfills of sessions just activated (see [`crate::backfill`]): each scan on a
+    /// blocking thread, awaited, so no tail batch is handled before the session's backfill
+    /// and `BackfillDone` are out.
+    async fn run_backfills(&mut self) {
+        for id in std::mem::take(&mut self.backfill_due) {
+            let Some(mut session) = self.sessions.remove(&id) else {
+                continue;
+            };
+            let Some(lines) = session.spec().backfill else {
+                self.sessions.insert(id, session);
+                continue;
+            };
+            let sources = self.sources.clone();
+            let budget = self.backfill_scan_bytes;
+            let only = session.spec().filters.sources.clone();
+            let started = Instant::now();
+            let scanned = tokio::task::spawn_blocking(move || {
+                let found = scan(&sources, &only, lines as usize, budget, session.chain_mut());
+                (session, found)
+            })
+            .await;
+            let Ok((mut session, found)) = scanned else {
+                // Only when the runtime shuts down, which ends the pipeline too.
+                error!(session = %id, "backfill task lost; the session ends");
+                continue;
+            };
+            match found {
+                Ok(found) => {
+                    let mut records = found.records;
+                    for r in &mut records {
+                        r.seq = self.seq.take();
+                    }
+                    let now = Instant::now();
+                    let count = session.backfill(records, found.boundaries, now, &mut self.frames);
+                    info!(session = %id, asked = lines, count, truncated = found.truncated, elapsed_ms = started.elapsed().as_millis() as u64, "backfill sent");
+                    self.frames.push(AgentFrame::BackfillDone {
+                        session_id: id.clone(),
+                        count,
+                        truncated: found.truncated,
+                    });
+                    self.send_frames();
+                    self.sessions.insert(id, session);
+                }
+                Err(failed) => {
+                    session.fail(failed.failure, failed.undecided, &mut self.frames);
+                    self.send_frames();
+                    self.sessions_changed = true;
+                    info!(session = %id, "session ended: its filters failed during the backfill");
+                    self.remember_failed(id);
+                }
+            }
+        }
     }
 
     fn stop(&mut self, id: &str, why: &str) {
@@ -589,6 +679,7 @@ impl Pipeline {
     pub(crate) async fn activate_next(&mut self) {
         if let Some(ready) = self.ready_rx.recv().await {
             self.activate(ready, Instant::now());
+            self.run_backfills().await;
         }
     }
 
@@ -628,7 +719,10 @@ impl Pipeline {
                     None => host_open = false,
                 },
                 // Never `None`: the pipeline holds a sender.
-                Some(ready) = self.ready_rx.recv() => self.activate(ready, Instant::now()),
+                Some(ready) = self.ready_rx.recv() => {
+                    self.activate(ready, Instant::now());
+                    self.run_backfills().await;
+                }
                 // Not while a restored session is pending: the files hold its lines meanwhile.
                 batch = lines.recv(), if !self.holds_lines() => match batch {
                     Some(batch) => {
@@ -669,6 +763,7 @@ fn saved_session(spec: &SessionSpec, ends: Instant, now: Instant, wall: i64) -> 
 fn offer_all(
     mut sessions: HashMap<String, Session>,
     records: &[Record],
+    positions: &[LinePos],
     now: Instant,
     mut frames: Vec<AgentFrame>,
 ) -> (HashMap<String, Session>, Vec<AgentFrame>, Vec<String>) {
@@ -678,7 +773,7 @@ fn offer_all(
         // this session (closed: nothing of the batch passes) without taking the others along.
         // Unwind safety: the session is failed and dropped, never used again.
         let offered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            session.offer(records, now, &mut frames)
+            session.offer_at(records, positions, now, &mut frames)
         }));
         match offered {
             Ok(Ok(())) => {}
@@ -736,6 +831,7 @@ mod tests {
                 bytes_per_second: 0,
             },
             remaining_ms: 60_000,
+            backfill: None,
         }
     }
 
@@ -757,6 +853,7 @@ mod tests {
                 line: i as u64 + 1,
                 text: t.to_string(),
                 read_at_ms: 1,
+                at: LinePos::default(),
             })
             .collect()
     }

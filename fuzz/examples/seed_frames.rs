@@ -126,6 +126,7 @@ fn main() -> std::io::Result<()> {
             bytes_per_second: 1 << 20,
         },
         remaining_ms: 300_000,
+        backfill: None,
     });
 
     let ack = HostFrame::Ack { upto: 4_096 };

@@ -405,7 +405,7 @@ async fn handle_frame(
                 batch
                     .records
                     .into_iter()
-                    .map(|r| log_message(r, &agent_id, &feed.hostname))
+                    .map(|r| log_message(r, &agent_id, &feed.hostname, feed.backfilling))
                     .collect(),
             );
         }
@@ -439,6 +439,15 @@ async fn handle_frame(
         AgentFrame::FiltersChanged { session_id } => {
             state.sessions.filters_applied(agent, &session_id);
         }
+        AgentFrame::BackfillDone {
+            session_id,
+            count,
+            truncated,
+        } => {
+            state
+                .sessions
+                .backfill_done(agent, &session_id, count, truncated);
+        }
         AgentFrame::FetchPlugin { digest } => {
             // Only components of the agent's own org; the agent verifies the digest again.
             // Reading up to 16 MiB from disk happens on a blocking thread.
@@ -460,7 +469,7 @@ async fn handle_frame(
     None
 }
 
-fn log_message(r: Record, agent_id: &str, hostname: &str) -> Outgoing {
+fn log_message(r: Record, agent_id: &str, hostname: &str, backfill: bool) -> Outgoing {
     let seq = r.seq;
     // An agent's fields that are not a JSON object are left out rather than passed on.
     let fields = r
@@ -480,6 +489,7 @@ fn log_message(r: Record, agent_id: &str, hostname: &str) -> Outgoing {
             read_at: rfc3339_millis(r.timestamp_ms),
             fields,
         },
+        backfill,
     });
     Outgoing {
         seq: Some(seq),
