@@ -1287,6 +1287,61 @@ mod tests {
         task.await.unwrap();
     }
 
+    /// A session that asks for a backfill gets its file's last records first, numbered below
+    /// every live record, then `BackfillDone`; a live line the backfill covered (read before
+    /// the scan, handled after it) is not sent again, and the line after it is.
+    #[tokio::test]
+    async fn backfill_comes_first_and_live_lines_it_covered_are_skipped() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let text: String = (1..=10).map(|n| format!("a {n}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let covered_end = text.len() as u64;
+        let meta = std::fs::metadata(&path).unwrap();
+        let id = (meta.dev(), meta.ino());
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox)
+            .parse_sources_as(&[SourceConfig::new("app", path.display().to_string())]);
+        let first_seq = p.seq.peek();
+        let mut with_backfill = spec("s", &[], 0);
+        with_backfill.backfill = Some(3);
+        start(&mut p, with_backfill).await;
+        let line = |n: u64, end: u64| TailLine {
+            source: "app".into(),
+            file: path.display().to_string().into(),
+            line: n,
+            text: format!("a {n}"),
+            read_at_ms: 1,
+            at: LinePos { id, end },
+        };
+        p.handle_lines(
+            vec![line(10, covered_end), line(11, covered_end + 5)],
+            Instant::now(),
+        )
+        .await;
+        p.flush(Instant::now());
+        let got: Vec<String> = drain(&outbox)
+            .iter()
+            .map(|f| match f {
+                AgentFrame::Logs(b) => b
+                    .records
+                    .iter()
+                    .map(|r| format!("{}@{}#{}", r.message, r.line, r.seq - first_seq))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                AgentFrame::BackfillDone {
+                    count, truncated, ..
+                } => format!("done {count} {truncated}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            ["a 8@8#0,a 9@9#1,a 10@10#2", "done 3 false", "a 11@11#4"]
+        );
+    }
+
     #[tokio::test]
     async fn metrics_count_lines_without_sessions() {
         let outbox = Outbox::new(1 << 20);

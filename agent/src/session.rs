@@ -341,6 +341,38 @@ mod tests {
         }
     }
 
+    /// A backfill counts against the rate limit: what does not fit one second's burst is
+    /// its oldest part, reported as `rate_limited` before the newest records, which go out
+    /// oldest first; live records then face the limiter it drained.
+    #[test]
+    fn an_oversized_backfill_keeps_its_newest_records() {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut s = start(Filters::default(), 2);
+        let sent = s.backfill(records(5, Level::Info), Vec::new(), now, &mut out);
+        assert_eq!(sent, 2);
+        let AgentFrame::Dropped {
+            count: 3,
+            reason: DropReason::RateLimited,
+            ..
+        } = &out[0]
+        else {
+            panic!("drops first: {out:?}");
+        };
+        let AgentFrame::Logs(batch) = &out[1] else {
+            panic!("then the batch: {out:?}");
+        };
+        let seqs: Vec<u64> = batch.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [4, 5]);
+        out.clear();
+        s.offer(&records(1, Level::Info), now, &mut out).unwrap();
+        s.flush(&mut out);
+        assert!(
+            matches!(&out[..], [AgentFrame::Dropped { count: 1, .. }]),
+            "{out:?}"
+        );
+    }
+
     #[test]
     fn batches_fill_and_flush() {
         let now = Instant::now();
