@@ -342,7 +342,7 @@ impl Sessions {
             session.spec.backfill = None;
             session
                 .hub
-                .publish(Control::BackfillDone { count, truncated });
+                .publish_opening(Control::BackfillDone { count, truncated });
         }
     }
 

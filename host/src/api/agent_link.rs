@@ -401,13 +401,16 @@ async fn handle_frame(
                 });
             }
             let agent_id = agent.id.to_string();
-            feed.hub.publish_logs(
-                batch
-                    .records
-                    .into_iter()
-                    .map(|r| log_message(r, &agent_id, &feed.hostname, feed.backfilling))
-                    .collect(),
-            );
+            let messages = batch
+                .records
+                .into_iter()
+                .map(|r| log_message(r, &agent_id, &feed.hostname, feed.backfilling))
+                .collect();
+            if feed.backfilling {
+                feed.hub.publish_opening_logs(messages);
+            } else {
+                feed.hub.publish_logs(messages);
+            }
         }
         AgentFrame::Dropped {
             session_id,
@@ -417,7 +420,12 @@ async fn handle_frame(
             if let Some(feed) = state.sessions.agent_feed(agent, &session_id) {
                 Stats::add(&state.stats.agent_drops_reported, count);
                 feed.usage.dropped(reason, count);
-                feed.hub.publish(Control::LogsDropped { count, reason });
+                let dropped = Control::LogsDropped { count, reason };
+                if feed.backfilling {
+                    feed.hub.publish_opening(dropped);
+                } else {
+                    feed.hub.publish(dropped);
+                }
             }
         }
         AgentFrame::FilterError {
