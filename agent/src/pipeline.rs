@@ -450,6 +450,15 @@ impl Pipeline {
                         .filter(|s| same_work(s.spec(), &spec))
                     {
                         running.set_ends(ends);
+                        // Restored after a restart, it resumed from checkpoints instead of
+                        // backfilling; the host still waits for the backfill to end.
+                        if spec.backfill.is_some() && running.spec().backfill.is_none() {
+                            self.outbox.push(AgentFrame::BackfillDone {
+                                session_id: spec.id.clone(),
+                                count: 0,
+                                truncated: false,
+                            });
+                        }
                     } else if let Some(preparing) = self
                         .pending
                         .get_mut(&spec.id)
@@ -1339,6 +1348,29 @@ mod tests {
         assert_eq!(
             got,
             ["a 8@8#0,a 9@9#1,a 10@10#2", "done 3 false", "a 11@11#4"]
+        );
+    }
+
+    /// A session restored after a restart resumes from checkpoints instead of backfilling;
+    /// when the host still waits for its backfill (the agent died before saying it was done),
+    /// the agent says it is over, with nothing sent.
+    #[tokio::test]
+    async fn a_restored_session_ends_the_backfill_the_host_waits_for() {
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox);
+        p.restore(vec![saved(&spec("r", &[], 0))]);
+        p.activate_next().await;
+        let mut listed = spec("r", &[], 0);
+        listed.backfill = Some(100);
+        p.handle_host(HostFrame::Sessions(vec![listed]));
+        assert_eq!(p.session_ids(), ["r"], "kept running");
+        assert_eq!(
+            drain(&outbox),
+            [AgentFrame::BackfillDone {
+                session_id: "r".into(),
+                count: 0,
+                truncated: false,
+            }]
         );
     }
 

@@ -39,7 +39,7 @@ fn line_numbers(logs: &[Value]) -> Vec<u64> {
 /// Line `n` of the test file (1-based, counting the stack's two old lines): every third line
 /// is an ERROR, and every line says its own number.
 fn numbered(n: usize) -> String {
-    let level = if n % 3 == 0 { "ERROR" } else { "INFO" };
+    let level = if n.is_multiple_of(3) { "ERROR" } else { "INFO" };
     format!("{level} line {n}")
 }
 
@@ -98,7 +98,7 @@ async fn backfill_then_live_without_gap_or_overlap() {
     for (log, n) in backfill.iter().zip(&back) {
         assert_eq!(log["message"], format!("line {n}"));
         assert_eq!(log["level"], "ERROR");
-        assert_eq!(n % 3, 0, "only matching lines");
+        assert!(n.is_multiple_of(3), "only matching lines");
     }
     assert!(
         back.windows(2).all(|w| w[1] == w[0] + 3),

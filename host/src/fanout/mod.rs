@@ -13,8 +13,8 @@
 //! A session's *opening* — its backfill and `backfill_done`, which the agent sends right after
 //! the start, usually before any client has connected — is kept until the first client
 //! subscribes and given to it first, so the backfill a start request asked for is not lost to
-//! the moment between the start's answer and the client's connection. It holds at most the
-//! backfill ([`logfleet_protocol::rest::MAX_BACKFILL_LINES`] records), and nothing once the
+//! the moment between the start's answer and the client's connection. It holds at most
+//! [`MAX_OPENING_MESSAGES`] (the largest backfill and its controls), and nothing once the
 //! first client has it; later clients resume from the replay buffer as usual.
 //!
 //! Both buffers also count against host-wide [`ByteBudget`]s (one for replay, one for live
@@ -40,6 +40,11 @@ use crate::config::Tuning;
 /// Seqs of messages evicted from the replay buffer that are remembered, so a resuming client
 /// is told exactly how many it lost (8 bytes each).
 pub const EVICTED_SEQ_MEMORY: usize = 16 * 1024;
+
+/// Most messages a session's opening keeps for its first client: a backfill's records, its
+/// drop reports and `backfill_done`, with room to spare. An opening that never ends (an agent
+/// that lost its backfill in a crash) stops growing here.
+pub const MAX_OPENING_MESSAGES: usize = logfleet_protocol::rest::MAX_BACKFILL_LINES as usize + 64;
 
 /// One message ready for clients: serialised once, cheap to clone.
 #[derive(Debug, Clone)]
@@ -259,7 +264,8 @@ impl Hub {
     pub fn publish_opening_logs(&self, messages: Vec<Outgoing>) {
         let mut st = self.lock();
         if let Some(opening) = &mut st.opening {
-            opening.extend(messages.iter().cloned());
+            let room = MAX_OPENING_MESSAGES.saturating_sub(opening.len());
+            opening.extend(messages.iter().take(room).cloned());
         }
         drop(st);
         self.publish_logs(messages);
@@ -270,7 +276,9 @@ impl Hub {
     pub fn publish_opening(&self, control: Control) {
         let msg = Outgoing::control(control);
         let mut st = self.lock();
-        if let Some(opening) = &mut st.opening {
+        if let Some(opening) = &mut st.opening
+            && opening.len() < MAX_OPENING_MESSAGES
+        {
             opening.push(msg.clone());
         }
         st.send(vec![msg]);
