@@ -7,7 +7,8 @@
 //! `BackfillDone`. The policy, exactly:
 //!
 //! - **Which lines.** For every source of the session (all of the agent's when its filters
-//!   name none), every file its glob matches now, read backwards from the last newline: the
+//!   name none), every file its glob matches now (most recently modified first, as the byte
+//!   bound below is per source), read backwards from the last newline: the
 //!   N most recent records that pass the session's filters. When a file gives fewer than N,
 //!   the most recent rotated file beside it (`app.log.1`, `app.log-20261202`, …; not
 //!   compressed ones) is read too, as the tailer would have named its lines (`app.log`). Over
@@ -20,7 +21,9 @@
 //!   least [`SEGMENT_LINES`] that begin at such a line. Stateful plugins (sampling) see the
 //!   segments newest first.
 //! - **Line numbers** are the lines' real numbers in their files: the lines before the part
-//!   read are counted (a sequential read of that part, as the tailer's start does).
+//!   read are counted (a sequential read of that part, as the tailer's start does). The
+//!   pipeline waits for the scan (see [`crate::pipeline`]), so on a file of gigabytes other
+//!   sessions' live lines wait that long too; the files hold them meanwhile.
 //! - **Bounded.** At most [`Tuning::backfill_scan_bytes`] (default
 //!   [`DEFAULT_BACKFILL_SCAN_BYTES`]) are read backwards per source, over all its files, in
 //!   [`reader::BACKWARD_CHUNK_BYTES`] chunks; memory is bounded by that too. When the bound
@@ -145,13 +148,20 @@ pub fn scan(
     Ok(out)
 }
 
-/// The files `pattern` matches now, sorted.
+/// The files `pattern` matches now, most recently modified first: the source's byte bound
+/// goes to the files most likely to hold its newest records.
 fn matching(pattern: &str) -> Vec<PathBuf> {
     match glob::glob(pattern) {
         Ok(paths) => {
-            let mut paths: Vec<PathBuf> = paths.flatten().filter(|p| p.is_file()).collect();
-            paths.sort();
-            paths
+            let mut paths: Vec<(std::time::SystemTime, PathBuf)> = paths
+                .flatten()
+                .filter_map(|p| {
+                    let meta = std::fs::metadata(&p).ok().filter(|m| m.is_file())?;
+                    Some((meta.modified().unwrap_or(std::time::UNIX_EPOCH), p))
+                })
+                .collect();
+            paths.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            paths.into_iter().map(|(_, p)| p).collect()
         }
         Err(e) => {
             warn!(pattern, error = %e, "invalid source glob; nothing to backfill from it");
@@ -428,5 +438,78 @@ fn merge(groups: Vec<Vec<Record>>) -> Vec<Record> {
         if let Some((_, r)) = keyed[i].next() {
             out.push(r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::tests::builder;
+    use logfleet_protocol::Filters;
+
+    fn chain() -> Box<dyn FilterChain> {
+        builder()
+            .build(&Filters::default())
+            .expect("the chain builds")
+    }
+
+    /// Multiline records read backwards are the records the live tail makes: a stack trace is
+    /// one record with its first line's number, also where the segments read back split the
+    /// file, and the oldest record is whole.
+    #[test]
+    fn stack_traces_read_backwards_are_whole_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let mut text = String::new();
+        for i in 0..600 {
+            text.push_str(&format!("ERROR failed {i}\n"));
+            for _ in 0..3 {
+                text.push_str("\tat com.example.Foo.bar(Foo.java:10)\n");
+            }
+        }
+        std::fs::write(&path, &text).unwrap();
+        let sources = [SourceConfig::new("app", path.display().to_string())];
+        let found = scan(&sources, &[], 500, u64::MAX, chain().as_mut()).unwrap();
+        assert!(!found.truncated);
+        assert_eq!(found.records.len(), 500);
+        for (k, r) in found.records.iter().enumerate() {
+            let i = 100 + k as u64;
+            assert_eq!(r.line, 4 * i + 1, "{r:?}");
+            assert_eq!(
+                r.message.lines().next(),
+                Some(format!("failed {i}").as_str())
+            );
+            assert_eq!(r.message.lines().count(), 4, "{:?}", r.message);
+        }
+        assert_eq!(found.boundaries.len(), 1);
+        assert_eq!(found.boundaries[0].end, text.len() as u64);
+    }
+
+    /// Records of several files of a source are merged by their event time, and the newest
+    /// of all are kept.
+    #[test]
+    fn files_of_a_source_merge_by_event_time() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.log"),
+            "2024-01-01T00:00:01Z one\n2024-01-01T00:00:03Z three\n2024-01-01T00:00:05Z five\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.log"),
+            "2024-01-01T00:00:02Z two\n2024-01-01T00:00:04Z four\n2024-01-01T00:00:06Z six\n",
+        )
+        .unwrap();
+        let glob = dir.path().join("*.log").display().to_string();
+        let sources = [SourceConfig::new("app", glob)];
+        let found = scan(&sources, &[], 4, u64::MAX, chain().as_mut()).unwrap();
+        let messages: Vec<&str> = found.records.iter().map(|r| r.message.as_str()).collect();
+        assert_eq!(messages, ["three", "four", "five", "six"]);
+        assert_eq!(found.boundaries.len(), 2);
+        let only_web = scan(&sources, &["web".to_owned()], 4, u64::MAX, chain().as_mut()).unwrap();
+        assert!(
+            only_web.records.is_empty(),
+            "a session on another source reads nothing"
+        );
     }
 }
