@@ -24,6 +24,7 @@
 //! - [`filter_test`]: the `filter-test` command: a session's filters over stdin.
 //! - [`ratelimit`]: per-session token buckets.
 //! - [`session`]: one session's chain, rate limit and pending batch.
+//! - [`backfill`]: a starting session's most recent records, read backwards from its files.
 //! - [`pipeline`]: the task owning all sessions and metrics.
 //! - [`state`]: what survives a restart: reserved `seq`s and the running sessions.
 //! - [`outbox`]: the byte-bounded queue between pipeline and uplink, and its overflow policy.
