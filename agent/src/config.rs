@@ -172,6 +172,8 @@ pub struct Tuning {
     /// Most backlog read per file when a restart resumes from checkpoints; older lines
     /// beyond it are skipped and reported as dropped (see [`crate::pipeline`]).
     pub backlog_cap_bytes: u64,
+    /// Most bytes a session's backfill reads backwards per source (see [`crate::backfill`]).
+    pub backfill_scan_bytes: u64,
 }
 
 impl Default for Tuning {
@@ -191,6 +193,7 @@ impl Default for Tuning {
             state_dir: None,
             buffer_dir: None,
             backlog_cap_bytes: crate::tail::checkpoint::DEFAULT_BACKLOG_CAP_BYTES,
+            backfill_scan_bytes: crate::backfill::DEFAULT_BACKFILL_SCAN_BYTES,
         }
     }
 }

@@ -24,6 +24,7 @@
 //! - [`filter_test`]: the `filter-test` command: a session's filters over stdin.
 //! - [`ratelimit`]: per-session token buckets.
 //! - [`session`]: one session's chain, rate limit and pending batch.
+//! - [`backfill`]: a starting session's most recent records, read backwards from its files.
 //! - [`pipeline`]: the task owning all sessions and metrics.
 //! - [`state`]: what survives a restart: reserved `seq`s and the running sessions.
 //! - [`outbox`]: the byte-bounded queue between pipeline and uplink, and its overflow policy.
@@ -32,6 +33,7 @@
 //!
 //! [`run`] wires them together; `main.rs` only parses arguments and calls it.
 
+pub mod backfill;
 pub mod checkpointing;
 pub mod config;
 pub mod filter;
@@ -169,7 +171,8 @@ pub async fn run_with(
         outbox.clone(),
         tail_stats.clone(),
     )
-    .parse_sources_as(&config.sources);
+    .parse_sources_as(&config.sources)
+    .backfill_scan_bytes(tuning.backfill_scan_bytes);
     if let Some(state) = &resumed.state {
         pipeline = pipeline.with_state(state);
         let (snapshots, published) = watch::channel(tail::Snapshot::default());
@@ -510,6 +513,7 @@ mod tests {
                 bytes_per_second: 1 << 20,
             },
             remaining_ms: 60_000,
+            backfill: None,
         }
     }
 

@@ -119,6 +119,8 @@ struct RunArgs {
     read_timeout: Option<Duration>,
     #[arg(long, hide = true)]
     backlog_cap_bytes: Option<u64>,
+    #[arg(long, hide = true)]
+    backfill_scan_bytes: Option<u64>,
 }
 
 impl RunArgs {
@@ -157,6 +159,9 @@ impl RunArgs {
             state_dir: None,
             buffer_dir: None,
             backlog_cap_bytes: self.backlog_cap_bytes.unwrap_or(defaults.backlog_cap_bytes),
+            backfill_scan_bytes: self
+                .backfill_scan_bytes
+                .unwrap_or(defaults.backfill_scan_bytes),
         };
         Ok(file.overridden_by(flags).into_config(tuning)?)
     }

@@ -174,6 +174,17 @@ impl Joiner {
     }
 }
 
+/// Whether `text` could continue the record before it under `mode`, whatever that record
+/// was: a line for which this is false surely starts a record, so lines read backwards from
+/// there join exactly as the live tail joined them (see [`crate::backfill`]).
+pub fn may_continue(mode: &Multiline, text: &str) -> bool {
+    match mode {
+        Multiline::None => false,
+        Multiline::Start(re) => !re.is_match(text),
+        Multiline::Auto => continues_auto(text, true, true),
+    }
+}
+
 /// Whether `text` can be the first line of a trace: worth waiting a moment for continuations.
 fn may_start_trace(text: &str) -> bool {
     detect_level(text) >= Level::Warn
@@ -228,6 +239,7 @@ mod tests {
             line: n,
             text: text.to_owned(),
             read_at_ms: 0,
+            at: Default::default(),
         }
     }
 

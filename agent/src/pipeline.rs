@@ -42,6 +42,12 @@
 //! reported to each restored session whose sources it concerns as a `Dropped` frame with
 //! reason `agent_buffer_full` (the agent's buffer — here the files' backlog — overflowed),
 //! so no loss is silent.
+//!
+//! Backfill ([`crate::backfill`]): a session whose spec asks for one gets it when it first
+//! becomes active (not when its filters change, nor when restored): the scan runs on a
+//! blocking thread that the pipeline awaits before it takes another tail batch, so the
+//! backfill's records, then `BackfillDone`, go out before any live record of the session, and
+//! the session skips live records its backfill already covered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +59,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::{debug, error, info};
 
 use crate::AbortOnDrop;
+use crate::backfill::{DEFAULT_BACKFILL_SCAN_BYTES, scan};
 use crate::checkpointing::Checkpointing;
 use crate::config::SourceConfig;
 use crate::filter::{Built, FilterFailure};
@@ -64,7 +71,7 @@ use crate::parse::Parsers;
 use crate::parse::detect_level;
 use crate::session::{Session, filter_error};
 use crate::state::{SavedSession, SeqSource, SessionWriter, StateDir};
-use crate::tail::{TailBatch, TailStats};
+use crate::tail::{LinePos, TailBatch, TailStats};
 use crate::time::now_ms;
 
 /// Host commands queued for the pipeline. They are rare (session start/stop); when the queue is
@@ -115,6 +122,12 @@ pub struct Pipeline {
     /// Writes the tail checkpoint once its lines are in the outbox; `None`: no state
     /// directory.
     checkpointing: Option<Checkpointing>,
+    /// The sources, for backfills to read.
+    sources: Arc<[SourceConfig]>,
+    /// Most bytes a backfill reads per source.
+    backfill_scan_bytes: u64,
+    /// Sessions just activated that asked for a backfill, to run before the next tail batch.
+    backfill_due: Vec<String>,
 }
 
 /// A session waiting for its chain. Dropping it cancels the loader task.
@@ -181,6 +194,9 @@ impl Pipeline {
             parsers: Parsers::default(),
             joiner: Joiner::default(),
             checkpointing: None,
+            sources: Arc::from(Vec::new()),
+            backfill_scan_bytes: DEFAULT_BACKFILL_SCAN_BYTES,
+            backfill_due: Vec::new(),
         }
     }
 
@@ -194,6 +210,14 @@ impl Pipeline {
                 .map(|s| (s.name.clone(), s.multiline.clone()))
                 .collect(),
         );
+        self.sources = sources.into();
+        self
+    }
+
+    /// Reads at most `bytes` per source for a backfill (default
+    /// [`DEFAULT_BACKFILL_SCAN_BYTES`]).
+    pub fn backfill_scan_bytes(mut self, bytes: u64) -> Pipeline {
+        self.backfill_scan_bytes = bytes;
         self
     }
 
@@ -248,6 +272,8 @@ impl Pipeline {
                 filters: s.filters,
                 limits: s.limits,
                 remaining_ms: u64::try_from(s.ends_at_ms - now).unwrap_or(0),
+                // Backfilled when it first ran; a restart resumes from checkpoints instead.
+                backfill: None,
             });
             if let Some(pending) = self.pending.get_mut(&id) {
                 pending.restored = true;
@@ -379,9 +405,15 @@ impl Pipeline {
         }
         let streaming = !self.sessions.is_empty();
         let mut records = Vec::with_capacity(if streaming { batch.len() } else { 0 });
+        // Only while a session still skips what its backfill sent.
+        let mut positions: Vec<LinePos> = Vec::new();
+        let located = self.sessions.values().any(Session::skips_backfilled);
         for line in batch {
             let seq = self.seq.take();
             if streaming {
+                if located {
+                    positions.push(line.at);
+                }
                 records.push(self.parsers.record(seq, line));
             }
         }
@@ -390,8 +422,10 @@ impl Pipeline {
         }
         let sessions = std::mem::take(&mut self.sessions);
         let frames = std::mem::take(&mut self.frames);
-        let filtered =
-            tokio::task::spawn_blocking(move || offer_all(sessions, &records, now, frames)).await;
+        let filtered = tokio::task::spawn_blocking(move || {
+            offer_all(sessions, &records, &positions, now, frames)
+        })
+        .await;
         match filtered {
             Ok((sessions, frames, failed)) => {
                 self.sessions = sessions;
@@ -448,6 +482,15 @@ impl Pipeline {
                         .filter(|s| same_work(s.spec(), &spec))
                     {
                         running.set_ends(ends);
+                        // Restored after a restart, it resumed from checkpoints instead of
+                        // backfilling; the host still waits for the backfill to end.
+                        if spec.backfill.is_some() && running.spec().backfill.is_none() {
+                            self.outbox.push(AgentFrame::BackfillDone {
+                                session_id: spec.id.clone(),
+                                count: 0,
+                                truncated: false,
+                            });
+                        }
                     } else if let Some(preparing) = self
                         .pending
                         .get_mut(&spec.id)
@@ -562,9 +605,65 @@ impl Pipeline {
         }
         if pending.restored {
             self.backlog_unreported.push(ready.id.clone());
+        } else if replaced.is_none() && pending.spec.backfill.is_some() {
+            self.backfill_due.push(ready.id.clone());
         }
         let session = Session::start(pending.spec, chain, pending.ends, now);
         self.sessions.insert(ready.id, session);
+    }
+
+    /// Runs the backfills of sessions just activated (see [`crate::backfill`]): each scan on a
+    /// blocking thread, awaited, so no tail batch is handled before the session's backfill
+    /// and `BackfillDone` are out.
+    async fn run_backfills(&mut self) {
+        for id in std::mem::take(&mut self.backfill_due) {
+            let Some(mut session) = self.sessions.remove(&id) else {
+                continue;
+            };
+            let Some(lines) = session.spec().backfill else {
+                self.sessions.insert(id, session);
+                continue;
+            };
+            let sources = self.sources.clone();
+            let budget = self.backfill_scan_bytes;
+            let only = session.spec().filters.sources.clone();
+            let started = Instant::now();
+            let scanned = tokio::task::spawn_blocking(move || {
+                let found = scan(&sources, &only, lines as usize, budget, session.chain_mut());
+                (session, found)
+            })
+            .await;
+            let Ok((mut session, found)) = scanned else {
+                // Only when the runtime shuts down, which ends the pipeline too.
+                error!(session = %id, "backfill task lost; the session ends");
+                continue;
+            };
+            match found {
+                Ok(found) => {
+                    let mut records = found.records;
+                    for r in &mut records {
+                        r.seq = self.seq.take();
+                    }
+                    let now = Instant::now();
+                    let count = session.backfill(records, found.boundaries, now, &mut self.frames);
+                    info!(session = %id, asked = lines, count, truncated = found.truncated, elapsed_ms = started.elapsed().as_millis() as u64, "backfill sent");
+                    self.frames.push(AgentFrame::BackfillDone {
+                        session_id: id.clone(),
+                        count,
+                        truncated: found.truncated,
+                    });
+                    self.send_frames();
+                    self.sessions.insert(id, session);
+                }
+                Err(failed) => {
+                    session.fail(failed.failure, failed.undecided, &mut self.frames);
+                    self.send_frames();
+                    self.sessions_changed = true;
+                    info!(session = %id, "session ended: its filters failed during the backfill");
+                    self.remember_failed(id);
+                }
+            }
+        }
     }
 
     fn stop(&mut self, id: &str, why: &str) {
@@ -621,6 +720,7 @@ impl Pipeline {
     pub(crate) async fn activate_next(&mut self) {
         if let Some(ready) = self.ready_rx.recv().await {
             self.activate(ready, Instant::now());
+            self.run_backfills().await;
         }
     }
 
@@ -672,7 +772,10 @@ impl Pipeline {
                     None => host_open = false,
                 },
                 // Never `None`: the pipeline holds a sender.
-                Some(ready) = self.ready_rx.recv() => self.activate(ready, Instant::now()),
+                Some(ready) = self.ready_rx.recv() => {
+                    self.activate(ready, Instant::now());
+                    self.run_backfills().await;
+                }
                 _ = outbox.room(), if held_back.is_some() => {}
                 _ = tokio::time::sleep_until(held_back.unwrap_or(now)), if held_back.is_some() => {}
                 // Not while a restored session is pending, nor while the outbox holds back
@@ -728,6 +831,7 @@ fn saved_session(spec: &SessionSpec, ends: Instant, now: Instant, wall: i64) -> 
 fn offer_all(
     mut sessions: HashMap<String, Session>,
     records: &[Record],
+    positions: &[LinePos],
     now: Instant,
     mut frames: Vec<AgentFrame>,
 ) -> (HashMap<String, Session>, Vec<AgentFrame>, Vec<String>) {
@@ -737,7 +841,7 @@ fn offer_all(
         // this session (closed: nothing of the batch passes) without taking the others along.
         // Unwind safety: the session is failed and dropped, never used again.
         let offered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            session.offer(records, now, &mut frames)
+            session.offer_at(records, positions, now, &mut frames)
         }));
         match offered {
             Ok(Ok(())) => {}
@@ -795,6 +899,7 @@ mod tests {
                 bytes_per_second: 0,
             },
             remaining_ms: 60_000,
+            backfill: None,
         }
     }
 
@@ -816,6 +921,7 @@ mod tests {
                 line: i as u64 + 1,
                 text: t.to_string(),
                 read_at_ms: 1,
+                at: LinePos::default(),
             })
             .collect()
     }
@@ -1247,6 +1353,84 @@ mod tests {
         assert_eq!((batch.session_id.as_str(), messages), ("r", vec!["early"]));
         drop(line_tx);
         task.await.unwrap();
+    }
+
+    /// A session that asks for a backfill gets its file's last records first, numbered below
+    /// every live record, then `BackfillDone`; a live line the backfill covered (read before
+    /// the scan, handled after it) is not sent again, and the line after it is.
+    #[tokio::test]
+    async fn backfill_comes_first_and_live_lines_it_covered_are_skipped() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let text: String = (1..=10).map(|n| format!("a {n}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let covered_end = text.len() as u64;
+        let meta = std::fs::metadata(&path).unwrap();
+        let id = (meta.dev(), meta.ino());
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox)
+            .parse_sources_as(&[SourceConfig::new("app", path.display().to_string())]);
+        let first_seq = p.seq.peek();
+        let mut with_backfill = spec("s", &[], 0);
+        with_backfill.backfill = Some(3);
+        start(&mut p, with_backfill).await;
+        let line = |n: u64, end: u64| TailLine {
+            source: "app".into(),
+            file: path.display().to_string().into(),
+            line: n,
+            text: format!("a {n}"),
+            read_at_ms: 1,
+            at: LinePos { id, end },
+        };
+        p.handle_lines(
+            vec![line(10, covered_end), line(11, covered_end + 5)],
+            Instant::now(),
+        )
+        .await;
+        p.flush(Instant::now());
+        let got: Vec<String> = drain(&outbox)
+            .iter()
+            .map(|f| match f {
+                AgentFrame::Logs(b) => b
+                    .records
+                    .iter()
+                    .map(|r| format!("{}@{}#{}", r.message, r.line, r.seq - first_seq))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                AgentFrame::BackfillDone {
+                    count, truncated, ..
+                } => format!("done {count} {truncated}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            ["a 8@8#0,a 9@9#1,a 10@10#2", "done 3 false", "a 11@11#4"]
+        );
+    }
+
+    /// A session restored after a restart resumes from checkpoints instead of backfilling;
+    /// when the host still waits for its backfill (the agent died before saying it was done),
+    /// the agent says it is over, with nothing sent.
+    #[tokio::test]
+    async fn a_restored_session_ends_the_backfill_the_host_waits_for() {
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox);
+        p.restore(vec![saved(&spec("r", &[], 0))]);
+        p.activate_next().await;
+        let mut listed = spec("r", &[], 0);
+        listed.backfill = Some(100);
+        p.handle_host(HostFrame::Sessions(vec![listed]));
+        assert_eq!(p.session_ids(), ["r"], "kept running");
+        assert_eq!(
+            drain(&outbox),
+            [AgentFrame::BackfillDone {
+                session_id: "r".into(),
+                count: 0,
+                truncated: false,
+            }]
+        );
     }
 
     #[tokio::test]

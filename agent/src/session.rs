@@ -28,6 +28,7 @@ use tracing::warn;
 use crate::filter::{FilterChain, FilterFailure};
 use crate::loader::RUNTIME_FILTER_NAME;
 use crate::ratelimit::RateLimiter;
+use crate::tail::LinePos;
 
 /// A batch is sent as soon as it holds this many records...
 pub const MAX_BATCH_RECORDS: usize = 512;
@@ -48,6 +49,10 @@ pub struct Session {
     pending_bytes: usize,
     /// Records dropped by the rate limit since the last flush.
     rate_dropped: u64,
+    /// Where its backfill ended, per file: live records of those files ending at or before
+    /// these offsets are in the backfill and are skipped (see [`crate::backfill`]). An entry
+    /// goes once a later line of its file is offered.
+    backfilled_to: Vec<LinePos>,
 }
 
 /// A session's filters failed: it has put its last frames out and must be dropped.
@@ -70,6 +75,7 @@ impl Session {
             pending: Vec::new(),
             pending_bytes: 0,
             rate_dropped: 0,
+            backfilled_to: Vec::new(),
         }
     }
 
@@ -90,6 +96,81 @@ impl Session {
 
     pub fn set_ends(&mut self, ends: Instant) {
         self.ends = ends;
+    }
+
+    /// Its filter chain, for a backfill's scan.
+    pub fn chain_mut(&mut self) -> &mut dyn FilterChain {
+        self.chain.as_mut()
+    }
+
+    /// Whether live records need their positions (see [`Session::offer_at`]).
+    pub fn skips_backfilled(&self) -> bool {
+        !self.backfilled_to.is_empty()
+    }
+
+    /// Sends `records` (a backfill, oldest first, numbered) through the rate limiter, which
+    /// decides newest first so an oversized backfill keeps its newest records, and flushes
+    /// them into `out` (drops first). Live records of the files read are then skipped up to
+    /// `boundaries`. Returns how many records were sent.
+    pub fn backfill(
+        &mut self,
+        records: Vec<Record>,
+        boundaries: Vec<LinePos>,
+        now: Instant,
+        out: &mut Vec<AgentFrame>,
+    ) -> u64 {
+        let mut allowed: Vec<Record> = Vec::with_capacity(records.len());
+        for record in records.into_iter().rev() {
+            if self.limiter.allow(record.message.len(), now) {
+                allowed.push(record);
+            } else {
+                self.rate_dropped += 1;
+            }
+        }
+        let sent = allowed.len() as u64;
+        for record in allowed.into_iter().rev() {
+            self.pending_bytes += record_bytes(&record) + RECORD_OVERHEAD_BYTES;
+            self.pending.push(record);
+            if self.pending.len() >= MAX_BATCH_RECORDS || self.pending_bytes >= MAX_BATCH_BYTES {
+                self.flush(out);
+            }
+        }
+        self.flush(out);
+        self.backfilled_to = boundaries;
+        sent
+    }
+
+    /// [`Session::offer`] for records read at `positions` (one per record; empty when no
+    /// session skips backfilled records): records its backfill already sent are skipped.
+    pub fn offer_at(
+        &mut self,
+        records: &[Record],
+        positions: &[LinePos],
+        now: Instant,
+        out: &mut Vec<AgentFrame>,
+    ) -> Result<(), Failed> {
+        if self.backfilled_to.is_empty() || positions.len() != records.len() {
+            return self.offer(records, now, out);
+        }
+        let backfilled = |at: &LinePos| {
+            self.backfilled_to
+                .iter()
+                .any(|b| b.id == at.id && at.end <= b.end)
+        };
+        let skip: Vec<bool> = positions.iter().map(backfilled).collect();
+        // A later line of a file: its backfill boundary is behind; forget it.
+        self.backfilled_to
+            .retain(|b| !positions.iter().any(|at| at.id == b.id && at.end > b.end));
+        if !skip.contains(&true) {
+            return self.offer(records, now, out);
+        }
+        let live: Vec<Record> = records
+            .iter()
+            .zip(skip)
+            .filter(|(_, skip)| !skip)
+            .map(|(r, _)| r.clone())
+            .collect();
+        self.offer(&live, now, out)
     }
 
     /// Runs the chain and rate limit over one tail batch's records; full batches are flushed
@@ -208,6 +289,7 @@ mod tests {
                 bytes_per_second: 0,
             },
             remaining_ms: 1000,
+            backfill: None,
         }
     }
 
@@ -257,6 +339,38 @@ mod tests {
                 undecided: records.len() as u64,
             }
         }
+    }
+
+    /// A backfill counts against the rate limit: what does not fit one second's burst is
+    /// its oldest part, reported as `rate_limited` before the newest records, which go out
+    /// oldest first; live records then face the limiter it drained.
+    #[test]
+    fn an_oversized_backfill_keeps_its_newest_records() {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut s = start(Filters::default(), 2);
+        let sent = s.backfill(records(5, Level::Info), Vec::new(), now, &mut out);
+        assert_eq!(sent, 2);
+        let AgentFrame::Dropped {
+            count: 3,
+            reason: DropReason::RateLimited,
+            ..
+        } = &out[0]
+        else {
+            panic!("drops first: {out:?}");
+        };
+        let AgentFrame::Logs(batch) = &out[1] else {
+            panic!("then the batch: {out:?}");
+        };
+        let seqs: Vec<u64> = batch.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [4, 5]);
+        out.clear();
+        s.offer(&records(1, Level::Info), now, &mut out).unwrap();
+        s.flush(&mut out);
+        assert!(
+            matches!(&out[..], [AgentFrame::Dropped { count: 1, .. }]),
+            "{out:?}"
+        );
     }
 
     #[test]

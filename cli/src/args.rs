@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use logfleet_protocol::Level;
-use logfleet_protocol::rest::MAX_TIMEOUT_SECONDS;
+use logfleet_protocol::rest::{MAX_BACKFILL_LINES, MAX_TIMEOUT_SECONDS};
 
 /// `--timeout`: whole seconds (`300`) or a duration (`90s`, `5m`, `1h`), within the host's
 /// 1..=3600 s.
@@ -27,6 +27,16 @@ pub fn parse_timeout(value: &str) -> Result<u64, String> {
             "the session length must be 1s..{}s (1h), not {seconds}s",
             MAX_TIMEOUT_SECONDS
         ))
+    }
+}
+
+/// `--backfill N` (alias `--tail`): 1..=10000 records.
+pub fn parse_backfill(value: &str) -> Result<u32, String> {
+    match value.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_BACKFILL_LINES).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "the backfill is 1..{MAX_BACKFILL_LINES} lines, not '{value}'"
+        )),
     }
 }
 
@@ -96,6 +106,16 @@ mod tests {
         assert!(parse_timeout("2h").is_err());
         assert!(parse_timeout("1.5s").is_err());
         assert!(parse_timeout("soon").is_err());
+    }
+
+    /// A backfill is a whole number of lines within the host's bound.
+    #[test]
+    fn backfill_is_bounded() {
+        assert_eq!(parse_backfill("100"), Ok(100));
+        assert_eq!(parse_backfill("10000"), Ok(10_000));
+        assert!(parse_backfill("0").is_err());
+        assert!(parse_backfill("10001").is_err());
+        assert!(parse_backfill("many").is_err());
     }
 
     /// `LEVEL+` means that level and every more severe one; plain names pass through.

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use logfleet_protocol::FilterSpec;
 use logfleet_protocol::rest::{
-    AgentInfo, AgentList, EnrollRequest, EnrollResponse, PluginInfo, PluginList, PluginResponse,
-    RevokeResponse, Session, SessionList, SessionResponse, SessionSummary, StartRequest,
-    StopRequest,
+    AgentInfo, AgentList, EnrollRequest, EnrollResponse, PatchSessionRequest, PluginInfo,
+    PluginList, PluginResponse, RevokeResponse, Session, SessionList, SessionResponse,
+    SessionSummary, StartRequest, StopRequest,
 };
 use reqwest::Url;
 use serde::Deserialize;
@@ -172,6 +173,25 @@ impl Client {
                 self.http
                     .post(self.url(&["api", "v1", "stream", "start"]))
                     .json(request),
+            )
+            .await?;
+        Ok(resp.session)
+    }
+
+    /// `PATCH /api/v1/stream/sessions/{id}`: changes a running session's filters; returns
+    /// the session with them. Its clients get `filters_changed` before the first record under
+    /// the new filters.
+    pub async fn change_filters(
+        &self,
+        session_id: &str,
+        filters: FilterSpec,
+    ) -> Result<Session, Error> {
+        let body = PatchSessionRequest { filters };
+        let resp: SessionResponse = self
+            .call(
+                self.http
+                    .patch(self.url(&["api", "v1", "stream", "sessions", session_id]))
+                    .json(&body),
             )
             .await?;
         Ok(resp.session)

@@ -112,6 +112,7 @@ pub async fn run<S: Sink>(
         last_seq: None,
         renew_retry: None,
         renew_backoff: Backoff::default(),
+        started_one: false,
     };
     let shutdown = std::pin::pin!(shutdown);
     let outcome = follower.stream(sink, shutdown).await;
@@ -137,6 +138,9 @@ struct Follower<'a> {
     /// When to try starting the next session again after a failed attempt.
     renew_retry: Option<Instant>,
     renew_backoff: Backoff,
+    /// A session was started: the ones that continue it ask for no backfill (the lines
+    /// before them were streamed already).
+    started_one: bool,
 }
 
 /// The session being streamed.
@@ -456,7 +460,16 @@ impl Follower<'_> {
     /// Starts a session; returns it and when it was requested.
     async fn start(&mut self) -> Result<(Session, Instant), Error> {
         let requested = Instant::now();
-        let session = self.client.start(&self.options.request).await?;
+        let session = if self.started_one && self.options.request.backfill.is_some() {
+            let continuing = StartRequest {
+                backfill: None,
+                ..self.options.request.clone()
+            };
+            self.client.start(&continuing).await?
+        } else {
+            self.client.start(&self.options.request).await?
+        };
+        self.started_one = true;
         tracing::debug!(session = %session.id, expires_at = %session.expires_at, "session started");
         self.live.push(session.clone());
         Ok((session, requested))

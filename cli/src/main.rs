@@ -15,7 +15,7 @@ use logfleet_cli::{Client, DEFAULT_URL, Error};
 use logfleet_protocol::FilterSpec;
 use logfleet_protocol::client::{EndReason, LogMessage};
 use logfleet_protocol::filters::{OneOrMany, PluginSpec};
-use logfleet_protocol::rest::StartRequest;
+use logfleet_protocol::rest::{Backfill, StartRequest};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -77,6 +77,9 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
         output: ListFormat,
     },
+    /// Change a running session's filters (PATCH); its stream continues under them without
+    /// a gap. Prints the session's new filters.
+    Filter(FilterArgs),
     /// Stop a streaming session.
     Stop {
         /// Session id (sess_...).
@@ -169,6 +172,10 @@ struct StreamArgs {
     /// Session length: seconds or a duration like 90s, 5m, 1h (at most 1h).
     #[arg(long, default_value = "300", value_parser = args::parse_timeout)]
     timeout: u64,
+    /// First print the N most recent matching lines (1-10000) already in the agent's files,
+    /// oldest first, then the live ones.
+    #[arg(long, visible_alias = "tail", value_name = "N", value_parser = args::parse_backfill)]
+    backfill: Option<u32>,
     /// Keep streaming past the timeout by starting the next session before each one ends.
     #[arg(short, long)]
     follow: bool,
@@ -180,6 +187,50 @@ struct StreamArgs {
     /// clear the screen or retitle the window.
     #[arg(long)]
     raw: bool,
+}
+
+/// `logfleet filter SESSION [filter flags]`: the session's new filters, replacing all of the
+/// old ones (a flag left out is no filter of that kind).
+#[derive(Debug, Args)]
+struct FilterArgs {
+    /// Session id (sess_...).
+    session: String,
+    /// Only these levels (comma-separated, e.g. ERROR,WARN); LEVEL+ is that level and above.
+    #[arg(short, long, value_delimiter = ',')]
+    level: Vec<String>,
+    /// Only these sources (repeat or comma-separate).
+    #[arg(short, long, value_delimiter = ',')]
+    source: Vec<String>,
+    /// Only messages matching this regex (Rust regex syntax).
+    #[arg(long)]
+    pattern: Option<String>,
+    /// Apply an uploaded plugin: NAME or NAME=JSON. Repeatable; in order after the built-ins.
+    #[arg(long = "plugin", value_name = "NAME[=JSON]", value_parser = parse_plugin)]
+    plugins: Vec<PluginSpec>,
+    /// Output format: the new filters as text, or the session object as JSON.
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    output: ListFormat,
+}
+
+/// The filters that `--level`, `--source`, `--pattern` and `--plugin` say, as the host takes
+/// them (`stream` and `filter` share them).
+fn filter_spec(
+    level: &[String],
+    source: &[String],
+    pattern: Option<&String>,
+    plugins: &[PluginSpec],
+) -> Result<FilterSpec, Error> {
+    let levels = args::expand_levels(level).map_err(Error::Usage)?;
+    Ok(FilterSpec {
+        level: (!levels.is_empty()).then_some(levels),
+        source: match source {
+            [] => None,
+            [one] => Some(OneOrMany::One(one.clone())),
+            many => Some(OneOrMany::Many(many.to_vec())),
+        },
+        pattern: pattern.cloned(),
+        plugins: (!plugins.is_empty()).then(|| plugins.to_vec()),
+    })
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -209,22 +260,18 @@ fn parse_plugin(arg: &str) -> Result<PluginSpec, String> {
 
 impl StreamArgs {
     fn request(&self) -> Result<StartRequest, Error> {
-        let levels = args::expand_levels(&self.level).map_err(Error::Usage)?;
-        let filters = FilterSpec {
-            level: (!levels.is_empty()).then_some(levels),
-            source: match self.source.as_slice() {
-                [] => None,
-                [one] => Some(OneOrMany::One(one.clone())),
-                many => Some(OneOrMany::Many(many.to_vec())),
-            },
-            pattern: self.pattern.clone(),
-            plugins: (!self.plugins.is_empty()).then(|| self.plugins.clone()),
-        };
+        let filters = filter_spec(
+            &self.level,
+            &self.source,
+            self.pattern.as_ref(),
+            &self.plugins,
+        )?;
         Ok(StartRequest {
             agent_id: self.agent.clone(),
             timeout_seconds: Some(self.timeout),
             filters: (filters != FilterSpec::default()).then_some(filters),
             limits: None,
+            backfill: self.backfill.map(|lines| Backfill { lines }),
         })
     }
 }
@@ -359,6 +406,22 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     write!(stdout, "{}", output::sessions_table(&sessions, now()))?;
                 }
                 ListFormat::Json => writeln!(stdout, "{}", serde_json::to_string(&sessions)?)?,
+            }
+        }
+        Command::Filter(f) => {
+            let filters = filter_spec(&f.level, &f.source, f.pattern.as_ref(), &f.plugins)?;
+            let session = client.change_filters(&f.session, filters).await?;
+            match f.output {
+                ListFormat::Table => {
+                    let now = session.filters.clone().unwrap_or_default();
+                    writeln!(
+                        stdout,
+                        "session {} now filters {}",
+                        session.id,
+                        serde_json::to_string(&now)?
+                    )?;
+                }
+                ListFormat::Json => writeln!(stdout, "{}", serde_json::to_string(&session)?)?,
             }
         }
         Command::Stop { id } => {

@@ -107,6 +107,7 @@ pub fn escaped(log: &LogMessage) -> LogMessage {
             // Printed as JSON (`-o json`), where serde escapes control characters.
             fields: log.metadata.fields.clone(),
         },
+        backfill: log.backfill,
     }
 }
 
@@ -159,6 +160,14 @@ pub fn control_text(control: &Control) -> String {
             "filters changed: {}",
             serde_json::to_string(filters).unwrap_or_default()
         ),
+        Control::BackfillDone { count, truncated } => {
+            let cut = if *truncated {
+                " (the agent's scan limit was reached before it found as many as asked for)"
+            } else {
+                ""
+            };
+            format!("backfill done: {count} earlier line(s) above{cut}; live lines from here")
+        }
     }
 }
 
@@ -246,15 +255,56 @@ pub fn sessions_table(sessions: &[SessionSummary], now: DateTime<Utc>) -> String
                 until(&s.expires_at, now),
                 s.created_by.clone(),
                 s.clients.to_string(),
+                rate(s.usage.as_ref()),
             ]
         })
         .collect();
     table(
         &[
-            "ID", "AGENT", "STATUS", "STARTED", "EXPIRES", "BY", "CLIENTS",
+            "ID", "AGENT", "STATUS", "STARTED", "EXPIRES", "BY", "CLIENTS", "RATE",
         ],
         &rows,
     )
+}
+
+/// A session's current rate from its `usage` (`lines_per_second`, `bytes_per_second`):
+/// `12 lines/s 3.4 KB/s`; `-` when the host sent none.
+pub fn rate(usage: Option<&serde_json::Value>) -> String {
+    let Some(usage) = usage else {
+        return "-".to_owned();
+    };
+    let (Some(lines), Some(bytes)) = (
+        usage
+            .get("lines_per_second")
+            .and_then(serde_json::Value::as_f64),
+        usage
+            .get("bytes_per_second")
+            .and_then(serde_json::Value::as_f64),
+    ) else {
+        return "-".to_owned();
+    };
+    format!("{} lines/s {}/s", round_rate(lines), human_bytes(bytes))
+}
+
+/// A rate with one decimal below 10, whole above.
+fn round_rate(value: f64) -> String {
+    if value < 10.0 && value.fract() != 0.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+/// Bytes in B, KB, MB or GB (powers of 1000, as rates are usually read).
+fn human_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    let mut value = bytes.max(0.0);
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{} {}", round_rate(value), UNITS[unit])
 }
 
 /// The `plugins list` table.
@@ -294,7 +344,26 @@ mod tests {
                 read_at: "2024-01-15T10:00:00.125Z".into(),
                 fields: None,
             },
+            backfill: false,
         }
+    }
+
+    /// The sessions table's rate reads as people say rates, and says `-` when the host sent
+    /// no usage.
+    #[test]
+    fn rates_read_naturally() {
+        let usage = |lines: f64, bytes: f64| {
+            serde_json::json!({"lines": 1, "bytes": 2, "dropped": {},
+                "lines_per_second": lines, "bytes_per_second": bytes})
+        };
+        assert_eq!(rate(Some(&usage(12.0, 3400.0))), "12 lines/s 3.4 KB/s");
+        assert_eq!(rate(Some(&usage(0.5, 0.0))), "0.5 lines/s 0 B/s");
+        assert_eq!(
+            rate(Some(&usage(2000.0, 2_500_000.0))),
+            "2000 lines/s 2.5 MB/s"
+        );
+        assert_eq!(rate(None), "-");
+        assert_eq!(rate(Some(&serde_json::json!({}))), "-");
     }
 
     #[test]

@@ -126,7 +126,13 @@ fn main() -> std::io::Result<()> {
             bytes_per_second: 1 << 20,
         },
         remaining_ms: 300_000,
+        backfill: Some(100),
     });
+    let backfill_done = AgentFrame::BackfillDone {
+        session_id: "sess_abc123".into(),
+        count: 100,
+        truncated: true,
+    };
 
     let ack = HostFrame::Ack { upto: 4_096 };
 
@@ -142,6 +148,7 @@ fn main() -> std::io::Result<()> {
         ("dropped", encode(&dropped)),
         ("filter-error", encode(&filter_error)),
         ("fetch-plugin", encode(&fetch)),
+        ("backfill-done", encode(&backfill_done)),
         ("host-start", encode(&start)),
         ("host-ack", encode(&ack)),
     ];

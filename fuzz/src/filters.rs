@@ -115,6 +115,7 @@ fn survives_the_agent_link(filters: &Filters) {
             bytes_per_second: 1,
         },
         remaining_ms: 0,
+        backfill: None,
     });
     assert_eq!(decode::<HostFrame>(&encode(&frame)).ok(), Some(frame));
 }

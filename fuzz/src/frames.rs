@@ -116,7 +116,7 @@ fn level(u: &mut Unstructured) -> Result<Level> {
 /// A frame a well-behaved agent could send: every name, path, text and count within
 /// `agent_limits`, possibly right at the bound.
 pub fn legitimate_frame(u: &mut Unstructured) -> Result<AgentFrame> {
-    Ok(match u.int_in_range(0..=5u8)? {
+    Ok(match u.int_in_range(0..=6u8)? {
         0 => AgentFrame::Hello(Hello {
             protocol: u.arbitrary()?,
             name: text(u, MAX_NAME_BYTES)?,
@@ -170,6 +170,11 @@ pub fn legitimate_frame(u: &mut Unstructured) -> Result<AgentFrame> {
             plugin: text(u, MAX_NAME_BYTES)?,
             message: text(u, MAX_TEXT_BYTES)?,
             dropped: u.arbitrary()?,
+        },
+        5 => AgentFrame::BackfillDone {
+            session_id: text(u, MAX_NAME_BYTES)?,
+            count: u.arbitrary()?,
+            truncated: u.arbitrary()?,
         },
         _ => AgentFrame::FetchPlugin {
             digest: text(u, MAX_NAME_BYTES)?,

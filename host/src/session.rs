@@ -118,6 +118,9 @@ pub struct Feed {
     /// The agent's hostname, for `metadata.host`.
     pub hostname: String,
     pub usage: Arc<SessionUsage>,
+    /// The session's backfill is not done yet: the agent sends it before any live record, so
+    /// its records until `BackfillDone` are the backfill (flagged `"backfill": true`).
+    pub backfilling: bool,
 }
 
 /// Active sessions one agent may run at once: each costs the host a replay buffer and the edge
@@ -164,6 +167,8 @@ pub struct NewSession {
     pub filters: Filters,
     pub limits: RateLimits,
     pub timeout: Duration,
+    /// Records to backfill before the live ones (validated by the API).
+    pub backfill: Option<u32>,
 }
 
 impl Sessions {
@@ -203,6 +208,7 @@ impl Sessions {
             filters: new.filters,
             limits: new.limits,
             remaining_ms: remaining_ms(expires, now),
+            backfill: new.backfill,
         };
         let session = Session {
             agent_link: new.agent.link,
@@ -327,6 +333,19 @@ impl Sessions {
         }
     }
 
+    /// The agent sent the backfill session `id` asked for: clients get `backfill_done`, and the
+    /// specs sent to the agent from now on ask for none, so an agent that reconnects (or
+    /// restarts without its state) does not send it twice.
+    pub fn backfill_done(&self, agent: &AgentKey, id: &str, count: u64, truncated: bool) {
+        let mut st = self.lock();
+        if let Some(session) = st.by_id.get_mut(id).filter(|s| s.agent.key == *agent) {
+            session.spec.backfill = None;
+            session
+                .hub
+                .publish_opening(Control::BackfillDone { count, truncated });
+        }
+    }
+
     /// Ends every session of an agent (it was revoked), reason `stopped`; returns how many.
     pub fn end_for_agent(&self, agent: &AgentKey) -> usize {
         let mut st = self.lock();
@@ -399,6 +418,7 @@ impl Sessions {
                 hub: s.hub.clone(),
                 hostname: s.agent.hostname.clone(),
                 usage: s.usage.clone(),
+                backfilling: s.spec.backfill.is_some(),
             })
     }
 
@@ -654,6 +674,7 @@ mod tests {
                     bytes_per_second: 0,
                 },
                 timeout: Duration::from_secs(60),
+                backfill: None,
             })
             .unwrap();
         let mut sub = sessions

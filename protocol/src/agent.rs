@@ -29,7 +29,10 @@ use crate::{Filters, Level};
 /// already, so the agent can resend what was not acknowledged after a reconnect. Sessions
 /// carry the time they have left (`SessionSpec::remaining_ms`) instead of an absolute end, so
 /// an agent's wrong wall clock neither ends them early nor keeps them from starting.
-pub const PROTOCOL_VERSION: u32 = 3;
+///
+/// 4: backfill. `SessionSpec::backfill` asks for recent records before the live ones; the
+/// agent sends them as the session's first `Logs`, then `BackfillDone`.
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest frame either side accepts, in bytes, after inflation. Host → agent frames carry
 /// plugin components (up to 16 MiB); agent → host frames are held to the much smaller
 /// [`crate::agent_limits::MAX_AGENT_FRAME_BYTES`] with [`decode_within`].
@@ -90,6 +93,16 @@ pub enum AgentFrame {
     /// session's records before this frame passed the old filters, those after it the new.
     FiltersChanged {
         session_id: String,
+    },
+    /// The session's backfill ([`SessionSpec::backfill`]) is complete: its `Logs` since the
+    /// session started on this agent, `count` records, were read from the end of its files,
+    /// oldest first (rate-limit drops among them went out as `Dropped`); its live records
+    /// follow. `truncated`: the scan bound per source stopped the search before it found as
+    /// many records as asked for.
+    BackfillDone {
+        session_id: String,
+        count: u64,
+        truncated: bool,
     },
 }
 
@@ -220,6 +233,9 @@ pub struct SessionSpec {
     /// counts it down on its monotonic clock and stops on its own then, even if the host is
     /// unreachable: neither side's wall clock (nor their difference) matters.
     pub remaining_ms: u64,
+    /// Records to send from the end of the session's files before its live records, when it
+    /// first runs on this agent (`None`: none, also once the host heard `BackfillDone`).
+    pub backfill: Option<u32>,
 }
 
 /// Effective per-session rate limits (defaults and maxima already applied by the host).
@@ -357,6 +373,7 @@ mod tests {
                 bytes_per_second: 2,
             },
             remaining_ms: 5,
+            backfill: Some(100),
         });
         assert_eq!(decode::<HostFrame>(&encode(&spec)).unwrap(), spec);
     }

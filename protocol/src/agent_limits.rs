@@ -233,6 +233,7 @@ pub fn check(frame: &AgentFrame) -> Result<(), LimitExceeded> {
         }
         AgentFrame::FetchPlugin { digest } => name(digest),
         AgentFrame::FiltersChanged { session_id } => name(session_id),
+        AgentFrame::BackfillDone { session_id, .. } => name(session_id),
     }
 }
 

@@ -27,6 +27,9 @@ pub struct LogMessage {
     /// The line without the prefix its parser recognised (the whole line when none).
     pub message: String,
     pub metadata: Metadata,
+    /// Sent before the live records because the start request asked for a backfill.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +76,14 @@ pub enum Control {
     BandwidthWarning {
         bytes_per_hour: u64,
         budget: u64,
+    },
+    /// The backfill asked for at start is complete: `count` records were sent (each with
+    /// `"backfill": true`); live records follow. `truncated`: the agent's scan bound stopped
+    /// the search before it found as many as asked for.
+    BackfillDone {
+        count: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
     },
 }
 
@@ -150,6 +161,7 @@ mod tests {
                 read_at: "2024-01-15T10:00:00.123Z".into(),
                 fields: None,
             },
+            backfill: false,
         });
         assert_eq!(
             serde_json::to_value(&m).unwrap(),

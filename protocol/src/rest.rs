@@ -24,6 +24,28 @@ pub struct StartRequest {
     pub filters: Option<FilterSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Recent records to send before the live ones (see [`Backfill`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<Backfill>,
+}
+
+/// Most records a start request may ask to be backfilled.
+pub const MAX_BACKFILL_LINES: u32 = 10_000;
+
+/// `"backfill": {"lines": N}` in a start request: before the live records, the agent sends the
+/// `lines` most recent records of the session's sources that pass its filters, oldest first,
+/// then a `backfill_done` control. `lines` is 1..=[`MAX_BACKFILL_LINES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backfill {
+    pub lines: u32,
+}
+
+impl Backfill {
+    /// Whether `lines` is within 1..=[`MAX_BACKFILL_LINES`].
+    pub fn is_valid(&self) -> bool {
+        (1..=MAX_BACKFILL_LINES).contains(&self.lines)
+    }
 }
 
 /// `{"session": {...}}`, the answer to start and stop.
@@ -240,5 +262,18 @@ mod tests {
             serde_json::from_str(r#"{"agent_id":"x","timeout_seconds":300}"#).unwrap();
         assert!(extend.filters.is_none());
         assert!(serde_json::from_str::<StartRequest>(r#"{"agent_id":"x","bogus":1}"#).is_err());
+        let backfill: StartRequest =
+            serde_json::from_str(r#"{"agent_id":"x","backfill":{"lines":100}}"#).unwrap();
+        assert_eq!(backfill.backfill, Some(Backfill { lines: 100 }));
+        assert!(
+            serde_json::from_str::<StartRequest>(r#"{"agent_id":"x","backfill":{"n":1}}"#).is_err()
+        );
+        assert!(!Backfill { lines: 0 }.is_valid());
+        assert!(
+            !Backfill {
+                lines: MAX_BACKFILL_LINES + 1
+            }
+            .is_valid()
+        );
     }
 }

@@ -13,8 +13,8 @@ use tracing::{debug, info, warn};
 use super::checkpoint::FileCheckpoint;
 use super::identity::{FileId, Retired, fingerprint_matches, read_head};
 use super::{
-    DEFAULT_ROTATE_WAIT, FILE_BUDGET_BYTES, MAX_LINE_BYTES, MISSING_GRACE, READ_CHUNK_BYTES,
-    TailLine,
+    DEFAULT_ROTATE_WAIT, FILE_BUDGET_BYTES, LinePos, MAX_LINE_BYTES, MISSING_GRACE,
+    READ_CHUNK_BYTES, TailLine,
 };
 use crate::time::now_ms;
 
@@ -354,7 +354,8 @@ impl FileTail {
     /// remembers the position (see [`Tailer::rescan`](super::Tailer::rescan)).
     fn close_rotated(&mut self, mut file: OpenFile, out: &mut Vec<TailLine>) {
         if file.overlong || !file.partial.is_empty() {
-            let (line, _) = file.take_line(&self.source, &self.path_str, now_ms());
+            let end = file.pos;
+            let (line, _) = file.take_line(&self.source, &self.path_str, now_ms(), end);
             out.push(line);
         }
         self.retired.push(Retired {
@@ -519,7 +520,8 @@ fn read_file(
         let mut rest = &buf[..n];
         while let Some(nl) = memchr::memchr(b'\n', rest) {
             open.push_bytes(&rest[..nl]);
-            let line = open.take_line(source, name, read_at_ms);
+            let end = open.pos - (rest.len() - nl - 1) as u64;
+            let line = open.take_line(source, name, read_at_ms, end);
             if line.1 {
                 outcome.truncated += 1;
             }
@@ -545,12 +547,14 @@ impl OpenFile {
         }
     }
 
-    /// Completes the current line; returns it and whether it was truncated.
+    /// Completes the current line, which ends at offset `end`; returns it and whether it was
+    /// truncated.
     fn take_line(
         &mut self,
         source: &Arc<str>,
         file: &Arc<str>,
         read_at_ms: i64,
+        end: u64,
     ) -> (TailLine, bool) {
         self.lines += 1;
         if !self.overlong && self.partial.last() == Some(&b'\r') {
@@ -568,6 +572,7 @@ impl OpenFile {
                 line: self.lines,
                 text,
                 read_at_ms,
+                at: LinePos { id: self.id, end },
             },
             truncated,
         )

@@ -151,6 +151,16 @@ pub struct TailLine {
     pub text: String,
     /// When the line was read, ms since the Unix epoch.
     pub read_at_ms: i64,
+    /// Where it is in which file: a backfill's records are told from live ones by it.
+    pub at: LinePos,
+}
+
+/// Where a line ends in the file it was read from: the file's identity and the offset just
+/// after its newline (after its last byte for an unterminated last line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct LinePos {
+    pub id: identity::FileId,
+    pub end: u64,
 }
 
 /// What the pipeline receives from the tailer in one message.

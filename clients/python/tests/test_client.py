@@ -12,6 +12,7 @@ import pytest
 from logfleet import (
     AsyncClient,
     AuthError,
+    ControlEvent,
     Client,
     InvalidRequestError,
     LogEntry,
@@ -127,3 +128,37 @@ def test_async_client(env: Env, writer: Writer) -> None:
 
     seen = asyncio.run(main())
     assert seen and all(log.level == "ERROR" for log in seen)
+
+
+def test_backfill_comes_first_then_live(env: Env) -> None:
+    """A stream asked for a backfill yields the most recent matching lines already in the file
+    first, oldest first and flagged, then ``backfill_done``, then the live lines."""
+    tag = "py-backfill-tag"
+    with open(env.log_file, "a", encoding="utf-8") as f:
+        for n in range(5):
+            f.write(f"INFO {tag} earlier {n}\n")
+    controls: List[ControlEvent] = []
+    with Client(token=env.token, base_url=env.url) as client:
+        with client.stream(
+            agent_id=env.agent_id,
+            timeout=60,
+            filters={"pattern": tag},
+            backfill=3,
+            on_control=controls.append,
+        ) as stream:
+            got: List[LogEntry] = []
+            for log in stream:
+                got.append(log)
+                if len(got) == 3:
+                    with open(env.log_file, "a", encoding="utf-8") as f:
+                        f.write(f"INFO {tag} live\n")
+                if len(got) == 4:
+                    break
+    assert [(log.message, log.backfill) for log in got] == [
+        (f"{tag} earlier 2", True),
+        (f"{tag} earlier 3", True),
+        (f"{tag} earlier 4", True),
+        (f"{tag} live", False),
+    ]
+    done = [c for c in controls if c.event == "backfill_done"]
+    assert len(done) == 1 and done[0].count == 3 and not done[0].truncated

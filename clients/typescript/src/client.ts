@@ -37,6 +37,10 @@ export interface StartStreamOptions {
   timeout?: number;
   filters?: Filters;
   limits?: Limits;
+  /** First deliver the N (1..10000) most recent matching lines already in the agent's files,
+   * oldest first (`backfill: true`), then a `backfill_done` control message, then the live
+   * lines. Sessions that continue it (`follow`) ask for none. */
+  backfill?: number;
   /** Keep streaming past the session's end: the next session (same options) starts shortly
    * before each one expires, without gap or duplicate, until `stop()`. An offline agent or
    * an unreachable host is waited out (said once as a `'warning'` event). */
@@ -101,6 +105,7 @@ export class LogFleetClient {
     };
     if (options.filters) body.filters = options.filters;
     if (options.limits) body.limits = options.limits;
+    if (options.backfill !== undefined) body.backfill = { lines: options.backfill };
     const resp = await this.request<{ session: Session }>('POST', '/api/v1/stream/start', body);
     return resp.session;
   }
@@ -130,7 +135,8 @@ export class LogFleetClient {
       socket,
       {
         connect,
-        start: () => this.start(options),
+        // The lines before a following session were streamed already.
+        start: () => this.start({ ...options, backfill: undefined }),
         follow: options.follow ?? false,
         stop: (id) => this.stopQuietly(id),
         reconnectGraceMs: this.reconnectGraceMs,

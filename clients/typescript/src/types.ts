@@ -17,6 +17,8 @@ export interface LogMessage {
   source: string;
   message: string;
   metadata: { host: string; file: string; line: number };
+  /** Sent before the live lines because the stream asked for a backfill. */
+  backfill?: boolean;
 }
 
 /** Why a session ended (`filter_failed`: a filter failed and, failing closed, ended it). */
@@ -29,7 +31,10 @@ export type ControlMessage =
   | { type: 'control'; event: 'agent_disconnected' }
   | { type: 'control'; event: 'agent_reconnected' }
   | { type: 'control'; event: 'logs_dropped'; count: number; reason: string }
-  | { type: 'control'; event: 'filter_error'; plugin: string; message: string };
+  | { type: 'control'; event: 'filter_error'; plugin: string; message: string }
+  /** The backfill is complete: `count` lines were sent; `truncated` when the agent's scan
+   * bound stopped it short. Live lines follow. */
+  | { type: 'control'; event: 'backfill_done'; count: number; truncated?: boolean };
 
 /** `filters` of a start request. All given filters must match; values in one list are OR. */
 export interface Filters {

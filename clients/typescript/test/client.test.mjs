@@ -98,6 +98,32 @@ describe('LogFleetClient against a real host', () => {
     assert.ok(!sessions.some((s) => s.id === stream.id), 'session stopped on the host');
   });
 
+  test('a backfill comes first, flagged, then backfill_done, then live lines', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const tag = 'ts-backfill-tag';
+    for (let n = 0; n < 5; n++) appendFileSync(logFile, `INFO ${tag} earlier ${n}\n`);
+    const client = new LogFleetClient({ token, baseUrl });
+    const stream = await client.startStream({
+      agentId,
+      timeout: 60,
+      filters: { pattern: tag },
+      backfill: 3,
+    });
+    const done = new Promise((resolve) =>
+      stream.on('control', (c) => c.event === 'backfill_done' && resolve(c)),
+    );
+    const logs = take(stream, 4, () => true);
+    assert.deepEqual(await done, { type: 'control', event: 'backfill_done', count: 3 });
+    appendFileSync(logFile, `INFO ${tag} live\n`);
+    const got = (await logs).map((l) => [l.message, l.backfill ?? false]);
+    await stream.stop();
+    assert.deepEqual(got, [
+      [`${tag} earlier 2`, true],
+      [`${tag} earlier 3`, true],
+      [`${tag} earlier 4`, true],
+      [`${tag} live`, false],
+    ]);
+  });
+
   test('a short session warns, then ends with reason timeout', { timeout: TEST_TIMEOUT_MS }, async () => {
     const client = new LogFleetClient({ token, baseUrl });
     const stream = await client.startStream({

@@ -403,13 +403,16 @@ async fn handle_frame(
                 });
             }
             let agent_id = agent.id.to_string();
-            feed.hub.publish_logs(
-                batch
-                    .records
-                    .into_iter()
-                    .map(|r| log_message(r, &agent_id, &feed.hostname))
-                    .collect(),
-            );
+            let messages = batch
+                .records
+                .into_iter()
+                .map(|r| log_message(r, &agent_id, &feed.hostname, feed.backfilling))
+                .collect();
+            if feed.backfilling {
+                feed.hub.publish_opening_logs(messages);
+            } else {
+                feed.hub.publish_logs(messages);
+            }
         }
         AgentFrame::Dropped {
             session_id,
@@ -419,7 +422,12 @@ async fn handle_frame(
             if let Some(feed) = state.sessions.agent_feed(agent, &session_id) {
                 Stats::add(&state.stats.agent_drops_reported, count);
                 feed.usage.dropped(reason, count);
-                feed.hub.publish(Control::LogsDropped { count, reason });
+                let dropped = Control::LogsDropped { count, reason };
+                if feed.backfilling {
+                    feed.hub.publish_opening(dropped);
+                } else {
+                    feed.hub.publish(dropped);
+                }
             }
         }
         AgentFrame::FilterError {
@@ -440,6 +448,15 @@ async fn handle_frame(
         }
         AgentFrame::FiltersChanged { session_id } => {
             state.sessions.filters_applied(agent, &session_id);
+        }
+        AgentFrame::BackfillDone {
+            session_id,
+            count,
+            truncated,
+        } => {
+            state
+                .sessions
+                .backfill_done(agent, &session_id, count, truncated);
         }
         AgentFrame::FetchPlugin { digest } => {
             // Only components of the agent's own org; the agent verifies the digest again.
@@ -462,7 +479,7 @@ async fn handle_frame(
     None
 }
 
-fn log_message(r: Record, agent_id: &str, hostname: &str) -> Outgoing {
+fn log_message(r: Record, agent_id: &str, hostname: &str, backfill: bool) -> Outgoing {
     let seq = r.seq;
     // An agent's fields that are not a JSON object are left out rather than passed on.
     let fields = r
@@ -482,6 +499,7 @@ fn log_message(r: Record, agent_id: &str, hostname: &str) -> Outgoing {
             read_at: rfc3339_millis(r.timestamp_ms),
             fields,
         },
+        backfill,
     });
     Outgoing {
         seq: Some(seq),

@@ -8,8 +8,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use logfleet_protocol::agent::RateLimits;
 use logfleet_protocol::rest::{
-    DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS, PatchSessionRequest, Session, SessionList,
-    SessionResponse, StartRequest, StopRequest,
+    Backfill, DEFAULT_TIMEOUT_SECONDS, MAX_BACKFILL_LINES, MAX_TIMEOUT_SECONDS,
+    PatchSessionRequest, Session, SessionList, SessionResponse, StartRequest, StopRequest,
 };
 use logfleet_protocol::{FilterSpec, Filters, Limits};
 
@@ -35,6 +35,7 @@ pub async fn start(
     let timeout = checked_timeout(req.timeout_seconds)?;
     let filters = validated(req.filters.as_ref())?;
     let limits = effective_limits(req.limits.as_ref(), &state.config.limits)?;
+    let backfill = checked_backfill(req.backfill)?;
     let agent = state
         .agents
         .resolve(&claims.org, &req.agent_id)
@@ -61,6 +62,7 @@ pub async fn start(
             filters,
             limits,
             timeout,
+            backfill,
         })
         .map_err(|refused| match refused {
             StartRefused::TooMany => too_many_sessions(&agent_name),
@@ -264,6 +266,22 @@ fn checked_timeout(timeout: Option<u64>) -> Result<Duration, ApiError> {
         ));
     }
     Ok(Duration::from_secs(seconds))
+}
+
+/// The backfill asked for: `lines` within 1..=[`MAX_BACKFILL_LINES`], else 400
+/// `invalid_backfill`.
+fn checked_backfill(asked: Option<Backfill>) -> Result<Option<u32>, ApiError> {
+    match asked {
+        None => Ok(None),
+        Some(b) if b.is_valid() => Ok(Some(b.lines)),
+        Some(b) => Err(ApiError::bad_request(
+            "invalid_backfill",
+            format!(
+                "backfill.lines must be between 1 and {MAX_BACKFILL_LINES}, got {}",
+                b.lines
+            ),
+        )),
+    }
 }
 
 fn effective_limits(asked: Option<&Limits>, cfg: &LimitConfig) -> Result<RateLimits, ApiError> {

@@ -10,6 +10,13 @@
 //! reported to a resuming client as `logs_dropped`. A session serves at most `max_clients`
 //! clients at once.
 //!
+//! A session's *opening* — its backfill and `backfill_done`, which the agent sends right after
+//! the start, usually before any client has connected — is kept until the first client
+//! subscribes and given to it first, so the backfill a start request asked for is not lost to
+//! the moment between the start's answer and the client's connection. It holds at most
+//! [`MAX_OPENING_MESSAGES`] (the largest backfill and its controls), and nothing once the
+//! first client has it; later clients resume from the replay buffer as usual.
+//!
 //! Both buffers also count against host-wide [`ByteBudget`]s (one for replay, one for live
 //! queues), so the fan-out of the whole host holds at most twice each budget plus one burst and
 //! one message per session, however many sessions and agents there are.
@@ -33,6 +40,11 @@ use crate::config::Tuning;
 /// Seqs of messages evicted from the replay buffer that are remembered, so a resuming client
 /// is told exactly how many it lost (8 bytes each).
 pub const EVICTED_SEQ_MEMORY: usize = 16 * 1024;
+
+/// Most messages a session's opening keeps for its first client: a backfill's records, its
+/// drop reports and `backfill_done`, with room to spare. An opening that never ends (an agent
+/// that lost its backfill in a crash) stops growing here.
+pub const MAX_OPENING_MESSAGES: usize = logfleet_protocol::rest::MAX_BACKFILL_LINES as usize + 64;
 
 /// One message ready for clients: serialised once, cheap to clone.
 #[derive(Debug, Clone)]
@@ -150,6 +162,8 @@ struct HubState {
     evicted_forgotten: u64,
     /// Set once `session_ending` was sent, so later subscribers get it too.
     ending_at: Option<Instant>,
+    /// The session's opening (see the module docs), until the first client takes it.
+    opening: Option<Vec<Outgoing>>,
 }
 
 /// What a new client starts with: missed messages to send first, then the live receiver.
@@ -198,6 +212,7 @@ impl Hub {
                 evicted: VecDeque::new(),
                 evicted_forgotten: 0,
                 ending_at: None,
+                opening: Some(Vec::new()),
             }),
             clients: Arc::new(AtomicUsize::new(0)),
         }
@@ -244,6 +259,31 @@ impl Hub {
         st.send(messages);
     }
 
+    /// Publishes part of the session's opening (its backfill): as [`Hub::publish_logs`], and
+    /// kept for the first client if none has connected yet.
+    pub fn publish_opening_logs(&self, messages: Vec<Outgoing>) {
+        let mut st = self.lock();
+        if let Some(opening) = &mut st.opening {
+            let room = MAX_OPENING_MESSAGES.saturating_sub(opening.len());
+            opening.extend(messages.iter().take(room).cloned());
+        }
+        drop(st);
+        self.publish_logs(messages);
+    }
+
+    /// Publishes a control event of the session's opening (`backfill_done`, drops among the
+    /// backfill), kept for the first client like [`Hub::publish_opening_logs`].
+    pub fn publish_opening(&self, control: Control) {
+        let msg = Outgoing::control(control);
+        let mut st = self.lock();
+        if let Some(opening) = &mut st.opening
+            && opening.len() < MAX_OPENING_MESSAGES
+        {
+            opening.push(msg.clone());
+        }
+        st.send(vec![msg]);
+    }
+
     /// Publishes a control event to every connected client.
     pub fn publish(&self, control: Control) {
         self.lock().send(vec![Outgoing::control(control)]);
@@ -270,12 +310,18 @@ impl Hub {
     /// and reading the buffer happen under one lock, so nothing is missed or sent twice, and
     /// the client count is checked and taken under it, so the cap is exact.
     pub fn subscribe(&self, since_seq: Option<u64>) -> Result<Subscription, SubscribeError> {
-        let st = self.lock();
+        let mut st = self.lock();
         let live = st.live.as_ref().ok_or(SubscribeError::Ended)?.subscribe();
         if self.clients.load(Ordering::Relaxed) >= self.max_clients {
             return Err(SubscribeError::Full);
         }
         let mut backlog = Vec::new();
+        // The first client gets the opening; one resuming has its logs from the replay.
+        if let Some(opening) = st.opening.take()
+            && since_seq.is_none()
+        {
+            backlog = opening;
+        }
         if let Some(ending_at) = st.ending_at {
             backlog.push(ending_message(ending_at));
         }
@@ -403,6 +449,24 @@ mod tests {
 
     fn seqs(sub: &Subscription) -> Vec<Option<u64>> {
         sub.backlog.iter().map(|m| m.seq).collect()
+    }
+
+    /// The backfill the agent sent before anyone connected reaches the session's first
+    /// client, with its `backfill_done`, and only it: later clients start live as before.
+    #[test]
+    fn the_opening_waits_for_the_first_client() {
+        let hub = hub(16, 100);
+        hub.publish_opening_logs(vec![log(1), log(2)]);
+        hub.publish_opening(Control::BackfillDone {
+            count: 2,
+            truncated: false,
+        });
+        hub.publish_logs(vec![log(3)]);
+        let first = hub.subscribe(None).unwrap();
+        assert_eq!(seqs(&first), vec![Some(1), Some(2), None]);
+        assert!(first.backlog[2].text.contains("backfill_done"));
+        let second = hub.subscribe(None).unwrap();
+        assert!(second.backlog.is_empty());
     }
 
     #[test]

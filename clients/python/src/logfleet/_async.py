@@ -103,10 +103,13 @@ class AsyncClient:
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         limits: Optional[Mapping[str, Any]] = None,
+        backfill: Optional[int] = None,
     ) -> Session:
         """Starts a session without connecting to it."""
         body = await self._request(
-            "POST", "/api/v1/stream/start", json=start_body(agent_id, timeout, filters, limits)
+            "POST",
+            "/api/v1/stream/start",
+            json=start_body(agent_id, timeout, filters, limits, backfill),
         )
         return Session.from_json(body["session"])
 
@@ -122,6 +125,7 @@ class AsyncClient:
         filters: Optional[Mapping[str, Any]] = None,
         *,
         limits: Optional[Mapping[str, Any]] = None,
+        backfill: Optional[int] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
         follow: bool = False,
@@ -130,7 +134,11 @@ class AsyncClient:
         exit. ``on_ending`` / ``on_control`` may be plain functions or coroutine functions;
         ``follow`` as for :meth:`logfleet.Client.stream`."""
         return AsyncStream(
-            self, start_body(agent_id, timeout, filters, limits), on_ending, on_control, follow
+            self,
+            start_body(agent_id, timeout, filters, limits, backfill),
+            on_ending,
+            on_control,
+            follow,
         )
 
     async def start_stream(
@@ -140,6 +148,7 @@ class AsyncClient:
         filters: Optional[Mapping[str, Any]] = None,
         *,
         limits: Optional[Mapping[str, Any]] = None,
+        backfill: Optional[int] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
         follow: bool = False,
@@ -150,6 +159,7 @@ class AsyncClient:
             timeout,
             filters,
             limits=limits,
+            backfill=backfill,
             on_ending=on_ending,
             on_control=on_control,
             follow=follow,
@@ -227,7 +237,11 @@ class AsyncStream:
             self._request["timeout_seconds"],
             self._request.get("filters"),
             self._request.get("limits"),
+            self._request.get("backfill", {}).get("lines"),
         )
+        # Sessions that continue this one (follow) start live: the lines before them were
+        # streamed already.
+        self._request.pop("backfill", None)
         return session, expires
 
     def _until_renewal(self) -> Optional[float]:

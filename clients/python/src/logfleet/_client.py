@@ -104,10 +104,13 @@ class Client:
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         limits: Optional[Mapping[str, Any]] = None,
+        backfill: Optional[int] = None,
     ) -> Session:
         """Starts a session without connecting to it (see :meth:`start_stream`)."""
         body = self._request(
-            "POST", "/api/v1/stream/start", json=start_body(agent_id, timeout, filters, limits)
+            "POST",
+            "/api/v1/stream/start",
+            json=start_body(agent_id, timeout, filters, limits, backfill),
         )
         return Session.from_json(body["session"])
 
@@ -125,6 +128,7 @@ class Client:
         filters: Optional[Mapping[str, Any]] = None,
         *,
         limits: Optional[Mapping[str, Any]] = None,
+        backfill: Optional[int] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
         follow: bool = False,
@@ -141,6 +145,10 @@ class Client:
             filters: ``{"level": [...], "source": "..." or [...], "pattern": "regex",
                 "plugins": [{"name": ..., "config": ...}]}``.
             limits: ``{"lines_per_second": N, "bytes_per_second": N}``.
+            backfill: First yield the N (1..10000) most recent matching lines already in the
+                agent's files, oldest first (``entry.backfill`` is true), then a
+                ``backfill_done`` control event, then the live lines. Sessions that continue
+                it (``follow``) ask for none.
             on_ending: Called with ``seconds_remaining`` when the session warns it will end.
             on_control: Called with every :class:`~logfleet.ControlEvent`.
             follow: Keep streaming past the session's end: the next session (same request)
@@ -148,7 +156,11 @@ class Client:
                 stream is stopped. An offline agent or unreachable host is waited out.
         """
         return Stream(
-            self, start_body(agent_id, timeout, filters, limits), on_ending, on_control, follow
+            self,
+            start_body(agent_id, timeout, filters, limits, backfill),
+            on_ending,
+            on_control,
+            follow,
         )
 
     def start_stream(
@@ -158,6 +170,7 @@ class Client:
         filters: Optional[Mapping[str, Any]] = None,
         *,
         limits: Optional[Mapping[str, Any]] = None,
+        backfill: Optional[int] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
         follow: bool = False,
@@ -168,6 +181,7 @@ class Client:
             timeout,
             filters,
             limits=limits,
+            backfill=backfill,
             on_ending=on_ending,
             on_control=on_control,
             follow=follow,
@@ -262,7 +276,11 @@ class Stream:
             self._request["timeout_seconds"],
             self._request.get("filters"),
             self._request.get("limits"),
+            self._request.get("backfill", {}).get("lines"),
         )
+        # Sessions that continue this one (follow) start live: the lines before them were
+        # streamed already.
+        self._request.pop("backfill", None)
         return session, expires
 
     def _until_renewal(self) -> Optional[float]:

@@ -55,6 +55,7 @@ def start_body(
     timeout: Optional[int],
     filters: Optional[Mapping[str, Any]],
     limits: Optional[Mapping[str, Any]],
+    backfill: Optional[int] = None,
 ) -> Dict[str, Any]:
     """The JSON body of ``POST /api/v1/stream/start``."""
     body: Dict[str, Any] = {"agent_id": str(agent_id)}
@@ -63,6 +64,8 @@ def start_body(
         body["filters"] = dict(filters)
     if limits:
         body["limits"] = dict(limits)
+    if backfill is not None:
+        body["backfill"] = {"lines": int(backfill)}
     return body
 
 

@@ -59,6 +59,8 @@ class LogEntry:
     """The agent's name for the file's source, e.g. ``nginx``."""
     message: str
     metadata: Metadata
+    backfill: bool = False
+    """Sent before the live lines because the stream asked for a backfill."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "LogEntry":
@@ -76,13 +78,16 @@ class LogEntry:
                 read_at=_optional_time(meta.get("read_at")),
                 fields=dict(meta.get("fields") or {}),
             ),
+            backfill=bool(data.get("backfill", False)),
         )
 
 
 @dataclass(frozen=True)
 class ControlEvent:
     """A ``{"type": "control"}`` message: ``session_ending``, ``session_ended``,
-    ``agent_disconnected``, ``agent_reconnected``, ``logs_dropped`` or ``filter_error``."""
+    ``agent_disconnected``, ``agent_reconnected``, ``logs_dropped``, ``filter_error``,
+    ``backfill_done`` (``count`` lines were backfilled; ``truncated`` when the agent's scan
+    bound stopped it short) and others; ``raw`` has every field."""
 
     event: str
     reason: Optional[str] = None
@@ -90,6 +95,7 @@ class ControlEvent:
     count: Optional[int] = None
     plugin: Optional[str] = None
     message: Optional[str] = None
+    truncated: bool = False
     raw: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -101,6 +107,7 @@ class ControlEvent:
             count=data.get("count"),
             plugin=data.get("plugin"),
             message=data.get("message"),
+            truncated=bool(data.get("truncated", False)),
             raw=dict(data),
         )
 
