@@ -91,6 +91,14 @@ pub enum AgentFrame {
     FiltersChanged {
         session_id: String,
     },
+    /// A `Hello` with the agent's own labels (`--label`, `[labels]`), sent instead of `Hello`
+    /// by an agent that has labels. A new variant rather than a new `Hello` field: postcard
+    /// has no optional trailing fields, so agents without labels (and older agents) keep
+    /// sending the `Hello` every host of protocol 3 reads.
+    HelloLabeled {
+        hello: Hello,
+        labels: crate::labels::Labels,
+    },
 }
 
 /// Who the agent is, and where its numbered frames resume. Its id is not here: it comes from
