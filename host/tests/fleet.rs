@@ -278,13 +278,17 @@ async fn fleet_start_requests_are_validated() {
     for body in [
         json!({"agent_id": a.id, "selector": selector}),
         json!({"agent_id": a.id, "agent_ids": [a.id]}),
-        json!({"timeout_seconds": 60}),
         json!({"selector": {}}),
         json!({"agent_ids": []}),
         json!({"selector": {"labels": {"bad key": "x"}}}),
     ] {
         assert_eq!(start(body.clone()).await, (400, "invalid_target".to_owned()), "{body}");
     }
+    assert_eq!(
+        start(json!({"timeout_seconds": 60})).await,
+        (400, "invalid_request".to_owned()),
+        "no target at all is a missing field, as always"
+    );
     assert_eq!(
         start(json!({"selector": {"labels": {"env": "staging"}}})).await,
         (404, "no_matching_agents".to_owned()),

@@ -88,7 +88,8 @@ pub async fn start(
 
 /// Where a start request runs: exactly one of `agent_id` (one online agent), `agent_ids` (a
 /// fleet of these agents, each of the caller's org) or `selector` (a fleet of the caller's
-/// org's agents it matches). Refused with 400 `invalid_target` otherwise.
+/// org's agents it matches). None of them is 400 `invalid_request` (a missing field, as it
+/// always was); more than one, or an empty or malformed list or selector, 400 `invalid_target`.
 fn target(state: &AppState, org: &str, req: &StartRequest) -> Result<NewTarget, ApiError> {
     let invalid = |message: String| ApiError::bad_request("invalid_target", message);
     match (&req.agent_id, &req.agent_ids, &req.selector) {
@@ -128,6 +129,10 @@ fn target(state: &AppState, org: &str, req: &StartRequest) -> Result<NewTarget, 
                 .map_err(|e| invalid(format!("selector: {e}")))?;
             Ok(NewTarget::Fleet(Target::Selector(selector.clone())))
         }
+        (None, None, None) => Err(ApiError::bad_request(
+            "invalid_request",
+            "missing field `agent_id` (or `agent_ids`, or `selector`)".to_owned(),
+        )),
         _ => Err(invalid(
             "give exactly one of agent_id, agent_ids and selector".to_owned(),
         )),

@@ -99,14 +99,17 @@ class AsyncClient:
 
     async def start(
         self,
-        agent_id: str,
+        agent_id: Optional[str] = None,
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         limits: Optional[Mapping[str, Any]] = None,
+        *,
+        agent_ids: Optional[List[str]] = None,
+        selector: Optional[Mapping[str, Any]] = None,
     ) -> Session:
         """Starts a session without connecting to it."""
         body = await self._request(
-            "POST", "/api/v1/stream/start", json=start_body(agent_id, timeout, filters, limits)
+            "POST", "/api/v1/stream/start", json=start_body(agent_id, timeout, filters, limits, agent_ids, selector),
         )
         return Session.from_json(body["session"])
 
@@ -117,11 +120,13 @@ class AsyncClient:
 
     def stream(
         self,
-        agent_id: str,
+        agent_id: Optional[str] = None,
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         *,
         limits: Optional[Mapping[str, Any]] = None,
+        agent_ids: Optional[List[str]] = None,
+        selector: Optional[Mapping[str, Any]] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
         follow: bool = False,
@@ -130,16 +135,21 @@ class AsyncClient:
         exit. ``on_ending`` / ``on_control`` may be plain functions or coroutine functions;
         ``follow`` as for :meth:`logfleet.Client.stream`."""
         return AsyncStream(
-            self, start_body(agent_id, timeout, filters, limits), on_ending, on_control, follow
+            self, start_body(agent_id, timeout, filters, limits, agent_ids, selector),
+            on_ending,
+            on_control,
+            follow,
         )
 
     async def start_stream(
         self,
-        agent_id: str,
+        agent_id: Optional[str] = None,
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         *,
         limits: Optional[Mapping[str, Any]] = None,
+        agent_ids: Optional[List[str]] = None,
+        selector: Optional[Mapping[str, Any]] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
         follow: bool = False,
@@ -150,6 +160,8 @@ class AsyncClient:
             timeout,
             filters,
             limits=limits,
+            agent_ids=agent_ids,
+            selector=selector,
             on_ending=on_ending,
             on_control=on_control,
             follow=follow,
@@ -223,10 +235,12 @@ class AsyncStream:
     async def _start_session(self) -> Tuple[Session, float]:
         expires = time.monotonic() + self._request["timeout_seconds"]
         session = await self._client.start(
-            self._request["agent_id"],
+            self._request.get("agent_id"),
             self._request["timeout_seconds"],
             self._request.get("filters"),
             self._request.get("limits"),
+            agent_ids=self._request.get("agent_ids"),
+            selector=self._request.get("selector"),
         )
         return session, expires
 

@@ -100,14 +100,17 @@ class Client:
 
     def start(
         self,
-        agent_id: str,
+        agent_id: Optional[str] = None,
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         limits: Optional[Mapping[str, Any]] = None,
+        *,
+        agent_ids: Optional[List[str]] = None,
+        selector: Optional[Mapping[str, Any]] = None,
     ) -> Session:
         """Starts a session without connecting to it (see :meth:`start_stream`)."""
         body = self._request(
-            "POST", "/api/v1/stream/start", json=start_body(agent_id, timeout, filters, limits)
+            "POST", "/api/v1/stream/start", json=start_body(agent_id, timeout, filters, limits, agent_ids, selector),
         )
         return Session.from_json(body["session"])
 
@@ -120,11 +123,13 @@ class Client:
 
     def stream(
         self,
-        agent_id: str,
+        agent_id: Optional[str] = None,
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         *,
         limits: Optional[Mapping[str, Any]] = None,
+        agent_ids: Optional[List[str]] = None,
+        selector: Optional[Mapping[str, Any]] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
         follow: bool = False,
@@ -136,7 +141,11 @@ class Client:
         and ends when the session ends.
 
         Args:
-            agent_id: The agent's UUID or name.
+            agent_id: The agent's UUID or name (or give ``agent_ids`` or ``selector``).
+            agent_ids: A fleet session on these agents (UUIDs or names).
+            selector: A fleet session on every agent matching ``{"labels": {...}, "name":
+                "GLOB"}``, also those that come online during it. ``follow`` is for one
+                agent only (``seq`` is per session in a fleet).
             timeout: Session length in seconds (1..3600, default 300).
             filters: ``{"level": [...], "source": "..." or [...], "pattern": "regex",
                 "plugins": [{"name": ..., "config": ...}]}``.
@@ -148,16 +157,21 @@ class Client:
                 stream is stopped. An offline agent or unreachable host is waited out.
         """
         return Stream(
-            self, start_body(agent_id, timeout, filters, limits), on_ending, on_control, follow
+            self, start_body(agent_id, timeout, filters, limits, agent_ids, selector),
+            on_ending,
+            on_control,
+            follow,
         )
 
     def start_stream(
         self,
-        agent_id: str,
+        agent_id: Optional[str] = None,
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         *,
         limits: Optional[Mapping[str, Any]] = None,
+        agent_ids: Optional[List[str]] = None,
+        selector: Optional[Mapping[str, Any]] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
         follow: bool = False,
@@ -168,6 +182,8 @@ class Client:
             timeout,
             filters,
             limits=limits,
+            agent_ids=agent_ids,
+            selector=selector,
             on_ending=on_ending,
             on_control=on_control,
             follow=follow,
@@ -258,10 +274,12 @@ class Stream:
         """Starts a session with the stream's request; returns it and its expiry."""
         expires = time.monotonic() + self._request["timeout_seconds"]
         session = self._client.start(
-            self._request["agent_id"],
+            self._request.get("agent_id"),
             self._request["timeout_seconds"],
             self._request.get("filters"),
             self._request.get("limits"),
+            agent_ids=self._request.get("agent_ids"),
+            selector=self._request.get("selector"),
         )
         return session, expires
 

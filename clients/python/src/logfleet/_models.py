@@ -59,6 +59,11 @@ class LogEntry:
     """The agent's name for the file's source, e.g. ``nginx``."""
     message: str
     metadata: Metadata
+    agent_id: str = ""
+    """The agent that read the line."""
+    agent_seq: Optional[int] = None
+    """In a fleet session (``agent_ids`` or ``selector``), ``seq`` is the session's counter
+    (+1 per record, across agents) and this is the agent's own."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "LogEntry":
@@ -76,13 +81,16 @@ class LogEntry:
                 read_at=_optional_time(meta.get("read_at")),
                 fields=dict(meta.get("fields") or {}),
             ),
+            agent_id=str(data.get("agent_id", "")),
+            agent_seq=data.get("agent_seq"),
         )
 
 
 @dataclass(frozen=True)
 class ControlEvent:
     """A ``{"type": "control"}`` message: ``session_ending``, ``session_ended``,
-    ``agent_disconnected``, ``agent_reconnected``, ``logs_dropped`` or ``filter_error``."""
+    ``agent_disconnected``, ``agent_reconnected``, ``agent_joined``, ``logs_dropped`` or
+    ``filter_error``. ``agent_id`` names the agent a per-agent event is about."""
 
     event: str
     reason: Optional[str] = None
@@ -90,6 +98,7 @@ class ControlEvent:
     count: Optional[int] = None
     plugin: Optional[str] = None
     message: Optional[str] = None
+    agent_id: Optional[str] = None
     raw: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -101,6 +110,7 @@ class ControlEvent:
             count=data.get("count"),
             plugin=data.get("plugin"),
             message=data.get("message"),
+            agent_id=data.get("agent_id"),
             raw=dict(data),
         )
 
@@ -115,6 +125,8 @@ class Session:
     started_at: str
     expires_at: str
     websocket_url: str
+    agent_ids: Optional[List[str]] = None
+    """A fleet session's current members (``None`` for a single-agent session)."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Session":
@@ -125,6 +137,7 @@ class Session:
             started_at=data["started_at"],
             expires_at=data["expires_at"],
             websocket_url=data["websocket_url"],
+            agent_ids=data.get("agent_ids"),
         )
 
 
@@ -140,6 +153,8 @@ class SessionSummary:
     expires_at: str
     created_by: Optional[str] = None
     clients: Optional[int] = None
+    agent_ids: Optional[List[str]] = None
+    """A fleet session's current members (``None`` for a single-agent session)."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "SessionSummary":
@@ -152,6 +167,7 @@ class SessionSummary:
             expires_at=data["expires_at"],
             created_by=data.get("created_by"),
             clients=data.get("clients"),
+            agent_ids=data.get("agent_ids"),
         )
 
 
