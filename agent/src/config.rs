@@ -653,12 +653,17 @@ mod tests {
     #[test]
     fn labels_merge_by_key_and_are_checked() {
         let base = "host = \"http://h\"\ntoken = \"t\"\n[[source]]\nname = \"a\"\npath = \"/x\"\n";
-        let file = Settings::from_toml(&format!("{base}[labels]\nenv = \"dev\"\nrole = \"edge\"\n")).unwrap();
+        let file =
+            Settings::from_toml(&format!("{base}[labels]\nenv = \"dev\"\nrole = \"edge\"\n"))
+                .unwrap();
         let flags = Settings {
             labels: Labels::from([("env".to_owned(), "prod".to_owned())]),
             ..Settings::default()
         };
-        let c = file.overridden_by(flags).into_config(Tuning::default()).unwrap();
+        let c = file
+            .overridden_by(flags)
+            .into_config(Tuning::default())
+            .unwrap();
         assert_eq!(
             c.labels,
             Labels::from([

@@ -155,7 +155,12 @@ struct StreamArgs {
     agents: Vec<String>,
     /// Stream from every agent carrying these labels, KEY=VALUE (comma-separated or
     /// repeated), including agents that come online with them during the session.
-    #[arg(long, value_delimiter = ',', value_name = "KEY=VALUE", conflicts_with = "agents")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "KEY=VALUE",
+        conflicts_with = "agents"
+    )]
     selector: Vec<String>,
     /// Only these levels (comma-separated, e.g. ERROR,WARN); LEVEL+ is that level and above
     /// (WARN+ = WARN,ERROR,FATAL).
@@ -581,11 +586,10 @@ impl Terminal {
     /// agent that was not listed when the stream began.
     fn agent_name<'a>(&'a self, log: &'a LogMessage) -> Option<&'a str> {
         let names = self.names.as_ref()?;
-        Some(
-            names
-                .get(&log.agent_id)
-                .map_or_else(|| log.agent_id.get(..8).unwrap_or(&log.agent_id), String::as_str),
-        )
+        Some(names.get(&log.agent_id).map_or_else(
+            || log.agent_id.get(..8).unwrap_or(&log.agent_id),
+            String::as_str,
+        ))
     }
 }
 

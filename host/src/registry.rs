@@ -676,7 +676,8 @@ mod tests {
         let agents = Agents::default();
         let (key, link) = join(&agents, "acme", "edge");
         let listed = |agents: &Agents| {
-            let body = agents.list_json("acme", 0, 1, &HashMap::from([(key.id, 3)]), &Labels::new());
+            let body =
+                agents.list_json("acme", 0, 1, &HashMap::from([(key.id, 3)]), &Labels::new());
             serde_json::from_slice::<serde_json::Value>(&body).unwrap()["agents"][0].clone()
         };
         let info = serde_json::to_value(agents.info(&key, 3).unwrap()).unwrap();

@@ -51,8 +51,11 @@ async fn sync_all(logs: &LogDir, members: &[&Member], client: &mut WsClient) -> 
     let mut read = Vec::new();
     for n in 0..400 {
         for m in members.iter().filter(|m| !seen.contains(&m.id.to_string())) {
-            logs.append(&format!("{}.log", m.name), &[&format!("probe {} {n}", m.name)])
-                .await;
+            logs.append(
+                &format!("{}.log", m.name),
+                &[&format!("probe {} {n}", m.name)],
+            )
+            .await;
         }
         while let Ok(msg) = client.next(Duration::from_millis(25)).await {
             if msg["type"] == "log" {
@@ -105,8 +108,22 @@ async fn a_selector_session_merges_matching_agents_and_admits_new_ones() {
     let prod_edge = [("env", "prod"), ("role", "edge")];
     let a = start_agent(&host, &logs, "acme", "edge-a", &prod_edge).await;
     let b = start_agent(&host, &logs, "acme", "edge-b", &prod_edge).await;
-    let c = start_agent(&host, &logs, "acme", "edge-c", &[("env", "prod"), ("role", "edge"), ("zone", "1")]).await;
-    let dev = start_agent(&host, &logs, "acme", "edge-dev", &[("env", "dev"), ("role", "edge")]).await;
+    let c = start_agent(
+        &host,
+        &logs,
+        "acme",
+        "edge-c",
+        &[("env", "prod"), ("role", "edge"), ("zone", "1")],
+    )
+    .await;
+    let dev = start_agent(
+        &host,
+        &logs,
+        "acme",
+        "edge-dev",
+        &[("env", "dev"), ("role", "edge")],
+    )
+    .await;
     let api = host.api("acme", "alice");
     let session = api
         .start_session(json!({
@@ -116,8 +133,12 @@ async fn a_selector_session_merges_matching_agents_and_admits_new_ones() {
         .await;
     let expected: BTreeSet<String> = [&a, &b, &c].iter().map(|m| m.id.to_string()).collect();
     assert_eq!(ids(&session), expected, "{session}");
-    let mut client =
-        WsClient::connect(session["websocket_url"].as_str().unwrap(), api.token(), None).await;
+    let mut client = WsClient::connect(
+        session["websocket_url"].as_str().unwrap(),
+        api.token(),
+        None,
+    )
+    .await;
     sync_all(&logs, &[&a, &b, &c], &mut client).await;
 
     for m in [&a, &b, &c, &dev] {
@@ -131,10 +152,16 @@ async fn a_selector_session_merges_matching_agents_and_admits_new_ones() {
         .map(|m| (m.name.as_str(), m.id.to_string()))
         .collect();
     let mut per_agent: BTreeMap<String, usize> = BTreeMap::new();
-    for msg in read.iter().filter(|m| m["message"].as_str().unwrap().starts_with("line ")) {
+    for msg in read
+        .iter()
+        .filter(|m| m["message"].as_str().unwrap().starts_with("line "))
+    {
         let name = msg["message"].as_str().unwrap().split(' ').nth(1).unwrap();
         assert_eq!(msg["agent_id"], by_name[name], "{msg}");
-        assert!(msg["agent_seq"].is_u64(), "the agent's own seq is kept: {msg}");
+        assert!(
+            msg["agent_seq"].is_u64(),
+            "the agent's own seq is kept: {msg}"
+        );
         *per_agent.entry(name.to_owned()).or_default() += 1;
     }
     assert_eq!(
@@ -153,7 +180,10 @@ async fn a_selector_session_merges_matching_agents_and_admits_new_ones() {
     let joined = client.expect_event("agent_joined").await;
     assert_eq!(joined["agent_id"], d.id.to_string(), "{joined}");
     let (_, got) = api
-        .get(&format!("/api/v1/stream/sessions/{}", session["id"].as_str().unwrap()))
+        .get(&format!(
+            "/api/v1/stream/sessions/{}",
+            session["id"].as_str().unwrap()
+        ))
         .await;
     let mut with_d = expected.clone();
     with_d.insert(d.id.to_string());
@@ -165,7 +195,10 @@ async fn a_selector_session_merges_matching_agents_and_admits_new_ones() {
         read.iter().all(|m| m["agent_id"] != foreign_id.as_str()),
         "another org's agent joined"
     );
-    let last_from_d = read.iter().rev().find(|m| m["agent_id"] == d.id.to_string().as_str());
+    let last_from_d = read
+        .iter()
+        .rev()
+        .find(|m| m["agent_id"] == d.id.to_string().as_str());
     assert!(last_from_d.is_some());
     // Nothing of the other org ever arrives, also after its line was written.
     logs.append("edge-a.log", &["line edge-a last"]).await;
@@ -192,7 +225,9 @@ async fn resuming_a_fleet_session_has_no_gap_and_no_duplicate() {
     sync_all(&logs, &[&a, &b], &mut first).await;
     for round in 0..4 {
         for m in [&a, &b] {
-            let lines: Vec<String> = (0..5).map(|i| format!("data {} {round} {i}", m.name)).collect();
+            let lines: Vec<String> = (0..5)
+                .map(|i| format!("data {} {round} {i}", m.name))
+                .collect();
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
             logs.append(&format!("{}.log", m.name), &lines).await;
         }
@@ -209,10 +244,19 @@ async fn resuming_a_fleet_session_has_no_gap_and_no_duplicate() {
     let mut again = Vec::new();
     while again.len() < read.len() - middle - 1 {
         let msg = resumed.expect().await;
-        assert_eq!(msg["type"], "log", "no drop, nothing but the missed records: {msg}");
+        assert_eq!(
+            msg["type"], "log",
+            "no drop, nothing but the missed records: {msg}"
+        );
         again.push(msg);
     }
-    let key = |m: &Value| (m["seq"].clone(), m["agent_id"].clone(), m["message"].clone());
+    let key = |m: &Value| {
+        (
+            m["seq"].clone(),
+            m["agent_id"].clone(),
+            m["message"].clone(),
+        )
+    };
     let expected: Vec<_> = read[middle + 1..].iter().map(key).collect();
     let got: Vec<_> = again.iter().map(key).collect();
     assert_eq!(got, expected);
@@ -225,16 +269,35 @@ async fn resuming_a_fleet_session_has_no_gap_and_no_duplicate() {
 async fn the_agent_list_filters_by_labels() {
     let host = TestHost::start().await;
     let logs = LogDir::new();
-    let a = start_agent(&host, &logs, "acme", "edge-a", &[("env", "prod"), ("role", "edge")]).await;
+    let a = start_agent(
+        &host,
+        &logs,
+        "acme",
+        "edge-a",
+        &[("env", "prod"), ("role", "edge")],
+    )
+    .await;
     let _b = start_agent(&host, &logs, "acme", "edge-b", &[("env", "prod")]).await;
-    let _foreign = start_agent(&host, &logs, "other", "edge-x", &[("env", "prod"), ("role", "edge")]).await;
+    let _foreign = start_agent(
+        &host,
+        &logs,
+        "other",
+        "edge-x",
+        &[("env", "prod"), ("role", "edge")],
+    )
+    .await;
     let admin = host.admin("acme", "root");
     let (status, enrolled) = admin
-        .post("/api/v1/agents", &json!({"name": "edge-e", "labels": {"env": "prod", "role": "edge"}}))
+        .post(
+            "/api/v1/agents",
+            &json!({"name": "edge-e", "labels": {"env": "prod", "role": "edge"}}),
+        )
         .await;
     assert_eq!(status, 201, "{enrolled}");
     let api = host.api("acme", "alice");
-    let (status, list) = api.get("/api/v1/agents?label=env=prod&label=role%3Dedge").await;
+    let (status, list) = api
+        .get("/api/v1/agents?label=env=prod&label=role%3Dedge")
+        .await;
     assert_eq!(status, 200, "{list}");
     let names: Vec<&str> = list["agents"]
         .as_array()
@@ -246,10 +309,21 @@ async fn the_agent_list_filters_by_labels() {
     assert_eq!(list["total"], 2);
     assert_eq!(list["agents"][0]["labels"]["role"], "edge");
     assert_eq!(list["agents"][0]["id"], a.id.to_string());
-    let (_, all) = api.get("/api/v1/agents?label=env=prod&limit=1&offset=1").await;
-    assert_eq!((all["total"].as_u64(), all["agents"].as_array().unwrap().len()), (Some(3), 1));
+    let (_, all) = api
+        .get("/api/v1/agents?label=env=prod&limit=1&offset=1")
+        .await;
+    assert_eq!(
+        (
+            all["total"].as_u64(),
+            all["agents"].as_array().unwrap().len()
+        ),
+        (Some(3), 1)
+    );
     let (status, bad) = api.get("/api/v1/agents?label=envprod").await;
-    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("invalid_label")));
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (400, Some("invalid_label"))
+    );
 }
 
 /// A start request names its agents exactly one way; anything else, an empty selector, one
@@ -263,7 +337,10 @@ async fn fleet_start_requests_are_validated() {
     let _foreign = start_agent(&host, &logs, "other", "edge-x", &[("env", "staging")]).await;
     let admin = host.admin("acme", "root");
     let (status, _) = admin
-        .post("/api/v1/agents", &json!({"name": "edge-off", "labels": {"env": "qa"}}))
+        .post(
+            "/api/v1/agents",
+            &json!({"name": "edge-off", "labels": {"env": "qa"}}),
+        )
         .await;
     assert_eq!(status, 201);
     let api = host.api("acme", "alice");
@@ -271,7 +348,13 @@ async fn fleet_start_requests_are_validated() {
         let api = &api;
         async move {
             let (status, json) = api.post("/api/v1/stream/start", &body).await;
-            (status, json["error"]["code"].as_str().unwrap_or_default().to_owned())
+            (
+                status,
+                json["error"]["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
         }
     };
     let selector = json!({"labels": {"env": "prod"}});
@@ -282,7 +365,11 @@ async fn fleet_start_requests_are_validated() {
         json!({"agent_ids": []}),
         json!({"selector": {"labels": {"bad key": "x"}}}),
     ] {
-        assert_eq!(start(body.clone()).await, (400, "invalid_target".to_owned()), "{body}");
+        assert_eq!(
+            start(body.clone()).await,
+            (400, "invalid_target".to_owned()),
+            "{body}"
+        );
     }
     assert_eq!(
         start(json!({"timeout_seconds": 60})).await,

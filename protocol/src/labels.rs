@@ -103,7 +103,10 @@ impl Selector {
     /// Whether an agent named `name` carrying `labels` is selected.
     pub fn matches(&self, name: &str, labels: &Labels) -> bool {
         self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-            && self.name.as_deref().is_none_or(|glob| glob_match(glob, name))
+            && self
+                .name
+                .as_deref()
+                .is_none_or(|glob| glob_match(glob, name))
     }
 }
 
@@ -157,7 +160,10 @@ mod tests {
         let prod_edge = labels(&[("env", "prod"), ("role", "edge"), ("zone", "a")]);
         assert!(sel.matches("edge-1", &prod_edge));
         assert!(!sel.matches("core-1", &prod_edge), "name glob");
-        assert!(!sel.matches("edge-1", &labels(&[("env", "prod")])), "a label missing");
+        assert!(
+            !sel.matches("edge-1", &labels(&[("env", "prod")])),
+            "a label missing"
+        );
         assert!(
             !sel.matches("edge-1", &labels(&[("env", "dev"), ("role", "edge")])),
             "a value differs"
@@ -184,7 +190,9 @@ mod tests {
     #[test]
     fn selectors_and_labels_are_bounded() {
         assert!(Selector::default().check().is_err());
-        let too_many: Labels = (0..=MAX_LABELS).map(|i| (format!("k{i}"), "v".into())).collect();
+        let too_many: Labels = (0..=MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
         assert!(check_labels(&too_many).is_err());
         assert!(check_labels(&labels(&[("bad key", "v")])).is_err());
         assert!(check_labels(&labels(&[("k", &"v".repeat(MAX_LABEL_CHARS + 1))])).is_err());
@@ -198,8 +206,6 @@ mod tests {
             Ok(("env".to_owned(), "prod".to_owned()))
         );
         assert!(parse_label("envprod").is_err());
-        assert!(
-            serde_json::from_str::<Selector>(r#"{"labels":{"a":"b"},"bogus":1}"#).is_err()
-        );
+        assert!(serde_json::from_str::<Selector>(r#"{"labels":{"a":"b"},"bogus":1}"#).is_err());
     }
 }

@@ -255,13 +255,11 @@ mod tests {
         let extend: StartRequest =
             serde_json::from_str(r#"{"agent_id":"x","timeout_seconds":300}"#).unwrap();
         assert!(extend.filters.is_none());
-        let fleet: StartRequest = serde_json::from_str(
-            r#"{"selector":{"labels":{"env":"prod"},"name":"edge-*"}}"#,
-        )
-        .unwrap();
+        let fleet: StartRequest =
+            serde_json::from_str(r#"{"selector":{"labels":{"env":"prod"},"name":"edge-*"}}"#)
+                .unwrap();
         assert_eq!(fleet.selector.unwrap().labels["env"], "prod");
-        let listed: StartRequest =
-            serde_json::from_str(r#"{"agent_ids":["a","b"]}"#).unwrap();
+        let listed: StartRequest = serde_json::from_str(r#"{"agent_ids":["a","b"]}"#).unwrap();
         assert_eq!(listed.agent_ids.unwrap().len(), 2);
         assert!(serde_json::from_str::<StartRequest>(r#"{"agent_id":"x","bogus":1}"#).is_err());
     }

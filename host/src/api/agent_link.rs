@@ -70,21 +70,22 @@ pub async fn agent_connect(
 
 async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) {
     let tuning = state.config.tuning;
-    let (hello, labels) = match tokio::time::timeout(tuning.hello_timeout, read_hello(&mut socket)).await {
-        Ok(Ok(hello)) => hello,
-        Ok(Err((code, reason))) => {
-            tracing::warn!(agent = %ident.key, %reason, "agent refused");
-            if code == CLOSE_LIMIT_EXCEEDED {
-                Stats::add(&state.stats.agent_limit_violations, 1);
+    let (hello, labels) =
+        match tokio::time::timeout(tuning.hello_timeout, read_hello(&mut socket)).await {
+            Ok(Ok(hello)) => hello,
+            Ok(Err((code, reason))) => {
+                tracing::warn!(agent = %ident.key, %reason, "agent refused");
+                if code == CLOSE_LIMIT_EXCEEDED {
+                    Stats::add(&state.stats.agent_limit_violations, 1);
+                }
+                close_gracefully(socket, code, &reason).await;
+                return;
             }
-            close_gracefully(socket, code, &reason).await;
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(agent = %ident.key, "agent sent no hello in time");
-            return;
-        }
-    };
+            Err(_) => {
+                tracing::warn!(agent = %ident.key, "agent sent no hello in time");
+                return;
+            }
+        };
     let key = &ident.key;
     let mut conn = state
         .agents
@@ -279,10 +280,12 @@ async fn read_hello(socket: &mut WebSocket) -> Result<(Hello, Labels), (u16, Str
                             .map(|()| (hello, labels))
                             .map_err(|e| (CLOSE_LIMIT_EXCEEDED, format!("labels: {e}")))
                     }
-                    Ok(AgentFrame::Hello(hello) | AgentFrame::HelloLabeled { hello, .. }) => Err(protocol(format!(
-                        "agent protocol {} is not supported; this host speaks {PROTOCOL_VERSION}",
-                        hello.protocol
-                    ))),
+                    Ok(AgentFrame::Hello(hello) | AgentFrame::HelloLabeled { hello, .. }) => {
+                        Err(protocol(format!(
+                            "agent protocol {} is not supported; this host speaks {PROTOCOL_VERSION}",
+                            hello.protocol
+                        )))
+                    }
                     Ok(_) => Err(protocol("the first frame must be hello".to_owned())),
                     Err(Refused::Limit(e)) => Err((CLOSE_LIMIT_EXCEEDED, e.to_string())),
                     Err(Refused::Malformed(e)) => Err(protocol(format!(

@@ -16,8 +16,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::body::JsonBody;
-use crate::audit::Kind;
 use crate::api::query::{query_count_repeating, query_values};
+use crate::audit::Kind;
 use crate::auth::{Admin, Role, User};
 use crate::enrollment::EnrollmentError;
 use crate::error::ApiError;

@@ -146,7 +146,9 @@ fn start_refused(refused: StartRefused, named: &str) -> ApiError {
         StartRefused::OrgFull => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_sessions",
-            format!("your organisation already runs {MAX_SESSIONS_PER_ORG} sessions; stop one first"),
+            format!(
+                "your organisation already runs {MAX_SESSIONS_PER_ORG} sessions; stop one first"
+            ),
         ),
         StartRefused::NoMatch => ApiError::new(
             StatusCode::NOT_FOUND,

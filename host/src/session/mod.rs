@@ -299,9 +299,8 @@ impl Sessions {
         let (view, sends) = {
             let mut st = self.lock();
             let in_org = st.by_id.values().filter(|s| s.org == new.org).count();
-            let running = |st: &State, agent: &AgentKey| {
-                st.by_id.values().filter(|s| s.has(agent)).count()
-            };
+            let running =
+                |st: &State, agent: &AgentKey| st.by_id.values().filter(|s| s.has(agent)).count();
             let (agents, fleet) = match new.target {
                 NewTarget::Agent(agent) => {
                     if running(&st, &agent.key) >= MAX_SESSIONS_PER_AGENT {
@@ -358,7 +357,11 @@ impl Sessions {
             };
             let view = view(&id, &session);
             let member_spec = session.spec_for_member();
-            let sends: Vec<AgentKey> = session.members.iter().map(|m| m.agent.key.clone()).collect();
+            let sends: Vec<AgentKey> = session
+                .members
+                .iter()
+                .map(|m| m.agent.key.clone())
+                .collect();
             let deadline = session.next_deadline();
             let earliest = st.deadlines.first().is_none_or(|(t, _)| deadline < *t);
             st.deadlines.insert((deadline, id.clone()));
@@ -436,13 +439,18 @@ impl Sessions {
             for m in &mut session.members {
                 m.filters_pending = true;
             }
-            let agents: Vec<AgentKey> =
-                session.members.iter().map(|m| m.agent.key.clone()).collect();
+            let agents: Vec<AgentKey> = session
+                .members
+                .iter()
+                .map(|m| m.agent.key.clone())
+                .collect();
             (agents, session.spec_for_member(), view(id, session))
         };
         // Offline or stuck: an agent gets the new spec in the full set when it reconnects.
         for agent in &agents {
-            self.shared.agents.send(agent, HostFrame::Start(spec.clone()));
+            self.shared
+                .agents
+                .send(agent, HostFrame::Start(spec.clone()));
         }
         tracing::info!(session = %id, agents = agents.len(), "session filters changed");
         Ok(view)
@@ -467,7 +475,11 @@ impl Sessions {
         }
         session.hub.publish(Control::FiltersChanged {
             filters,
-            agent_id: if fleet { Session::agent_id(agent) } else { None },
+            agent_id: if fleet {
+                Session::agent_id(agent)
+            } else {
+                None
+            },
         });
     }
 
@@ -573,9 +585,7 @@ impl Sessions {
         let mut resplit = Vec::new();
         for (id, s) in st.by_id.iter_mut() {
             let Some(fleet) = &s.fleet else { continue };
-            if s.org != agent.org
-                || s.has(agent)
-                || !fleet.target.wants(agent.id, &me.name, labels)
+            if s.org != agent.org || s.has(agent) || !fleet.target.wants(agent.id, &me.name, labels)
             {
                 continue;
             }
