@@ -775,6 +775,26 @@ mod tests {
         assert_eq!(list.total, 0);
     }
 
+    /// What selectors see is the agent's own labels with its enrollment's over them: an
+    /// admin's label is not overridden by the agent's config, the agent's others are added.
+    #[test]
+    fn enrollment_labels_win_over_the_agents_own() {
+        let agents = Agents::default();
+        let key = AgentKey::new("acme", Uuid::new_v4());
+        agents.enroll(&key, "edge", Labels::from([("env".into(), "prod".into())]));
+        let own = Labels::from([
+            ("env".to_owned(), "dev".to_owned()),
+            ("role".to_owned(), "edge".to_owned()),
+        ]);
+        let _link = agents.connect(&key, Some("edge"), &hello("edge"), &own);
+        let (_, labels) = agents.labeled(&key).unwrap();
+        assert_eq!(labels["env"], "prod");
+        assert_eq!(labels["role"], "edge");
+        let (online, matching) = agents.select("acme", |_, _, l| l.get("role").is_some());
+        assert_eq!((online.len(), matching), (1, 1));
+        assert_eq!(agents.select("other", |_, _, _| true).1, 0);
+    }
+
     /// An enrolled agent is listed (offline, with its labels) before it first connects, and
     /// keeps its labels when it does.
     #[test]

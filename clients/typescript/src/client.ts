@@ -122,6 +122,11 @@ export class LogFleetClient {
 
   /** Starts a session and connects to its stream. Call `stream.stop()` when done. */
   async startStream(options: StartStreamOptions): Promise<LogStream> {
+    if (options.follow && (options.agentIds !== undefined || options.selector !== undefined)) {
+      // Following hands over between sessions by the agent's seq; a fleet numbers its records
+      // per session, so there is nothing to hand over by.
+      throw new LogFleetError('invalid_request', 'follow is for one agent (agentId) only');
+    }
     const session = await this.start(options);
     const connect = (target: Session, sinceSeq: number | undefined) =>
       openSocket(withSinceSeq(target.websocket_url, sinceSeq), this.token);

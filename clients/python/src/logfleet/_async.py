@@ -195,6 +195,10 @@ class AsyncStream:
         follow: bool = False,
     ) -> None:
         self._client = client
+        if follow and ("agent_ids" in request or "selector" in request):
+            # Following hands over between sessions by the agent's seq; a fleet numbers its
+            # records per session, so there is nothing to hand over by.
+            raise ValueError("follow=True is for one agent (agent_id) only")
         self._follow = follow
         self._next: Optional[Tuple[Session, float]] = None
         self._renew_retry: Optional[float] = None

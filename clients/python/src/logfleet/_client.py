@@ -229,6 +229,10 @@ class Stream:
         follow: bool = False,
     ) -> None:
         self._client = client
+        if follow and ("agent_ids" in request or "selector" in request):
+            # Following hands over between sessions by the agent's seq; a fleet numbers its
+            # records per session, so there is nothing to hand over by.
+            raise ValueError("follow=True is for one agent (agent_id) only")
         self._follow = follow
         # With follow: the session started to take over, when it expires, and when to try
         # starting it again after a failure.
