@@ -9,8 +9,10 @@
 //! them ([`fleet`]: who joins, how the rate limit is split, how records are numbered).
 
 pub mod fleet;
+mod members;
 
 pub use fleet::{Fleet, MAX_AGENTS_PER_SESSION, Target};
+use members::Member;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +22,6 @@ use chrono::{DateTime, Utc};
 use logfleet_protocol::Filters;
 use logfleet_protocol::agent::{HostFrame, RateLimits, SessionSpec};
 use logfleet_protocol::client::{Control, DropReason, EndReason};
-use logfleet_protocol::labels::Labels;
 use logfleet_protocol::rest::{SessionSummary, WARNING_SECONDS};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -78,56 +79,7 @@ struct Session {
     hub: Arc<Hub>,
 }
 
-/// One agent of a session.
-struct Member {
-    agent: AgentRef,
-    /// Whether clients were last told the agent is connected.
-    online: bool,
-    /// The newest agent link whose change this member applied: links are numbered in the
-    /// order they connect, so news of an older link arriving late is ignored.
-    link: u64,
-    /// New filters were sent to this agent and it has not said they are in force yet. A fleet
-    /// session re-sends its spec when the rate split changes; only a real filter change is
-    /// announced (`filters_changed`).
-    filters_pending: bool,
-}
-
-impl Member {
-    fn new(agent: AgentRef) -> Member {
-        Member {
-            link: agent.link,
-            online: true,
-            filters_pending: false,
-            agent,
-        }
-    }
-}
-
 impl Session {
-    fn member(&self, agent: &AgentKey) -> Option<&Member> {
-        self.members.iter().find(|m| m.agent.key == *agent)
-    }
-
-    fn has(&self, agent: &AgentKey) -> bool {
-        self.member(agent).is_some()
-    }
-
-    /// What one member runs: the spec, with its share of a fleet session's rate limit.
-    fn spec_for_member(&self) -> SessionSpec {
-        match &self.fleet {
-            Some(fleet) => SessionSpec {
-                limits: fleet.share(self.members.len()),
-                ..self.spec.clone()
-            },
-            None => self.spec.clone(),
-        }
-    }
-
-    /// `agent_id` for a per-agent control: the agent's id (always, since fleet sessions).
-    fn agent_id(agent: &AgentKey) -> Option<String> {
-        Some(agent.id.to_string())
-    }
-
     fn next_deadline(&self) -> Instant {
         if self.warned {
             self.expires
@@ -572,50 +524,6 @@ impl Sessions {
             usage: s.usage.clone(),
             fleet: s.fleet.is_some(),
         })
-    }
-
-    /// The specs of an agent's active sessions, for the full set sent after it says hello,
-    /// each with the time it has left now. The agent (`me`, as the registry has it now, with
-    /// its `labels`) first joins every fleet session of its org that wants it and has room:
-    /// clients get `agent_joined`, and the other members their new share of the rate limit.
-    pub fn specs_for_agent(&self, me: &AgentRef, labels: &Labels) -> Vec<SessionSpec> {
-        let agent = &me.key;
-        let mut st = self.lock();
-        let mut running = st.by_id.values().filter(|s| s.has(agent)).count();
-        let mut resplit = Vec::new();
-        for (id, s) in st.by_id.iter_mut() {
-            let Some(fleet) = &s.fleet else { continue };
-            if s.org != agent.org || s.has(agent) || !fleet.target.wants(agent.id, &me.name, labels)
-            {
-                continue;
-            }
-            if s.members.len() >= MAX_AGENTS_PER_SESSION || running >= MAX_SESSIONS_PER_AGENT {
-                tracing::warn!(session = %id, %agent, "agent matches a fleet session that has no room for it");
-                continue;
-            }
-            running += 1;
-            s.members.push(Member::new(me.clone()));
-            s.hub.publish(Control::AgentJoined {
-                agent_id: agent.id.to_string(),
-            });
-            tracing::info!(session = %id, %agent, members = s.members.len(), "agent joined a fleet session");
-            let spec = s.spec_for_member();
-            for m in s.members.iter().filter(|m| m.agent.key != *agent) {
-                resplit.push((m.agent.key.clone(), spec.clone()));
-            }
-        }
-        for (member, spec) in resplit {
-            self.shared.agents.send(&member, HostFrame::Start(spec));
-        }
-        let now = Instant::now();
-        st.by_id
-            .values()
-            .filter(|s| s.has(agent))
-            .map(|s| SessionSpec {
-                remaining_ms: remaining_ms(s.expires, now),
-                ..s.spec_for_member()
-            })
-            .collect()
     }
 
     /// `frame` as it must go out to the agent now: a `Start` queued a while ago says the time
