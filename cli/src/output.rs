@@ -276,9 +276,14 @@ pub fn sessions_table(sessions: &[SessionSummary], now: DateTime<Utc>) -> String
     let rows: Vec<Vec<String>> = sessions
         .iter()
         .map(|s| {
+            // A fleet session: its first member and how many more run it.
+            let agent = match s.agent_ids.as_ref().map_or(0, Vec::len) {
+                more @ 2.. => format!("{} +{}", s.agent_name, more - 1),
+                _ => s.agent_name.clone(),
+            };
             vec![
                 s.id.clone(),
-                s.agent_name.clone(),
+                agent,
                 s.status.clone(),
                 ago(&s.started_at, now),
                 until(&s.expires_at, now),
@@ -348,6 +353,25 @@ mod tests {
         assert_eq!(json["type"], "log");
         assert_eq!(json["seq"], 7);
         assert_eq!(json["metadata"]["line"], 3);
+    }
+
+    /// The sessions table shows a fleet session by its first agent and how many more run it.
+    #[test]
+    fn fleet_sessions_show_their_size() {
+        let now = Utc::now();
+        let session = SessionSummary {
+            id: "sess_1".into(),
+            agent_id: "a".into(),
+            agent_name: "edge-1".into(),
+            agent_ids: Some(vec!["a".into(), "b".into(), "c".into()]),
+            status: "active".into(),
+            started_at: now.to_rfc3339(),
+            expires_at: now.to_rfc3339(),
+            created_by: "alice".into(),
+            clients: 1,
+            usage: None,
+        };
+        assert!(sessions_table(&[session], now).contains("edge-1 +2"));
     }
 
     /// A fleet session's text lines name the agent that read them, before the source.
