@@ -7,6 +7,7 @@
 //! The cache directory ([`resolve_cache_dir`]) holds compiled filter components and plugins
 //! fetched from the host, so restarts and new sessions neither recompile nor refetch.
 
+use logfleet_protocol::labels::Labels;
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
@@ -38,6 +39,8 @@ pub struct Config {
     pub token: String,
     /// Display name reported in `Hello`.
     pub name: String,
+    /// Labels reported in `Hello` (`--label`, `[labels]`): what fleet sessions select on.
+    pub labels: Labels,
     pub sources: Vec<SourceConfig>,
     pub metrics_interval: Duration,
     pub tuning: Tuning,
@@ -58,6 +61,7 @@ impl Config {
             host: host.into(),
             token: token.into(),
             name: name.into(),
+            labels: Labels::new(),
             sources,
             metrics_interval: DEFAULT_METRICS_INTERVAL,
             tuning: Tuning::default(),
@@ -73,6 +77,7 @@ impl fmt::Debug for Config {
             .field("host", &self.host)
             .field("token", &"<redacted>")
             .field("name", &self.name)
+            .field("labels", &self.labels)
             .field("sources", &self.sources)
             .field("metrics_interval", &self.metrics_interval)
             .field("tuning", &self.tuning)
@@ -204,6 +209,8 @@ pub struct Settings {
     pub host: Option<String>,
     pub token: Option<String>,
     pub name: Option<String>,
+    /// Merged by key: a label of the command line replaces the file's of the same key.
+    pub labels: Labels,
     pub metrics_interval: Option<Duration>,
     pub sources: Vec<SourceConfig>,
     pub cache_dir: Option<PathBuf>,
@@ -229,6 +236,9 @@ struct FileConfig {
     rotate_wait: Option<String>,
     state_dir: Option<PathBuf>,
     buffer_dir: Option<PathBuf>,
+    /// The `[labels]` table: `env = "prod"`.
+    #[serde(default)]
+    labels: Labels,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -328,6 +338,7 @@ impl Settings {
             host: file.host,
             token: file.token,
             name: file.name,
+            labels: file.labels,
             metrics_interval,
             cache_dir: file.cache_dir,
             ca_cert: file.ca_cert,
@@ -350,6 +361,11 @@ impl Settings {
             host: top.host.or(self.host),
             token: top.token.or(self.token),
             name: top.name.or(self.name),
+            labels: {
+                let mut labels = self.labels;
+                labels.extend(top.labels);
+                labels
+            },
             metrics_interval: top.metrics_interval.or(self.metrics_interval),
             sources: self.sources,
             cache_dir: top.cache_dir.or(self.cache_dir),
@@ -400,10 +416,13 @@ impl Settings {
         if name.len() > agent_limits::MAX_NAME_BYTES {
             return Err(ConfigError::BadName(name.len()));
         }
+        logfleet_protocol::labels::check_labels(&self.labels)
+            .map_err(|e| ConfigError::BadLabels(e.0))?;
         Ok(Config {
             host,
             token,
             name,
+            labels: self.labels,
             sources: self.sources,
             metrics_interval,
             tuning,
@@ -595,6 +614,8 @@ pub enum ConfigError {
         max = agent_limits::MAX_NAME_BYTES
     )]
     BadName(usize),
+    #[error("invalid labels: {0}")]
+    BadLabels(String),
     #[error("source '{0}' is configured twice")]
     DuplicateSource(String),
     #[error("invalid source path '{path}': {reason}")]
@@ -645,6 +666,34 @@ mod tests {
         );
     }
 
+    /// Labels come from `[labels]` and the command line, a flag replacing the file's label of
+    /// the same key; labels over the bounds stop the agent at start, naming the problem.
+    #[test]
+    fn labels_merge_by_key_and_are_checked() {
+        let base = "host = \"http://h\"\ntoken = \"t\"\n[[source]]\nname = \"a\"\npath = \"/x\"\n";
+        let file =
+            Settings::from_toml(&format!("{base}[labels]\nenv = \"dev\"\nrole = \"edge\"\n"))
+                .unwrap();
+        let flags = Settings {
+            labels: Labels::from([("env".to_owned(), "prod".to_owned())]),
+            ..Settings::default()
+        };
+        let c = file
+            .overridden_by(flags)
+            .into_config(Tuning::default())
+            .unwrap();
+        assert_eq!(
+            c.labels,
+            Labels::from([
+                ("env".to_owned(), "prod".to_owned()),
+                ("role".to_owned(), "edge".to_owned())
+            ])
+        );
+        let bad = Settings::from_toml(&format!("{base}[labels]\n\"bad key\" = \"v\"\n")).unwrap();
+        let err = bad.into_config(Tuning::default()).unwrap_err();
+        assert!(err.to_string().contains("label"), "{err}");
+    }
+
     #[test]
     fn file_errors_are_clear() {
         let err = Settings::from_toml("hots = 1").unwrap_err();
@@ -664,6 +713,7 @@ mod tests {
             host: Some("http://file".into()),
             token: Some("file-token".into()),
             name: Some("file-name".into()),
+            labels: Labels::new(),
             metrics_interval: Some(Duration::from_secs(10)),
             sources: vec![SourceConfig::new("a", "/a"), SourceConfig::new("b", "/b")],
             cache_dir: Some("/file/cache".into()),
@@ -676,6 +726,7 @@ mod tests {
             host: Some("http://flag".into()),
             token: None,
             name: None,
+            labels: Labels::new(),
             metrics_interval: None,
             sources: vec![SourceConfig::new("b", "/b2"), SourceConfig::new("c", "/c")],
             cache_dir: Some("/flag/cache".into()),

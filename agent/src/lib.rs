@@ -198,6 +198,7 @@ pub async fn run_with(
         url,
         tls,
         token: config.token,
+        labels: config.labels.clone(),
         hello: Hello {
             protocol: PROTOCOL_VERSION,
             name: config.name.clone(),

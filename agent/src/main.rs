@@ -68,6 +68,10 @@ struct RunArgs {
     /// Agent display name (default: the hostname).
     #[arg(long)]
     name: Option<String>,
+    /// A label, KEY=VALUE, that fleet sessions can select this agent by. Repeatable; replaces
+    /// the config file's label of the same key.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
     /// TOML config file with the same keys and [[source]] tables.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -123,6 +127,11 @@ struct RunArgs {
     backfill_scan_bytes: Option<u64>,
 }
 
+/// `KEY=VALUE` for `--label`, checked against the label bounds.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    logfleet_protocol::labels::parse_label(s).map_err(|e| e.to_string())
+}
+
 impl RunArgs {
     fn into_config(self) -> anyhow::Result<Config> {
         let file = match &self.config {
@@ -133,6 +142,7 @@ impl RunArgs {
             host: self.host,
             token: self.token,
             name: self.name,
+            labels: self.labels.into_iter().collect(),
             metrics_interval: self.metrics_interval,
             sources: self.sources,
             cache_dir: self.cache_dir,

@@ -17,6 +17,7 @@
 //! another copy of this agent connected (close 4009) waits `superseded_backoff` or more, with
 //! an error naming the cause: two copies must not take the link from each other in a loop.
 
+use logfleet_protocol::labels::Labels;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,9 @@ pub struct Uplink {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub token: String,
     pub hello: Hello,
+    /// Sent with the hello (`HelloLabeled`) when there are any; an agent without labels sends
+    /// the plain `Hello` every protocol-3 host reads.
+    pub labels: Labels,
     pub outbox: Outbox,
     pub host_frames: mpsc::Sender<HostFrame>,
     pub tuning: Tuning,
@@ -190,8 +194,15 @@ impl Uplink {
             next_frame: self.outbox.rewind(),
             ..self.hello.clone()
         };
-        ws.send(Message::Binary(encode(&AgentFrame::Hello(hello)).into()))
-            .await?;
+        let frame = if self.labels.is_empty() {
+            AgentFrame::Hello(hello)
+        } else {
+            AgentFrame::HelloLabeled {
+                hello,
+                labels: self.labels.clone(),
+            }
+        };
+        ws.send(Message::Binary(encode(&frame).into())).await?;
         Ok(ws)
     }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use logfleet_protocol::Level;
+use logfleet_protocol::labels::{Labels, Selector, parse_label};
 use logfleet_protocol::rest::{MAX_BACKFILL_LINES, MAX_TIMEOUT_SECONDS};
 
 /// `--timeout`: whole seconds (`300`) or a duration (`90s`, `5m`, `1h`), within the host's
@@ -64,6 +65,19 @@ pub fn expand_levels(values: &[String]) -> Result<Vec<String>, String> {
     }
     out.dedup();
     Ok(out)
+}
+
+/// `--selector env=prod,role=edge` (comma-separated or repeated): the labels a fleet
+/// session's agents must all carry.
+pub fn parse_selector(pairs: &[String]) -> Result<Selector, String> {
+    let mut labels = Labels::new();
+    for pair in pairs {
+        let (key, value) = parse_label(pair.trim()).map_err(|e| format!("--selector: {e}"))?;
+        labels.insert(key, value);
+    }
+    let selector = Selector { labels, name: None };
+    selector.check().map_err(|e| format!("--selector: {e}"))?;
+    Ok(selector)
 }
 
 /// `--color`.
@@ -135,6 +149,17 @@ mod tests {
             Ok(v(&["info", "ERROR"]))
         );
         assert!(expand_levels(&v(&["LOUD+"])).is_err());
+    }
+
+    /// `--selector` takes KEY=VALUE pairs and refuses anything else.
+    #[test]
+    fn selectors_take_label_pairs() {
+        let v = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let sel = parse_selector(&v(&["env=prod", " role=edge"])).unwrap();
+        assert_eq!(sel.labels.len(), 2);
+        assert_eq!(sel.labels["role"], "edge");
+        assert!(parse_selector(&v(&["envprod"])).is_err());
+        assert!(parse_selector(&[]).is_err());
     }
 
     /// Colour only where a person reads it, and never against NO_COLOR or TERM=dumb unless

@@ -153,8 +153,18 @@ enum PluginCommand {
 
 #[derive(Debug, Args)]
 struct StreamArgs {
-    /// Agent id (UUID) or name.
-    agent: String,
+    /// Agent ids (UUID) or names; several make a fleet session on all of them.
+    #[arg(required_unless_present = "selector")]
+    agents: Vec<String>,
+    /// Stream from every agent carrying these labels, KEY=VALUE (comma-separated or
+    /// repeated), including agents that come online with them during the session.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "KEY=VALUE",
+        conflicts_with = "agents"
+    )]
+    selector: Vec<String>,
     /// Only these levels (comma-separated, e.g. ERROR,WARN); LEVEL+ is that level and above
     /// (WARN+ = WARN,ERROR,FATAL).
     #[arg(short, long, value_delimiter = ',')]
@@ -259,6 +269,11 @@ fn parse_plugin(arg: &str) -> Result<PluginSpec, String> {
 }
 
 impl StreamArgs {
+    /// Several agents or a selector: a fleet session, printed with an agent column.
+    fn is_fleet(&self) -> bool {
+        self.agents.len() > 1 || !self.selector.is_empty()
+    }
+
     fn request(&self) -> Result<StartRequest, Error> {
         let filters = filter_spec(
             &self.level,
@@ -266,8 +281,31 @@ impl StreamArgs {
             self.pattern.as_ref(),
             &self.plugins,
         )?;
+        let selector = (!self.selector.is_empty())
+            .then(|| args::parse_selector(&self.selector))
+            .transpose()
+            .map_err(Error::Usage)?;
+        if self.is_fleet() && self.backfill.is_some() {
+            return Err(Error::Usage(
+                "--backfill works with one agent only (for now); stream several agents without it"
+                    .to_owned(),
+            ));
+        }
+        if self.is_fleet() && self.follow {
+            return Err(Error::Usage(
+                "--follow works with one agent only (for now); stream several agents without it"
+                    .to_owned(),
+            ));
+        }
+        let (agent_id, agent_ids) = match self.agents.as_slice() {
+            [] => (None, None),
+            [one] => (Some(one.clone()), None),
+            many => (None, Some(many.to_vec())),
+        };
         Ok(StartRequest {
-            agent_id: self.agent.clone(),
+            agent_id,
+            agent_ids,
+            selector,
             timeout_seconds: Some(self.timeout),
             filters: (filters != FilterSpec::default()).then_some(filters),
             limits: None,
@@ -477,8 +515,12 @@ async fn stream(client: &Client, args: &StreamArgs, color: ColorChoice) -> anyho
         // Log content is anyone's: on a terminal its control characters are shown, not obeyed.
         escape: on_terminal && !args.raw,
         escape_notices: std::io::stderr().is_terminal(),
+        names: None,
     };
-    warn_about_target(client, args, &mut sink).await;
+    let agents = warn_about_target(client, args, &mut sink).await;
+    if args.is_fleet() {
+        sink.names = Some(agents.into_iter().map(|a| (a.id, a.name)).collect());
+    }
     let options = follow::Options {
         request,
         follow: args.follow,
@@ -519,23 +561,41 @@ async fn stream(client: &Client, args: &StreamArgs, color: ColorChoice) -> anyho
 }
 
 /// Says when `--source` names a source the agent does not have (nothing would match) or when
-/// several agents share the name given. Advisory: a failure to look is only logged.
-async fn warn_about_target(client: &Client, args: &StreamArgs, sink: &mut Terminal) {
+/// several agents share the name given. Advisory: a failure to look is only logged. Returns
+/// the agents listed (none if that failed), for the names of a fleet session's agents.
+async fn warn_about_target(
+    client: &Client,
+    args: &StreamArgs,
+    sink: &mut Terminal,
+) -> Vec<logfleet_protocol::rest::AgentInfo> {
     let agents = match client.agents().await {
         Ok(agents) => agents,
         Err(e) => {
             tracing::debug!(error = %e, "cannot list agents to check the stream's target");
-            return;
+            return Vec::new();
         }
     };
-    let by_id: Vec<_> = agents.iter().filter(|a| a.id == args.agent).collect();
-    let by_name: Vec<_> = agents.iter().filter(|a| a.name == args.agent).collect();
+    if let [agent] = args.agents.as_slice() {
+        warn_about_agent(agent, &agents, args, sink);
+    }
+    agents
+}
+
+/// [`warn_about_target`] for a single-agent stream.
+fn warn_about_agent(
+    target: &str,
+    agents: &[logfleet_protocol::rest::AgentInfo],
+    args: &StreamArgs,
+    sink: &mut Terminal,
+) {
+    let by_id: Vec<_> = agents.iter().filter(|a| a.id == target).collect();
+    let by_name: Vec<_> = agents.iter().filter(|a| a.name == target).collect();
     if by_id.is_empty() && by_name.len() > 1 {
         let ids: Vec<&str> = by_name.iter().map(|a| a.id.as_str()).collect();
         sink.notice(&format!(
             "{} agents are named '{}' ({}); give the id to pick one",
             by_name.len(),
-            args.agent,
+            target,
             ids.join(", ")
         ));
     }
@@ -586,14 +646,40 @@ struct Terminal {
     escape: bool,
     /// The same for notices, which may quote what a host or plugin said.
     escape_notices: bool,
+    /// Agent names by id, for a fleet session's agent column (`None`: one agent, no column).
+    names: Option<std::collections::HashMap<String, String>>,
+}
+
+impl Terminal {
+    /// The agent column of a fleet session's line: its name, or the start of its id for an
+    /// agent that was not listed when the stream began.
+    fn agent_name<'a>(&'a self, log: &'a LogMessage) -> Option<&'a str> {
+        let names = self.names.as_ref()?;
+        Some(names.get(&log.agent_id).map_or_else(
+            || log.agent_id.get(..8).unwrap_or(&log.agent_id),
+            String::as_str,
+        ))
+    }
 }
 
 impl Sink for Terminal {
     fn log(&mut self, log: &LogMessage) -> std::io::Result<()> {
-        let line = if self.escape {
-            output::format_log(&output::escaped(log), self.format, self.colour)
+        let escaped;
+        let shown = if self.escape {
+            escaped = output::escaped(log);
+            &escaped
         } else {
-            output::format_log(log, self.format, self.colour)
+            log
+        };
+        let line = match self.agent_name(log) {
+            Some(agent) if self.escape => output::format_log_from(
+                shown,
+                &output::escape_controls(agent),
+                self.format,
+                self.colour,
+            ),
+            Some(agent) => output::format_log_from(shown, agent, self.format, self.colour),
+            None => output::format_log(shown, self.format, self.colour),
         };
         let mut out = self.out.lock();
         writeln!(out, "{line}")?;

@@ -33,6 +33,27 @@ fn level_colour(level: Level) -> &'static str {
 
 const RESET: &str = "\x1b[0m";
 
+/// One log line of a fleet session: as [`format_log`], with the agent's name (`agent`) as a
+/// column before the source in text (`TIMESTAMP LEVEL agent source: message`); JSON already
+/// carries `agent_id`.
+pub fn format_log_from(log: &LogMessage, agent: &str, format: Format, colour: bool) -> String {
+    match format {
+        Format::Json => format_log(log, format, colour),
+        Format::Text => {
+            let level = log.level.as_str();
+            let (on, off) = if colour {
+                (level_colour(log.level), RESET)
+            } else {
+                ("", "")
+            };
+            format!(
+                "{} {on}{level:<5}{off} {agent} {}: {}",
+                log.timestamp, log.source, log.message
+            )
+        }
+    }
+}
+
 /// One log line, without the trailing newline.
 pub fn format_log(log: &LogMessage, format: Format, colour: bool) -> String {
     match format {
@@ -94,6 +115,7 @@ pub fn escaped(log: &LogMessage) -> LogMessage {
     let esc = |s: &str| escape_controls(s).into_owned();
     LogMessage {
         seq: log.seq,
+        agent_seq: log.agent_seq,
         agent_id: esc(&log.agent_id),
         timestamp: esc(&log.timestamp),
         level: log.level,
@@ -124,11 +146,19 @@ pub fn ended_text(reason: EndReason) -> &'static str {
 /// One line for a control event other than ending/ended.
 pub fn control_text(control: &Control) -> String {
     match control {
-        Control::AgentDisconnected => {
-            "agent disconnected; the session continues when it reconnects".to_owned()
+        Control::AgentDisconnected { agent_id } => format!(
+            "agent{} disconnected; the session continues when it reconnects",
+            named(agent_id.as_deref())
+        ),
+        Control::AgentReconnected { agent_id } => {
+            format!("agent{} reconnected", named(agent_id.as_deref()))
         }
-        Control::AgentReconnected => "agent reconnected".to_owned(),
-        Control::LogsDropped { count, reason } => {
+        Control::AgentJoined { agent_id } => format!("agent {agent_id} joined the session"),
+        Control::LogsDropped {
+            count,
+            reason,
+            agent_id,
+        } => {
             let why = match reason {
                 logfleet_protocol::client::DropReason::ClientLagging => {
                     "this client fell behind or was disconnected longer than the host's replay buffer covers"
@@ -141,7 +171,10 @@ pub fn control_text(control: &Control) -> String {
                     "a filter failed before deciding about them"
                 }
             };
-            format!("{count} log lines dropped: {why}")
+            match agent_id {
+                Some(agent) => format!("{count} log lines of agent {agent} dropped: {why}"),
+                None => format!("{count} log lines dropped: {why}"),
+            }
         }
         Control::FilterError { plugin, message } => {
             format!("plugin '{plugin}' failed and is disabled for this session: {message}")
@@ -156,7 +189,7 @@ pub fn control_text(control: &Control) -> String {
         } => format!(
             "your organisation streamed {bytes_per_hour} bytes in the last hour, over its budget of {budget}"
         ),
-        Control::FiltersChanged { filters } => format!(
+        Control::FiltersChanged { filters, .. } => format!(
             "filters changed: {}",
             serde_json::to_string(filters).unwrap_or_default()
         ),
@@ -169,6 +202,11 @@ pub fn control_text(control: &Control) -> String {
             format!("backfill done: {count} earlier line(s) above{cut}; live lines from here")
         }
     }
+}
+
+/// ` ID` for a control naming an agent, nothing otherwise.
+fn named(agent_id: Option<&str>) -> String {
+    agent_id.map(|id| format!(" {id}")).unwrap_or_default()
 }
 
 /// Aligns rows under headers, two spaces between columns, no trailing spaces.
@@ -247,9 +285,14 @@ pub fn sessions_table(sessions: &[SessionSummary], now: DateTime<Utc>) -> String
     let rows: Vec<Vec<String>> = sessions
         .iter()
         .map(|s| {
+            // A fleet session: its first member and how many more run it.
+            let agent = match s.agent_ids.as_ref().map_or(0, Vec::len) {
+                more @ 2.. => format!("{} +{}", s.agent_name, more - 1),
+                _ => s.agent_name.clone(),
+            };
             vec![
                 s.id.clone(),
-                s.agent_name.clone(),
+                agent,
                 s.status.clone(),
                 ago(&s.started_at, now),
                 until(&s.expires_at, now),
@@ -332,6 +375,7 @@ mod tests {
     fn log() -> LogMessage {
         LogMessage {
             seq: 7,
+            agent_seq: None,
             agent_id: "a1".into(),
             timestamp: "2024-01-15T10:00:00.123Z".into(),
             level: Level::Error,
@@ -378,6 +422,38 @@ mod tests {
         assert_eq!(json["type"], "log");
         assert_eq!(json["seq"], 7);
         assert_eq!(json["metadata"]["line"], 3);
+    }
+
+    /// The sessions table shows a fleet session by its first agent and how many more run it.
+    #[test]
+    fn fleet_sessions_show_their_size() {
+        let now = Utc::now();
+        let session = SessionSummary {
+            id: "sess_1".into(),
+            agent_id: "a".into(),
+            agent_name: "edge-1".into(),
+            agent_ids: Some(vec!["a".into(), "b".into(), "c".into()]),
+            status: "active".into(),
+            started_at: now.to_rfc3339(),
+            expires_at: now.to_rfc3339(),
+            created_by: "alice".into(),
+            clients: 1,
+            usage: None,
+        };
+        assert!(sessions_table(&[session], now).contains("edge-1 +2"));
+    }
+
+    /// A fleet session's text lines name the agent that read them, before the source.
+    #[test]
+    fn fleet_lines_carry_the_agent_name() {
+        assert_eq!(
+            format_log_from(&log(), "edge-1", Format::Text, false),
+            "2024-01-15T10:00:00.123Z ERROR edge-1 nginx: upstream timed out"
+        );
+        assert_eq!(
+            format_log_from(&log(), "edge-1", Format::Json, false),
+            format_log(&log(), Format::Json, false)
+        );
     }
 
     /// Control characters in log content never reach the terminal as themselves.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{AGENT_NAME, Fixture, Running, sync};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 /// Parses a `--output json` line and checks it is a reference log object.
 fn log_object(line: &str) -> Value {
@@ -455,4 +456,67 @@ async fn agents_enroll_and_revoke() {
     assert!(!fx.run(&["agents"]).await.stdout.contains("edge-x"));
     let out = fx.run(&["agents", "enroll", "bad\nname"]).await;
     assert_eq!(out.code, Some(2), "{out:?}");
+}
+
+/// `stream --selector` streams every agent carrying the labels in one session, and text lines
+/// name the agent that read them; several AGENTs do the same for the agents named. Naming
+/// agents and a selector together, or following a fleet, is a usage error (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_several_agents_with_an_agent_column() {
+    let fx = Fixture::new().await;
+    let mut agents = Vec::new();
+    for name in ["edge-2", "edge-3"] {
+        let id = Uuid::new_v4();
+        let path = fx.logs.create(&format!("{name}.log"), &[]);
+        let mut config = testkit::agent_config(
+            &fx.host,
+            fx.host.agent_token("acme", id, name),
+            &[("app", &path)],
+        );
+        config.name = name.to_owned();
+        config.labels = [("env".to_owned(), "prod".to_owned())].into();
+        agents.push(testkit::InProcessAgent::start(config));
+        fx.api.wait_agent_status(&id.to_string(), "online").await;
+    }
+    for args in [
+        vec!["stream", "--selector", "env=prod", "--timeout", "60"],
+        vec!["stream", "edge-2", "edge-3", "--timeout", "60"],
+    ] {
+        let mut cli = fx.spawn(&args);
+        let mut seen = BTreeSet::new();
+        for n in 0..400 {
+            for name in ["edge-2", "edge-3"] {
+                if !seen.contains(name) {
+                    fx.logs
+                        .append(&format!("{name}.log"), &[&format!("INFO probe {n}")])
+                        .await;
+                }
+            }
+            while let Some(line) = cli.line_within(Duration::from_millis(25)).await {
+                for name in ["edge-2", "edge-3"] {
+                    if line.contains(&format!(" INFO  {name} app: probe")) {
+                        seen.insert(name);
+                    }
+                }
+            }
+            if seen.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            2,
+            "{args:?}: lines of both agents, with their names"
+        );
+        cli.signal("INT");
+        assert_eq!(cli.wait().await.0.code(), Some(130));
+    }
+    for args in [
+        vec!["stream", "edge-2", "--selector", "env=prod"],
+        vec!["stream", "--selector", "env=prod", "--follow"],
+        vec!["stream", "--selector", "envprod"],
+    ] {
+        let out = fx.run(&args).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+    }
 }

@@ -29,10 +29,7 @@ use crate::identity::AgentKey;
 pub const MAX_RECORDS_PER_ORG: usize = 100_000;
 /// Longest agent name, in characters.
 pub const MAX_AGENT_NAME_CHARS: usize = 128;
-/// Most labels on one agent.
-pub const MAX_LABELS: usize = 32;
-/// Longest label key and value, in characters.
-pub const MAX_LABEL_CHARS: usize = 128;
+pub use logfleet_protocol::labels::{MAX_LABEL_CHARS, MAX_LABELS};
 
 /// Why an enrollment change failed.
 #[derive(Debug, thiserror::Error)]
@@ -272,29 +269,7 @@ fn check_name(name: &str) -> Result<(), EnrollmentError> {
 }
 
 fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), EnrollmentError> {
-    if labels.len() > MAX_LABELS {
-        return Err(EnrollmentError::Invalid(format!(
-            "at most {MAX_LABELS} labels"
-        )));
-    }
-    for (key, value) in labels {
-        let key_ok = !key.is_empty()
-            && key.chars().count() <= MAX_LABEL_CHARS
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
-        if !key_ok {
-            return Err(EnrollmentError::Invalid(format!(
-                "label keys are 1..={MAX_LABEL_CHARS} of a-z, A-Z, 0-9, '-', '_', '.', '/'"
-            )));
-        }
-        if value.chars().count() > MAX_LABEL_CHARS || value.chars().any(char::is_control) {
-            return Err(EnrollmentError::Invalid(format!(
-                "label values are at most {MAX_LABEL_CHARS} characters, no control characters"
-            )));
-        }
-    }
-    Ok(())
+    logfleet_protocol::labels::check_labels(labels).map_err(|e| EnrollmentError::Invalid(e.0))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, TimeZone, Utc};
 use logfleet_protocol::Level;
 use logfleet_protocol::agent::{Health, Hello, HostFrame, Metrics};
+use logfleet_protocol::labels::Labels;
 use logfleet_protocol::rest::{
     AgentHealth, AgentInfo, AgentMetrics, MetricsReport, SourceInfo, SourceMetrics,
 };
@@ -47,8 +48,11 @@ struct Registry {
 /// What the host knows of one agent.
 struct AgentEntry {
     name: String,
-    /// Set at enrollment; empty for agents that connected with a minted token.
+    /// What selectors and the listing see: the agent's own labels (from its hello) with the
+    /// enrollment's over them on a shared key (an admin's word beats a config file's).
     labels: BTreeMap<String, String>,
+    /// Set at enrollment; empty for agents that connected with a minted token.
+    enrolled: BTreeMap<String, String>,
     hostname: String,
     version: String,
     sources: Vec<SourceInfo>,
@@ -133,7 +137,14 @@ impl Agents {
 
     /// Registers a connected agent, superseding any previous connection of the same agent.
     /// `token_name` (the token's `name` claim) wins over the name the agent says in `hello`.
-    pub fn connect(&self, key: &AgentKey, token_name: Option<&str>, hello: &Hello) -> Connected {
+    /// `labels` are the agent's own (from its hello), checked by the caller.
+    pub fn connect(
+        &self,
+        key: &AgentKey,
+        token_name: Option<&str>,
+        hello: &Hello,
+        labels: &Labels,
+    ) -> Connected {
         let (tx, commands) = mpsc::channel(AGENT_COMMAND_QUEUE);
         let (end_tx, end) = oneshot::channel();
         let now = Utc::now();
@@ -158,6 +169,8 @@ impl Agents {
             .iter()
             .map(|s| Arc::from(s.name.as_str()))
             .collect();
+        entry.labels = labels.clone();
+        entry.labels.extend(entry.enrolled.clone());
         entry.connected_at = Some(now);
         entry.last_seen = now;
         entry.delivered.resume(hello.outbox);
@@ -182,7 +195,9 @@ impl Agents {
     pub fn enroll(&self, key: &AgentKey, name: &str, labels: BTreeMap<String, String>) {
         let now = Utc::now();
         let mut reg = self.lock();
-        reg.entry(key, now).labels = labels;
+        let entry = reg.entry(key, now);
+        entry.labels.extend(labels.clone());
+        entry.enrolled = labels;
         reg.rename(key, name.to_owned());
     }
 
@@ -283,32 +298,88 @@ impl Agents {
     /// holds the active sessions per agent (absent: none). Rendered straight from the registry: at 10,000
     /// agents, building owned `AgentInfo`s first was 160,000 allocations and a quarter of
     /// the request's CPU.
+    ///
+    /// With `labels` (`?label=K=V`, repeatable), only agents carrying all of them are listed,
+    /// paged and counted in `total`.
     pub fn list_json(
         &self,
         org: &str,
         skip: usize,
         take: usize,
         sessions: &HashMap<Uuid, usize>,
+        labels: &Labels,
     ) -> Vec<u8> {
         let reg = self.lock();
         let names = reg.by_name.get(org);
-        let agents: Vec<AgentView<'_>> = names
-            .into_iter()
-            .flatten()
-            .skip(skip)
-            .take(take)
-            .filter_map(|(_, id)| {
+        let list = if labels.is_empty() {
+            let agents: Vec<AgentView<'_>> = names
+                .into_iter()
+                .flatten()
+                .skip(skip)
+                .take(take)
+                .filter_map(|(_, id)| {
+                    let entry = reg.agents.get(&AgentKey::new(org, *id))?;
+                    let active = sessions.get(id).copied().unwrap_or(0);
+                    Some(AgentView::new(*id, entry, active))
+                })
+                .collect();
+            AgentListView {
+                agents,
+                total: names.map_or(0, BTreeSet::len),
+            }
+        } else {
+            let matching = names.into_iter().flatten().filter_map(|(_, id)| {
                 let entry = reg.agents.get(&AgentKey::new(org, *id))?;
-                let active = sessions.get(id).copied().unwrap_or(0);
-                Some(AgentView::new(*id, entry, active))
-            })
-            .collect();
-        let list = AgentListView {
-            agents,
-            total: names.map_or(0, BTreeSet::len),
+                labels
+                    .iter()
+                    .all(|(k, v)| entry.labels.get(k) == Some(v))
+                    .then_some((*id, entry))
+            });
+            let mut total = 0;
+            let mut agents = Vec::new();
+            for (i, (id, entry)) in matching.enumerate() {
+                total += 1;
+                if i >= skip && agents.len() < take {
+                    let active = sessions.get(&id).copied().unwrap_or(0);
+                    agents.push(AgentView::new(id, entry, active));
+                }
+            }
+            AgentListView { agents, total }
         };
         // Plain borrowed data: serialising it into memory cannot fail.
         serde_json::to_vec(&list).unwrap_or_default()
+    }
+
+    /// The agents of `org` that `wanted` picks (by id, name and labels), online ones in
+    /// name order, and how many it picks in all (online or not): for starting a fleet session.
+    pub fn select(
+        &self,
+        org: &str,
+        wanted: impl Fn(Uuid, &str, &Labels) -> bool,
+    ) -> (Vec<AgentRef>, usize) {
+        let reg = self.lock();
+        let mut online = Vec::new();
+        let mut total = 0;
+        for (name, id) in reg.by_name.get(org).into_iter().flatten() {
+            let key = AgentKey::new(org, *id);
+            let Some(entry) = reg.agents.get(&key) else {
+                continue;
+            };
+            if wanted(*id, name, &entry.labels) {
+                total += 1;
+                if entry.link.is_some() {
+                    online.push(agent_ref(key, entry));
+                }
+            }
+        }
+        (online, total)
+    }
+
+    /// A connected agent as a fleet session sees it: itself and its labels.
+    pub fn labeled(&self, key: &AgentKey) -> Option<(AgentRef, Labels)> {
+        let reg = self.lock();
+        let entry = reg.agents.get(key)?;
+        Some((agent_ref(key.clone(), entry), entry.labels.clone()))
     }
 
     pub fn info(&self, key: &AgentKey, sessions: usize) -> Option<AgentInfo> {
@@ -373,6 +444,7 @@ impl Registry {
             .or_insert_with(|| AgentEntry {
                 name: String::new(),
                 labels: BTreeMap::new(),
+                enrolled: BTreeMap::new(),
                 hostname: String::new(),
                 version: String::new(),
                 sources: Vec::new(),
@@ -553,7 +625,7 @@ mod tests {
 
     fn join(agents: &Agents, org: &str, name: &str) -> (AgentKey, Connected) {
         let key = AgentKey::new(org, Uuid::new_v4());
-        let link = agents.connect(&key, Some(name), &hello(name));
+        let link = agents.connect(&key, Some(name), &hello(name), &Labels::new());
         (key, link)
     }
 
@@ -579,7 +651,7 @@ mod tests {
             .collect();
         let _other = join(&agents, "other", "0");
         let names = |skip, take| {
-            let body = agents.list_json("acme", skip, take, &HashMap::new());
+            let body = agents.list_json("acme", skip, take, &HashMap::new(), &Labels::new());
             let list: AgentList = serde_json::from_slice(&body).unwrap();
             (
                 list.agents.into_iter().map(|a| a.name).collect::<Vec<_>>(),
@@ -595,7 +667,7 @@ mod tests {
 
         // Renamed on reconnect: listed once, under its new name.
         let (key, _) = &links[0];
-        let _again = agents.connect(key, Some("d"), &hello("d"));
+        let _again = agents.connect(key, Some("d"), &hello("d"), &Labels::new());
         assert_eq!(names(0, 10), (vec!["a".into(), "b".into(), "d".into()], 3));
     }
 
@@ -604,7 +676,8 @@ mod tests {
         let agents = Agents::default();
         let (key, link) = join(&agents, "acme", "edge");
         let listed = |agents: &Agents| {
-            let body = agents.list_json("acme", 0, 1, &HashMap::from([(key.id, 3)]));
+            let body =
+                agents.list_json("acme", 0, 1, &HashMap::from([(key.id, 3)]), &Labels::new());
             serde_json::from_slice::<serde_json::Value>(&body).unwrap()["agents"][0].clone()
         };
         let info = serde_json::to_value(agents.info(&key, 3).unwrap()).unwrap();
@@ -662,7 +735,7 @@ mod tests {
         let agents = Agents::default();
         let (acme, mut acme_link) = join(&agents, "acme", "edge");
         let evil = AgentKey::new("evil", acme.id);
-        let evil_link = agents.connect(&evil, Some("edge"), &hello("evil-box"));
+        let evil_link = agents.connect(&evil, Some("edge"), &hello("evil-box"), &Labels::new());
         assert!(!evil_link.replaced);
         assert!(
             acme_link.end.try_recv().is_err(),
@@ -687,7 +760,7 @@ mod tests {
     fn links_are_superseded_and_revoked_with_a_reason() {
         let agents = Agents::default();
         let (key, mut first) = join(&agents, "acme", "edge");
-        let mut second = agents.connect(&key, None, &hello("edge"));
+        let mut second = agents.connect(&key, None, &hello("edge"), &Labels::new());
         assert!(second.replaced);
         assert_eq!(first.end.try_recv(), Ok(LinkEnd::Superseded));
         assert!(
@@ -697,9 +770,29 @@ mod tests {
         assert!(agents.remove(&key));
         assert_eq!(second.end.try_recv(), Ok(LinkEnd::Revoked));
         assert!(agents.resolve("acme", "edge").is_none());
-        let body = agents.list_json("acme", 0, 10, &HashMap::new());
+        let body = agents.list_json("acme", 0, 10, &HashMap::new(), &Labels::new());
         let list: AgentList = serde_json::from_slice(&body).unwrap();
         assert_eq!(list.total, 0);
+    }
+
+    /// What selectors see is the agent's own labels with its enrollment's over them: an
+    /// admin's label is not overridden by the agent's config, the agent's others are added.
+    #[test]
+    fn enrollment_labels_win_over_the_agents_own() {
+        let agents = Agents::default();
+        let key = AgentKey::new("acme", Uuid::new_v4());
+        agents.enroll(&key, "edge", Labels::from([("env".into(), "prod".into())]));
+        let own = Labels::from([
+            ("env".to_owned(), "dev".to_owned()),
+            ("role".to_owned(), "edge".to_owned()),
+        ]);
+        let _link = agents.connect(&key, Some("edge"), &hello("edge"), &own);
+        let (_, labels) = agents.labeled(&key).unwrap();
+        assert_eq!(labels["env"], "prod");
+        assert_eq!(labels["role"], "edge");
+        let (online, matching) = agents.select("acme", |_, _, l| l.get("role").is_some());
+        assert_eq!((online.len(), matching), (1, 1));
+        assert_eq!(agents.select("other", |_, _, _| true).1, 0);
     }
 
     /// An enrolled agent is listed (offline, with its labels) before it first connects, and
@@ -719,7 +812,7 @@ mod tests {
             ("edge-9", "offline")
         );
         assert_eq!(info.labels["env"], "prod");
-        let _link = agents.connect(&key, Some("edge-9"), &hello("edge-9"));
+        let _link = agents.connect(&key, Some("edge-9"), &hello("edge-9"), &Labels::new());
         let info = agents.info(&key, 0).unwrap();
         assert_eq!((info.status.as_str(), info.labels.len()), ("online", 1));
     }

@@ -104,6 +104,13 @@ pub enum AgentFrame {
         count: u64,
         truncated: bool,
     },
+    /// A `Hello` with the agent's own labels (`--label`, `[labels]`), sent instead of `Hello`
+    /// by an agent that has labels. A new variant rather than a new `Hello` field: postcard
+    /// has no optional trailing fields, so agents without labels keep sending `Hello`.
+    HelloLabeled {
+        hello: Hello,
+        labels: crate::labels::Labels,
+    },
 }
 
 /// Who the agent is, and where its numbered frames resume. Its id is not here: it comes from

@@ -166,6 +166,8 @@ pub enum Limit {
     NameBytes,
     PathBytes,
     TextBytes,
+    /// Labels in a `HelloLabeled` ([`crate::labels::MAX_LABELS`]).
+    Labels,
 }
 
 impl Limit {
@@ -179,6 +181,7 @@ impl Limit {
             Limit::NameBytes => "name_bytes",
             Limit::PathBytes => "path_bytes",
             Limit::TextBytes => "text_bytes",
+            Limit::Labels => "labels",
         }
     }
 }
@@ -234,6 +237,15 @@ pub fn check(frame: &AgentFrame) -> Result<(), LimitExceeded> {
         AgentFrame::FetchPlugin { digest } => name(digest),
         AgentFrame::FiltersChanged { session_id } => name(session_id),
         AgentFrame::BackfillDone { session_id, .. } => name(session_id),
+        AgentFrame::HelloLabeled { hello, labels } => {
+            check_hello(hello)?;
+            at_most(Limit::Labels, labels.len(), crate::labels::MAX_LABELS)?;
+            for (key, value) in labels {
+                name(key)?;
+                name(value)?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -15,8 +15,14 @@ pub enum ClientMessage {
 /// One log line, in the reference's "Log Message Format" plus `seq` and `agent_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogMessage {
-    /// Per-agent line counter: +1 for every line the agent reads.
+    /// Per-agent line counter: +1 for every line the agent reads. In a fleet session (started
+    /// with `agent_ids` or `selector`) the session's own counter instead: +1 per record the
+    /// host received for the session, in the order clients get them, so `?since_seq=` and
+    /// de-duplication by `seq` work across agents; the agent's counter is then `agent_seq`.
     pub seq: u64,
+    /// The agent's own `seq` of this record, in a fleet session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_seq: Option<u64>,
     /// The agent that read the line.
     pub agent_id: String,
     /// When the line says it happened (its parsed event time), else when the agent read it;
@@ -56,11 +62,25 @@ pub enum Control {
     SessionEnded {
         reason: EndReason,
     },
-    AgentDisconnected,
-    AgentReconnected,
+    /// The agent (named by `agent_id`; absent from hosts before fleet sessions) lost its link.
+    AgentDisconnected {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<String>,
+    },
+    AgentReconnected {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<String>,
+    },
+    /// An agent started running this fleet session (it came online or started matching).
+    AgentJoined {
+        agent_id: String,
+    },
     LogsDropped {
         count: u64,
         reason: DropReason,
+        /// The agent that dropped them (drops on the agent); absent for drops on the host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<String>,
     },
     FilterError {
         plugin: String,
@@ -70,6 +90,10 @@ pub enum Control {
     /// these filters, every record before it the previous ones.
     FiltersChanged {
         filters: crate::FilterSpec,
+        /// In a fleet session, the agent whose records from here on passed these filters
+        /// (each member says so for itself).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<String>,
     },
     /// The session's organisation received more streaming bytes over the last hour than its
     /// configured budget.
@@ -140,7 +164,8 @@ mod tests {
             back,
             ClientMessage::Control(Control::LogsDropped {
                 count: 3,
-                reason: DropReason::ClientLagging
+                reason: DropReason::ClientLagging,
+                agent_id: None,
             })
         );
     }
@@ -149,6 +174,7 @@ mod tests {
     fn log_message_matches_reference() {
         let m = ClientMessage::Log(LogMessage {
             seq: 7,
+            agent_seq: None,
             agent_id: "a1b2".into(),
             timestamp: "2024-01-15T10:00:00.000Z".into(),
             level: Level::Error,

@@ -6,6 +6,7 @@
 //! - [`client`]: messages the host sends to session WebSocket clients.
 //! - [`agent`]: frames between agent and host on `/api/v1/agent/connect` (binary, postcard).
 //! - [`agent_limits`]: the bounds the host enforces on every frame an agent sends.
+//! - [`labels`]: agent labels and the selectors of fleet sessions, with their bounds.
 //! - [`strict_json`]: JSON decoding of REST bodies in which a struct only takes an object.
 //! - [`line_level`]: which level a raw log line carries (the agent's level detection).
 //! - [`parse`]: parsed records: a line's message, event time and fields, per source format.
@@ -15,6 +16,7 @@ pub mod agent;
 pub mod agent_limits;
 pub mod client;
 pub mod filters;
+pub mod labels;
 pub mod level;
 pub mod line_level;
 pub mod parse;

@@ -16,8 +16,16 @@ pub const WARNING_SECONDS: u64 = 30;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
-    /// The agent's id (UUID) or its name.
-    pub agent_id: String,
+    /// The agent's id (UUID) or its name. Exactly one of `agent_id`, `agent_ids` and
+    /// `selector` is given (the host answers 400 `invalid_target` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// A fleet session on these agents (ids or names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_ids: Option<Vec<String>>,
+    /// A fleet session on every agent the selector matches, now and while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<crate::labels::Selector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,7 +66,11 @@ pub struct SessionResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     pub id: String,
+    /// The agent of a single-agent session; a fleet session's first member.
     pub agent_id: String,
+    /// A fleet session's current members (absent for a single-agent session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_ids: Option<Vec<String>>,
     /// `active`, or `stopped` / `expired` once ended.
     pub status: String,
     pub started_at: String,
@@ -125,6 +137,9 @@ pub struct SessionSummary {
     pub id: String,
     pub agent_id: String,
     pub agent_name: String,
+    /// A fleet session's current members (absent for a single-agent session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_ids: Option<Vec<String>>,
     pub status: String,
     pub started_at: String,
     pub expires_at: String,
@@ -153,7 +168,8 @@ pub struct AgentInfo {
     pub version: String,
     /// `online` or `offline`.
     pub status: String,
-    /// Labels given at enrollment (`POST /api/v1/agents`); absent when there are none.
+    /// Labels given at enrollment (`POST /api/v1/agents`) and by the agent (`--label`,
+    /// `[labels]`; enrollment's win on a shared key); absent when there are none.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
     pub sources: Vec<SourceInfo>,
@@ -261,6 +277,12 @@ mod tests {
         let extend: StartRequest =
             serde_json::from_str(r#"{"agent_id":"x","timeout_seconds":300}"#).unwrap();
         assert!(extend.filters.is_none());
+        let fleet: StartRequest =
+            serde_json::from_str(r#"{"selector":{"labels":{"env":"prod"},"name":"edge-*"}}"#)
+                .unwrap();
+        assert_eq!(fleet.selector.unwrap().labels["env"], "prod");
+        let listed: StartRequest = serde_json::from_str(r#"{"agent_ids":["a","b"]}"#).unwrap();
+        assert_eq!(listed.agent_ids.unwrap().len(), 2);
         assert!(serde_json::from_str::<StartRequest>(r#"{"agent_id":"x","bogus":1}"#).is_err());
         let backfill: StartRequest =
             serde_json::from_str(r#"{"agent_id":"x","backfill":{"lines":100}}"#).unwrap();

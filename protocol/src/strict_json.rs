@@ -318,7 +318,7 @@ mod tests {
     #[test]
     fn structs_take_objects_only() {
         for bad in [
-            r#"["edge-1", 60]"#,
+            r#"["edge-1"]"#,
             r#"{"agent_id": "edge-1", "filters": [["ERROR"]]}"#,
             r#"{"agent_id": "edge-1", "limits": [5, 6]}"#,
             r#"{"agent_id": "edge-1", "filters": {"plugins": [["redact", {}]]}}"#,

@@ -401,6 +401,7 @@ pub fn agent_config_for(
         host: base.to_owned(),
         token,
         name: "test-agent".to_owned(),
+        labels: Default::default(),
         sources: sources
             .iter()
             .map(|(name, path)| {

@@ -82,6 +82,25 @@ def test_stop_ends_the_stream(env: Env, writer: Writer) -> None:
         assert stream.ended_reason == "stopped"
 
 
+def test_fleet_session_by_agent_ids(env: Env, writer: Writer) -> None:
+    """A fleet session (``agent_ids``) lists its members, numbers its records itself
+    (``seq`` one by one) and keeps each record's agent and the agent's own ``seq``."""
+    with Client(token=env.token, base_url=env.url) as client:
+        with client.stream(
+            agent_ids=[env.agent_id], timeout=60, filters={"pattern": writer.tag}
+        ) as stream:
+            seen: List[LogEntry] = []
+            for log in stream:
+                seen.append(log)
+                if len(seen) == 3:
+                    break
+            session = next(s for s in client.sessions() if s.id == stream.session_id)
+    assert session.agent_ids is not None and len(session.agent_ids) == 1
+    assert all(log.agent_id == session.agent_ids[0] for log in seen)
+    assert all(log.agent_seq is not None for log in seen)
+    assert [log.seq for log in seen] == list(range(seen[0].seq, seen[0].seq + 3))
+
+
 def test_agents_and_errors(env: Env) -> None:
     with Client(token=env.token, base_url=env.url) as client:
         agents = client.agents()

@@ -6,7 +6,7 @@
 import { AuthError, LogFleetConnectionError, LogFleetError, errorFromResponse } from './errors.js';
 import { openSocket } from './socket.js';
 import { EXPIRY_GRACE_MS, LogStream } from './stream.js';
-import type { Agent, Filters, Limits, Session, SessionSummary } from './types.js';
+import type { Agent, Filters, Limits, Selector, Session, SessionSummary } from './types.js';
 
 /** Host URL used when neither `baseUrl` nor `LOGFLEET_URL` (Node) is given. */
 export const DEFAULT_BASE_URL = 'http://127.0.0.1:8080';
@@ -31,8 +31,13 @@ export interface LogFleetClientOptions {
 
 /** Options of {@link LogFleetClient.startStream}. */
 export interface StartStreamOptions {
-  /** The agent's UUID or name. */
-  agentId: string;
+  /** The agent's UUID or name. Give exactly one of `agentId`, `agentIds` and `selector`. */
+  agentId?: string;
+  /** A fleet session on these agents (UUIDs or names). */
+  agentIds?: string[];
+  /** A fleet session on every agent the selector matches, also those that come online
+   * during it. `follow` is for one agent only (`seq` is per session in a fleet). */
+  selector?: Selector;
   /** Session length in seconds (1..3600, default 300). */
   timeout?: number;
   filters?: Filters;
@@ -100,9 +105,11 @@ export class LogFleetClient {
   /** Starts a session without connecting to it. */
   async start(options: StartStreamOptions): Promise<Session> {
     const body: Record<string, unknown> = {
-      agent_id: options.agentId,
       timeout_seconds: options.timeout ?? DEFAULT_TIMEOUT_SECONDS,
     };
+    if (options.agentId !== undefined) body.agent_id = options.agentId;
+    if (options.agentIds !== undefined) body.agent_ids = options.agentIds;
+    if (options.selector !== undefined) body.selector = options.selector;
     if (options.filters) body.filters = options.filters;
     if (options.limits) body.limits = options.limits;
     if (options.backfill !== undefined) body.backfill = { lines: options.backfill };
@@ -120,6 +127,11 @@ export class LogFleetClient {
 
   /** Starts a session and connects to its stream. Call `stream.stop()` when done. */
   async startStream(options: StartStreamOptions): Promise<LogStream> {
+    if (options.follow && (options.agentIds !== undefined || options.selector !== undefined)) {
+      // Following hands over between sessions by the agent's seq; a fleet numbers its records
+      // per session, so there is nothing to hand over by.
+      throw new LogFleetError('invalid_request', 'follow is for one agent (agentId) only');
+    }
     const session = await this.start(options);
     const connect = (target: Session, sinceSeq: number | undefined) =>
       openSocket(withSinceSeq(target.websocket_url, sinceSeq), this.token);

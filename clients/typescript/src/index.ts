@@ -34,6 +34,7 @@ export type {
   Level,
   Limits,
   LogMessage,
+  Selector,
   Session,
   SessionSummary,
 } from './types.js';

@@ -9,8 +9,14 @@ export type Level = 'TRACE' | 'DEBUG' | 'INFO' | 'WARN' | 'ERROR' | 'FATAL';
 /** One streamed log line (the reference's "Log Message Format"). */
 export interface LogMessage {
   type: 'log';
-  /** Per-agent line counter, +1 per line read: detects gaps, de-duplicates overlapping sessions. */
+  /** Per-agent line counter, +1 per line read: detects gaps, de-duplicates overlapping sessions.
+   * In a fleet session (`agentIds` or `selector`), the session's counter (+1 per record across
+   * agents) instead; the agent's own is then `agent_seq`. */
   seq: number;
+  /** The agent that read the line. */
+  agent_id: string;
+  /** The agent's own `seq`, in a fleet session. */
+  agent_seq?: number;
   /** When the agent read the line, RFC 3339 UTC with milliseconds. */
   timestamp: string;
   level: Level;
@@ -28,9 +34,10 @@ export type EndReason = 'timeout' | 'stopped' | 'shutdown' | 'filter_failed';
 export type ControlMessage =
   | { type: 'control'; event: 'session_ending'; reason: EndReason; seconds_remaining: number }
   | { type: 'control'; event: 'session_ended'; reason: EndReason }
-  | { type: 'control'; event: 'agent_disconnected' }
-  | { type: 'control'; event: 'agent_reconnected' }
-  | { type: 'control'; event: 'logs_dropped'; count: number; reason: string }
+  | { type: 'control'; event: 'agent_disconnected'; agent_id?: string }
+  | { type: 'control'; event: 'agent_reconnected'; agent_id?: string }
+  | { type: 'control'; event: 'agent_joined'; agent_id: string }
+  | { type: 'control'; event: 'logs_dropped'; count: number; reason: string; agent_id?: string }
   | { type: 'control'; event: 'filter_error'; plugin: string; message: string }
   /** The backfill is complete: `count` lines were sent; `truncated` when the agent's scan
    * bound stopped it short. Live lines follow. */
@@ -54,10 +61,20 @@ export interface Limits {
   bytes_per_second?: number;
 }
 
+/** Which agents a fleet session runs on: all given parts must match. */
+export interface Selector {
+  /** Labels the agent must all carry. */
+  labels?: Record<string, string>;
+  /** A glob on the agent's name (`*`, `?`). */
+  name?: string;
+}
+
 /** A session as start and stop return it. */
 export interface Session {
   id: string;
   agent_id: string;
+  /** A fleet session's current members. */
+  agent_ids?: string[];
   status: string;
   started_at: string;
   expires_at: string;
@@ -69,6 +86,8 @@ export interface SessionSummary {
   id: string;
   agent_id: string;
   agent_name: string;
+  /** A fleet session's current members. */
+  agent_ids?: string[];
   status: string;
   started_at: string;
   expires_at: string;

@@ -26,6 +26,7 @@ use logfleet_protocol::agent::{
 };
 use logfleet_protocol::agent_limits::{self, Limit, LimitExceeded, MAX_AGENT_FRAME_BYTES};
 use logfleet_protocol::client::{ClientMessage, Control, LogMessage, Metadata};
+use logfleet_protocol::labels::{self, Labels};
 use tokio_tungstenite::tungstenite;
 
 use crate::api::ws::close_gracefully;
@@ -69,23 +70,26 @@ pub async fn agent_connect(
 
 async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) {
     let tuning = state.config.tuning;
-    let hello = match tokio::time::timeout(tuning.hello_timeout, read_hello(&mut socket)).await {
-        Ok(Ok(hello)) => hello,
-        Ok(Err((code, reason))) => {
-            tracing::warn!(agent = %ident.key, %reason, "agent refused");
-            if code == CLOSE_LIMIT_EXCEEDED {
-                Stats::add(&state.stats.agent_limit_violations, 1);
+    let (hello, labels) =
+        match tokio::time::timeout(tuning.hello_timeout, read_hello(&mut socket)).await {
+            Ok(Ok(hello)) => hello,
+            Ok(Err((code, reason))) => {
+                tracing::warn!(agent = %ident.key, %reason, "agent refused");
+                if code == CLOSE_LIMIT_EXCEEDED {
+                    Stats::add(&state.stats.agent_limit_violations, 1);
+                }
+                close_gracefully(socket, code, &reason).await;
+                return;
             }
-            close_gracefully(socket, code, &reason).await;
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(agent = %ident.key, "agent sent no hello in time");
-            return;
-        }
-    };
+            Err(_) => {
+                tracing::warn!(agent = %ident.key, "agent sent no hello in time");
+                return;
+            }
+        };
     let key = &ident.key;
-    let mut conn = state.agents.connect(key, ident.name.as_deref(), &hello);
+    let mut conn = state
+        .agents
+        .connect(key, ident.name.as_deref(), &hello, &labels);
     // Revoked while this link waited for its hello: a revocation marks the agent revoked
     // before it unlists it, so either that unlisting closed this link already, or this check
     // sees the mark.
@@ -97,7 +101,12 @@ async fn run_link(mut socket: WebSocket, ident: AgentIdentity, state: AppState) 
     }
     Stats::add(&state.stats.agent_connections, 1);
     tracing::info!(agent = %ident.key, name = %hello.name, replaced = conn.replaced, "agent connected");
-    let sync = HostFrame::Sessions(state.sessions.specs_for_agent(key));
+    // Joins the fleet sessions that want it (with its labels as the registry merged them).
+    let specs = match state.agents.labeled(key) {
+        Some((me, labels)) => state.sessions.specs_for_agent(&me, &labels),
+        None => Vec::new(),
+    };
+    let sync = HostFrame::Sessions(specs);
     if !send_to_agent(&mut socket, &sync, key, &state).await {
         state.agents.disconnect(key, conn.link_id);
         return;
@@ -255,17 +264,28 @@ fn close_for(end: Option<LinkEnd>) -> (u16, String) {
 
 /// Reads the first frame, which must be a `Hello` of this protocol within the limits; else
 /// the close code and reason to refuse the agent with.
-async fn read_hello(socket: &mut WebSocket) -> Result<Hello, (u16, String)> {
+async fn read_hello(socket: &mut WebSocket) -> Result<(Hello, Labels), (u16, String)> {
     let protocol = |reason: String| (CLOSE_PROTOCOL_MISMATCH, reason);
     loop {
         match socket.recv().await {
             Some(Ok(Message::Binary(bytes))) => {
                 return match read_frame(&bytes) {
-                    Ok(AgentFrame::Hello(hello)) if hello.protocol == PROTOCOL_VERSION => Ok(hello),
-                    Ok(AgentFrame::Hello(hello)) => Err(protocol(format!(
-                        "agent protocol {} is not supported; this host speaks {PROTOCOL_VERSION}",
-                        hello.protocol
-                    ))),
+                    Ok(AgentFrame::Hello(hello)) if hello.protocol == PROTOCOL_VERSION => {
+                        Ok((hello, Labels::new()))
+                    }
+                    Ok(AgentFrame::HelloLabeled { hello, labels })
+                        if hello.protocol == PROTOCOL_VERSION =>
+                    {
+                        labels::check_labels(&labels)
+                            .map(|()| (hello, labels))
+                            .map_err(|e| (CLOSE_LIMIT_EXCEEDED, format!("labels: {e}")))
+                    }
+                    Ok(AgentFrame::Hello(hello) | AgentFrame::HelloLabeled { hello, .. }) => {
+                        Err(protocol(format!(
+                            "agent protocol {} is not supported; this host speaks {PROTOCOL_VERSION}",
+                            hello.protocol
+                        )))
+                    }
                     Ok(_) => Err(protocol("the first frame must be hello".to_owned())),
                     Err(Refused::Limit(e)) => Err((CLOSE_LIMIT_EXCEEDED, e.to_string())),
                     Err(Refused::Malformed(e)) => Err(protocol(format!(
@@ -371,7 +391,7 @@ async fn handle_frame(
     let agent = &ident.key;
     let now = Instant::now();
     match frame {
-        AgentFrame::Hello(_) => {}
+        AgentFrame::Hello(_) | AgentFrame::HelloLabeled { .. } => {}
         AgentFrame::Metrics(m) => {
             let bytes = usage::Bytes {
                 metrics_bytes: wire_bytes as u64,
@@ -403,15 +423,26 @@ async fn handle_frame(
                 });
             }
             let agent_id = agent.id.to_string();
-            let messages = batch
-                .records
-                .into_iter()
-                .map(|r| log_message(r, &agent_id, &feed.hostname, feed.backfilling))
-                .collect();
-            if feed.backfilling {
-                feed.hub.publish_opening_logs(messages);
+            if feed.fleet {
+                feed.hub.publish_numbered(|first| {
+                    (first..)
+                        .zip(batch.records)
+                        .map(|(seq, r)| {
+                            log_message(r, Some(seq), &agent_id, &feed.hostname, feed.backfilling)
+                        })
+                        .collect()
+                });
             } else {
-                feed.hub.publish_logs(messages);
+                let messages = batch
+                    .records
+                    .into_iter()
+                    .map(|r| log_message(r, None, &agent_id, &feed.hostname, feed.backfilling))
+                    .collect();
+                if feed.backfilling {
+                    feed.hub.publish_opening_logs(messages);
+                } else {
+                    feed.hub.publish_logs(messages);
+                }
             }
         }
         AgentFrame::Dropped {
@@ -422,7 +453,11 @@ async fn handle_frame(
             if let Some(feed) = state.sessions.agent_feed(agent, &session_id) {
                 Stats::add(&state.stats.agent_drops_reported, count);
                 feed.usage.dropped(reason, count);
-                let dropped = Control::LogsDropped { count, reason };
+                let dropped = Control::LogsDropped {
+                    count,
+                    reason,
+                    agent_id: Some(agent.id.to_string()),
+                };
                 if feed.backfilling {
                     feed.hub.publish_opening(dropped);
                 } else {
@@ -479,14 +514,24 @@ async fn handle_frame(
     None
 }
 
-fn log_message(r: Record, agent_id: &str, hostname: &str, backfill: bool) -> Outgoing {
-    let seq = r.seq;
+/// A record as clients get it. `session_seq`: the `seq` a fleet session gave it (the agent's
+/// own then goes to `agent_seq`); `backfill`: it is part of the session's backfill.
+fn log_message(
+    r: Record,
+    session_seq: Option<u64>,
+    agent_id: &str,
+    hostname: &str,
+    backfill: bool,
+) -> Outgoing {
+    let seq = session_seq.unwrap_or(r.seq);
+    let agent_seq = session_seq.map(|_| r.seq);
     // An agent's fields that are not a JSON object are left out rather than passed on.
     let fields = r
         .fields
         .and_then(|f| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&f).ok());
     let msg = ClientMessage::Log(LogMessage {
         seq,
+        agent_seq,
         agent_id: agent_id.to_owned(),
         timestamp: rfc3339_millis(r.event_ms.unwrap_or(r.timestamp_ms)),
         level: r.level,

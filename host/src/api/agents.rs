@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use logfleet_protocol::labels::{Labels, MAX_LABELS, parse_label};
 use logfleet_protocol::rest::{
     AgentInfo, AgentMetrics, EnrollRequest, EnrollResponse, RevokeResponse,
 };
@@ -15,8 +16,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::body::JsonBody;
+use crate::api::query::{query_count_repeating, query_values};
 use crate::audit::Kind;
-use crate::auth::{Admin, Role, User, query_count};
+use crate::auth::{Admin, Role, User};
 use crate::enrollment::EnrollmentError;
 use crate::error::ApiError;
 use crate::identity::AgentKey;
@@ -27,18 +29,31 @@ use crate::time::rfc3339;
 pub const ENROLLED_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// `?limit=N&offset=M` page through a large fleet (sorted by name); without them the whole
-/// list is returned. `total` is always the number of agents in the organisation.
+/// list is returned. `total` is the number of agents in the organisation, or with
+/// `?label=KEY=VALUE` (repeatable: all must match) the number that carry those labels.
 pub async fn list(
     State(state): State<AppState>,
     User(claims): User,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let offset = query_count(&uri, "offset")?.unwrap_or(0);
-    let limit = query_count(&uri, "limit")?.unwrap_or(usize::MAX);
+    let offset = query_count_repeating(&uri, "offset", Some("label"))?.unwrap_or(0);
+    let limit = query_count_repeating(&uri, "limit", Some("label"))?.unwrap_or(usize::MAX);
+    let mut labels = Labels::new();
+    for pair in query_values(&uri, "label")? {
+        let (key, value) = parse_label(&pair)
+            .map_err(|e| ApiError::bad_request("invalid_label", format!("label: {e}")))?;
+        labels.insert(key, value);
+    }
+    if labels.len() > MAX_LABELS {
+        return Err(ApiError::bad_request(
+            "invalid_label",
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
     let sessions = state.sessions.counts_by_agent(&claims.org);
     let body = state
         .agents
-        .list_json(&claims.org, offset, limit, &sessions);
+        .list_json(&claims.org, offset, limit, &sessions, &labels);
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

@@ -39,9 +39,14 @@ fn decoded(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
 
 /// Every `key=value` pair, decoded, in order; a key given twice is refused.
 fn pairs(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
+    pairs_repeating(uri, None)
+}
+
+/// As [`pairs`], but `repeatable` may be given any number of times.
+fn pairs_repeating(uri: &Uri, repeatable: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     let pairs = decoded(uri)?;
     for (i, (key, _)) in pairs.iter().enumerate() {
-        if pairs[..i].iter().any(|(k, _)| k == key) {
+        if Some(key.as_str()) != repeatable && pairs[..i].iter().any(|(k, _)| k == key) {
             return Err(invalid(format!(
                 "query parameter `{}` is given more than once",
                 echo(key)
@@ -73,10 +78,28 @@ pub fn query_text(uri: &Uri, key: &str) -> Result<Option<String>, ApiError> {
         .find_map(|(k, v)| (k == key).then_some(v)))
 }
 
+/// Every value of query parameter `key`, which may repeat (`?label=a=1&label=b=2`); a 400 for a
+/// malformed query or another key given twice.
+pub fn query_values(uri: &Uri, key: &str) -> Result<Vec<String>, ApiError> {
+    Ok(pairs_repeating(uri, Some(key))?
+        .into_iter()
+        .filter_map(|(k, v)| (k == key).then_some(v))
+        .collect())
+}
+
 /// Query parameter `key` as a non-negative integer, if present; a 400 naming it otherwise
 /// (also for a malformed query or a key given twice).
 pub fn query_count<T: std::str::FromStr>(uri: &Uri, key: &str) -> Result<Option<T>, ApiError> {
-    pairs(uri)?
+    query_count_repeating(uri, key, None)
+}
+
+/// As [`query_count`], in a query where `repeatable` may repeat.
+pub fn query_count_repeating<T: std::str::FromStr>(
+    uri: &Uri,
+    key: &str,
+    repeatable: Option<&str>,
+) -> Result<Option<T>, ApiError> {
+    pairs_repeating(uri, repeatable)?
         .into_iter()
         .find_map(|(k, v)| (k == key).then_some(v))
         .map(|v| {
@@ -116,6 +139,12 @@ mod tests {
             Some(2)
         );
         assert!(query_count::<u32>(&uri("/x?limit=1&limit=1"), "limit").is_err());
+        let labels = uri("/x?label=env%3Dprod&label=role=edge&limit=2");
+        assert_eq!(
+            query_values(&labels, "label").unwrap(),
+            ["env=prod", "role=edge"]
+        );
+        assert!(query_values(&uri("/x?label=a=b&limit=1&limit=2"), "label").is_err());
         assert_eq!(
             query_param(&uri("/x?token=a%2Eb"), "token").as_deref(),
             Some("a.b")

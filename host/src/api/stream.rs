@@ -1,6 +1,7 @@
 //! `POST /api/v1/stream/start`, `POST /api/v1/stream/stop`, `GET /api/v1/stream/sessions`,
 //! `GET` and `PATCH /api/v1/stream/sessions/{id}`.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::Json;
@@ -20,7 +21,9 @@ use crate::config::{Config, LimitConfig};
 use crate::error::{ApiError, echo};
 use crate::filter_check::{PluginCheckError, check_plugins};
 use crate::plugins::Plugins;
-use crate::session::{NewSession, SessionView, StartRefused, StopRefused};
+use crate::session::{
+    MAX_AGENTS_PER_SESSION, NewSession, NewTarget, SessionView, StartRefused, StopRefused, Target,
+};
 use crate::state::AppState;
 use crate::time::rfc3339;
 
@@ -36,52 +39,144 @@ pub async fn start(
     let filters = validated(req.filters.as_ref())?;
     let limits = effective_limits(req.limits.as_ref(), &state.config.limits)?;
     let backfill = checked_backfill(req.backfill)?;
-    let agent = state
-        .agents
-        .resolve(&claims.org, &req.agent_id)
-        .ok_or_else(|| ApiError::agent_not_found(&req.agent_id))?;
-    if !agent.online {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "agent_offline",
-            format!("agent '{}' is offline", agent.name),
-        ));
-    }
-    // Checked early to spare the plugin check; `start` checks again under its lock.
-    if state.sessions.count_for_agent(&agent.key) >= MAX_SESSIONS_PER_AGENT {
-        return Err(too_many_sessions(&agent.name));
-    }
+    let target = target(&state, &claims.org, &req)?;
+    let named = match &target {
+        NewTarget::Agent(agent) => {
+            // Checked early to spare the plugin check; `start` checks again under its lock.
+            if state.sessions.count_for_agent(&agent.key) >= MAX_SESSIONS_PER_AGENT {
+                return Err(too_many_sessions(&agent.name));
+            }
+            agent.name.clone()
+        }
+        NewTarget::Fleet(_) if backfill.is_some() => {
+            // Each member would send its own N and its own end; not designed yet.
+            return Err(ApiError::bad_request(
+                "invalid_backfill",
+                "backfill works with single-agent sessions only (agent_id)",
+            ));
+        }
+        NewTarget::Fleet(_) => "every matching agent".to_owned(),
+    };
     let filters = checked_plugins(&state, &claims.org, filters).await?;
-    let details = audit_details(&agent.key.id, &agent.name, &filters, &limits, timeout);
-    let agent_name = agent.name.clone();
+    let mut details = serde_json::json!({
+        "filters": audit_filters(&filters),
+        "limits": limits,
+        "timeout_seconds": timeout.as_secs(),
+    });
+    match (&target, &req.selector) {
+        (NewTarget::Agent(agent), _) => {
+            details["agent_id"] = serde_json::json!(agent.key.id);
+            details["agent_name"] = agent.name.clone().into();
+        }
+        (NewTarget::Fleet(_), Some(selector)) => details["selector"] = serde_json::json!(selector),
+        (NewTarget::Fleet(_), None) => details["agent_ids"] = serde_json::json!(req.agent_ids),
+    }
     let view = state
         .sessions
         .start(NewSession {
             created_by: claims.sub.clone(),
-            agent,
+            org: claims.org.clone(),
+            target,
             filters,
             limits,
             timeout,
             backfill,
         })
-        .map_err(|refused| match refused {
-            StartRefused::TooMany => too_many_sessions(&agent_name),
-            StartRefused::OrgFull => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_sessions",
-                format!(
-                    "your organisation already runs {MAX_SESSIONS_PER_ORG} sessions; stop one first"
-                ),
-            ),
-        })?;
-    let mut details = details;
+        .map_err(|refused| start_refused(refused, &named))?;
     details["session_id"] = view.id.clone().into();
+    if let Some(ids) = &view.agent_ids {
+        details["members"] = serde_json::json!(ids);
+    }
     state
         .audit
         .record(Kind::SessionStart, Some(&claims.org), &claims.sub, details);
     Ok(Json(SessionResponse {
         session: session_body(&view, "active", &state.config, &headers),
     }))
+}
+
+/// Where a start request runs: exactly one of `agent_id` (one online agent), `agent_ids` (a
+/// fleet of these agents, each of the caller's org) or `selector` (a fleet of the caller's
+/// org's agents it matches). None of them is 400 `invalid_request` (a missing field, as it
+/// always was); more than one, or an empty or malformed list or selector, 400 `invalid_target`.
+fn target(state: &AppState, org: &str, req: &StartRequest) -> Result<NewTarget, ApiError> {
+    let invalid = |message: String| ApiError::bad_request("invalid_target", message);
+    match (&req.agent_id, &req.agent_ids, &req.selector) {
+        (Some(id), None, None) => {
+            let agent = state
+                .agents
+                .resolve(org, id)
+                .ok_or_else(|| ApiError::agent_not_found(id))?;
+            if !agent.online {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "agent_offline",
+                    format!("agent '{}' is offline", agent.name),
+                ));
+            }
+            Ok(NewTarget::Agent(agent))
+        }
+        (None, Some(ids), None) => {
+            if ids.is_empty() || ids.len() > MAX_AGENTS_PER_SESSION {
+                return Err(invalid(format!(
+                    "agent_ids lists 1..={MAX_AGENTS_PER_SESSION} agents"
+                )));
+            }
+            let mut keys = BTreeSet::new();
+            for id in ids {
+                let agent = state
+                    .agents
+                    .resolve(org, id)
+                    .ok_or_else(|| ApiError::agent_not_found(id))?;
+                keys.insert(agent.key.id);
+            }
+            Ok(NewTarget::Fleet(Target::Agents(keys)))
+        }
+        (None, None, Some(selector)) => {
+            selector
+                .check()
+                .map_err(|e| invalid(format!("selector: {e}")))?;
+            Ok(NewTarget::Fleet(Target::Selector(selector.clone())))
+        }
+        (None, None, None) => Err(ApiError::bad_request(
+            "invalid_request",
+            "missing field `agent_id` (or `agent_ids`, or `selector`)".to_owned(),
+        )),
+        _ => Err(invalid(
+            "give exactly one of agent_id, agent_ids and selector".to_owned(),
+        )),
+    }
+}
+
+/// The answer to a start the sessions refused; `named` says which agent(s).
+fn start_refused(refused: StartRefused, named: &str) -> ApiError {
+    match refused {
+        StartRefused::TooMany => too_many_sessions(named),
+        StartRefused::OrgFull => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            format!(
+                "your organisation already runs {MAX_SESSIONS_PER_ORG} sessions; stop one first"
+            ),
+        ),
+        StartRefused::NoMatch => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_matching_agents",
+            "no agent of your organisation matches the selector".to_owned(),
+        ),
+        StartRefused::NoneOnline => ApiError::new(
+            StatusCode::CONFLICT,
+            "agent_offline",
+            "every matching agent is offline".to_owned(),
+        ),
+        StartRefused::TooManyAgents(n) => ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_agents",
+            format!(
+                "{n} online agents match; a session runs on at most {MAX_AGENTS_PER_SESSION}: narrow the selector"
+            ),
+        ),
+    }
 }
 
 /// A user stops the sessions it started; an admin any session of the org.
@@ -105,7 +200,7 @@ pub async fn stop(
         Kind::SessionStop,
         Some(&claims.org),
         &claims.sub,
-        serde_json::json!({"session_id": view.id, "agent_id": view.agent_id}),
+        serde_json::json!({"session_id": view.id, "agent_id": view.agent_id, "agent_ids": view.agent_ids}),
     );
     Ok(Json(SessionResponse {
         session: session_body(&view, "stopped", &state.config, &headers),
@@ -212,26 +307,8 @@ pub async fn list(State(state): State<AppState>, User(claims): User) -> Json<Ses
     })
 }
 
-/// What the audit trail keeps of a session start: who streams what from where. Plugins by
-/// name and digest, not their configs: a config may be 64 KiB of user data, and one tenant's
-/// records must not rotate the others' away.
-fn audit_details(
-    agent_id: &uuid::Uuid,
-    agent_name: &str,
-    filters: &Filters,
-    limits: &RateLimits,
-    timeout: Duration,
-) -> serde_json::Value {
-    serde_json::json!({
-        "agent_id": agent_id,
-        "agent_name": agent_name,
-        "filters": audit_filters(filters),
-        "limits": limits,
-        "timeout_seconds": timeout.as_secs(),
-    })
-}
-
-/// Filters as the audit trail keeps them: plugins by name and digest (see [`audit_details`]).
+/// Filters as the audit trail keeps them: plugins by name and digest (not their configs: a config may be 64 KiB of user data, and one tenant's records
+/// must not rotate the others' away).
 fn audit_filters(filters: &Filters) -> serde_json::Value {
     let plugins: Vec<_> = filters
         .plugins
@@ -361,6 +438,7 @@ fn session_body(view: &SessionView, status: &str, config: &Config, headers: &Hea
     Session {
         id: view.id.clone(),
         agent_id: view.agent_id.to_string(),
+        agent_ids: view.agent_ids_text(),
         status: status.to_owned(),
         started_at: rfc3339(view.started_at),
         expires_at: rfc3339(view.expires_at),

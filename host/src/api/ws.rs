@@ -116,6 +116,7 @@ async fn serve_client(mut socket: WebSocket, sub: Subscription, state: AppState)
                             Outgoing::control(Control::LogsDropped {
                                 count: lost,
                                 reason: DropReason::ClientLagging,
+                                agent_id: None,
                             })
                             .text
                         });

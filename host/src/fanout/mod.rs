@@ -49,7 +49,8 @@ pub const MAX_OPENING_MESSAGES: usize = logfleet_protocol::rest::MAX_BACKFILL_LI
 /// One message ready for clients: serialised once, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    /// The agent's `seq` for log messages.
+    /// The `seq` of log messages: the agent's, or in a fleet session the session's
+    /// ([`Hub::publish_numbered`]).
     pub seq: Option<u64>,
     /// This is `session_ended`: the client closes after sending it.
     pub ends: bool,
@@ -148,7 +149,8 @@ impl HostBudgets {
 struct HubState {
     /// `None` once the session ended: receivers then drain and see the end.
     live: Option<LiveQueue>,
-    /// Log messages published so far: the ordinal clients count losses with.
+    /// Log messages published so far: the ordinal clients count losses with, and in a fleet
+    /// session the `seq` of the last one ([`Hub::publish_numbered`]).
     logs_published: u64,
     replay: VecDeque<Outgoing>,
     replay_capacity: usize,
@@ -284,6 +286,24 @@ impl Hub {
         st.send(vec![msg]);
     }
 
+    /// Publishes one agent batch of a fleet session, numbered by the session: `build` gets the
+    /// `seq` of the first message (one more than the last published; 1 for the first) and
+    /// returns the messages, each with the next `seq`. Numbering and publishing happen under
+    /// one lock, so `seq` ascends in the order clients and the replay buffer get them,
+    /// whichever agent's link publishes first; the texts are built there too (a batch is at
+    /// most 512 records).
+    pub fn publish_numbered(&self, build: impl FnOnce(u64) -> Vec<Outgoing>) {
+        let mut st = self.lock();
+        if st.live.is_none() {
+            return;
+        }
+        let messages = build(st.logs_published + 1);
+        for msg in &messages {
+            st.remember(msg.clone());
+        }
+        st.send(messages);
+    }
+
     /// Publishes a control event to every connected client.
     pub fn publish(&self, control: Control) {
         self.lock().send(vec![Outgoing::control(control)]);
@@ -331,6 +351,7 @@ impl Hub {
                 backlog.push(Outgoing::control(Control::LogsDropped {
                     count: lost,
                     reason: DropReason::ClientLagging,
+                    agent_id: None,
                 }));
             }
             let start = st.replay.partition_point(|m| m.seq.unwrap_or(0) <= since);
@@ -516,7 +537,7 @@ mod tests {
         let mut sub = hub.subscribe(None).unwrap();
         assert_eq!(sub.next_log, 0);
         hub.publish_logs(vec![log(1), log(2)]);
-        hub.publish(Control::AgentDisconnected);
+        hub.publish(Control::AgentDisconnected { agent_id: None });
         hub.publish_logs(vec![log(3)]);
         hub.publish_logs(vec![log(4), log(5), log(6)]);
         // The oldest bursts (lines 1 and 2, the control) are gone; the next says so.
@@ -628,5 +649,35 @@ mod tests {
         assert_eq!(hub.subscribe(None).err(), Some(SubscribeError::Full));
         drop(a);
         assert!(hub.subscribe(None).is_ok());
+    }
+
+    /// Batches of several agents published into one fleet session get one ascending `seq`
+    /// in publishing order, so a client resuming after any of them gets exactly the rest.
+    #[test]
+    fn fleet_batches_are_numbered_by_the_session() {
+        let hub = hub(16, 100);
+        let agent_batch = |agent_seqs: &'static [u64]| {
+            move |first: u64| -> Vec<Outgoing> {
+                (first..)
+                    .zip(agent_seqs)
+                    .map(|(seq, agent_seq)| Outgoing {
+                        seq: Some(seq),
+                        ends: false,
+                        text: format!("{seq}/{agent_seq}").into(),
+                    })
+                    .collect()
+            }
+        };
+        hub.publish_numbered(agent_batch(&[900, 901]));
+        hub.publish_numbered(agent_batch(&[3]));
+        hub.publish(Control::AgentJoined {
+            agent_id: "c".into(),
+        });
+        hub.publish_numbered(agent_batch(&[902, 1]));
+        let all = hub.subscribe(Some(0)).unwrap();
+        let texts: Vec<&str> = all.backlog.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["1/900", "2/901", "3/3", "4/902", "5/1"]);
+        let rest = hub.subscribe(Some(3)).unwrap();
+        assert_eq!(seqs(&rest), vec![Some(4), Some(5)]);
     }
 }

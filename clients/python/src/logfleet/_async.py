@@ -99,17 +99,22 @@ class AsyncClient:
 
     async def start(
         self,
-        agent_id: str,
+        agent_id: Optional[str] = None,
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         limits: Optional[Mapping[str, Any]] = None,
         backfill: Optional[int] = None,
+        *,
+        agent_ids: Optional[List[str]] = None,
+        selector: Optional[Mapping[str, Any]] = None,
     ) -> Session:
         """Starts a session without connecting to it."""
         body = await self._request(
             "POST",
             "/api/v1/stream/start",
-            json=start_body(agent_id, timeout, filters, limits, backfill),
+            json=start_body(
+                agent_id, timeout, filters, limits, backfill, agent_ids, selector
+            ),
         )
         return Session.from_json(body["session"])
 
@@ -120,12 +125,14 @@ class AsyncClient:
 
     def stream(
         self,
-        agent_id: str,
+        agent_id: Optional[str] = None,
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         *,
         limits: Optional[Mapping[str, Any]] = None,
         backfill: Optional[int] = None,
+        agent_ids: Optional[List[str]] = None,
+        selector: Optional[Mapping[str, Any]] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
         follow: bool = False,
@@ -135,7 +142,7 @@ class AsyncClient:
         ``follow`` as for :meth:`logfleet.Client.stream`."""
         return AsyncStream(
             self,
-            start_body(agent_id, timeout, filters, limits, backfill),
+            start_body(agent_id, timeout, filters, limits, backfill, agent_ids, selector),
             on_ending,
             on_control,
             follow,
@@ -143,12 +150,14 @@ class AsyncClient:
 
     async def start_stream(
         self,
-        agent_id: str,
+        agent_id: Optional[str] = None,
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         *,
         limits: Optional[Mapping[str, Any]] = None,
         backfill: Optional[int] = None,
+        agent_ids: Optional[List[str]] = None,
+        selector: Optional[Mapping[str, Any]] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
         follow: bool = False,
@@ -160,6 +169,8 @@ class AsyncClient:
             filters,
             limits=limits,
             backfill=backfill,
+            agent_ids=agent_ids,
+            selector=selector,
             on_ending=on_ending,
             on_control=on_control,
             follow=follow,
@@ -193,6 +204,10 @@ class AsyncStream:
         follow: bool = False,
     ) -> None:
         self._client = client
+        if follow and ("agent_ids" in request or "selector" in request):
+            # Following hands over between sessions by the agent's seq; a fleet numbers its
+            # records per session, so there is nothing to hand over by.
+            raise ValueError("follow=True is for one agent (agent_id) only")
         self._follow = follow
         self._next: Optional[Tuple[Session, float]] = None
         self._renew_retry: Optional[float] = None
@@ -233,11 +248,13 @@ class AsyncStream:
     async def _start_session(self) -> Tuple[Session, float]:
         expires = time.monotonic() + self._request["timeout_seconds"]
         session = await self._client.start(
-            self._request["agent_id"],
+            self._request.get("agent_id"),
             self._request["timeout_seconds"],
             self._request.get("filters"),
             self._request.get("limits"),
             self._request.get("backfill", {}).get("lines"),
+            agent_ids=self._request.get("agent_ids"),
+            selector=self._request.get("selector"),
         )
         # Sessions that continue this one (follow) start live: the lines before them were
         # streamed already.

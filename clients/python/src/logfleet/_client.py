@@ -100,17 +100,22 @@ class Client:
 
     def start(
         self,
-        agent_id: str,
+        agent_id: Optional[str] = None,
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         limits: Optional[Mapping[str, Any]] = None,
         backfill: Optional[int] = None,
+        *,
+        agent_ids: Optional[List[str]] = None,
+        selector: Optional[Mapping[str, Any]] = None,
     ) -> Session:
         """Starts a session without connecting to it (see :meth:`start_stream`)."""
         body = self._request(
             "POST",
             "/api/v1/stream/start",
-            json=start_body(agent_id, timeout, filters, limits, backfill),
+            json=start_body(
+                agent_id, timeout, filters, limits, backfill, agent_ids, selector
+            ),
         )
         return Session.from_json(body["session"])
 
@@ -123,12 +128,14 @@ class Client:
 
     def stream(
         self,
-        agent_id: str,
+        agent_id: Optional[str] = None,
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         *,
         limits: Optional[Mapping[str, Any]] = None,
         backfill: Optional[int] = None,
+        agent_ids: Optional[List[str]] = None,
+        selector: Optional[Mapping[str, Any]] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
         follow: bool = False,
@@ -140,7 +147,11 @@ class Client:
         and ends when the session ends.
 
         Args:
-            agent_id: The agent's UUID or name.
+            agent_id: The agent's UUID or name (or give ``agent_ids`` or ``selector``).
+            agent_ids: A fleet session on these agents (UUIDs or names).
+            selector: A fleet session on every agent matching ``{"labels": {...}, "name":
+                "GLOB"}``, also those that come online during it. ``follow`` is for one
+                agent only (``seq`` is per session in a fleet).
             timeout: Session length in seconds (1..3600, default 300).
             filters: ``{"level": [...], "source": "..." or [...], "pattern": "regex",
                 "plugins": [{"name": ..., "config": ...}]}``.
@@ -157,7 +168,7 @@ class Client:
         """
         return Stream(
             self,
-            start_body(agent_id, timeout, filters, limits, backfill),
+            start_body(agent_id, timeout, filters, limits, backfill, agent_ids, selector),
             on_ending,
             on_control,
             follow,
@@ -165,12 +176,14 @@ class Client:
 
     def start_stream(
         self,
-        agent_id: str,
+        agent_id: Optional[str] = None,
         timeout: Optional[int] = None,
         filters: Optional[Mapping[str, Any]] = None,
         *,
         limits: Optional[Mapping[str, Any]] = None,
         backfill: Optional[int] = None,
+        agent_ids: Optional[List[str]] = None,
+        selector: Optional[Mapping[str, Any]] = None,
         on_ending: Optional[OnEnding] = None,
         on_control: Optional[OnControl] = None,
         follow: bool = False,
@@ -182,6 +195,8 @@ class Client:
             filters,
             limits=limits,
             backfill=backfill,
+            agent_ids=agent_ids,
+            selector=selector,
             on_ending=on_ending,
             on_control=on_control,
             follow=follow,
@@ -227,6 +242,10 @@ class Stream:
         follow: bool = False,
     ) -> None:
         self._client = client
+        if follow and ("agent_ids" in request or "selector" in request):
+            # Following hands over between sessions by the agent's seq; a fleet numbers its
+            # records per session, so there is nothing to hand over by.
+            raise ValueError("follow=True is for one agent (agent_id) only")
         self._follow = follow
         # With follow: the session started to take over, when it expires, and when to try
         # starting it again after a failure.
@@ -272,11 +291,13 @@ class Stream:
         """Starts a session with the stream's request; returns it and its expiry."""
         expires = time.monotonic() + self._request["timeout_seconds"]
         session = self._client.start(
-            self._request["agent_id"],
+            self._request.get("agent_id"),
             self._request["timeout_seconds"],
             self._request.get("filters"),
             self._request.get("limits"),
             self._request.get("backfill", {}).get("lines"),
+            agent_ids=self._request.get("agent_ids"),
+            selector=self._request.get("selector"),
         )
         # Sessions that continue this one (follow) start live: the lines before them were
         # streamed already.

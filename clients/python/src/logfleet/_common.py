@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -51,14 +51,24 @@ def resolve_config(token: Optional[str], base_url: Optional[str]) -> "tuple[str,
 
 
 def start_body(
-    agent_id: str,
+    agent_id: Optional[str],
     timeout: Optional[int],
     filters: Optional[Mapping[str, Any]],
     limits: Optional[Mapping[str, Any]],
     backfill: Optional[int] = None,
+    agent_ids: Optional[Sequence[str]] = None,
+    selector: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """The JSON body of ``POST /api/v1/stream/start``."""
-    body: Dict[str, Any] = {"agent_id": str(agent_id)}
+    """The JSON body of ``POST /api/v1/stream/start``: one agent (``agent_id``), or a fleet
+    session on ``agent_ids`` or on every agent a ``selector`` (``{"labels": {...}, "name":
+    "GLOB"}``) matches. The host wants exactly one of the three."""
+    body: Dict[str, Any] = {}
+    if agent_id is not None:
+        body["agent_id"] = str(agent_id)
+    if agent_ids is not None:
+        body["agent_ids"] = [str(a) for a in agent_ids]
+    if selector is not None:
+        body["selector"] = dict(selector)
     body["timeout_seconds"] = DEFAULT_TIMEOUT if timeout is None else int(timeout)
     if filters:
         body["filters"] = dict(filters)

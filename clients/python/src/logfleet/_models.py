@@ -61,6 +61,11 @@ class LogEntry:
     metadata: Metadata
     backfill: bool = False
     """Sent before the live lines because the stream asked for a backfill."""
+    agent_id: str = ""
+    """The agent that read the line."""
+    agent_seq: Optional[int] = None
+    """In a fleet session (``agent_ids`` or ``selector``), ``seq`` is the session's counter
+    (+1 per record, across agents) and this is the agent's own."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "LogEntry":
@@ -79,15 +84,18 @@ class LogEntry:
                 fields=dict(meta.get("fields") or {}),
             ),
             backfill=bool(data.get("backfill", False)),
+            agent_id=str(data.get("agent_id", "")),
+            agent_seq=data.get("agent_seq"),
         )
 
 
 @dataclass(frozen=True)
 class ControlEvent:
     """A ``{"type": "control"}`` message: ``session_ending``, ``session_ended``,
-    ``agent_disconnected``, ``agent_reconnected``, ``logs_dropped``, ``filter_error``,
-    ``backfill_done`` (``count`` lines were backfilled; ``truncated`` when the agent's scan
-    bound stopped it short) and others; ``raw`` has every field."""
+    ``agent_disconnected``, ``agent_reconnected``, ``agent_joined``, ``logs_dropped``,
+    ``filter_error``, ``backfill_done`` (``count`` lines were backfilled; ``truncated`` when
+    the agent's scan bound stopped it short) and others; ``raw`` has every field.
+    ``agent_id`` names the agent a per-agent event is about."""
 
     event: str
     reason: Optional[str] = None
@@ -96,6 +104,7 @@ class ControlEvent:
     plugin: Optional[str] = None
     message: Optional[str] = None
     truncated: bool = False
+    agent_id: Optional[str] = None
     raw: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -108,6 +117,7 @@ class ControlEvent:
             plugin=data.get("plugin"),
             message=data.get("message"),
             truncated=bool(data.get("truncated", False)),
+            agent_id=data.get("agent_id"),
             raw=dict(data),
         )
 
@@ -122,6 +132,8 @@ class Session:
     started_at: str
     expires_at: str
     websocket_url: str
+    agent_ids: Optional[List[str]] = None
+    """A fleet session's current members (``None`` for a single-agent session)."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Session":
@@ -132,6 +144,7 @@ class Session:
             started_at=data["started_at"],
             expires_at=data["expires_at"],
             websocket_url=data["websocket_url"],
+            agent_ids=data.get("agent_ids"),
         )
 
 
@@ -147,6 +160,8 @@ class SessionSummary:
     expires_at: str
     created_by: Optional[str] = None
     clients: Optional[int] = None
+    agent_ids: Optional[List[str]] = None
+    """A fleet session's current members (``None`` for a single-agent session)."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "SessionSummary":
@@ -159,6 +174,7 @@ class SessionSummary:
             expires_at=data["expires_at"],
             created_by=data.get("created_by"),
             clients=data.get("clients"),
+            agent_ids=data.get("agent_ids"),
         )
 
 

@@ -4,6 +4,15 @@
 //!
 //! This handle is the seam a multi-host backend (NATS) replaces: everything else asks it, never
 //! the map inside.
+//!
+//! A session runs on one agent, or, started with `agent_ids` or a `selector`, on a fleet of
+//! them ([`fleet`]: who joins, how the rate limit is split, how records are numbered).
+
+pub mod fleet;
+mod members;
+
+pub use fleet::{Fleet, MAX_AGENTS_PER_SESSION, Target};
+use members::Member;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,23 +59,23 @@ struct State {
     shutdown: bool,
 }
 
-/// One active session. Its org is its agent's (`agent.key.org`).
+/// One active session. Its org is its agents' (every member is of `org`).
 struct Session {
-    agent: AgentRef,
+    org: String,
+    /// The agents running it, in the order they joined: one for a single-agent session.
+    members: Vec<Member>,
+    /// Set for a session started with `agent_ids` or a `selector`.
+    fleet: Option<Fleet>,
     created_by: String,
-    /// What the agent runs. Its `remaining_ms` is the full timeout; frames say the time left
+    /// What the agents run. Its `remaining_ms` is the full timeout; frames say the time left
     /// when they are written ([`Sessions::specs_for_agent`], [`Sessions::time_left_now`]).
+    /// In a fleet session its `limits` are the total; each member runs its share.
     spec: SessionSpec,
     started_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     expires: Instant,
     warned: bool,
-    /// Whether clients were last told the agent is connected.
-    agent_online: bool,
     usage: Arc<SessionUsage>,
-    /// The newest agent link whose change this session applied: links are numbered in the
-    /// order they connect, so news of an older link arriving late is ignored.
-    agent_link: u64,
     hub: Arc<Hub>,
 }
 
@@ -86,8 +95,11 @@ impl Session {
 #[derive(Debug, Clone)]
 pub struct SessionView {
     pub id: String,
+    /// The agent of a single-agent session; a fleet session's first member.
     pub agent_id: Uuid,
     pub agent_name: String,
+    /// A fleet session's members now (`None` for a single-agent session).
+    pub agent_ids: Option<Vec<Uuid>>,
     pub started_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub created_by: String,
@@ -102,6 +114,7 @@ impl SessionView {
             id: self.id.clone(),
             agent_id: self.agent_id.to_string(),
             agent_name: self.agent_name.clone(),
+            agent_ids: self.agent_ids_text(),
             status: "active".to_owned(),
             started_at: rfc3339(self.started_at),
             expires_at: rfc3339(self.expires_at),
@@ -109,6 +122,15 @@ impl SessionView {
             clients: self.clients,
             usage: serde_json::to_value(&self.usage).ok(),
         }
+    }
+}
+
+impl SessionView {
+    /// `agent_ids` as the API shows them.
+    pub fn agent_ids_text(&self) -> Option<Vec<String>> {
+        self.agent_ids
+            .as_ref()
+            .map(|ids| ids.iter().map(Uuid::to_string).collect())
     }
 }
 
@@ -121,6 +143,9 @@ pub struct Feed {
     /// The session's backfill is not done yet: the agent sends it before any live record, so
     /// its records until `BackfillDone` are the backfill (flagged `"backfill": true`).
     pub backfilling: bool,
+    /// A fleet session: the hub numbers records ([`Hub::publish_numbered`]) and per-agent
+    /// controls name the agent.
+    pub fleet: bool,
 }
 
 /// Active sessions one agent may run at once: each costs the host a replay buffer and the edge
@@ -135,10 +160,17 @@ pub const MAX_SESSIONS_PER_ORG: usize = 256;
 /// Why a session could not start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartRefused {
-    /// The agent already runs [`MAX_SESSIONS_PER_AGENT`] sessions.
+    /// The agent (every matching agent, for a fleet) already runs [`MAX_SESSIONS_PER_AGENT`]
+    /// sessions.
     TooMany,
     /// The org already runs [`MAX_SESSIONS_PER_ORG`] sessions.
     OrgFull,
+    /// A fleet target no agent of the org matches (online or not).
+    NoMatch,
+    /// A fleet target whose matching agents are all offline.
+    NoneOnline,
+    /// A fleet target matching more than [`MAX_AGENTS_PER_SESSION`] online agents.
+    TooManyAgents(usize),
 }
 
 /// Why a user could not stop a session.
@@ -160,15 +192,25 @@ pub struct FilterFailed {
     pub dropped: u64,
 }
 
-/// What a new session is made of. Its org is the agent's.
+/// What a new session is made of.
 pub struct NewSession {
     pub created_by: String,
-    pub agent: AgentRef,
+    pub org: String,
+    pub target: NewTarget,
     pub filters: Filters,
+    /// Per agent for a single-agent session; the total for a fleet.
     pub limits: RateLimits,
     pub timeout: Duration,
     /// Records to backfill before the live ones (validated by the API).
     pub backfill: Option<u32>,
+}
+
+/// Where a new session runs.
+pub enum NewTarget {
+    /// One agent (of the session's org), online.
+    Agent(AgentRef),
+    /// Every online agent of the org the target picks, and those that join later.
+    Fleet(Target),
 }
 
 impl Sessions {
@@ -195,8 +237,10 @@ impl Sessions {
         self.shared.lock()
     }
 
-    /// Starts a session and tells its agent, unless the agent already runs
-    /// [`MAX_SESSIONS_PER_AGENT`].
+    /// Starts a session and tells its agents, unless an agent already runs
+    /// [`MAX_SESSIONS_PER_AGENT`] (a fleet session leaves such agents out) or the org
+    /// [`MAX_SESSIONS_PER_ORG`]. A fleet's agents are picked under the sessions lock, so an
+    /// agent saying hello meanwhile is either picked here or joins at its hello.
     pub fn start(&self, new: NewSession) -> Result<SessionView, StartRefused> {
         let id = format!("sess_{}", Uuid::new_v4().simple());
         let now = Instant::now();
@@ -210,38 +254,72 @@ impl Sessions {
             remaining_ms: remaining_ms(expires, now),
             backfill: new.backfill,
         };
-        let session = Session {
-            agent_link: new.agent.link,
-            agent: new.agent,
-            created_by: new.created_by,
-            spec: spec.clone(),
-            started_at,
-            expires_at,
-            expires,
-            warned: false,
-            agent_online: true,
-            usage: Arc::default(),
-            hub: Arc::new(Hub::with_budgets(
-                HubBounds::from(&self.shared.tuning),
-                &self.shared.budgets,
-            )),
-        };
-        let view = view(&id, &session);
-        let agent = session.agent.key.clone();
-        {
+        let (view, sends) = {
             let mut st = self.lock();
-            let running = st.by_id.values().filter(|s| s.agent.key == agent).count();
-            if running >= MAX_SESSIONS_PER_AGENT {
-                return Err(StartRefused::TooMany);
-            }
-            let in_org = st
-                .by_id
-                .values()
-                .filter(|s| s.agent.key.org == agent.org)
-                .count();
+            let in_org = st.by_id.values().filter(|s| s.org == new.org).count();
+            let running =
+                |st: &State, agent: &AgentKey| st.by_id.values().filter(|s| s.has(agent)).count();
+            let (agents, fleet) = match new.target {
+                NewTarget::Agent(agent) => {
+                    if running(&st, &agent.key) >= MAX_SESSIONS_PER_AGENT {
+                        return Err(StartRefused::TooMany);
+                    }
+                    (vec![agent], None)
+                }
+                NewTarget::Fleet(target) => {
+                    let (online, matching) = self
+                        .shared
+                        .agents
+                        .select(&new.org, |id, name, labels| target.wants(id, name, labels));
+                    if matching == 0 {
+                        return Err(StartRefused::NoMatch);
+                    }
+                    if online.is_empty() {
+                        return Err(StartRefused::NoneOnline);
+                    }
+                    if online.len() > MAX_AGENTS_PER_SESSION {
+                        return Err(StartRefused::TooManyAgents(online.len()));
+                    }
+                    let free: Vec<AgentRef> = online
+                        .into_iter()
+                        .filter(|a| running(&st, &a.key) < MAX_SESSIONS_PER_AGENT)
+                        .collect();
+                    if free.is_empty() {
+                        return Err(StartRefused::TooMany);
+                    }
+                    let fleet = Fleet {
+                        target,
+                        total: new.limits,
+                    };
+                    (free, Some(fleet))
+                }
+            };
             if in_org >= MAX_SESSIONS_PER_ORG {
                 return Err(StartRefused::OrgFull);
             }
+            let session = Session {
+                org: new.org,
+                members: agents.into_iter().map(Member::new).collect(),
+                fleet,
+                created_by: new.created_by,
+                spec,
+                started_at,
+                expires_at,
+                expires,
+                warned: false,
+                usage: Arc::default(),
+                hub: Arc::new(Hub::with_budgets(
+                    HubBounds::from(&self.shared.tuning),
+                    &self.shared.budgets,
+                )),
+            };
+            let view = view(&id, &session);
+            let member_spec = session.spec_for_member();
+            let sends: Vec<AgentKey> = session
+                .members
+                .iter()
+                .map(|m| m.agent.key.clone())
+                .collect();
             let deadline = session.next_deadline();
             let earliest = st.deadlines.first().is_none_or(|(t, _)| deadline < *t);
             st.deadlines.insert((deadline, id.clone()));
@@ -249,10 +327,16 @@ impl Sessions {
             if earliest {
                 self.shared.wake.notify_one();
             }
+            (view, (sends, member_spec))
+        };
+        // Offline or stuck: an agent gets the session in the full set when it (re)connects.
+        let (agents, member_spec) = sends;
+        for agent in &agents {
+            self.shared
+                .agents
+                .send(agent, HostFrame::Start(member_spec.clone()));
         }
-        // Offline or stuck: the agent gets the session in the full set when it (re)connects.
-        self.shared.agents.send(&agent, HostFrame::Start(spec));
-        tracing::info!(session = %id, %agent, "session started");
+        tracing::info!(session = %id, agents = agents.len(), "session started");
         Ok(view)
     }
 
@@ -267,7 +351,7 @@ impl Sessions {
     ) -> Result<SessionView, StopRefused> {
         let mut st = self.lock();
         match st.by_id.get(id) {
-            Some(s) if s.agent.key.org == org => {
+            Some(s) if s.org == org => {
                 if !any && s.created_by != by {
                     return Err(StopRefused::NotOwner);
                 }
@@ -285,7 +369,7 @@ impl Sessions {
         let st = self.lock();
         st.by_id
             .get(id)
-            .filter(|s| s.agent.key.org == org)
+            .filter(|s| s.org == org)
             .map(|s| view(id, s))
     }
 
@@ -300,45 +384,74 @@ impl Sessions {
         any: bool,
         filters: Filters,
     ) -> Result<SessionView, StopRefused> {
-        let (agent, spec, view) = {
+        let (agents, spec, view) = {
             let mut st = self.lock();
             let session = match st.by_id.get_mut(id) {
-                Some(s) if s.agent.key.org == org => s,
+                Some(s) if s.org == org => s,
                 _ => return Err(StopRefused::NotFound),
             };
             if !any && session.created_by != by {
                 return Err(StopRefused::NotOwner);
             }
             session.spec.filters = filters;
-            (
-                session.agent.key.clone(),
-                session.spec.clone(),
-                view(id, session),
-            )
+            for m in &mut session.members {
+                m.filters_pending = true;
+            }
+            let agents: Vec<AgentKey> = session
+                .members
+                .iter()
+                .map(|m| m.agent.key.clone())
+                .collect();
+            (agents, session.spec_for_member(), view(id, session))
         };
-        // Offline or stuck: the agent gets the new spec in the full set when it reconnects.
-        self.shared.agents.send(&agent, HostFrame::Start(spec));
-        tracing::info!(session = %id, %agent, "session filters changed");
+        // Offline or stuck: an agent gets the new spec in the full set when it reconnects.
+        for agent in &agents {
+            self.shared
+                .agents
+                .send(agent, HostFrame::Start(spec.clone()));
+        }
+        tracing::info!(session = %id, agents = agents.len(), "session filters changed");
         Ok(view)
     }
 
     /// The agent runs session `id` under its current filters from now on: clients get
     /// `filters_changed` before the first record that passed them.
+    /// In a fleet session each member says so for itself (`agent_id`), and only after a
+    /// real filter change (not a re-sent rate split).
     pub fn filters_applied(&self, agent: &AgentKey, id: &str) {
-        let st = self.lock();
-        if let Some(session) = st.by_id.get(id).filter(|s| s.agent.key == *agent) {
-            session.hub.publish(Control::FiltersChanged {
-                filters: session.spec.filters.to_spec(),
-            });
+        let mut st = self.lock();
+        let Some(session) = st.by_id.get_mut(id) else {
+            return;
+        };
+        let fleet = session.fleet.is_some();
+        let filters = session.spec.filters.to_spec();
+        let Some(member) = session.members.iter_mut().find(|m| m.agent.key == *agent) else {
+            return;
+        };
+        if fleet && !std::mem::take(&mut member.filters_pending) {
+            return;
         }
+        session.hub.publish(Control::FiltersChanged {
+            filters,
+            agent_id: if fleet {
+                Session::agent_id(agent)
+            } else {
+                None
+            },
+        });
     }
 
     /// The agent sent the backfill session `id` asked for: clients get `backfill_done`, and the
     /// specs sent to the agent from now on ask for none, so an agent that reconnects (or
-    /// restarts without its state) does not send it twice.
+    /// restarts without its state) does not send it twice. (Only single-agent sessions have
+    /// a backfill: the API refuses one for a fleet.)
     pub fn backfill_done(&self, agent: &AgentKey, id: &str, count: u64, truncated: bool) {
         let mut st = self.lock();
-        if let Some(session) = st.by_id.get_mut(id).filter(|s| s.agent.key == *agent) {
+        if let Some(session) = st
+            .by_id
+            .get_mut(id)
+            .filter(|s| s.member(agent).is_some())
+        {
             session.spec.backfill = None;
             session
                 .hub
@@ -346,17 +459,32 @@ impl Sessions {
         }
     }
 
-    /// Ends every session of an agent (it was revoked), reason `stopped`; returns how many.
+    /// Ends every session of an agent (it was revoked), reason `stopped`, and takes it out
+    /// of the fleet sessions it is in (those with other members go on); returns how many
+    /// sessions it left.
     pub fn end_for_agent(&self, agent: &AgentKey) -> usize {
         let mut st = self.lock();
         let ids: Vec<String> = st
             .by_id
             .iter()
-            .filter(|(_, s)| s.agent.key == *agent)
+            .filter(|(_, s)| s.has(agent))
             .map(|(id, _)| id.clone())
             .collect();
         for id in &ids {
-            st.end(id, EndReason::Stopped, &self.shared);
+            let Some(session) = st.by_id.get_mut(id) else {
+                continue;
+            };
+            if session.fleet.is_some() && session.members.len() > 1 {
+                session.members.retain(|m| m.agent.key != *agent);
+                self.shared.agents.send(
+                    agent,
+                    HostFrame::Stop {
+                        session_id: id.clone(),
+                    },
+                );
+            } else {
+                st.end(id, EndReason::Stopped, &self.shared);
+            }
         }
         ids.len()
     }
@@ -369,7 +497,7 @@ impl Sessions {
     /// the session was ended.
     pub fn fail(&self, agent: &AgentKey, id: &str, failure: FilterFailed) -> bool {
         let mut st = self.lock();
-        let Some(session) = st.by_id.get(id).filter(|s| s.agent.key == *agent) else {
+        let Some(session) = st.by_id.get(id).filter(|s| s.has(agent)) else {
             return false;
         };
         tracing::warn!(session = %id, plugin = %failure.plugin, message = %failure.message, dropped = failure.dropped, "session's filters failed on the agent");
@@ -380,6 +508,7 @@ impl Sessions {
         session.hub.publish(Control::LogsDropped {
             count: failure.dropped,
             reason: DropReason::FilterFailed,
+            agent_id: Session::agent_id(agent),
         });
         st.end(id, EndReason::FilterFailed, &self.shared).is_some()
     }
@@ -390,7 +519,7 @@ impl Sessions {
         let mut list: Vec<SessionView> = st
             .by_id
             .iter()
-            .filter(|(_, s)| s.agent.key.org == org)
+            .filter(|(_, s)| s.org == org)
             .map(|(id, s)| view(id, s))
             .collect();
         list.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
@@ -402,7 +531,7 @@ impl Sessions {
         let st = self.lock();
         st.by_id
             .get(id)
-            .filter(|s| s.agent.key.org == org)
+            .filter(|s| s.org == org)
             .map(|s| s.hub.clone())
     }
 
@@ -411,30 +540,15 @@ impl Sessions {
     /// sessions.
     pub fn agent_feed(&self, agent: &AgentKey, id: &str) -> Option<Feed> {
         let st = self.lock();
-        st.by_id
-            .get(id)
-            .filter(|s| s.agent.key == *agent)
-            .map(|s| Feed {
-                hub: s.hub.clone(),
-                hostname: s.agent.hostname.clone(),
-                usage: s.usage.clone(),
-                backfilling: s.spec.backfill.is_some(),
-            })
-    }
-
-    /// The specs of an agent's active sessions, for the full set sent after it says hello,
-    /// each with the time it has left now.
-    pub fn specs_for_agent(&self, agent: &AgentKey) -> Vec<SessionSpec> {
-        let st = self.lock();
-        let now = Instant::now();
-        st.by_id
-            .values()
-            .filter(|s| s.agent.key == *agent)
-            .map(|s| SessionSpec {
-                remaining_ms: remaining_ms(s.expires, now),
-                ..s.spec.clone()
-            })
-            .collect()
+        let s = st.by_id.get(id)?;
+        let member = s.member(agent)?;
+        Some(Feed {
+            hub: s.hub.clone(),
+            hostname: member.agent.hostname.clone(),
+            usage: s.usage.clone(),
+            backfilling: s.spec.backfill.is_some(),
+            fleet: s.fleet.is_some(),
+        })
     }
 
     /// `frame` as it must go out to the agent now: a `Start` queued a while ago says the time
@@ -459,8 +573,10 @@ impl Sessions {
     pub fn counts_by_agent(&self, org: &str) -> HashMap<Uuid, usize> {
         let mut counts = HashMap::new();
         for s in self.lock().by_id.values() {
-            if s.agent.key.org == org {
-                *counts.entry(s.agent.key.id).or_insert(0) += 1;
+            if s.org == org {
+                for m in &s.members {
+                    *counts.entry(m.agent.key.id).or_insert(0) += 1;
+                }
             }
         }
         counts
@@ -468,7 +584,7 @@ impl Sessions {
 
     pub fn count_for_agent(&self, agent: &AgentKey) -> usize {
         let st = self.lock();
-        st.by_id.values().filter(|s| s.agent.key == *agent).count()
+        st.by_id.values().filter(|s| s.has(agent)).count()
     }
 
     /// Bytes held host-wide by sessions' replay buffers and live client queues.
@@ -487,18 +603,22 @@ impl Sessions {
     /// it is ignored then, and the sessions show the agent as its newest link left it.
     pub fn agent_link_changed(&self, agent: &AgentKey, link_id: u64, online: bool, hostname: &str) {
         let mut st = self.lock();
-        for s in st.by_id.values_mut().filter(|s| s.agent.key == *agent) {
-            if link_id < s.agent_link {
+        for s in st.by_id.values_mut() {
+            let Some(m) = s.members.iter_mut().find(|m| m.agent.key == *agent) else {
+                continue;
+            };
+            if link_id < m.link {
                 continue;
             }
-            s.agent_link = link_id;
-            s.agent.hostname = hostname.to_owned();
-            if s.agent_online != online {
-                s.agent_online = online;
+            m.link = link_id;
+            m.agent.hostname = hostname.to_owned();
+            if m.online != online {
+                m.online = online;
+                let agent_id = Session::agent_id(agent);
                 s.hub.publish(if online {
-                    Control::AgentReconnected
+                    Control::AgentReconnected { agent_id }
                 } else {
-                    Control::AgentDisconnected
+                    Control::AgentDisconnected { agent_id }
                 });
             }
         }
@@ -581,19 +701,23 @@ impl State {
             EndReason::Stopped | EndReason::Shutdown => None,
         };
         if let Some(kind) = kind {
-            shared.audit.record(
-                kind,
-                Some(&session.agent.key.org),
-                "host",
-                serde_json::json!({"session_id": id, "agent_id": session.agent.key.id}),
+            let agents: Vec<Uuid> = session.members.iter().map(|m| m.agent.key.id).collect();
+            let mut details = serde_json::json!({"session_id": id, "agent_id": agents.first()});
+            if session.fleet.is_some() {
+                details["agent_ids"] = serde_json::json!(agents);
+            }
+            shared
+                .audit
+                .record(kind, Some(&session.org), "host", details);
+        }
+        for m in &session.members {
+            shared.agents.send(
+                &m.agent.key,
+                HostFrame::Stop {
+                    session_id: id.to_owned(),
+                },
             );
         }
-        shared.agents.send(
-            &session.agent.key,
-            HostFrame::Stop {
-                session_id: id.to_owned(),
-            },
-        );
         tracing::info!(session = %id, ?reason, "session ended");
         Some(session)
     }
@@ -606,10 +730,15 @@ fn remaining_ms(expires: Instant, now: Instant) -> u64 {
 }
 
 fn view(id: &str, s: &Session) -> SessionView {
+    let first = s.members.first().map(|m| &m.agent);
     SessionView {
         id: id.to_owned(),
-        agent_id: s.agent.key.id,
-        agent_name: s.agent.name.clone(),
+        agent_id: first.map_or(Uuid::nil(), |a| a.key.id),
+        agent_name: first.map_or_else(String::new, |a| a.name.clone()),
+        agent_ids: s
+            .fleet
+            .as_ref()
+            .map(|_| s.members.iter().map(|m| m.agent.key.id).collect()),
         started_at: s.started_at,
         expires_at: s.expires_at,
         created_by: s.created_by.clone(),
@@ -661,13 +790,14 @@ mod tests {
         let view = sessions
             .start(NewSession {
                 created_by: "alice".into(),
-                agent: AgentRef {
+                org: "acme".into(),
+                target: NewTarget::Agent(AgentRef {
                     key: key.clone(),
                     name: "edge-1".into(),
                     hostname: "edge-1".into(),
                     online: true,
                     link: 0,
-                },
+                }),
                 filters: Filters::default(),
                 limits: RateLimits {
                     lines_per_second: 0,
