@@ -116,9 +116,18 @@ impl Spool {
         if let Some(upto) = upto {
             discard_after(dir, upto, &mut kept, &mut records);
         }
-        // Always append to a fresh segment, after every one read or acknowledged: the last one
-        // may end in a torn record, and an acknowledged offset must never land in new data.
-        let current_index = kept.last().copied().unwrap_or(0).max(acked.segment) + 1;
+        // Always append to a fresh segment, after every one read, acknowledged or named by the
+        // checkpoint: the last one may end in a torn record, an acknowledged offset must never
+        // land in new data, and new records must sort after a checkpoint taken before them
+        // (also one from a buffer directory since emptied), or a crash before the next
+        // checkpoint would resend lines the tailer reads again.
+        let current_index = kept
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .max(acked.segment)
+            .max(upto.map_or(0, |p| p.segment))
+            + 1;
         let current = create_segment(dir, current_index)?;
         let spool = Spool {
             dir: dir.to_owned(),
@@ -451,6 +460,27 @@ mod tests {
         drop(spool);
         let (_, back) = Spool::open(dir.path(), None).unwrap();
         assert_eq!(texts(&back), ["a", "b"], "gone from the disk too");
+    }
+
+    /// Records written after a checkpoint are never sent again after a crash, also when the
+    /// checkpoint names a spool position this directory never reached (the buffer directory
+    /// was emptied or replaced since): the tailer reads their lines again from that
+    /// checkpoint, so resending them too would deliver those lines twice.
+    #[test]
+    fn records_after_a_checkpoint_from_an_emptied_buffer_are_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        // The checkpoint was written while another (since deleted) spool had reached here.
+        let checkpoint = Pos {
+            segment: 5,
+            offset: 1000,
+        };
+        let (mut spool, back) = Spool::open(dir.path(), Some(checkpoint)).unwrap();
+        assert!(back.is_empty());
+        // Lines read after the checkpoint; the agent dies before writing a newer one.
+        spool.append(b"read again after the restart").unwrap();
+        drop(spool);
+        let (_, back) = Spool::open(dir.path(), Some(checkpoint)).unwrap();
+        assert_eq!(texts(&back), Vec::<String>::new());
     }
 
     /// A damaged marker costs at most a resend, never the agent: everything still in the
