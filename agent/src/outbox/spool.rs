@@ -39,7 +39,8 @@ pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 const MAX_RECORD_BYTES: u32 = 64 * 1024 * 1024;
 const HEADER_BYTES: u64 = 8;
 const ACKED_FILE: &str = "acked";
-const LOCK_FILE: &str = "lock";
+/// Not `lock`: that is the state directory's, and the two may be one directory.
+const LOCK_FILE: &str = "buffer.lock";
 const SUFFIX: &str = ".spool";
 
 /// A record read back at start: its bytes and where it ends.
@@ -237,7 +238,7 @@ impl Spool {
     }
 }
 
-/// An exclusive `flock` on `dir/lock`, released when the process exits however it exits.
+/// An exclusive `flock` on `dir/buffer.lock`, released when the process exits however it exits.
 fn lock(dir: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .create(true)
@@ -481,6 +482,17 @@ mod tests {
         drop(spool);
         let (_, back) = Spool::open(dir.path(), Some(checkpoint)).unwrap();
         assert_eq!(texts(&back), Vec::<String>::new());
+    }
+
+    /// The buffer may share the agent's state directory (`--buffer-dir` = `--state-dir`):
+    /// one agent holding both starts, a second one is still refused.
+    #[test]
+    fn the_buffer_can_share_the_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let _state = crate::state::StateDir::open_exclusive(dir.path()).unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), None).unwrap();
+        spool.append(b"a").unwrap();
+        assert!(Spool::open(dir.path(), None).is_err());
     }
 
     /// A damaged marker costs at most a resend, never the agent: everything still in the
