@@ -145,6 +145,107 @@ mod tests {
         }
     }
 
+    /// After a crash, every line is delivered once: the disk buffer resends exactly the
+    /// lines before the checkpoint's positions and the tailer reads those after them again,
+    /// also when the pipeline handled and shipped a further batch before it saw the
+    /// snapshot (the tailer publishes it just after sending its batch, so this is common).
+    #[tokio::test]
+    #[ignore = "known bug (review of durable): the checkpoint's spool_end is stamped when it is written, after later batches were shipped, so their lines come back from the buffer and are read again"]
+    async fn after_a_crash_the_buffer_and_the_checkpoint_deliver_each_line_once() {
+        use crate::filter::tests::record;
+        use logfleet_protocol::agent::{AgentFrame, LogBatch, decode};
+        // Line `n` of the file spans offsets 10 * (n - 1) .. 10 * n.
+        let line = |seq: u64| {
+            AgentFrame::Logs(LogBatch {
+                session_id: "s".into(),
+                records: vec![record(seq, logfleet_protocol::Level::Info, "app", "x")],
+            })
+        };
+        let state = tempfile::tempdir().unwrap();
+        let buffer = tempfile::tempdir().unwrap();
+        let outbox = Outbox::with_spool(1 << 20, buffer.path(), None).unwrap();
+        let (tx, rx) = watch::channel(Snapshot::default());
+        let store = CheckpointStore::new(state.path());
+        let mut c = Checkpointing::new(rx, store.clone(), outbox.clone());
+        // The checkpoint at the start of the file.
+        tx.send_replace(snapshot(0, 0));
+        let cp = c.ready(None).unwrap();
+        c.write(cp);
+        // Batch 1 (line 1) is handled and shipped before the tailer's snapshot after it is
+        // visible; batch 2 (line 2) is handled and shipped next.
+        outbox.push(line(1));
+        c.batch_handled(Instant::now());
+        assert_eq!(c.ready(None), None);
+        tx.send_replace(snapshot(1, 10));
+        outbox.push(line(2));
+        c.batch_handled(Instant::now());
+        if let Some(cp) = c.ready(None) {
+            c.write(cp);
+        }
+        c.finish().await;
+        drop(outbox);
+        // The crash, and the restart.
+        let cp = store.load();
+        let upto = cp
+            .spool_end
+            .map(|(segment, offset)| crate::outbox::spool::Pos { segment, offset });
+        let (_, resent) = crate::outbox::spool::Spool::open(buffer.path(), upto).unwrap();
+        let mut delivered: Vec<u64> = resent
+            .iter()
+            .flat_map(|(bytes, _)| match decode::<AgentFrame>(bytes).unwrap() {
+                AgentFrame::Logs(batch) => batch.records.iter().map(|r| r.seq).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let reread_from = cp.files[0].offset;
+        delivered.extend((1..=2).filter(|n| 10 * (n - 1) >= reread_from));
+        assert_eq!(delivered, [1, 2], "checkpoint {cp:?}");
+    }
+
+    /// A checkpoint is never written past lines the disk buffer failed to take (a full or
+    /// failing disk) while the host has not acknowledged them: a crash would lose them, as
+    /// neither the buffer nor the files (read from the checkpoint on) would give them back.
+    #[tokio::test]
+    async fn no_checkpoint_passes_lines_the_buffer_could_not_take() {
+        use crate::filter::tests::record;
+        use logfleet_protocol::agent::{AgentFrame, LogBatch};
+        let state = tempfile::tempdir().unwrap();
+        let buffer = tempfile::tempdir().unwrap();
+        let outbox = Outbox::with_spool(256 << 20, buffer.path(), None).unwrap();
+        // The buffer's second segment cannot be created: appends fail once the first is full.
+        std::fs::create_dir(buffer.path().join(format!("{:016}.spool", 2))).unwrap();
+        let text: String = (0..1 << 20).map(|_| fastrand::alphanumeric()).collect();
+        for seq in 1..=16 {
+            outbox.push(AgentFrame::Logs(LogBatch {
+                session_id: "s".into(),
+                records: vec![record(seq, logfleet_protocol::Level::Info, "app", &text)],
+            }));
+        }
+        let store = CheckpointStore::new(state.path());
+        let (tx, rx) = watch::channel(Snapshot::default());
+        let mut c = Checkpointing::new(rx, store.clone(), outbox.clone());
+        tx.send_replace(snapshot(0, 160));
+        let cp = c.ready(None).unwrap();
+        c.write(cp);
+        c.finish().await;
+        assert_eq!(
+            store.load(),
+            Checkpoints::default(),
+            "written past lost lines"
+        );
+        // Once the host has them all, the checkpoint moves on.
+        while let Some(e) = outbox.try_pop() {
+            outbox.ack(e.number().unwrap());
+        }
+        let (tx, rx) = watch::channel(Snapshot::default());
+        let mut c = Checkpointing::new(rx, store.clone(), outbox.clone());
+        tx.send_replace(snapshot(0, 160));
+        let cp = c.ready(None).unwrap();
+        c.write(cp);
+        c.finish().await;
+        assert_eq!(store.load().files, snapshot(0, 160).checkpoints.files);
+    }
+
     /// A snapshot is written only after the pipeline handled the batches before it, and not
     /// while the joiner holds a record begun before it.
     #[tokio::test]

@@ -49,8 +49,11 @@
 //! (a batch the policy drops is not), and the spool's acknowledged position follows the
 //! window. A restarted agent queues what the spool still holds ahead of anything new, under
 //! the same byte bound: what does not fit, the oldest first, is counted as
-//! `agent_buffer_full` like any overflow. Without one, what is queued or unacknowledged when
-//! the agent stops is lost with the process (at most `buffer_bytes`).
+//! `agent_buffer_full` like any overflow. A frame the disk buffer cannot take (a full or
+//! failing disk) stays in memory only, and until the host acknowledges it no checkpoint is
+//! written (a crash would otherwise lose its lines: see [`Outbox::sync_disk`]). Without a
+//! disk buffer, what is queued or unacknowledged when the agent stops is lost with the
+//! process (at most `buffer_bytes`).
 
 pub mod spool;
 
@@ -113,6 +116,10 @@ struct State {
     next_number: u64,
     /// The disk buffer, if any.
     spool: Option<Spool>,
+    /// Queued or unacknowledged frames the disk buffer failed to take (a full or failing
+    /// disk): while there are any, no checkpoint may be written, as it would pass lines that
+    /// a crash would then lose (see [`Outbox::sync_disk`]).
+    unspooled: usize,
 }
 
 /// Unreported drops of one session for one reason.
@@ -132,6 +139,8 @@ pub struct Entry {
     number: Option<u64>,
     /// Where it ends in the disk buffer, if it is there.
     spooled: Option<Pos>,
+    /// A frame that belongs in the disk buffer but could not be written there.
+    unspooled: bool,
 }
 
 /// What an entry holds, as far as overflow handling needs to know.
@@ -153,6 +162,7 @@ impl Entry {
             kind,
             number: None,
             spooled: None,
+            unspooled: false,
         }
     }
 
@@ -185,6 +195,7 @@ impl Outbox {
             unreported: Vec::new(),
             next_number: FIRST_FRAME,
             spool: None,
+            unspooled: 0,
         })
     }
 
@@ -227,11 +238,20 @@ impl Outbox {
     }
 
     /// Flushes the disk buffer to the disk, if there is one; without holding the outbox's
-    /// lock during the fsync. Blocking.
+    /// lock during the fsync. Blocking. An error while frames the disk buffer could not take
+    /// are still unacknowledged: a checkpoint written now would pass lines no disk holds.
     pub fn sync_disk(&self) -> std::io::Result<()> {
-        let files = match self.state().spool.as_mut() {
-            Some(spool) => spool.unsynced()?,
-            None => return Ok(()),
+        let files = {
+            let mut state = self.state();
+            if state.unspooled > 0 {
+                return Err(std::io::Error::other(
+                    "frames the disk buffer could not take are not acknowledged yet",
+                ));
+            }
+            match state.spool.as_mut() {
+                Some(spool) => spool.unsynced()?,
+                None => return Ok(()),
+            }
         };
         for file in files {
             file.sync_data()?;
@@ -415,6 +435,10 @@ impl State {
     fn spool(&mut self, entry: &mut Entry) {
         if let Some(spool) = self.spool.as_mut() {
             entry.spooled = spool.append(&entry.bytes);
+            if entry.spooled.is_none() {
+                entry.unspooled = true;
+                self.unspooled += 1;
+            }
         }
     }
 
@@ -428,6 +452,7 @@ impl State {
                 kind: Kind::Other,
                 number: None,
                 spooled: Some(pos),
+                unspooled: false,
             })
             .collect();
         let mut total: usize = entries.iter().map(|e| e.bytes.len()).sum();
@@ -588,6 +613,9 @@ impl State {
             if let Some(done) = self.unacked.pop_front() {
                 self.unacked_bytes -= done.bytes.len();
                 spooled = done.spooled.or(spooled);
+                if done.unspooled {
+                    self.unspooled -= 1;
+                }
             }
         }
         // Spooled frames leave the window in the order they were spooled (see the module

@@ -39,7 +39,8 @@ pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 const MAX_RECORD_BYTES: u32 = 64 * 1024 * 1024;
 const HEADER_BYTES: u64 = 8;
 const ACKED_FILE: &str = "acked";
-const LOCK_FILE: &str = "lock";
+/// Not `lock`: that is the state directory's, and the two may be one directory.
+const LOCK_FILE: &str = "buffer.lock";
 const SUFFIX: &str = ".spool";
 
 /// A record read back at start: its bytes and where it ends.
@@ -116,9 +117,18 @@ impl Spool {
         if let Some(upto) = upto {
             discard_after(dir, upto, &mut kept, &mut records);
         }
-        // Always append to a fresh segment, after every one read or acknowledged: the last one
-        // may end in a torn record, and an acknowledged offset must never land in new data.
-        let current_index = kept.last().copied().unwrap_or(0).max(acked.segment) + 1;
+        // Always append to a fresh segment, after every one read, acknowledged or named by the
+        // checkpoint: the last one may end in a torn record, an acknowledged offset must never
+        // land in new data, and new records must sort after a checkpoint taken before them
+        // (also one from a buffer directory since emptied), or a crash before the next
+        // checkpoint would resend lines the tailer reads again.
+        let current_index = kept
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .max(acked.segment)
+            .max(upto.map_or(0, |p| p.segment))
+            + 1;
         let current = create_segment(dir, current_index)?;
         let spool = Spool {
             dir: dir.to_owned(),
@@ -228,7 +238,7 @@ impl Spool {
     }
 }
 
-/// An exclusive `flock` on `dir/lock`, released when the process exits however it exits.
+/// An exclusive `flock` on `dir/buffer.lock`, released when the process exits however it exits.
 fn lock(dir: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .create(true)
@@ -451,6 +461,38 @@ mod tests {
         drop(spool);
         let (_, back) = Spool::open(dir.path(), None).unwrap();
         assert_eq!(texts(&back), ["a", "b"], "gone from the disk too");
+    }
+
+    /// Records written after a checkpoint are never sent again after a crash, also when the
+    /// checkpoint names a spool position this directory never reached (the buffer directory
+    /// was emptied or replaced since): the tailer reads their lines again from that
+    /// checkpoint, so resending them too would deliver those lines twice.
+    #[test]
+    fn records_after_a_checkpoint_from_an_emptied_buffer_are_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        // The checkpoint was written while another (since deleted) spool had reached here.
+        let checkpoint = Pos {
+            segment: 5,
+            offset: 1000,
+        };
+        let (mut spool, back) = Spool::open(dir.path(), Some(checkpoint)).unwrap();
+        assert!(back.is_empty());
+        // Lines read after the checkpoint; the agent dies before writing a newer one.
+        spool.append(b"read again after the restart").unwrap();
+        drop(spool);
+        let (_, back) = Spool::open(dir.path(), Some(checkpoint)).unwrap();
+        assert_eq!(texts(&back), Vec::<String>::new());
+    }
+
+    /// The buffer may share the agent's state directory (`--buffer-dir` = `--state-dir`):
+    /// one agent holding both starts, a second one is still refused.
+    #[test]
+    fn the_buffer_can_share_the_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let _state = crate::state::StateDir::open_exclusive(dir.path()).unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), None).unwrap();
+        spool.append(b"a").unwrap();
+        assert!(Spool::open(dir.path(), None).is_err());
     }
 
     /// A damaged marker costs at most a resend, never the agent: everything still in the
