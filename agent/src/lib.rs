@@ -156,6 +156,17 @@ pub async fn run_with(
         tail::StartPolicy::Resume { .. } => resumed.tail.resume_from.spool_end,
         tail::StartPolicy::AtEnd => None,
     };
+    if let (Some(dir), None) = (&tuning.buffer_dir, &resumed.state) {
+        // Resent frames are told from new ones by `seq`, which only a state directory keeps
+        // rising across restarts (and the buffer's cut point is in the checkpoints there).
+        return Err(ConfigError::BufferDir {
+            path: dir.display().to_string(),
+            error: std::io::Error::other(
+                "a disk buffer needs a state directory: give --state-dir (or a usable cache directory)",
+            ),
+        }
+        .into());
+    }
     let outbox = open_outbox(&tuning, spool_upto).await?;
     let loader = ChainLoader::new(builder, outbox.clone());
     let tail_stats = Arc::new(TailStats::default());

@@ -168,9 +168,9 @@ impl Joiner {
         !self.pending.is_empty()
     }
 
-    /// When the oldest record waiting began (the `now` its first line was pushed with).
-    pub fn oldest_held(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.first).min()
+    /// The records waiting for continuation lines (each as its first line read, so far).
+    pub fn held(&self) -> impl Iterator<Item = &TailLine> {
+        self.pending.values().map(|p| &p.line)
     }
 }
 

@@ -246,7 +246,7 @@ impl Pipeline {
         let Some(ready) = self
             .checkpointing
             .as_ref()
-            .and_then(|c| c.ready(self.joiner.oldest_held()))
+            .and_then(|c| c.ready(self.joiner.held()))
         else {
             return;
         };
@@ -782,10 +782,13 @@ impl Pipeline {
                 // lines: the files hold them meanwhile.
                 batch = lines.recv(), if !self.holds_lines() && held_back.is_none() => match batch {
                     Some(batch) => {
-                        let now = Instant::now();
-                        self.handle_lines(batch, now).await;
+                        // The snapshot taken after the last batch is visible now (the tailer
+                        // publishes it before sending the next): its one chance to be cut
+                        // exactly (see `checkpointing`).
+                        self.checkpoint(Instant::now());
+                        self.handle_lines(batch, Instant::now()).await;
                         if let Some(c) = self.checkpointing.as_mut() {
-                            c.batch_handled(now);
+                            c.batch_handled();
                         }
                         // Nothing more read yet: ship now rather than wait for the timer. Under
                         // load the channel is rarely empty, so batches still fill up.
@@ -1381,7 +1384,11 @@ mod tests {
             line: n,
             text: format!("a {n}"),
             read_at_ms: 1,
-            at: LinePos { id, end },
+            at: LinePos {
+                id,
+                start: end,
+                end,
+            },
         };
         p.handle_lines(
             vec![line(10, covered_end), line(11, covered_end + 5)],

@@ -87,11 +87,13 @@ impl Delivered {
     }
 
     /// Removes from `records` (one log batch of session `session_id`, in seq order) the
-    /// lines this agent already delivered to the session, and remembers the highest left.
-    pub fn fresh_logs(&self, session_id: &str, records: &mut Vec<Record>) {
+    /// lines this agent already delivered to the session, and remembers the highest left;
+    /// returns how many it removed.
+    pub fn fresh_logs(&self, session_id: &str, records: &mut Vec<Record>) -> usize {
         let Some(last) = records.last().map(|r| r.seq) else {
-            return;
+            return 0;
         };
+        let before = records.len();
         let mut marks = self.seqs.lock().unwrap_or_else(|e| e.into_inner());
         marks.tick += 1;
         let tick = marks.tick;
@@ -115,6 +117,7 @@ impl Delivered {
                 marks.by_session.insert(session_id.to_owned(), (last, tick));
             }
         }
+        before - records.len()
     }
 }
 

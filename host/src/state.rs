@@ -50,6 +50,9 @@ pub const MAX_CONCURRENT_VALIDATIONS: usize = 2;
 pub struct Stats {
     pub log_lines_received: AtomicU64,
     pub agent_drops_reported: AtomicU64,
+    /// Log lines an agent sent again that the session already had (a restarted agent
+    /// resending from its disk buffer), not published twice.
+    pub duplicate_lines_skipped: AtomicU64,
     pub client_messages_dropped: AtomicU64,
     pub clients_closed_slow: AtomicU64,
     pub agent_connections: AtomicU64,

@@ -265,7 +265,11 @@ impl SourceScan {
         }
         Ok(FileScan {
             records,
-            boundary: reader.boundary().map(|end| LinePos { id, end }),
+            boundary: reader.boundary().map(|end| LinePos {
+                id,
+                start: end,
+                end,
+            }),
         })
     }
 
@@ -288,7 +292,11 @@ impl SourceScan {
                 line: index,
                 text: l.text,
                 read_at_ms,
-                at: LinePos { id, end: l.end },
+                at: LinePos {
+                    id,
+                    start: l.start,
+                    end: l.end,
+                },
             })
             .collect();
         let now = Instant::now();

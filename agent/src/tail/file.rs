@@ -53,6 +53,8 @@ pub(super) struct OpenFile {
     partial: Vec<u8>,
     /// The current line overflowed [`MAX_LINE_BYTES`]; its remaining bytes are skipped.
     overlong: bool,
+    /// Where the current (unfinished) line begins.
+    line_start: u64,
     /// The file's first bytes as last seen, up to [`FINGERPRINT_BYTES`](super::FINGERPRINT_BYTES).
     head: Vec<u8>,
     /// Size and mtime at the last stat, to skip unchanged files without reading.
@@ -439,6 +441,7 @@ impl FileTail {
             lines,
             partial: Vec::new(),
             overlong: false,
+            line_start: pos,
             head,
             last_len: u64::MAX,
             last_mtime: None,
@@ -480,6 +483,7 @@ impl FileTail {
             info!(file = %self.path_str, "file truncated; reading it again from the start");
             open.pos = 0;
             open.lines = 0;
+            open.line_start = 0;
             open.partial.clear();
             open.overlong = false;
             if let Err(e) = open.file.seek(SeekFrom::Start(0)) {
@@ -565,6 +569,7 @@ impl OpenFile {
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
         let truncated = std::mem::replace(&mut self.overlong, false);
+        let start = std::mem::replace(&mut self.line_start, end);
         (
             TailLine {
                 source: source.clone(),
@@ -572,7 +577,11 @@ impl OpenFile {
                 line: self.lines,
                 text,
                 read_at_ms,
-                at: LinePos { id: self.id, end },
+                at: LinePos {
+                    id: self.id,
+                    start,
+                    end,
+                },
             },
             truncated,
         )

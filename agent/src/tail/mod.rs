@@ -155,11 +155,13 @@ pub struct TailLine {
     pub at: LinePos,
 }
 
-/// Where a line ends in the file it was read from: the file's identity and the offset just
-/// after its newline (after its last byte for an unterminated last line).
+/// Where a line is in the file it was read from: the file's identity, the offset of its first
+/// byte and the offset just after its newline (after its last byte for an unterminated last
+/// line).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct LinePos {
     pub id: identity::FileId,
+    pub start: u64,
     pub end: u64,
 }
 

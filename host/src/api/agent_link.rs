@@ -411,7 +411,11 @@ async fn handle_frame(
                 return None;
             };
             tracing::trace!(session = %batch.session_id, lines = batch.records.len(), "log batch");
-            delivered.fresh_logs(&batch.session_id, &mut batch.records);
+            let repeated = delivered.fresh_logs(&batch.session_id, &mut batch.records);
+            if repeated > 0 {
+                Stats::add(&state.stats.duplicate_lines_skipped, repeated as u64);
+                tracing::debug!(session = %batch.session_id, lines = repeated, "lines the session already had skipped");
+            }
             let lines = batch.records.len() as u64;
             Stats::add(&state.stats.log_lines_received, lines);
             feed.usage.shipped(lines, wire_bytes as u64, now);

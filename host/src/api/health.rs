@@ -42,7 +42,7 @@ pub fn document(limits: &LimitConfig) -> Option<Value> {
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let s = &state.stats;
     let (replay_bytes, queue_bytes) = state.sessions.fanout_bytes();
-    let rows: [(&str, &str, &str, u64); 12] = [
+    let rows: [(&str, &str, &str, u64); 13] = [
         (
             "logfleet_agents_online",
             "gauge",
@@ -72,6 +72,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "counter",
             "Lines agents reported dropped (rate limit, full buffer).",
             s.agent_drops_reported.load(Ordering::Relaxed),
+        ),
+        (
+            "logfleet_duplicate_lines_skipped_total",
+            "counter",
+            "Log lines agents sent again that their session already had (resends after a restart).",
+            s.duplicate_lines_skipped.load(Ordering::Relaxed),
         ),
         (
             "logfleet_client_messages_dropped_total",

@@ -447,11 +447,7 @@ impl Sessions {
     /// a backfill: the API refuses one for a fleet.)
     pub fn backfill_done(&self, agent: &AgentKey, id: &str, count: u64, truncated: bool) {
         let mut st = self.lock();
-        if let Some(session) = st
-            .by_id
-            .get_mut(id)
-            .filter(|s| s.member(agent).is_some())
-        {
+        if let Some(session) = st.by_id.get_mut(id).filter(|s| s.member(agent).is_some()) {
             session.spec.backfill = None;
             session
                 .hub
