@@ -248,6 +248,26 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
     this.finish();
   }
 
+  /**
+   * Extends the stream past this session's end once: starts the next session (same request)
+   * now, and when this one ends streams the next from the last `seq` delivered, with no gap
+   * and no duplicate (as following does, for one more session). Resolves with the session
+   * that takes over; calling it again before the switch returns the same one.
+   */
+  async extend(): Promise<Session> {
+    if (this.next) return this.next.session;
+    if (this.finished || this.stopping || this.endedReason !== null) {
+      throw new StreamClosedError(`session ${this.session.id} is over; start a new stream`);
+    }
+    const session = await this.host.start();
+    if (this.finished || this.stopping || this.endedReason !== null) {
+      await this.host.stop(session.id).catch(() => undefined);
+      throw new StreamClosedError(`session ${this.session.id} ended before it could be extended`);
+    }
+    this.next = { session, expires: Date.now() + this.timeoutMs };
+    return session;
+  }
+
   /** Log lines until the session ends; leaving the loop early (`break`, `return`, an
    * exception) stops the session. Throws when the stream fails for good. */
   async *[Symbol.asyncIterator](): AsyncIterator<LogMessage> {
@@ -321,7 +341,8 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
       if (control.event === 'session_ending') {
         this.emit('ending', control.seconds_remaining);
       } else if (control.event === 'session_ended') {
-        if (this.host.follow && (control.reason === 'timeout' || control.reason === 'shutdown')) {
+        const continues = this.host.follow || this.next !== undefined; // following or extended
+        if (continues && (control.reason === 'timeout' || control.reason === 'shutdown')) {
           this.switching = true;
           void this.switchOver().catch((err: unknown) =>
             this.fail(err instanceof LogFleetError ? err : new StreamClosedError(String(err))),
@@ -366,7 +387,7 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
       } catch (err) {
         if (err instanceof LogFleetError && err.code === 'session_not_found') {
           // It ended while this client was away.
-          if (this.host.follow) {
+          if (this.host.follow || this.next) {
             this.switching = true;
             await this.switchOver();
             return;
