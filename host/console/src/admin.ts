@@ -12,7 +12,7 @@ export const SESSIONS_REFRESH_MS = 5_000;
 export async function sessionsPage(into: HTMLElement): Promise<() => void> {
   const table = h('table', { class: 'sessions', id: 'sessions' });
   const problem = h('div', {});
-  into.append(h('h1', {}, 'Active sessions'), problem, table);
+  into.append(h('h1', {}, 'Active sessions'), problem, h('div', { class: 'table-wrap' }, table));
   async function load(): Promise<void> {
     const sessions = (await client().sessions()) as (SessionSummary & { usage?: { lines?: number } })[];
     table.replaceChildren(

@@ -72,7 +72,7 @@ export async function fleetPage(into: HTMLElement): Promise<() => void> {
   const input = h('input', { type: 'search', id: 'fleet-filter', placeholder: 'Filter: name, or KEY=VALUE label', 'aria-label': 'Filter agents' });
   const table = h('table', { class: 'fleet', id: 'fleet' });
   const pager = h('div', { class: 'row' });
-  into.append(h('h1', {}, 'Fleet'), h('div', { class: 'row' }, input), table, pager);
+  into.append(h('h1', {}, 'Fleet'), h('div', { class: 'row' }, input), h('div', { class: 'table-wrap' }, table), pager);
 
   async function load(): Promise<void> {
     let agents: AgentInfo[];

@@ -73,11 +73,13 @@ export class LiveView {
   private frame = 0;
   private programmaticTop = -1;
 
-  constructor(
-    parent: HTMLElement,
-    private readonly onSelect: (line: Line) => void,
-    private readonly onChange: () => void,
-  ) {
+  /** Told the line the user clicked; set by the page showing the view. */
+  onSelect: (line: Line) => void = () => {};
+  /** Told after each render and when following changes; set by the page showing the view. */
+  onChange: () => void = () => {};
+
+  /** A view not shown yet: {@link LiveView.mount} puts it on a page (lines arrive before). */
+  constructor() {
     this.viewport = document.createElement('div');
     this.viewport.className = 'viewport';
     this.viewport.tabIndex = 0;
@@ -87,17 +89,22 @@ export class LiveView {
     this.rowsBox = document.createElement('div');
     this.rowsBox.className = 'rows';
     this.viewport.append(this.spacer, this.rowsBox);
-    parent.append(this.viewport);
     this.viewport.addEventListener('scroll', () => this.onScroll(), { passive: true });
     this.rowsBox.addEventListener('click', (ev) => {
       const row = (ev.target as HTMLElement).closest('.line') as Row | null;
       if (row?.shown) {
         this.selected = row.shown;
         this.onSelect(row.shown);
-        this.schedule(true);
+        this.schedule();
       }
     });
-    window.addEventListener('resize', () => this.schedule(true));
+    window.addEventListener('resize', () => this.schedule());
+  }
+
+  /** Shows the view in `parent` (moving it from the page that showed it before). */
+  mount(parent: HTMLElement): void {
+    parent.append(this.viewport);
+    this.schedule();
   }
 
   push(line: Line): void {
@@ -117,7 +124,7 @@ export class LiveView {
       this.lines.push(line);
       this.trim();
     }
-    this.schedule(false);
+    this.schedule();
   }
 
   get buffered(): number {
@@ -132,18 +139,18 @@ export class LiveView {
       this.pausedBuffer = [];
       this.trim();
     }
-    this.schedule(true);
+    this.schedule();
   }
 
   setFollow(follow: boolean): void {
     this.follow = follow;
-    this.schedule(true);
+    this.schedule();
   }
 
   clear(): void {
     this.lines = [];
     this.pausedBuffer = [];
-    this.schedule(true);
+    this.schedule();
   }
 
   private trim(): void {
@@ -160,7 +167,7 @@ export class LiveView {
   private onScroll(): void {
     const v = this.viewport;
     if (Math.abs(v.scrollTop - this.programmaticTop) < 1) {
-      this.schedule(true);
+      this.schedule();
       return;
     }
     const atBottom = v.scrollTop + v.clientHeight >= v.scrollHeight - 2 * ROW_HEIGHT;
@@ -168,12 +175,11 @@ export class LiveView {
       this.follow = atBottom;
       this.onChange();
     }
-    this.schedule(true);
+    this.schedule();
   }
 
-  /** Renders on the next animation frame (once, however many calls). `rowsToo`: the rows in
-   * view may have changed even though no line arrived (scroll, selection). */
-  private schedule(_rowsToo: boolean): void {
+  /** Renders on the next animation frame (once, however many calls). */
+  private schedule(): void {
     if (this.frame) return;
     this.frame = requestAnimationFrame(() => {
       this.frame = 0;

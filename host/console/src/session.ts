@@ -10,6 +10,10 @@ import { errorBox, showError } from './main.js';
 import type { Line } from './live.js';
 import { LiveView, MAX_LINES_KEPT, highlighter, lineText } from './live.js';
 
+/** The banner shows this long before a session's end by this machine's clock, also when the
+ * host's 30-second `session_ending` was sent before this page connected. */
+export const ENDING_WARNING_SECONDS = 30;
+
 /** Notices kept on screen (older ones scroll away). */
 export const MAX_NOTICES = 100;
 
@@ -18,11 +22,8 @@ interface Live {
   stream: LogStream;
   /** Ids of every session this stream has been (extending adds one). */
   ids: string[];
-  pattern?: string;
-  view?: LiveView;
-  /** Lines that arrived while the page was not showing this stream: kept here (bounded like
-   * the view's pause buffer) and handed over when it is shown. */
-  early: Line[];
+  /** Its lines, kept (bounded) while another page is shown. */
+  view: LiveView;
   notices: { text: string; bad: boolean }[];
   ending: number | null;
   ended: string | null;
@@ -32,16 +33,15 @@ interface Live {
 const lives = new Map<string, Live>();
 
 function track(stream: LogStream, pattern: string | undefined): Live {
-  const live: Live = { stream, ids: [stream.id], pattern, early: [], notices: [], ending: null, ended: null, extending: false };
+  const view = new LiveView();
+  view.highlight = highlighter(pattern);
+  const live: Live = { stream, ids: [stream.id], view, notices: [], ending: null, ended: null, extending: false };
   const notice = (text: string, bad = false) => {
     live.notices.push({ text: `${new Date().toISOString().slice(11, 19)} ${text}`, bad });
     if (live.notices.length > MAX_NOTICES) live.notices.shift();
     refresh?.();
   };
-  stream.on('log', (log) => {
-    if (live.view) live.view.push(log as unknown as Line);
-    else if (live.early.push(log as unknown as Line) > MAX_LINES_KEPT) live.early.shift();
-  });
+  stream.on('log', (log) => view.push(log as unknown as Line));
   stream.on('ending', (s) => {
     live.ending = s;
     notice(`session ${stream.id} ends in ${s} s`);
@@ -121,16 +121,11 @@ export async function livePage(into: HTMLElement, id: string): Promise<() => voi
     wrap,
     h('p', { class: 'muted' }, h('span', { class: 'kbd' }, 'p'), ' pause/resume · ', h('span', { class: 'kbd' }, 'Shift+S'), ' stop · ', `at most ${MAX_LINES_KEPT.toLocaleString('en')} lines are kept; older ones are dropped and counted`),
   );
-  const view = new LiveView(
-    wrap,
-    (line) => details.replaceChildren(h('pre', { id: 'line-details' }, JSON.stringify(line, null, 2))),
-    () => draw(),
-  );
+  const view = l.view;
+  view.onSelect = (line) => details.replaceChildren(h('pre', { id: 'line-details' }, JSON.stringify(line, null, 2)));
+  view.onChange = () => draw();
+  view.mount(wrap);
   wrap.append(details);
-  view.highlight = highlighter(l.pattern);
-  l.view = view;
-  for (const line of l.early) view.push(line);
-  l.early = [];
 
   let shownNotices = -1;
   function draw(): void {
@@ -157,7 +152,8 @@ export async function livePage(into: HTMLElement, id: string): Promise<() => voi
     stats.dataset.droppedHost = String(s.logsDropped);
     stats.dataset.seqSkipped = String(view.seqSkipped);
     stats.dataset.sessions = String(l.ids.length);
-    if (l.ending !== null && !l.ended) {
+    const remaining = (Date.parse(s.session.expires_at) - Date.now()) / 1000;
+    if ((l.ending !== null || remaining <= ENDING_WARNING_SECONDS) && !l.ended) {
       banner.hidden = false;
       if (!banner.dataset.for || banner.dataset.for !== s.id) {
         banner.dataset.for = s.id;
@@ -232,9 +228,7 @@ export async function livePage(into: HTMLElement, id: string): Promise<() => voi
     clearInterval(tick);
     document.removeEventListener('keydown', onKey);
     refresh = undefined;
-    l.view = undefined;
-    // Lines keep arriving while another page is shown; they wait in `early`.
-    for (const line of view.lines) l.early.push(line);
-    if (l.early.length > MAX_LINES_KEPT) l.early.splice(0, l.early.length - MAX_LINES_KEPT);
+    view.onSelect = () => {};
+    view.onChange = () => {};
   };
 }
