@@ -92,6 +92,39 @@ async fn console_assets_are_served_with_a_strict_csp() {
     host.stop().await;
 }
 
+/// A session WebSocket accepts the token offered as a subprotocol (how the console's browser
+/// sends it, keeping it out of the URL) and selects `logfleet` in its answer; a bad token
+/// offered that way is refused with 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_websockets_take_the_token_as_a_subprotocol() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let stack = Stack::new().await;
+    let session = stack.start(serde_json::json!({})).await;
+    let url = session["websocket_url"].as_str().unwrap();
+    let offer = |token: &str| {
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("logfleet, logfleet.token.{token}").parse().unwrap(),
+        );
+        request
+    };
+    let (_socket, answer) = tokio_tungstenite::connect_async(offer(stack.api.token()))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.headers()["sec-websocket-protocol"],
+        "logfleet",
+        "the host selects the plain protocol, never echoing the token"
+    );
+    match tokio_tungstenite::connect_async(offer("not-a-token")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 401)
+        }
+        other => panic!("a bad token was not refused: {:?}", other.map(|(_, r)| r)),
+    }
+}
+
 /// In a real browser, an operator signs in with a token, sees the agent online, starts a
 /// stream filtered to ERROR and gets only ERROR lines, pauses and resumes without losing a
 /// line, extends past the first session's end with no gap and no duplicate, and stops; a bad

@@ -33,6 +33,11 @@ try {
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_MS);
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  const sockets = [];
+  page.on('websocket', (ws) => sockets.push(ws.url()));
+  page.on('request', (r) => {
+    if (/[?&]token=|eyJ/.test(r.url())) problems.push(`a token in a request URL: ${r.url().slice(0, 80)}`);
+  });
   page.on('console', (m) => {
     if (m.type() === 'error' && !/status of 40[0-9]/.test(m.text())) problems.push(`console error: ${m.text()}`);
   });
@@ -162,6 +167,7 @@ try {
   await page.locator('#screen-401').waitFor();
   await shot('14-unauthorized');
 
+  if (sockets.length < 2 || sockets.some((u) => /token=|eyJ/.test(u))) throw new Error(`session WebSockets: ${sockets.join(', ')}`);
   if (problems.length) throw new Error(problems.join('\n'));
   const stored = await page.evaluate(() => ({ local: JSON.stringify(localStorage), cookie: document.cookie }));
   if (stored.local.includes('ey') || stored.cookie) throw new Error(`token stored outside sessionStorage: ${JSON.stringify(stored)}`);
