@@ -52,7 +52,7 @@ export async function pluginsPage(into: HTMLElement): Promise<void> {
   const admin = claims().role === 'admin';
   const table = h('table', { id: 'plugins' });
   const problem = h('div', { id: 'plugin-problem' });
-  const name = h('input', { id: 'plugin-name', placeholder: 'name, e.g. redact', required: true, pattern: '[a-z0-9][a-z0-9_-]*' });
+  const name = h('input', { id: 'plugin-name', placeholder: 'name, e.g. redact', required: true });
   const file = h('input', { id: 'plugin-file', type: 'file', accept: '.wasm,application/wasm', required: true });
   const upload = h('button', { class: 'primary', type: 'submit', id: 'plugin-upload' }, 'Upload');
   const form = h('form', { class: 'row', id: 'plugin-form' }, name, file, upload);

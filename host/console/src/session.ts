@@ -36,6 +36,8 @@ function track(stream: LogStream, pattern: string | undefined): Live {
   const view = new LiveView();
   view.highlight = highlighter(pattern);
   const live: Live = { stream, ids: [stream.id], view, notices: [], ending: null, ended: null, extending: false };
+  /** The session the stream is on now, noted before a switch changes `stream.id`. */
+  const current = () => live.ids[live.ids.length - 1];
   const notice = (text: string, bad = false) => {
     live.notices.push({ text: `${new Date().toISOString().slice(11, 19)} ${text}`, bad });
     if (live.notices.length > MAX_NOTICES) live.notices.shift();
@@ -44,7 +46,7 @@ function track(stream: LogStream, pattern: string | undefined): Live {
   stream.on('log', (log) => view.push(log as unknown as Line));
   stream.on('ending', (s) => {
     live.ending = s;
-    notice(`session ${stream.id} ends in ${s} s`);
+    notice(`session ${current()} ends in ${s} s`);
   });
   stream.on('control', (c: ControlMessage) => {
     const e = c as { event: string; count?: number; reason?: string; plugin?: string; message?: string; agent_id?: string };
@@ -52,9 +54,18 @@ function track(stream: LogStream, pattern: string | undefined): Live {
     else if (e.event === 'filter_error') notice(`filter ${e.plugin} failed: ${e.message}`, true);
     else if (e.event === 'agent_disconnected') notice(`agent ${e.agent_id ?? ''} disconnected; the session lives on`, true);
     else if (e.event === 'agent_reconnected') notice(`agent ${e.agent_id ?? ''} reconnected`);
-    else if (e.event === 'session_ended' && !live.extending) notice(`session ${stream.id} ended: ${e.reason}`, e.reason !== 'stopped');
-    else if (e.event === 'session_ended') notice(`session ${stream.id} ended (${e.reason}); switching to the next by seq`);
+    else if (e.event === 'session_ended' && stream.id === current()) notice(`session ${current()} ended: ${e.reason}`, e.reason !== 'stopped');
+    else if (e.event === 'session_ended') notice(`session ${current()} ended (${e.reason}); switched to ${stream.id} from the last seq`);
+    noteSwitch();
   });
+  /** Notes the session the stream moved on to (extending), once it has. */
+  const noteSwitch = () => {
+    if (live.ids.includes(stream.id)) return;
+    live.ids.push(stream.id);
+    lives.set(stream.id, live);
+    live.ending = null;
+    live.extending = false;
+  };
   stream.on('reconnect', (since) => notice(`stream reopened, resumed after seq ${since}`));
   stream.on('warning', (m) => notice(m, true));
   stream.on('error', (err) => notice(`stream failed: ${err.message}`, true));
@@ -135,6 +146,9 @@ export async function livePage(into: HTMLElement, id: string): Promise<() => voi
       lives.set(s.id, l);
       l.ending = null;
       l.extending = false;
+    }
+    if (title.dataset.id !== s.id) {
+      title.dataset.id = s.id;
       title.replaceChildren('Session ', h('code', { id: 'session-id' }, s.id));
       history.replaceState(null, '', `#/sessions/${encodeURIComponent(s.id)}`);
     }
@@ -155,24 +169,26 @@ export async function livePage(into: HTMLElement, id: string): Promise<() => voi
     const remaining = (Date.parse(s.session.expires_at) - Date.now()) / 1000;
     if ((l.ending !== null || remaining <= ENDING_WARNING_SECONDS) && !l.ended) {
       banner.hidden = false;
-      if (!banner.dataset.for || banner.dataset.for !== s.id) {
+      if (banner.dataset.for !== s.id) {
         banner.dataset.for = s.id;
         const extend = h('button', { class: 'primary', id: 'extend' }, 'Extend');
         extend.addEventListener('click', () => {
-          extend.disabled = true;
-          l.extending = true;
-          s.extend()
-            .then((next) => {
-              banner.replaceChildren(`Extended: session ${next.id} takes over when this one ends, with no gap.`);
-            })
-            .catch((err: unknown) => {
-              l.extending = false;
-              extend.disabled = false;
-              problem.replaceChildren(errorBox(err));
-            });
+          try {
+            s.extend();
+            l.extending = true;
+            draw();
+          } catch (err) {
+            problem.replaceChildren(errorBox(err));
+          }
         });
-        banner.replaceChildren(h('span', {}, `This session ends in ${countdown(s.session.expires_at)}.`), extend);
+        banner.replaceChildren(h('span', { id: 'ending-text' }), extend);
       }
+      const text = banner.querySelector('#ending-text') as HTMLElement;
+      const extendBtn = banner.querySelector('#extend') as HTMLButtonElement;
+      extendBtn.disabled = l.extending;
+      text.textContent = l.extending
+        ? `Extended: the next session starts just before this one ends (${countdown(s.session.expires_at)}) and takes over from the last line, with no gap.`
+        : `This session ends in ${countdown(s.session.expires_at)}.`;
     } else {
       banner.hidden = true;
       delete banner.dataset.for;
