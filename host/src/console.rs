@@ -42,7 +42,10 @@ frame-ancestors 'none'";
 /// The console's routes, merged into the host's router beside the API's.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
+        .route(
+            "/",
+            get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
         .route(
             SCRIPT_PATH,
             get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),

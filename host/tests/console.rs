@@ -80,7 +80,10 @@ async fn console_assets_are_served_with_a_strict_csp() {
         .unwrap();
     assert_eq!(openapi.status(), 200);
     let doc: Value = openapi.json().await.unwrap();
-    assert!(doc["paths"].get("/").is_none(), "the console is not an API path");
+    assert!(
+        doc["paths"].get("/").is_none(),
+        "the console is not an API path"
+    );
     let missing = http
         .get(format!("{}/console/nope.js", host.base))
         .send()
@@ -166,7 +169,10 @@ async fn operator_flow_in_headless_chromium() {
         .env("LOGFLEET_URL", &host.base)
         .env("USER_TOKEN", host.user_token("acme", "alice"))
         .env("ADMIN_TOKEN", host.admin_token("acme", "root"))
-        .env("AGENT_TOKEN", host.agent_token("acme", stack.agent_id, "edge-1"))
+        .env(
+            "AGENT_TOKEN",
+            host.agent_token("acme", stack.agent_id, "edge-1"),
+        )
         .env("AGENT_NAME", "edge-1")
         .env("SESSION_SECONDS", SESSION_SECONDS.to_string())
         .env("SCREENSHOTS", &screenshots)

@@ -64,7 +64,8 @@ export function showError(err: unknown): void {
 }
 
 export function errorBox(err: unknown): HTMLElement {
-  const text = err instanceof LogFleetError ? `${err.message} (${err.code})` : String(err);
+  let text = err instanceof Error ? err.message : String(err);
+  if (err instanceof LogFleetError && !text.includes(err.code)) text += ` (${err.code})`;
   return h('div', { class: 'error', role: 'alert' }, text);
 }
 
