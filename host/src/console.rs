@@ -33,10 +33,12 @@ pub const SCRIPT_PATH: &str = "/console/app.js";
 pub const STYLE_PATH: &str = "/console/app.css";
 
 /// The Content-Security-Policy of every console answer: same-origin script, style, fetches
-/// and WebSockets (`'self'` covers `ws:`/`wss:` to this host in CSP 3), inline SVG images
-/// (the level sparklines use none, but downloads use `blob:`), nothing else.
+/// and WebSockets (`'self'` covers `ws:`/`wss:` to this host in CSP 3) and images; nothing
+/// inline, no `eval`, no `<base>`, no form posts, no framing. (The sparklines are SVG built
+/// through the DOM, which needs no `img-src`; downloads are `blob:` links, which CSP does not
+/// govern.)
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
 frame-ancestors 'none'";
 
 /// The console's routes, merged into the host's router beside the API's.

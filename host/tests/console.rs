@@ -155,7 +155,7 @@ async fn operator_flow_in_headless_chromium() {
             let mut n = 0u64;
             while writing.load(Ordering::Relaxed) {
                 tick.tick().await;
-                let level = if n % 3 == 0 { "ERROR" } else { "INFO" };
+                let level = if n.is_multiple_of(3) { "ERROR" } else { "INFO" };
                 let line = format!("2026-01-01T00:00:00.000Z {level} console line n={n}\n");
                 file.write_all(line.as_bytes()).await.unwrap();
                 n += 1;
