@@ -117,6 +117,7 @@ try {
     after = await stats(page);
   }
   const bench = await page.evaluate(() => window.__bench);
+  const notices = await page.evaluate(() => [...document.querySelectorAll('#notices .notice')].map((n) => n.textContent));
   const elapsed = (Date.now() - started) / 1000;
   const { metrics } = await cdp.send('Performance.getMetrics');
   const m = Object.fromEntries(metrics.map((x) => [x.name, x.value]));
@@ -142,6 +143,7 @@ try {
     dom_elements_max: Math.max(...samples.map((s) => s.elements)),
     rows_max: Math.max(...samples.map((s) => s.rows)),
     cdp_nodes_max: Math.max(...samples.map((s) => s.nodes)),
+    notices,
     samples,
   };
   console.log(JSON.stringify(result, null, 1));

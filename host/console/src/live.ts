@@ -221,24 +221,32 @@ export class LiveView {
     }
   }
 
+  /** Shows `line` in `row`, reusing the row's four spans (time, level, source, message):
+   * while following, every row changes every frame, and new nodes would be garbage. */
   private fill(row: Row, line: Line): void {
     row.shown = line;
     row.shownMark = this.highlight;
-    const ts = span('ts', `${line.timestamp.slice(11, 23)} `);
-    const lvl = span(`lvl ${line.level}`, line.level);
-    const src = span('src', ` ${line.source}: `);
-    const msg = document.createElement('span');
-    msg.className = 'msg';
-    appendHighlighted(msg, line.message, this.highlight);
-    row.replaceChildren(ts, lvl, src, msg);
+    if (row.childElementCount !== 4) {
+      row.replaceChildren(span('ts'), span('lvl'), span('src'), span('msg'));
+    }
+    const [ts, lvl, src, msg] = row.children as unknown as HTMLSpanElement[];
+    ts.textContent = `${line.timestamp.slice(11, 23)} `;
+    lvl.className = `lvl ${line.level}`;
+    lvl.textContent = line.level;
+    src.textContent = ` ${line.source}: `;
+    if (this.highlight) {
+      msg.replaceChildren();
+      appendHighlighted(msg, line.message, this.highlight);
+    } else {
+      msg.textContent = line.message;
+    }
     row.title = line.message.length > 120 ? line.message.slice(0, 2000) : '';
   }
 }
 
-function span(cls: string, text: string): HTMLSpanElement {
+function span(cls: string): HTMLSpanElement {
   const s = document.createElement('span');
   s.className = cls;
-  s.textContent = text;
   return s;
 }
 
