@@ -24,6 +24,7 @@ SYSTEM_PACKAGES=(
   "python3-pip|python3 -m pip --version"                          # its dependencies
   "nodejs|command -v node"                                       # TypeScript client tests
   "npm|command -v npm"                                           # its dependencies and build
+  "chromium|command -v chromium || command -v chromium-browser"  # web console browser tests
 )
 # The WebAssembly target of the built-in filters and plugins, and the lint tools `.ci/run` uses.
 RUST_TARGET=wasm32-wasip2
@@ -130,7 +131,17 @@ else
   npm run build --prefix "$ts" --silent
 fi
 
-# 5. The release binaries the README's by-hand commands run (cargo skips it when up to date).
+# 5. The web console's build and browser-test tools (esbuild, playwright-core driving the
+#    system chromium; no browser is downloaded), exact versions from its lock file.
+console=host/console
+if [ -f "$console/node_modules/.package-lock.json" ] && [ "$console/node_modules/.package-lock.json" -nt "$console/package-lock.json" ]; then
+  say "web console dependencies: ok"
+else
+  say "installing web console dependencies (npm ci)"
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix "$console" --no-audit --no-fund --loglevel=error
+fi
+
+# 6. The release binaries the README's by-hand commands run (cargo skips it when up to date).
 if [ "$release" -eq 1 ]; then
   say "cargo build --release (the first time takes several minutes)"
   cargo build --release

@@ -1,7 +1,9 @@
 //! Who is calling: the extractors handlers use, on top of [`crate::jwt`]'s verification.
 //!
-//! REST takes `Authorization: Bearer`; WebSockets also take `?token=` because browsers cannot
-//! set headers on a WebSocket. Every refused authentication is counted and audited.
+//! REST takes `Authorization: Bearer`. WebSockets also take the token as a subprotocol
+//! ([`WS_TOKEN_PROTOCOL_PREFIX`], how browser pages send it: they cannot set headers on a
+//! WebSocket, and a subprotocol keeps it out of URLs and the logs that record them) or as
+//! `?token=` (the reference's form). Every refused authentication is counted and audited.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -54,6 +56,27 @@ fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
     }
 }
 
+/// The subprotocol a browser offers together with its token ([`WS_TOKEN_PROTOCOL_PREFIX`]),
+/// and the one the host selects in its answer: a browser fails a WebSocket whose answer
+/// selects none of the subprotocols it offered.
+pub const WS_PROTOCOL: &str = "logfleet";
+
+/// A WebSocket's token as a subprotocol: `Sec-WebSocket-Protocol: logfleet,
+/// logfleet.token.<JWT>` (a JWT's characters are all valid in a subprotocol name).
+pub const WS_TOKEN_PROTOCOL_PREFIX: &str = "logfleet.token.";
+
+/// The token offered as a subprotocol, if any.
+fn protocol_token(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WS_TOKEN_PROTOCOL_PREFIX))
+        .map(str::to_owned)
+}
+
 /// Query strings are read in [`crate::api::query`] (decoded, duplicates refused); `?token=`
 /// below goes through it too.
 pub use crate::api::query::{query_count, query_param};
@@ -62,13 +85,14 @@ fn authenticate(parts: &Parts, state: &AppState, allow_query: bool) -> Result<Cl
     let result = match bearer(parts)? {
         Some(token) => state.auth.verify(token),
         None => match allow_query
-            .then(|| query_param(&parts.uri, "token"))
+            .then(|| protocol_token(parts).or_else(|| query_param(&parts.uri, "token")))
             .flatten()
         {
             Some(token) => state.auth.verify(&token),
             None => {
                 return Err(ApiError::unauthorized(if allow_query {
-                    "missing token: send `Authorization: Bearer <token>` or `?token=<token>`"
+                    "missing token: send `Authorization: Bearer <token>`, the subprotocols \
+                     `logfleet, logfleet.token.<token>`, or `?token=<token>`"
                 } else {
                     "missing token: send `Authorization: Bearer <token>`"
                 }));

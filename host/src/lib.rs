@@ -22,12 +22,14 @@
 //! - [`plugins`]: the plugin registry, content-addressed on disk.
 //! - [`filter_check`]: plugin configs judged (instantiate + `configure`) before a session starts.
 //! - [`api`]: the handlers, one module per resource.
+//! - [`console`]: the web console at `/`, embedded in the binary.
 
 pub mod accept;
 pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod cors;
 pub mod delivery;
 pub mod enrollment;

@@ -159,6 +159,38 @@ export class LogFleetClient {
     );
   }
 
+  /**
+   * Connects to a running session of the token's organisation (one another client started,
+   * e.g. from a list of sessions). `stop()` stops it on the host; `extend()` starts the next
+   * session with its agent, filters and length.
+   */
+  async attach(sessionId: string): Promise<LogStream> {
+    const { session } = await this.request<{ session: Session & { filters?: Filters } }>(
+      'GET',
+      `/api/v1/stream/sessions/${encodeURIComponent(sessionId)}`,
+    );
+    const lengthMs = Date.parse(session.expires_at) - Date.parse(session.started_at);
+    const timeout = Math.min(3600, Math.max(1, Math.round(lengthMs / 1000) || DEFAULT_TIMEOUT_SECONDS));
+    const options: StartStreamOptions = { agentId: session.agent_id, timeout, filters: session.filters };
+    const connect = (target: Session, sinceSeq: number | undefined) =>
+      openSocket(withSinceSeq(target.websocket_url, sinceSeq), this.token);
+    const socket = await connect(session, undefined);
+    return new LogStream(
+      session,
+      socket,
+      {
+        connect,
+        start: () => this.start(options),
+        follow: false,
+        stop: (id) => this.stopQuietly(id),
+        reconnectGraceMs: this.reconnectGraceMs,
+        baseUrl: this.baseUrl,
+        token: this.token,
+      },
+      timeout,
+    );
+  }
+
   /** Stops a session, treating "already ended" as success. */
   private async stopQuietly(sessionId: string): Promise<void> {
     try {

@@ -1,7 +1,8 @@
 /**
  * A minimal WebSocket over either the `ws` package (Node, which lets us send the token in an
  * `Authorization` header and read the host's error body when the upgrade is refused) or the
- * global `WebSocket` (browsers, which can only pass the token as `?token=`).
+ * global `WebSocket` (browsers, which cannot set headers: the token goes as the subprotocol
+ * `logfleet.token.<token>`, beside `logfleet`, which the host selects; never in the URL).
  * @module
  */
 
@@ -104,11 +105,14 @@ async function openNode(url: string, token: string): Promise<Socket> {
   });
 }
 
+/** The subprotocol the host selects, offered with {@link TOKEN_PROTOCOL_PREFIX}`<token>`:
+ * how a browser authenticates a WebSocket without putting the token in its URL. */
+export const PROTOCOL = 'logfleet';
+export const TOKEN_PROTOCOL_PREFIX = 'logfleet.token.';
+
 function openBrowser(url: string, token: string): Promise<Socket> {
-  const withToken = new URL(url);
-  withToken.searchParams.set('token', token);
   return new Promise<Socket>((resolve, reject) => {
-    const ws = new globalThis.WebSocket(withToken.toString());
+    const ws = new globalThis.WebSocket(url, [PROTOCOL, `${TOKEN_PROTOCOL_PREFIX}${token}`]);
     const socket = new Socket(() => ws.close());
     let opened = false;
     const timer = setTimeout(() => {

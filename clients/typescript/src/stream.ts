@@ -128,6 +128,8 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
   /** Following: the session started to take over, and when it expires. */
   private next: { session: Session; expires: number } | undefined;
   private renewTimer: ReturnType<typeof setTimeout> | undefined;
+  /** {@link LogStream.extend}: start the next session once, as following would. */
+  private extendOnce = false;
   private readonly renewBackoff = new Backoff();
   /** Following: moving to the next session; the old socket's close is expected. */
   private switching = false;
@@ -248,6 +250,21 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
     this.finish();
   }
 
+  /**
+   * Extends the stream past this session's end, once: as following does for every session,
+   * the next session (same request) starts shortly before this one expires, and the stream
+   * switches to it by `seq` with no gap and no duplicate; that session then ends by itself
+   * unless extended again. Calling it again before the switch changes nothing. Throws
+   * `stream_closed` once the stream is over.
+   */
+  extend(): void {
+    if (this.finished || this.stopping || this.endedReason !== null) {
+      throw new StreamClosedError(`session ${this.session.id} is over; start a new stream`);
+    }
+    this.extendOnce = true;
+    this.scheduleRenewal(0);
+  }
+
   /** Log lines until the session ends; leaving the loop early (`break`, `return`, an
    * exception) stops the session. Throws when the stream fails for good. */
   async *[Symbol.asyncIterator](): AsyncIterator<LogMessage> {
@@ -321,7 +338,8 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
       if (control.event === 'session_ending') {
         this.emit('ending', control.seconds_remaining);
       } else if (control.event === 'session_ended') {
-        if (this.host.follow && (control.reason === 'timeout' || control.reason === 'shutdown')) {
+        const continues = this.renews() || this.next !== undefined;
+        if (continues && (control.reason === 'timeout' || control.reason === 'shutdown')) {
           this.switching = true;
           void this.switchOver().catch((err: unknown) =>
             this.fail(err instanceof LogFleetError ? err : new StreamClosedError(String(err))),
@@ -366,7 +384,7 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
       } catch (err) {
         if (err instanceof LogFleetError && err.code === 'session_not_found') {
           // It ended while this client was away.
-          if (this.host.follow) {
+          if (this.renews() || this.next) {
             this.switching = true;
             await this.switchOver();
             return;
@@ -389,9 +407,14 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
     }
   }
 
+  /** Whether the next session is to be started: following, or extended once. */
+  private renews(): boolean {
+    return this.host.follow || this.extendOnce;
+  }
+
   /** Following: starts the next session `delayMs` after it is due (see `renewTimer`). */
   private scheduleRenewal(delayMs: number): void {
-    if (!this.host.follow || this.next || this.finished || this.stopping) return;
+    if (!this.renews() || this.next || this.finished || this.stopping) return;
     clearTimeout(this.renewTimer);
     const due = this.expires - Math.min(HANDOVER_LEAD_MS, this.timeoutMs / 2);
     this.renewTimer = setTimeout(() => void this.renew(), Math.max(due - Date.now(), delayMs));
@@ -404,10 +427,17 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
     try {
       const session = await this.host.start();
       this.next = { session, expires: Date.now() + this.timeoutMs };
+      this.extendOnce = false; // taken: the session after this one is not started unless asked
       if (this.stopping) await this.host.stop(session.id).catch(() => undefined);
       this.renewBackoff.failures = 0;
     } catch (err) {
       if (!isTransient(err)) {
+        if (!this.host.follow) {
+          // Extended once: the current session streams on and ends as it would have.
+          this.extendOnce = false;
+          this.emit('warning', `cannot extend session ${this.session.id}: ${(err as Error).message}`);
+          return;
+        }
         this.fail(err instanceof LogFleetError ? err : new StreamClosedError(String(err)));
         return;
       }
@@ -432,6 +462,7 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
           try {
             const session = await this.host.start();
             this.next = { session, expires: Date.now() + this.timeoutMs };
+            this.extendOnce = false;
             break;
           } catch (err) {
             if (!isTransient(err)) throw err;

@@ -144,6 +144,41 @@ describe('LogFleetClient when connections break', () => {
     assert.ok(![...sessions].some((id) => still.includes(id)), 'no session left running');
   });
 
+  test('extend() carries the stream into one more session, every line once', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const client = new LogFleetClient({ token, baseUrl });
+    const stream = await client.startStream({ agentId, timeout: 2, filters: { pattern: TAG } });
+    const first = stream.id;
+    const seen = [];
+    const ended = new Promise((resolve) => stream.on('end', resolve));
+    await new Promise((resolve) => {
+      stream.on('log', (log) => {
+        seen.push(numbered(log));
+        if (seen.length === 1) resolve();
+      });
+    });
+    stream.extend();
+    stream.extend(); // twice before the switch: still one more session
+    // Once, not following: the second session ends by itself.
+    assert.equal(await ended, 'timeout');
+    assert.notEqual(stream.id, first);
+    assert.equal(stream.sessionsFollowed, 1);
+    assert.ok(seen.length > 50, `${seen.length} lines over two sessions`);
+    assertExactlyOnce(seen);
+    assert.throws(() => stream.extend(), { code: 'stream_closed' });
+  });
+
+  test('attach() streams a running session and stop() stops it', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const client = new LogFleetClient({ token, baseUrl });
+    const session = await client.start({ agentId, timeout: 60, filters: { pattern: TAG } });
+    const stream = await client.attach(session.id);
+    assert.equal(stream.id, session.id);
+    const log = await new Promise((resolve) => stream.on('log', resolve));
+    numbered(log);
+    await stream.stop();
+    assert.equal(stream.endedReason, 'stopped');
+    assert.ok(!(await active()).includes(session.id), 'session stopped on the host');
+  });
+
   test('a failure nobody listens for rejects done()', { timeout: TEST_TIMEOUT_MS }, async () => {
     const client = new LogFleetClient({ token, baseUrl: proxyUrl, reconnectGraceMs: 0 });
     const stream = await client.startStream({ agentId, timeout: 2, filters: { pattern: TAG } });

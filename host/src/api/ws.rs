@@ -60,6 +60,8 @@ pub async fn client_ws(
     })?;
     let guard = state.connection_guard.clone();
     Ok(ws
+        // Selected only when offered: browsers offer it with their token (see `auth`).
+        .protocols([crate::auth::WS_PROTOCOL])
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .read_buffer_size(CLIENT_READ_BUFFER_BYTES)
         .on_upgrade(move |socket| async move {
