@@ -27,7 +27,8 @@ export function curlCommand(origin: string, body: Record<string, unknown>): stri
 
 /** The equivalent `logfleet` command; limits have no CLI flag, so they are said to be left out. */
 export function logfleetCommand(origin: string, o: StartStreamOptions): string {
-  const args = ['logfleet', 'stream', shq(o.agentId)];
+  const agents = o.agentIds ?? (o.agentId === undefined ? [] : [o.agentId]);
+  const args = ['logfleet', 'stream', ...agents.map(shq)];
   const f = o.filters ?? {};
   if (f.level?.length) args.push('--level', f.level.join(','));
   if (typeof f.source === 'string') args.push('--source', shq(f.source));
