@@ -30,10 +30,11 @@ use crate::{Filters, Level};
 /// carry the time they have left (`SessionSpec::remaining_ms`) instead of an absolute end, so
 /// an agent's wrong wall clock neither ends them early nor keeps them from starting.
 pub const PROTOCOL_VERSION: u32 = 3;
-/// Largest frame either side accepts, in bytes, after inflation. Host → agent frames carry
-/// plugin components (up to 16 MiB); agent → host frames are held to the much smaller
-/// [`crate::agent_limits::MAX_AGENT_FRAME_BYTES`] with [`decode_within`].
-pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
+/// Largest frame either side accepts, in bytes, after inflation (and the largest WebSocket
+/// message the agent reads). Host → agent frames carry plugin components (up to 64 MiB, the
+/// filter runtime's `MAX_COMPONENT_BYTES`) plus a small envelope; agent → host frames are held
+/// to the much smaller [`crate::agent_limits::MAX_AGENT_FRAME_BYTES`] with [`decode_within`].
+pub const MAX_FRAME_BYTES: usize = 72 * 1024 * 1024;
 
 /// Close code for an agent speaking another protocol version.
 pub const CLOSE_PROTOCOL_MISMATCH: u16 = 4002;
