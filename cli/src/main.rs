@@ -7,13 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use logfleet_agent::filter_test::FilterTest;
 use logfleet_cli::args::{self, ColorChoice};
 use logfleet_cli::error::exit;
 use logfleet_cli::follow::{self, Outcome, Sink};
 use logfleet_cli::output::{self, Format};
 use logfleet_cli::scaffold::{Lang, scaffold};
 use logfleet_cli::{Client, DEFAULT_URL, Error};
-use logfleet_agent::filter_test::FilterTest;
 use logfleet_protocol::FilterSpec;
 use logfleet_protocol::client::{EndReason, LogMessage};
 use logfleet_protocol::filters::{OneOrMany, PluginSpec};
@@ -288,7 +288,9 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 // A plugin's own output (`plugins test`) is logged at info under this target.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,logfleet::plugin=info")),
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,logfleet::plugin=info")
+                }),
         )
         .init();
     // Both reqwest and tungstenite use rustls with ring; make that the process default so
@@ -346,7 +348,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }) => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             scaffold(&name, lang, &dir, &sdk)?;
-            println!("created {} ({lang:?} plugin '{name}'); see its README", dir.display());
+            println!(
+                "created {} ({lang:?} plugin '{name}'); see its README",
+                dir.display()
+            );
             return Ok(exit::OK);
         }
         Command::Plugins(PluginCommand::Test {

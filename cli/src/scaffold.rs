@@ -52,7 +52,10 @@ const fn file(path: &'static str, text: &'static str) -> File {
 }
 
 const PYTHON: &[File] = &[
-    file("app.py", include_str!("../../plugins/python/template/app.py")),
+    file(
+        "app.py",
+        include_str!("../../plugins/python/template/app.py"),
+    ),
     file(
         "logfleet_filter.py",
         include_str!("../../plugins/python/template/logfleet_filter.py"),
@@ -78,7 +81,10 @@ const PYTHON: &[File] = &[
 ];
 
 const JS: &[File] = &[
-    file("filter.js", include_str!("../../plugins/js/template/filter.js")),
+    file(
+        "filter.js",
+        include_str!("../../plugins/js/template/filter.js"),
+    ),
     file(
         "logfleet-filter.js",
         include_str!("../../plugins/js/template/logfleet-filter.js"),
@@ -95,7 +101,10 @@ const JS: &[File] = &[
         "package.json",
         include_str!("../../plugins/js/template/package.json"),
     ),
-    file("README.md", include_str!("../../plugins/js/template/README.md")),
+    file(
+        "README.md",
+        include_str!("../../plugins/js/template/README.md"),
+    ),
     File {
         path: "build.sh",
         text: include_str!("../../plugins/js/template/build.sh"),
@@ -172,9 +181,10 @@ pub fn scaffold(
 fn personalise(file: &File, name: &str, sdk: &str) -> String {
     match file.path {
         "Cargo.toml" => file.text.replace("NAME", name).replace("SDK", sdk),
-        "package.json" => file
-            .text
-            .replace("\"name\": \"logfleet-filter\"", &format!("\"name\": \"{name}\"")),
+        "package.json" => file.text.replace(
+            "\"name\": \"logfleet-filter\"",
+            &format!("\"name\": \"{name}\""),
+        ),
         _ => file.text.to_owned(),
     }
 }

@@ -149,7 +149,10 @@ fn sandbox_escapes_get_nothing() {
     let rt = runtime();
     let (mut chain, file) = rewritten_by(&rt, "hostile-escape", r#"{"try":"file"}"#);
     assert!(!file.contains("root:") && !file.is_empty(), "{file}");
-    assert!(chain.apply(&lines()).failure.is_none(), "the chain carries on");
+    assert!(
+        chain.apply(&lines()).failure.is_none(),
+        "the chain carries on"
+    );
     let (_, env) = rewritten_by(&rt, "hostile-escape", r#"{"try":"env"}"#);
     assert_eq!(env, "");
     let (_, clock) = rewritten_by(&rt, "hostile-escape", r#"{"try":"clock"}"#);
@@ -176,7 +179,11 @@ fn every_wasi_door_is_shut() {
     let (mut chain, report) = rewritten_by(&rt, "hostile-wasi", &config);
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     let cwd = std::env::current_dir().unwrap().display().to_string();
-    assert_ne!(report["cwd"], cwd.as_str(), "the host's working directory stays hidden");
+    assert_ne!(
+        report["cwd"],
+        cwd.as_str(),
+        "the host's working directory stays hidden"
+    );
     for door in ["file", "dir", "connect"] {
         let got = report[door].as_str().unwrap();
         assert!(got.starts_with("denied: "), "{door}: {got}");
@@ -190,7 +197,11 @@ fn every_wasi_door_is_shut() {
     );
     let out = chain.apply(&lines());
     assert!(out.failure.is_none(), "{out:?}");
-    assert_eq!(out.kept.len(), 2, "the plugin keeps running and keeps everything");
+    assert_eq!(
+        out.kept.len(),
+        2,
+        "the plugin keeps running and keeps everything"
+    );
 }
 
 #[test]

@@ -314,7 +314,9 @@ mod tests {
         let plugins = Plugins::open(dir.path()).unwrap();
         let bytes = b"component ".repeat(10_000);
         let info = plugins.put("acme", "big", &bytes).unwrap();
-        let stored = std::fs::metadata(plugins.blob_path(&info.digest)).unwrap().len();
+        let stored = std::fs::metadata(plugins.blob_path(&info.digest))
+            .unwrap()
+            .len();
         assert!(stored < bytes.len() as u64 / 10, "{stored}");
         assert_eq!(plugins.bytes_for("acme", &info.digest).unwrap(), bytes);
 
@@ -323,7 +325,10 @@ mod tests {
         std::fs::remove_file(store.blob_path(&legacy.digest)).unwrap();
         std::fs::write(store.legacy_blob_path(&legacy.digest), b"old bytes").unwrap();
         drop(store);
-        assert_eq!(plugins.bytes_for("acme", &legacy.digest).unwrap(), b"old bytes");
+        assert_eq!(
+            plugins.bytes_for("acme", &legacy.digest).unwrap(),
+            b"old bytes"
+        );
     }
 
     /// An org may store at most MAX_ORG_PLUGIN_BYTES of components; replacing a name counts

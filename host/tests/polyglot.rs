@@ -8,9 +8,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::{
-    Api, PluginLang, Stack, WsClient, plugin_bytes, polyglot_plugin_path, skip_until,
-};
+use testkit::{Api, PluginLang, Stack, WsClient, plugin_bytes, polyglot_plugin_path, skip_until};
 
 async fn upload(api: &Api, name: &str, bytes: Vec<u8>) {
     let (status, body) = api
@@ -48,10 +46,30 @@ async fn read_until(client: &mut WsClient, last: impl Fn(&str) -> bool) -> Vec<S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_javascript_plugins_filter_live_sessions() {
     let plugins = [
-        ("py-contains", PluginLang::Python, "template", json!({"contains": "keep"})),
-        ("py-json", PluginLang::Python, "json-field", json!({"field": "status", "equals": 500})),
-        ("js-contains", PluginLang::Js, "template", json!({"contains": "keep", "tag": "[js]"})),
-        ("js-sampler", PluginLang::Js, "sampler", json!({"one_in": 2})),
+        (
+            "py-contains",
+            PluginLang::Python,
+            "template",
+            json!({"contains": "keep"}),
+        ),
+        (
+            "py-json",
+            PluginLang::Python,
+            "json-field",
+            json!({"field": "status", "equals": 500}),
+        ),
+        (
+            "js-contains",
+            PluginLang::Js,
+            "template",
+            json!({"contains": "keep", "tag": "[js]"}),
+        ),
+        (
+            "js-sampler",
+            PluginLang::Js,
+            "sampler",
+            json!({"one_in": 2}),
+        ),
     ];
     // Built before the stack starts, so a first build's ~15-60 s count against no deadline.
     let built: Vec<_> = plugins
@@ -88,7 +106,10 @@ async fn python_and_javascript_plugins_filter_live_sessions() {
 
     let mut clients = clients.into_iter();
     let mut py_contains = clients.next().unwrap();
-    assert_eq!(read_until(&mut py_contains, |m| m == e2).await, [a, b, e1, e2]);
+    assert_eq!(
+        read_until(&mut py_contains, |m| m == e2).await,
+        [a, b, e1, e2]
+    );
     let mut py_json = clients.next().unwrap();
     assert_eq!(read_until(&mut py_json, |m| m == e2).await, [a, d, e1, e2]);
     let mut js_contains = clients.next().unwrap();
@@ -135,7 +156,11 @@ async fn wasi_doors_are_shut_in_a_live_session() {
         }
     };
     let cwd = std::env::current_dir().unwrap().display().to_string();
-    assert_ne!(report["cwd"], cwd.as_str(), "the host's working directory stays hidden");
+    assert_ne!(
+        report["cwd"],
+        cwd.as_str(),
+        "the host's working directory stays hidden"
+    );
     for door in ["file", "dir", "connect"] {
         let got = report[door].as_str().unwrap();
         assert!(got.starts_with("denied: "), "{door}: {got}");

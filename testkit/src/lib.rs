@@ -717,7 +717,10 @@ impl PluginLang {
     /// the WIT.
     fn inputs(self, dir: &Path) -> Vec<PathBuf> {
         let kit = plugins_dir().join(self.dir());
-        let mut inputs = vec![dir.join("build.sh"), plugins_dir().join("../wit/filter.wit")];
+        let mut inputs = vec![
+            dir.join("build.sh"),
+            plugins_dir().join("../wit/filter.wit"),
+        ];
         match self {
             PluginLang::Python => {
                 inputs.push(dir.join("app.py"));
@@ -755,7 +758,11 @@ pub fn polyglot_plugin_path(lang: PluginLang, dir: &str) -> PathBuf {
     }
     std::fs::create_dir_all(&out_dir).expect("create plugins/target/polyglot");
     // Built under a name of its own, then renamed: another test binary may build it too.
-    let partial = out_dir.join(format!(".{}-{dir}-{hex}.{}.wasm", lang.dir(), std::process::id()));
+    let partial = out_dir.join(format!(
+        ".{}-{dir}-{hex}.{}.wasm",
+        lang.dir(),
+        std::process::id()
+    ));
     let status = std::process::Command::new(source.join("build.sh"))
         .arg(&partial)
         .status()
