@@ -77,20 +77,27 @@ async fn python_and_javascript_plugins_filter_live_sessions() {
         .map(|(_, lang, dir, _)| std::fs::read(polyglot_plugin_path(*lang, dir)).unwrap())
         .collect();
     let stack = Stack::new().await;
-    let mut clients = Vec::new();
+    let mut sessions = Vec::new();
     for ((name, _, _, config), bytes) in plugins.iter().zip(built) {
         upload(&stack.admin, name, bytes).await;
-        let session = stack
-            .start(json!({"filters": {"source": "nginx", "plugins": [{"name": name, "config": config}]}}))
-            .await;
-        clients.push(stack.client(&session).await);
+        sessions.push(
+            stack
+                .start(json!({"filters": {"source": "nginx", "plugins": [{"name": name, "config": config}]}}))
+                .await,
+        );
     }
-    // Sessions start in order: once the plain one started last streams, all are active.
+    // Sessions start in order: once the plain one started last streams, all are active. The
+    // first use of each component compiles it (tens of seconds on a loaded machine), so
+    // clients connect only now: an idle client would not answer the host's pings meanwhile.
     let plain = stack.start(json!({"filters": {"source": "nginx"}})).await;
     let mut plain_client = stack.client(&plain).await;
     stack
         .sync("nginx.log", |n| format!("probe {n}"), &mut plain_client)
         .await;
+    let mut clients = Vec::new();
+    for session in &sessions {
+        clients.push(stack.client(session).await);
+    }
 
     let lines = [
         r#"{"status": 500, "note": "keep a"}"#,
