@@ -451,7 +451,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             writeln!(stdout, "deleted {name}")?;
         }
         Command::Stream(stream_args) => return stream(&client, &stream_args, cli.color).await,
-        Command::Completion { .. } => {}
+        // Handled above, before a client is built.
+        Command::Completion { .. }
+        | Command::Plugins(PluginCommand::New { .. } | PluginCommand::Test { .. }) => {}
     }
     Ok(exit::OK)
 }
