@@ -328,7 +328,7 @@ fn start(
         runtime.bounds()
     };
     let mut instance =
-        FilterInstance::start(runtime.engine(), prepared, bounds).map_err(startup)?;
+        FilterInstance::start(runtime.engine(), prepared, bounds, name).map_err(startup)?;
     instance
         .configure(config)
         .map_err(startup)?

@@ -12,12 +12,13 @@
 //! - [`builtins`]: [`Builtin`], the three built-in components embedded in this crate.
 //! - [`error`]: [`RuntimeError`], [`ValidateError`], [`ChainError`].
 //! - `bindings`: host bindings generated from the WIT world.
-//! - `sandbox`: per-instance store state — memory limiter, the `host` import, WASI stubs.
+//! - `sandbox`: per-instance store state — memory limiter, the `host` import, the linker.
 //! - `instance`: one configured filter instance and how its calls fail.
 //! - `batch`: encoding records into the WIT's columnar batch.
 //! - `cache`: compiled components, in memory and on disk.
 //! - `ticker`: the thread that advances the engine's epoch for call deadlines.
 //! - `validate`: checks on an uploaded component.
+//! - [`wasi`]: the WASI a filter sees: linked so standard toolchains' components run, every door shut.
 
 mod batch;
 mod bindings;
@@ -31,6 +32,7 @@ pub mod runtime;
 mod sandbox;
 mod ticker;
 mod validate;
+pub mod wasi;
 
 pub use builtins::Builtin;
 pub use cache::write_atomically;
