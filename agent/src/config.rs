@@ -168,6 +168,13 @@ pub struct Tuning {
     /// Most backlog read per file when a restart resumes from checkpoints; older lines
     /// beyond it are skipped and reported as dropped (see [`crate::pipeline`]).
     pub backlog_cap_bytes: u64,
+    /// The fast tier: a session whose plugin has no optimised code on this machine starts
+    /// at once on code from wasmtime's baseline compiler (Winch), and switches to the
+    /// optimised (Cranelift) code, compiled in the background on one low-priority thread,
+    /// between two batches. Both are compiled here from the plugin's WebAssembly; nothing
+    /// native comes from the host. On by default (TOML `fast_tier = false` turns it off:
+    /// sessions then wait for the optimised compile, ≈ 1 s per MB of plugin).
+    pub fast_tier: bool,
 }
 
 impl Default for Tuning {
@@ -186,6 +193,7 @@ impl Default for Tuning {
             cache_dir: None,
             state_dir: None,
             backlog_cap_bytes: crate::tail::checkpoint::DEFAULT_BACKLOG_CAP_BYTES,
+            fast_tier: true,
         }
     }
 }
@@ -204,6 +212,8 @@ pub struct Settings {
     pub rotate_wait: Option<Duration>,
     /// [`Tuning::state_dir`].
     pub state_dir: Option<PathBuf>,
+    /// [`Tuning::fast_tier`].
+    pub fast_tier: Option<bool>,
 }
 
 /// The TOML file as written; unknown keys are refused so typos are not silently ignored.
@@ -218,6 +228,7 @@ struct FileConfig {
     ca_cert: Option<PathBuf>,
     rotate_wait: Option<String>,
     state_dir: Option<PathBuf>,
+    fast_tier: Option<bool>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -321,6 +332,7 @@ impl Settings {
             cache_dir: file.cache_dir,
             ca_cert: file.ca_cert,
             state_dir: file.state_dir,
+            fast_tier: file.fast_tier,
             sources,
         })
     }
@@ -344,6 +356,7 @@ impl Settings {
             ca_cert: top.ca_cert.or(self.ca_cert),
             rotate_wait: top.rotate_wait.or(self.rotate_wait),
             state_dir: top.state_dir.or(self.state_dir),
+            fast_tier: top.fast_tier.or(self.fast_tier),
         }
     }
 
@@ -358,6 +371,9 @@ impl Settings {
         }
         if let Some(dir) = self.state_dir {
             tuning.state_dir = Some(dir);
+        }
+        if let Some(fast_tier) = self.fast_tier {
+            tuning.fast_tier = fast_tier;
         }
         let host = self
             .host
@@ -652,6 +668,7 @@ mod tests {
             ca_cert: Some("/file/ca.pem".into()),
             rotate_wait: Some(Duration::from_secs(3)),
             state_dir: Some("/file/state".into()),
+            fast_tier: Some(false),
         };
         let flags = Settings {
             host: Some("http://flag".into()),
@@ -663,6 +680,7 @@ mod tests {
             ca_cert: None,
             rotate_wait: None,
             state_dir: None,
+            fast_tier: None,
         };
         let c = file
             .overridden_by(flags)
@@ -676,6 +694,7 @@ mod tests {
         assert_eq!(c.ca_cert, Some(PathBuf::from("/file/ca.pem")));
         assert_eq!(c.tuning.rotate_wait, Duration::from_secs(3));
         assert_eq!(c.tuning.state_dir, Some(PathBuf::from("/file/state")));
+        assert!(!c.tuning.fast_tier);
         assert_eq!(
             c.sources,
             vec![

@@ -132,6 +132,8 @@ impl RunArgs {
             ca_cert: self.ca_cert,
             rotate_wait: self.rotate_wait,
             state_dir: self.state_dir,
+            // Config file only (`fast_tier = false`).
+            fast_tier: None,
         };
         let defaults = Tuning::default();
         let tuning = Tuning {
@@ -150,6 +152,7 @@ impl RunArgs {
             cache_dir: None,
             state_dir: None,
             backlog_cap_bytes: self.backlog_cap_bytes.unwrap_or(defaults.backlog_cap_bytes),
+            fast_tier: defaults.fast_tier,
         };
         Ok(file.overridden_by(flags).into_config(tuning)?)
     }
