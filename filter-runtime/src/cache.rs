@@ -57,6 +57,11 @@ impl MemoryCache {
         })
     }
 
+    /// Forgets `digest` (running chains keep their own reference).
+    pub(crate) fn remove(&mut self, digest: &str) {
+        self.entries.remove(digest);
+    }
+
     pub(crate) fn insert(&mut self, digest: String, prepared: Arc<Prepared>) {
         self.clock += 1;
         if self.entries.len() >= MAX_CACHED_COMPONENTS && !self.entries.contains_key(&digest) {

@@ -87,8 +87,9 @@ struct Stage {
 /// Fails closed: no record passes a filter that did not decide about it. The first filter
 /// that fails ends the chain: from then on it keeps nothing.
 pub struct Chain {
-    /// Keeps the engine's deadline ticker alive as long as the chain.
-    _runtime: Runtime,
+    /// Keeps the engines' deadline ticker alive as long as the chain, and starts the
+    /// optimised instances of the fast tier.
+    runtime: Runtime,
     stages: Vec<Stage>,
     encoder: BatchEncoder,
     /// The filter that failed, once one has.
@@ -208,7 +209,7 @@ impl Chain {
             if stage.instance.is_none() {
                 continue;
             }
-            match instantiate(&self._runtime, &stage.name, false, &prepared, &stage.config) {
+            match instantiate(&self.runtime, &stage.name, false, &prepared, &stage.config) {
                 Ok(instance) => {
                     stage.instance = Some(instance);
                     stage.tier = Tier::Optimized;
@@ -275,7 +276,7 @@ pub(crate) fn build(
         stages.push(plugin_stage(runtime, plugin, plugins, prepared)?);
     }
     Ok(Chain {
-        _runtime: runtime.clone(),
+        runtime: runtime.clone(),
         stages,
         encoder: BatchEncoder::new(),
         failed: None,
@@ -315,9 +316,8 @@ fn prepare_in_parallel<'p>(
             .iter()
             .map(|plugin| {
                 let work = move || {
-                    runtime.prepare_plugin(&plugin.digest, || {
-                        source.component(plugin).map(Cow::Owned)
-                    })
+                    runtime
+                        .prepare_plugin(&plugin.digest, || source.component(plugin).map(Cow::Owned))
                 };
                 (plugin.digest.as_str(), scope.spawn(work))
             })

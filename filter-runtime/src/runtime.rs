@@ -275,7 +275,8 @@ impl Runtime {
             return Ok(prepared);
         }
         let bytes = checked(digest, bytes)?;
-        self.compile(optimized, digest, &bytes, true).map(|(p, _)| p)
+        self.compile(optimized, digest, &bytes, true)
+            .map(|(p, _)| p)
     }
 
     /// A plugin's component for a session about to start: the optimised code if it is
@@ -298,7 +299,9 @@ impl Runtime {
         let (Some(baseline), Some(upgrades)) = (&inner.baseline, &inner.upgrades) else {
             let bytes = checked(digest, bytes)?;
             return Ok(Ready {
-                prepared: self.compile(optimized, digest, &bytes, true).map(|(p, _)| p)?,
+                prepared: self
+                    .compile(optimized, digest, &bytes, true)
+                    .map(|(p, _)| p)?,
                 upgrade: None,
             });
         };
@@ -313,7 +316,9 @@ impl Runtime {
                     // SIMD): such a plugin simply starts on optimised code.
                     tracing::info!(%digest, %message, "baseline compiler refused the plugin; compiling it optimised");
                     return Ok(Ready {
-                        prepared: self.compile(optimized, digest, &bytes, true).map(|(p, _)| p)?,
+                        prepared: self
+                            .compile(optimized, digest, &bytes, true)
+                            .map(|(p, _)| p)?,
                         upgrade: None,
                     });
                 }
@@ -327,24 +332,30 @@ impl Runtime {
     /// The background compile of one plugin's optimised code: runs on the upgrade worker.
     fn upgrade(&self, job: UpgradeJob) {
         let optimized = &self.inner.optimized;
-        if let Ok(Some(prepared)) = self.cached(optimized, &job.digest) {
+        let digest = job.digest.clone();
+        if let Ok(Some(prepared)) = self.cached(optimized, &digest) {
             job.finish(Some(prepared));
-            return;
-        }
-        match self.compile(optimized, &job.digest, &job.bytes, false) {
-            Ok((prepared, component)) => {
-                let digest = job.digest.clone();
-                // Chains may switch before the artifact is on disk: an artifact on disk
-                // means the code is already in chains' reach.
-                job.finish(Some(prepared));
-                if let Some(disk) = &optimized.disk_cache {
-                    disk.store(&digest, &component);
+        } else {
+            match self.compile(optimized, &digest, &job.bytes, false) {
+                Ok((prepared, component)) => {
+                    // Chains may switch before the artifact is on disk: an artifact on disk
+                    // means the code is already in chains' reach.
+                    job.finish(Some(prepared));
+                    if let Some(disk) = &optimized.disk_cache {
+                        disk.store(&digest, &component);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%digest, error = ?e, "optimising a plugin failed; its sessions keep the baseline code");
+                    job.finish(None);
+                    return;
                 }
             }
-            Err(e) => {
-                tracing::warn!(digest = %job.digest, error = ?e, "optimising a plugin failed; its sessions keep the baseline code");
-                job.finish(None);
-            }
+        }
+        // Sessions from now on start on the optimised code: the baseline code is only kept
+        // by the chains still running it.
+        if let Some(baseline) = &self.inner.baseline {
+            baseline.memory_cache().remove(&digest);
         }
     }
 

@@ -2,6 +2,8 @@
 //! the optimised (Cranelift) code is compiled in the background, and running chains switch
 //! to it between batches with the same verdicts; the sandbox holds on baseline code.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on the unexpected.
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -40,7 +42,11 @@ fn filters(plugin: &PluginRef) -> Filters {
 fn batch(round: usize) -> Vec<Record> {
     (0..64)
         .map(|i| {
-            let level = if i % 5 == 0 { Level::Debug } else { Level::Error };
+            let level = if i % 5 == 0 {
+                Level::Debug
+            } else {
+                Level::Error
+            };
             let message = if i % 3 == 0 {
                 format!("login failed for user{round}x{i}@example.com from 10.0.{round}.{i}")
             } else {
@@ -116,7 +122,10 @@ fn chain_starts_on_baseline_and_switches_between_batches_with_same_verdicts() {
         .collect();
     assert_eq!(artifacts.len(), 2, "{artifacts:?}");
     assert_eq!(
-        artifacts.iter().filter(|a| a.ends_with(".winch.cwasm")).count(),
+        artifacts
+            .iter()
+            .filter(|a| a.ends_with(".winch.cwasm"))
+            .count(),
         1,
         "{artifacts:?}"
     );
@@ -145,7 +154,11 @@ fn later_sessions_and_restarts_start_on_optimised_code() {
     let chain = restarted.chain(&filters(&plugin), &source).unwrap();
     assert_eq!(plugin_tier(&chain), Tier::Optimized);
     let stats = restarted.cache_stats();
-    assert_eq!((stats.compiled, stats.compiled_baseline), (0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.compiled, stats.compiled_baseline),
+        (0, 0),
+        "{stats:?}"
+    );
 }
 
 /// Built-ins never run baseline code, with or without the fast tier.
@@ -176,9 +189,10 @@ fn deadline_stops_a_loop_on_baseline_code() {
     let (plugin, bytes) = common::plugin("hostile-loop", r#"{"in":"configure"}"#);
     let fast = fast_runtime(dir.path());
     let err = fast
-        .chain(&common::with_plugins(vec![plugin]), &move |_: &PluginRef| {
-            Some(bytes.clone())
-        })
+        .chain(
+            &common::with_plugins(vec![plugin]),
+            &move |_: &PluginRef| Some(bytes.clone()),
+        )
         .unwrap_err();
     assert_eq!(fast.cache_stats().compiled_baseline, 1);
     assert!(

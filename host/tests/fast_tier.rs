@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use testkit::{Stack, plugin_bytes, wait_for};
+use testkit::{Stack, plugin_bytes};
 
 /// Longest the background optimising compile may take here (debug test build, a machine
 /// shared with other builds) before the test fails.
@@ -94,23 +94,10 @@ async fn never_used_plugin_streams_at_once_and_switches_code_without_loss_or_dup
     }
 
     let mut received = Vec::new();
-    wait_for(|| {
-        let client = &mut client;
-        let received = &mut received;
-        async move {
-            while received.len() < written {
-                match client.next(Duration::from_millis(200)).await {
-                    Ok(msg) if msg["type"] == "log" => {
-                        received.push(msg["message"].as_str().unwrap().to_owned());
-                    }
-                    Ok(other) => panic!("unexpected {other}"),
-                    Err(_) => return None,
-                }
-            }
-            Some(())
-        }
-    })
-    .await;
+    while received.len() < written {
+        let msg = client.expect_log().await;
+        received.push(msg["message"].as_str().unwrap().to_owned());
+    }
     let expected: Vec<String> = (0..written)
         .map(|i| format!("request {i} from <email>"))
         .collect();

@@ -174,13 +174,34 @@ mod tests {
     #[test]
     fn one_pass_search_decides_like_a_search_per_record() {
         let messages = [
-            "xa", "bx", "", "ab", "a", "b", "zzab", "é a", "b é", "upstream timed out (110:",
-            "upstream reset", " (12:", "ab",
+            "xa",
+            "bx",
+            "",
+            "ab",
+            "a",
+            "b",
+            "zzab",
+            "é a",
+            "b é",
+            "upstream timed out (110:",
+            "upstream reset",
+            " (12:",
+            "ab",
         ];
         let records: Vec<TestRecord> = messages.iter().map(|m| TestRecord::new(m)).collect();
         for pattern in [
-            "ab", "a.*b", "a\\s*b", "b", "^b", "a$", "\\bb", "upstream (timed out|reset) \\(\\d+:",
-            "é a", "q", "x*", "^",
+            "ab",
+            "a.*b",
+            "a\\s*b",
+            "b",
+            "^b",
+            "a$",
+            "\\bb",
+            "upstream (timed out|reset) \\(\\d+:",
+            "é a",
+            "q",
+            "x*",
+            "^",
         ] {
             let config = format!(r#"{{"pattern":"{}"}}"#, pattern.replace('\\', "\\\\"));
             let mut filter = PatternFilter::configure(&config).unwrap();
