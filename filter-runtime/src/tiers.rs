@@ -2,9 +2,10 @@
 //! already run on baseline (Winch) code, and the slots chains watch for the result.
 //!
 //! Policy:
-//! - One compile at a time, on one thread at the lowest scheduling priority (Linux: nice 19
-//!   for that thread only), with Cranelift's own parallelism off: optimising never takes more
-//!   than one core from the agent, and yields it to anything else that wants it.
+//! - One compile at a time, on one thread at a low scheduling priority (Linux: nice
+//!   [`BACKGROUND_NICE`] for that thread only), with Cranelift's own parallelism off:
+//!   optimising never takes more than one core from the agent, and mostly yields it to
+//!   anything else that wants it.
 //! - One compile per component: sessions that start on the same plugin while its compile is
 //!   queued or running share its slot.
 //! - The queue holds at most [`MAX_QUEUED_UPGRADES`] components. When it is full a request is
@@ -113,17 +114,21 @@ pub(crate) fn start_worker(
     Ok(())
 }
 
-/// Gives the calling thread the lowest CPU priority. On Linux, `setpriority(PRIO_PROCESS, 0)`
+/// The background compiler's nice value. Not the lowest (19): a nice-19 thread gets 15/1024
+/// of a nice-0 thread's CPU share, so next to a dozen busy processes a one-second compile
+/// would stretch to minutes while the session runs slower code; at 10 (110/1024) it still
+/// yields most of the CPU to everything else.
+pub(crate) const BACKGROUND_NICE: i32 = 10;
+
+/// Gives the calling thread a low CPU priority ([`BACKGROUND_NICE`]). On Linux, `setpriority(PRIO_PROCESS, 0)`
 /// applies to the calling thread only; elsewhere it would renice the whole process, so it is
 /// not done there.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
-        /// The lowest scheduling priority.
-        const LOWEST: libc::c_int = 19;
         #[allow(unsafe_code)]
         // SAFETY: plain syscall wrapper with no pointers; who = 0 is the calling thread.
-        let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, LOWEST) };
+        let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) };
         if result != 0 {
             tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the background compiler's priority");
         }

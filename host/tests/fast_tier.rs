@@ -12,7 +12,7 @@ use testkit::{Stack, plugin_bytes};
 
 /// Longest the background optimising compile may take here (debug test build, a machine
 /// shared with other builds) before the test fails.
-const OPTIMISE_DEADLINE: Duration = Duration::from_secs(120);
+const OPTIMISE_DEADLINE: Duration = Duration::from_secs(300);
 
 /// The agent's compiled artifacts of the component `hex`: (baseline, optimised) present.
 fn artifacts(compiled: &Path, hex: &str) -> (bool, bool) {
