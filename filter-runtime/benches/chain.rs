@@ -154,9 +154,10 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    // The same decisions natively, searching each batch's survivors as one text the way the
-    // `pattern` built-in now searches its message column (the concatenation, which the host
-    // pays when encoding a batch, is included): the fair native baseline for that algorithm.
+    // The same decisions natively, searching each batch's survivors as one text with one
+    // regex pass (matches spanning records re-checked alone; sound for patterns without
+    // look-around, as this one). A candidate algorithm for the `pattern` built-in (issue 15):
+    // it is much faster natively, but built into the guest it measured no faster (BENCHMARKS).
     group.bench_function("native_level_source_pattern_one_pass", |b| {
         let mut text = String::new();
         let mut ends: Vec<usize> = Vec::new();
@@ -177,9 +178,9 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    // The chain with the `pattern` filter as it was before issue 15 (per-record search), run
-    // as a plugin from the component at $LOGFLEET_BENCH_BEFORE_PATTERN: before/after in the
-    // same run.
+    // The chain with another build of the `pattern` filter, run as a plugin from the
+    // component at $LOGFLEET_BENCH_BEFORE_PATTERN (e.g. the built-in as of an earlier commit):
+    // before/after in the same run.
     if let Some(path) = std::env::var_os("LOGFLEET_BENCH_BEFORE_PATTERN") {
         let bytes = std::fs::read(&path).expect("LOGFLEET_BENCH_BEFORE_PATTERN");
         let plugin = PluginRef {
@@ -234,7 +235,7 @@ fn bench(c: &mut Criterion) {
 }
 
 /// Records of `text` (split at `ends`) that `regex` (no look-around) matches, found with one
-/// pass over `text`: the algorithm of the `pattern` built-in.
+/// pass over `text`; see `native_level_source_pattern_one_pass`.
 fn one_pass_matches(regex: &regex::Regex, text: &str, ends: &[usize]) -> usize {
     let mut kept = 0;
     let mut record = 0;

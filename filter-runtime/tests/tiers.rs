@@ -57,6 +57,24 @@ fn batch(round: usize) -> Vec<Record> {
         .collect()
 }
 
+/// Waits until the optimised artifact of `digest` is on disk under `dir`: it is written just
+/// after chains can switch to the code, so it may lag the switch a little.
+fn wait_for_optimised_artifact(dir: &std::path::Path, digest: &str) {
+    let hex = digest.trim_start_matches("sha256:");
+    let started = Instant::now();
+    loop {
+        let found = std::fs::read_dir(dir).unwrap().any(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.starts_with(hex) && name.ends_with(".cwasm") && !name.ends_with(".winch.cwasm")
+        });
+        if found {
+            return;
+        }
+        assert!(started.elapsed() < UPGRADE_DEADLINE, "no optimised artifact");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn plugin_tier(chain: &Chain) -> Tier {
     chain
         .tiers()
@@ -112,6 +130,7 @@ fn chain_starts_on_baseline_and_switches_between_batches_with_same_verdicts() {
     }
 
     // Both tiers' artifacts are on disk, as different entries.
+    wait_for_optimised_artifact(dir.path(), &plugin.digest);
     let artifacts: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -148,6 +167,7 @@ fn later_sessions_and_restarts_start_on_optimised_code() {
     }
     let second = fast.chain(&filters(&plugin), &source).unwrap();
     assert_eq!(plugin_tier(&second), Tier::Optimized);
+    wait_for_optimised_artifact(dir.path(), &plugin.digest);
     drop((first, second, fast));
 
     let restarted = fast_runtime(dir.path());

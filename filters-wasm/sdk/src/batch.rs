@@ -100,18 +100,6 @@ impl<'a> Batch<'a> {
         (0..self.len).map(move |index| Record { batch: self, index })
     }
 
-    /// The message column as sent: every message of the batch back to back in one string,
-    /// and each record's end offset in it (record `i` is `text[ends[i - 1]..ends[i]]`, the
-    /// first starts at 0). Offsets ascend, lie on character boundaries and the last is
-    /// `text.len()`: the host builds the column from valid UTF-8 messages, which is also
-    /// why nothing in the guest validates the text again (bindings lift it unchecked in
-    /// release builds). Lets a filter scan a whole batch in one pass, as `pattern` does,
-    /// instead of starting a search per record.
-    pub fn message_column(&self) -> (&'a str, &'a [u32]) {
-        self.column("message", self.raw.message_ends.len());
-        (&self.raw.messages, &self.raw.message_ends)
-    }
-
     /// The distinct source names of this batch; [`Record::source_id`] indexes it. Lets a filter
     /// decide once per distinct source instead of once per record.
     pub fn source_table(&self) -> &'a [String] {
