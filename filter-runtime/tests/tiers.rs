@@ -70,7 +70,10 @@ fn wait_for_optimised_artifact(dir: &std::path::Path, digest: &str) {
         if found {
             return;
         }
-        assert!(started.elapsed() < UPGRADE_DEADLINE, "no optimised artifact");
+        assert!(
+            started.elapsed() < UPGRADE_DEADLINE,
+            "no optimised artifact"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
