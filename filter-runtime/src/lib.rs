@@ -16,7 +16,8 @@
 //! - `instance`: one configured filter instance and how its calls fail.
 //! - `batch`: encoding records into the WIT's columnar batch.
 //! - `cache`: compiled components, in memory and on disk.
-//! - `ticker`: the thread that advances the engine's epoch for call deadlines.
+//! - `ticker`: the thread that advances the engines' epochs for call deadlines.
+//! - `tiers`: the fast tier's background optimising compiles and the slots chains watch.
 //! - `validate`: checks on an uploaded component.
 //! - [`wasi`]: the WASI a filter sees: linked so standard toolchains' components run, every door shut.
 
@@ -31,6 +32,7 @@ mod instance;
 pub mod runtime;
 mod sandbox;
 mod ticker;
+mod tiers;
 mod validate;
 pub mod wasi;
 
@@ -39,7 +41,7 @@ pub use cache::write_atomically;
 pub use chain::{Chain, ChainOutput, FilterFailure, Kept, PluginSource};
 pub use config::RuntimeConfig;
 pub use error::{ChainError, RuntimeError, ValidateError};
-pub use runtime::{CacheStats, Runtime};
+pub use runtime::{CacheStats, Runtime, Tier};
 pub use validate::MAX_COMPONENT_BYTES;
 
 /// `sha256:<hex>` of `bytes`: how plugins are named by content everywhere in LogFleet.
