@@ -141,7 +141,26 @@ else
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix "$console" --no-audit --no-fund --loglevel=error
 fi
 
-# 6. The release binaries the README's by-hand commands run (cargo skips it when up to date).
+# 6. The plugin kits' toolchains, pinned (plugins/python, plugins/js; host/tests/polyglot.rs
+# builds their template and example with them): componentize-py from PyPI, componentize-js
+# from npm (exact versions from plugins/js/package-lock.json).
+COMPONENTIZE_PY_VERSION=0.25.1
+if [ "$(componentize-py --version 2>/dev/null)" = "componentize-py $COMPONENTIZE_PY_VERSION" ]; then
+  say "componentize-py $COMPONENTIZE_PY_VERSION: ok"
+else
+  say "installing componentize-py $COMPONENTIZE_PY_VERSION"
+  python3 -m pip install -q "componentize-py==$COMPONENTIZE_PY_VERSION" ||
+    die "pip could not install componentize-py (see the note on PIP_BREAK_SYSTEM_PACKAGES above)"
+fi
+js=plugins/js
+if [ -f "$js/node_modules/.package-lock.json" ] && [ "$js/node_modules/.package-lock.json" -nt "$js/package-lock.json" ]; then
+  say "plugin kit dependencies (plugins/js): ok"
+else
+  say "installing plugin kit dependencies (plugins/js, npm ci)"
+  npm ci --prefix "$js" --no-audit --no-fund --loglevel=error
+fi
+
+# 7. The release binaries the README's by-hand commands run (cargo skips it when up to date).
 if [ "$release" -eq 1 ]; then
   say "cargo build --release (the first time takes several minutes)"
   cargo build --release

@@ -179,6 +179,13 @@ pub struct Tuning {
     pub backlog_cap_bytes: u64,
     /// Most bytes a session's backfill reads backwards per source (see [`crate::backfill`]).
     pub backfill_scan_bytes: u64,
+    /// The fast tier: a session whose plugin has no optimised code on this machine starts
+    /// at once on code from wasmtime's baseline compiler (Winch), and switches to the
+    /// optimised (Cranelift) code, compiled in the background on one low-priority thread,
+    /// between two batches. Both are compiled here from the plugin's WebAssembly; nothing
+    /// native comes from the host. On by default (TOML `fast_tier = false` turns it off:
+    /// sessions then wait for the optimised compile, ≈ 1 s per MB of plugin).
+    pub fast_tier: bool,
 }
 
 impl Default for Tuning {
@@ -199,6 +206,7 @@ impl Default for Tuning {
             buffer_dir: None,
             backlog_cap_bytes: crate::tail::checkpoint::DEFAULT_BACKLOG_CAP_BYTES,
             backfill_scan_bytes: crate::backfill::DEFAULT_BACKFILL_SCAN_BYTES,
+            fast_tier: true,
         }
     }
 }
@@ -221,6 +229,8 @@ pub struct Settings {
     pub state_dir: Option<PathBuf>,
     /// [`Tuning::buffer_dir`].
     pub buffer_dir: Option<PathBuf>,
+    /// [`Tuning::fast_tier`].
+    pub fast_tier: Option<bool>,
 }
 
 /// The TOML file as written; unknown keys are refused so typos are not silently ignored.
@@ -239,6 +249,7 @@ struct FileConfig {
     /// The `[labels]` table: `env = "prod"`.
     #[serde(default)]
     labels: Labels,
+    fast_tier: Option<bool>,
     #[serde(default)]
     source: Vec<FileSource>,
 }
@@ -344,6 +355,7 @@ impl Settings {
             ca_cert: file.ca_cert,
             state_dir: file.state_dir,
             buffer_dir: file.buffer_dir,
+            fast_tier: file.fast_tier,
             sources,
         })
     }
@@ -373,6 +385,7 @@ impl Settings {
             rotate_wait: top.rotate_wait.or(self.rotate_wait),
             state_dir: top.state_dir.or(self.state_dir),
             buffer_dir: top.buffer_dir.or(self.buffer_dir),
+            fast_tier: top.fast_tier.or(self.fast_tier),
         }
     }
 
@@ -390,6 +403,8 @@ impl Settings {
         }
         if let Some(dir) = self.buffer_dir {
             tuning.buffer_dir = Some(dir);
+        if let Some(fast_tier) = self.fast_tier {
+            tuning.fast_tier = fast_tier;
         }
         let host = self
             .host
@@ -721,6 +736,7 @@ mod tests {
             rotate_wait: Some(Duration::from_secs(3)),
             state_dir: Some("/file/state".into()),
             buffer_dir: Some("/file/buffer".into()),
+            fast_tier: Some(false),
         };
         let flags = Settings {
             host: Some("http://flag".into()),
@@ -734,6 +750,7 @@ mod tests {
             rotate_wait: None,
             state_dir: None,
             buffer_dir: Some("/flag/buffer".into()),
+            fast_tier: None,
         };
         let c = file
             .overridden_by(flags)
@@ -748,6 +765,7 @@ mod tests {
         assert_eq!(c.tuning.rotate_wait, Duration::from_secs(3));
         assert_eq!(c.tuning.state_dir, Some(PathBuf::from("/file/state")));
         assert_eq!(c.tuning.buffer_dir, Some(PathBuf::from("/flag/buffer")));
+        assert!(!c.tuning.fast_tier);
         assert_eq!(
             c.sources,
             vec![

@@ -68,9 +68,10 @@ impl ChainBuilder {
 
     /// The agent's runtime ([`agent_runtime`]) and plugin store: compiled components cached
     /// under `<cache_dir>/compiled`, fetched plugins under `<cache_dir>/plugins`; memory only
-    /// without a cache directory. Blocking (creates directories): call it off the executor.
-    pub fn open(cache_dir: Option<&Path>) -> Result<ChainBuilder, RuntimeError> {
-        let runtime = agent_runtime(cache_dir)?;
+    /// without a cache directory; `fast_tier` as [`Tuning::fast_tier`](crate::Tuning).
+    /// Blocking (creates directories): call it off the executor.
+    pub fn open(cache_dir: Option<&Path>, fast_tier: bool) -> Result<ChainBuilder, RuntimeError> {
+        let runtime = agent_runtime(cache_dir, fast_tier)?;
         let plugins = match cache_dir {
             Some(dir) => PluginStore::open(dir.join(PLUGINS_SUBDIR)),
             None => PluginStore::in_memory(),
@@ -106,10 +107,13 @@ impl ChainBuilder {
 
 /// The runtime with the agent's bounds — the runtime crate's defaults: per-call CPU deadline,
 /// configure deadline, memory cap per instance — caching compiled components under
-/// `<cache_dir>/compiled`. `filter-test` uses it too, so authors see exactly what sessions do.
-pub fn agent_runtime(cache_dir: Option<&Path>) -> Result<Runtime, RuntimeError> {
+/// `<cache_dir>/compiled`. `filter-test` uses it too, so authors see exactly what sessions do
+/// (without the fast tier: it measures the optimised code sessions end up running).
+/// `fast_tier`: see [`RuntimeConfig::fast_tier`].
+pub fn agent_runtime(cache_dir: Option<&Path>, fast_tier: bool) -> Result<Runtime, RuntimeError> {
     Runtime::new(RuntimeConfig {
         cache_dir: cache_dir.map(|dir| dir.join(COMPILED_SUBDIR)),
+        fast_tier,
         ..RuntimeConfig::default()
     })
 }

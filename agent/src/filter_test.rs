@@ -117,7 +117,8 @@ impl FilterTest {
         let cache_dir = config::resolve_cache_dir(self.cache_dir.as_deref())?;
         // Plugins come from the files given, never from (or into) the agent's plugin cache.
         let builder = ChainBuilder::new(
-            filter::agent_runtime(cache_dir.as_deref())?,
+            // One-shot: measure and report the code sessions end up running.
+            filter::agent_runtime(cache_dir.as_deref(), false)?,
             PluginStore::in_memory(),
         );
         let mut used = Vec::new();

@@ -107,6 +107,7 @@ pub async fn run(
     config::validate_sources(&config.sources)?;
     let configured = config.tuning.cache_dir.clone();
     let configured_state = config.tuning.state_dir.clone();
+    let fast_tier = config.tuning.fast_tier;
     // Creating directories and starting the engine block: keep them off the executor.
     let (builder, state_dir) = tokio::task::spawn_blocking(move || -> Result<_, AgentError> {
         let cache_dir = config::resolve_cache_dir(configured.as_deref())?;
@@ -116,7 +117,7 @@ pub async fn run(
         }
         let state = state::resolve(configured_state.as_deref(), cache_dir.as_deref())?;
         Ok((
-            ChainBuilder::open(cache_dir.as_deref())?,
+            ChainBuilder::open(cache_dir.as_deref(), fast_tier)?,
             state.map(|s| s.path().to_owned()),
         ))
     })

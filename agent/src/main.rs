@@ -150,6 +150,8 @@ impl RunArgs {
             rotate_wait: self.rotate_wait,
             state_dir: self.state_dir,
             buffer_dir: self.buffer_dir,
+            // Config file only (`fast_tier = false`).
+            fast_tier: None,
         };
         let defaults = Tuning::default();
         let tuning = Tuning {
@@ -172,6 +174,7 @@ impl RunArgs {
             backfill_scan_bytes: self
                 .backfill_scan_bytes
                 .unwrap_or(defaults.backfill_scan_bytes),
+            fast_tier: defaults.fast_tier,
         };
         Ok(file.overridden_by(flags).into_config(tuning)?)
     }

@@ -23,15 +23,15 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use logfleet_protocol::agent::{
-    AgentFrame, CLOSE_REVOKED, CLOSE_SUPERSEDED, Hello, HostFrame, decode, encode,
+    AgentFrame, CLOSE_REVOKED, CLOSE_SUPERSEDED, Hello, HostFrame, MAX_FRAME_BYTES, decode, encode,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, error, info, warn};
@@ -174,8 +174,17 @@ impl Uplink {
         let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
         // `true`: TCP_NODELAY. Batches are small and latency-bound; Nagle's algorithm with the
         // host's delayed ACK held them up to 40 ms (the old p99).
-        let connecting =
-            tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
+        // Host frames carry plugin components (up to 64 MiB) in one message; tungstenite's
+        // default 16 MiB frame cap would refuse a Python plugin.
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_FRAME_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES));
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(config),
+            true,
+            connector,
+        );
         let (mut ws, _response) = match timeout(CONNECT_TIMEOUT, connecting).await {
             Err(_) => return Err(LinkError::ConnectTimeout),
             Ok(Err(tungstenite::Error::Http(response)))

@@ -9,6 +9,7 @@
 //!   each one expires, de-duplicated by `seq`, and stopping every session it started.
 //! - [`retry`]: jittered backoff, and which failures are worth retrying.
 //! - [`stop`]: stopping sessions on the way out, retried, and what could not be stopped.
+//! - [`scaffold`]: `plugins new`: a plugin project from the embedded templates.
 //! - [`output`]: how logs, agents, sessions and plugins are printed (text, JSON, tables).
 //! - [`error`]: [`Error`], and the process exit code each kind of failure maps to.
 //! - [`tls`]: trusting a private CA (`--ca-cert`) for `https://` and `wss://`.
@@ -19,6 +20,7 @@ pub mod error;
 pub mod follow;
 pub mod output;
 pub mod retry;
+pub mod scaffold;
 pub mod stop;
 pub mod stream;
 pub mod tls;

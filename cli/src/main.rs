@@ -7,10 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use logfleet_agent::filter_test::FilterTest;
 use logfleet_cli::args::{self, ColorChoice};
 use logfleet_cli::error::exit;
 use logfleet_cli::follow::{self, Outcome, Sink};
 use logfleet_cli::output::{self, Format};
+use logfleet_cli::scaffold::{Lang, scaffold};
 use logfleet_cli::{Client, DEFAULT_URL, Error};
 use logfleet_protocol::FilterSpec;
 use logfleet_protocol::client::{EndReason, LogMessage};
@@ -131,6 +133,41 @@ enum AgentCommand {
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
+    /// Start a plugin project from a template (no host needed): NAME/ with the filter, a
+    /// helper library, unit tests, a build script and a README.
+    New {
+        /// Plugin name: a-z, 0-9, '-', '_'.
+        name: String,
+        /// The language to write the plugin in.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Where to create the project (default: ./NAME).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Rust only: path of the LogFleet filter SDK (filters-wasm/sdk in a checkout).
+        #[arg(long, value_name = "PATH", default_value = "../filters-wasm/sdk")]
+        sdk: String,
+    },
+    /// Run a plugin over lines from stdin exactly as an agent would, and print the lines kept
+    /// (no host needed). A filter failing while running is named on stderr, nothing more is
+    /// printed, and the exit status is 1. What the plugin prints goes to stderr.
+    Test {
+        /// The component file (.wasm); it supplies the plugin named like its file stem.
+        file: PathBuf,
+        /// The plugin's JSON config (when --filters is not given).
+        #[arg(long, value_name = "JSON", conflicts_with = "filters")]
+        config: Option<String>,
+        /// The whole session's filters as JSON (like a start request's `filters`), to test the
+        /// plugin with built-ins or other plugins; default: just this plugin with --config.
+        #[arg(long, value_name = "JSON")]
+        filters: Option<String>,
+        /// More plugin components the filters name. Repeatable.
+        #[arg(long = "plugin", value_name = "FILE.wasm")]
+        plugins: Vec<PathBuf>,
+        /// The source name given to every line (what filters.source matches).
+        #[arg(long, value_name = "NAME", default_value = "stdin")]
+        source: String,
+    },
     /// Upload (or replace) a plugin component.
     Upload {
         /// Plugin name: a-z, 0-9, '-', '_'.
@@ -335,7 +372,10 @@ fn main() -> ExitCode {
         ))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // A plugin's own output (`plugins test`) is logged at info under this target.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,logfleet::plugin=info")
+                }),
         )
         .init();
     // Both reqwest and tungstenite use rustls with ring; make that the process default so
@@ -384,6 +424,30 @@ fn one_line(e: &anyhow::Error, code: u8) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Plugins(PluginCommand::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            scaffold(&name, lang, &dir, &sdk)?;
+            println!(
+                "created {} ({lang:?} plugin '{name}'); see its README",
+                dir.display()
+            );
+            return Ok(exit::OK);
+        }
+        Command::Plugins(PluginCommand::Test {
+            file,
+            config,
+            filters,
+            plugins,
+            source,
+        }) => return plugin_test(file, config, filters, plugins, source).await,
+        _ => {}
+    }
     if let Command::Completion { shell } = cli.command {
         // Into a buffer first: clap_complete panics on a write error, e.g. `| head`.
         let mut script = Vec::new();
@@ -488,9 +552,55 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             writeln!(stdout, "deleted {name}")?;
         }
         Command::Stream(stream_args) => return stream(&client, &stream_args, cli.color).await,
-        Command::Completion { .. } => {}
+        // Handled above, before a client is built.
+        Command::Completion { .. }
+        | Command::Plugins(PluginCommand::New { .. } | PluginCommand::Test { .. }) => {}
     }
     Ok(exit::OK)
+}
+
+/// `plugins test`: the agent's `filter-test` over stdin, on a blocking thread.
+async fn plugin_test(
+    file: PathBuf,
+    config: Option<String>,
+    filters: Option<String>,
+    mut plugins: Vec<PathBuf>,
+    source: String,
+) -> anyhow::Result<u8> {
+    let filters_json = match filters {
+        Some(filters) => filters,
+        None => {
+            let name = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .ok_or_else(|| anyhow::anyhow!("{}: expected NAME.wasm", file.display()))?;
+            let config: serde_json::Value = match config {
+                Some(text) => serde_json::from_str(&text).context("--config is not JSON")?,
+                None => serde_json::Value::Null,
+            };
+            serde_json::json!({"plugins": [{"name": name, "config": config}]}).to_string()
+        }
+    };
+    plugins.insert(0, file);
+    let test = FilterTest {
+        filters_json,
+        plugin_files: plugins,
+        source,
+        cache_dir: None,
+    };
+    let summary = tokio::task::spawn_blocking(move || {
+        test.run(
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+            std::io::stderr(),
+        )
+    })
+    .await??;
+    // The failure is already on stderr, naming the filter and the cause.
+    Ok(match summary.failure {
+        Some(_) => exit::OTHER,
+        None => exit::OK,
+    })
 }
 
 async fn stream(client: &Client, args: &StreamArgs, color: ColorChoice) -> anyhow::Result<u8> {

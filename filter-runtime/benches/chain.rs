@@ -97,7 +97,13 @@ fn bench(c: &mut Criterion) {
         .count();
     eprintln!("{RECORDS} records, avg message {avg} bytes, {expected} match");
 
-    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    // Plugins (the `_before` variants) get the built-ins' deadline: on a loaded machine a
+    // batch can take over the 100 ms plugin default, which would end the chain mid-bench.
+    let runtime = Runtime::new(RuntimeConfig {
+        call_deadline: logfleet_filter_runtime::config::DEFAULT_BUILTIN_CALL_DEADLINE,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime");
     let mut group = c.benchmark_group("chain");
     group.throughput(Throughput::Elements(RECORDS as u64));
     group.sample_size(20);
@@ -148,6 +154,74 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // The same decisions natively, searching each batch's survivors as one text with one
+    // regex pass (matches spanning records re-checked alone; sound for patterns without
+    // look-around, as this one). A candidate algorithm for the `pattern` built-in (issue 15):
+    // it is much faster natively, but built into the guest it measured no faster (BENCHMARKS).
+    group.bench_function("native_level_source_pattern_one_pass", |b| {
+        let mut text = String::new();
+        let mut ends: Vec<usize> = Vec::new();
+        b.iter(|| {
+            let mut kept = 0;
+            for batch in records.chunks(BATCH) {
+                text.clear();
+                ends.clear();
+                for r in black_box(batch) {
+                    if levels.contains(&r.level) && sources.contains(&r.source.as_str()) {
+                        text.push_str(&r.message);
+                        ends.push(text.len());
+                    }
+                }
+                kept += one_pass_matches(&regex, &text, &ends);
+            }
+            kept
+        })
+    });
+
+    // The chain with another build of the `pattern` filter, run as a plugin from the
+    // component at $LOGFLEET_BENCH_BEFORE_PATTERN (e.g. the built-in as of an earlier commit):
+    // before/after in the same run.
+    if let Some(path) = std::env::var_os("LOGFLEET_BENCH_BEFORE_PATTERN") {
+        let bytes = std::fs::read(&path).expect("LOGFLEET_BENCH_BEFORE_PATTERN");
+        let plugin = PluginRef {
+            name: "pattern-before".into(),
+            config: serde_json::json!({ "pattern": PATTERN }).to_string(),
+            digest: logfleet_filter_runtime::digest(&bytes),
+        };
+        let with_plugin = |level: bool, source: bool| Filters {
+            plugins: vec![plugin.clone()],
+            ..filters(level, source, false)
+        };
+        let source = move |_: &PluginRef| Some(bytes.clone());
+        for (name, level, source_filter) in [
+            ("wasm_level_source_pattern_before", true, true),
+            ("wasm_pattern_only_before", false, false),
+        ] {
+            let mut chain = runtime
+                .chain(&with_plugin(level, source_filter), &source)
+                .expect("chain");
+            let kept: usize = records
+                .chunks(BATCH)
+                .map(|b| chain.apply(b).kept.len())
+                .sum();
+            assert_eq!(kept, expected, "{name}");
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    let mut kept = 0;
+                    for batch in records.chunks(BATCH) {
+                        kept += chain.apply(black_box(batch)).kept.len();
+                    }
+                    kept
+                })
+            });
+            assert_eq!(
+                chain.failed(),
+                None,
+                "{name}: a failed chain measures nothing"
+            );
+        }
+    }
+
     match json::Baseline::new() {
         Ok(mut baseline) => {
             assert_eq!(baseline.kept(&records), expected, "json baseline");
@@ -158,6 +232,29 @@ fn bench(c: &mut Criterion) {
         Err(e) => eprintln!("skipping the JSON-per-batch baseline: {e}"),
     }
     group.finish();
+}
+
+/// Records of `text` (split at `ends`) that `regex` (no look-around) matches, found with one
+/// pass over `text`; see `native_level_source_pattern_one_pass`.
+fn one_pass_matches(regex: &regex::Regex, text: &str, ends: &[usize]) -> usize {
+    let mut kept = 0;
+    let mut record = 0;
+    let mut from = 0;
+    while let Some(found) = regex.find_at(text, from) {
+        while record < ends.len() && ends[record] <= found.start() {
+            record += 1;
+        }
+        let Some(&end) = ends.get(record) else {
+            break;
+        };
+        let start = if record == 0 { 0 } else { ends[record - 1] };
+        if found.end() <= end || regex.is_match(&text[start..end]) {
+            kept += 1;
+        }
+        record += 1;
+        from = end;
+    }
+    kept
 }
 
 /// The JSON-per-batch baseline: the host serialises each batch of records to one JSON

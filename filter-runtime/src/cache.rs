@@ -15,6 +15,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::bindings::FilterPre;
+use crate::runtime::Tier;
 use crate::sandbox::StoreState;
 
 /// Most compiled components kept in memory (≈ 2–3 MB each for a regex guest); the least
@@ -56,6 +57,11 @@ impl MemoryCache {
         })
     }
 
+    /// Forgets `digest` (running chains keep their own reference).
+    pub(crate) fn remove(&mut self, digest: &str) {
+        self.entries.remove(digest);
+    }
+
     pub(crate) fn insert(&mut self, digest: String, prepared: Arc<Prepared>) {
         self.clock += 1;
         if self.entries.len() >= MAX_CACHED_COMPONENTS && !self.entries.contains_key(&digest) {
@@ -72,18 +78,23 @@ impl MemoryCache {
     }
 }
 
-/// `.cwasm` artifacts under one directory. File names carry the component digest and a hash
-/// of the engine's compatibility key (wasmtime version, features, config), so an artifact is
-/// only ever loaded into an engine that can run it. Writes are atomic (temp file + rename):
-/// a crash never leaves a truncated artifact under a real name.
+/// `.cwasm` artifacts under one directory. File names carry the component digest, a hash
+/// of the engine's compatibility key (wasmtime version, features, config) and the compiler
+/// tier, so an artifact is only ever loaded into an engine that can run it, and a baseline
+/// (Winch) artifact and an optimised (Cranelift) one of the same component are different
+/// entries. Writes are atomic (temp file + rename): a crash never leaves a truncated artifact
+/// under a real name.
 pub(crate) struct DiskCache {
     dir: PathBuf,
     engine_key: String,
+    /// `""` for the optimised tier (the names used before tiers existed), `.winch` for the
+    /// baseline tier.
+    suffix: &'static str,
 }
 
 impl DiskCache {
-    /// Opens (creating) `dir` for artifacts of `engine`.
-    pub(crate) fn open(dir: &Path, engine: &Engine) -> std::io::Result<DiskCache> {
+    /// Opens (creating) `dir` for artifacts of `engine`, whose compiler is `tier`.
+    pub(crate) fn open(dir: &Path, engine: &Engine, tier: Tier) -> std::io::Result<DiskCache> {
         fs::create_dir_all(dir)?;
         let mut hasher = Sha256Hasher::default();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -91,12 +102,17 @@ impl DiskCache {
         Ok(DiskCache {
             dir: dir.to_owned(),
             engine_key,
+            suffix: match tier {
+                Tier::Optimized => "",
+                Tier::Baseline => ".winch",
+            },
         })
     }
 
     fn path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        self.dir.join(format!("{hex}-{}.cwasm", self.engine_key))
+        self.dir
+            .join(format!("{hex}-{}{}.cwasm", self.engine_key, self.suffix))
     }
 
     /// The artifact for `digest`, if this program compiled one for this engine earlier.

@@ -10,11 +10,11 @@ use logfleet_protocol::{Filters, PluginRef};
 
 use crate::batch::{BatchEncoder, Survivors};
 use crate::builtins::Builtin;
-use crate::cache::Prepared;
 use crate::error::ChainError;
 use crate::instance::CallFailure;
 use crate::instance::FilterInstance;
-use crate::runtime::{PrepareError, Runtime};
+use crate::runtime::{PrepareError, Ready, Runtime, Tier};
+use crate::tiers::UpgradeSlot;
 
 /// Where a chain gets a plugin's component bytes when no compiled copy is cached. Any
 /// `Fn(&PluginRef) -> Option<Vec<u8>>` is one. `Sync`, because a session's plugins are
@@ -72,6 +72,12 @@ struct Stage {
     /// which keeps grep semantics on parsed records.
     matches_line: bool,
     instance: Option<FilterInstance>,
+    /// The compiler tier of `instance`'s code.
+    tier: Tier,
+    /// While `instance` runs baseline code: where the optimised code will appear.
+    upgrade: Option<Arc<UpgradeSlot>>,
+    /// The filter's config, to configure the optimised instance with.
+    config: String,
 }
 
 /// A session's filter chain: level → source → pattern → plugins, each in its own store.
@@ -81,8 +87,9 @@ struct Stage {
 /// Fails closed: no record passes a filter that did not decide about it. The first filter
 /// that fails ends the chain: from then on it keeps nothing.
 pub struct Chain {
-    /// Keeps the engine's deadline ticker alive as long as the chain.
-    _runtime: Runtime,
+    /// Keeps the engines' deadline ticker alive as long as the chain, and starts the
+    /// optimised instances of the fast tier.
+    runtime: Runtime,
     stages: Vec<Stage>,
     encoder: BatchEncoder,
     /// The filter that failed, once one has.
@@ -102,6 +109,9 @@ impl Chain {
                 undecided: records.len() as u64,
             };
         }
+        // A batch boundary: no record is inside any instance, so a filter can change
+        // instance here without any record seeing both or neither.
+        self.switch_to_optimized();
         let mut survivors = Survivors::all(records.len());
 
         for stage in &mut self.stages {
@@ -175,6 +185,42 @@ impl Chain {
     pub fn failed(&self) -> Option<&str> {
         self.failed.as_deref()
     }
+
+    /// Each filter's name and the compiler tier of the code it runs now, in chain order.
+    pub fn tiers(&self) -> impl Iterator<Item = (&str, Tier)> {
+        self.stages.iter().map(|s| (s.name.as_str(), s.tier))
+    }
+
+    /// Replaces each baseline instance whose optimised code has become ready with a new,
+    /// configured instance of that code. The new instance starts from `configure`, like the
+    /// session's first: whatever state the plugin kept between batches (a sampler's counter)
+    /// starts over. If it cannot start (it could not when the session started either, so
+    /// this is not expected), the baseline instance goes on.
+    fn switch_to_optimized(&mut self) {
+        for stage in &mut self.stages {
+            let Some(ready) = stage.upgrade.as_ref().and_then(|slot| slot.get()) else {
+                continue;
+            };
+            let ready = ready.clone();
+            stage.upgrade = None;
+            let Some(prepared) = ready else {
+                continue;
+            };
+            if stage.instance.is_none() {
+                continue;
+            }
+            match instantiate(&self.runtime, &stage.name, false, &prepared, &stage.config) {
+                Ok(instance) => {
+                    stage.instance = Some(instance);
+                    stage.tier = Tier::Optimized;
+                    tracing::info!(plugin = %stage.name, "plugin switched to optimised code");
+                }
+                Err(error) => {
+                    tracing::warn!(plugin = %stage.name, %error, "optimised plugin code cannot start; keeping the baseline code");
+                }
+            }
+        }
+    }
 }
 
 impl Stage {
@@ -230,7 +276,7 @@ pub(crate) fn build(
         stages.push(plugin_stage(runtime, plugin, plugins, prepared)?);
     }
     Ok(Chain {
-        _runtime: runtime.clone(),
+        runtime: runtime.clone(),
         stages,
         encoder: BatchEncoder::new(),
         failed: None,
@@ -255,7 +301,7 @@ fn prepare_in_parallel<'p>(
     runtime: &Runtime,
     plugins: &'p [PluginRef],
     source: &dyn PluginSource,
-) -> HashMap<&'p str, Result<Arc<Prepared>, PrepareError>> {
+) -> HashMap<&'p str, Result<Ready, PrepareError>> {
     let mut distinct: Vec<&PluginRef> = Vec::new();
     for plugin in plugins {
         if !plugin.digest.is_empty() && distinct.iter().all(|p| p.digest != plugin.digest) {
@@ -270,7 +316,8 @@ fn prepare_in_parallel<'p>(
             .iter()
             .map(|plugin| {
                 let work = move || {
-                    runtime.prepare(&plugin.digest, || source.component(plugin).map(Cow::Owned))
+                    runtime
+                        .prepare_plugin(&plugin.digest, || source.component(plugin).map(Cow::Owned))
                 };
                 (plugin.digest.as_str(), scope.spawn(work))
             })
@@ -288,7 +335,7 @@ fn plugin_stage(
     runtime: &Runtime,
     plugin: &PluginRef,
     source: &dyn PluginSource,
-    ready: Option<Result<Arc<Prepared>, PrepareError>>,
+    ready: Option<Result<Ready, PrepareError>>,
 ) -> Result<Stage, ChainError> {
     let name = plugin.name.as_str();
     let prepared = if let Some(ready) = ready {
@@ -300,17 +347,22 @@ fn plugin_stage(
             .ok_or_else(|| prepare_error(name, "", PrepareError::Unavailable))?;
         let digest = crate::cache::digest(&bytes);
         runtime
-            .prepare(&digest, || Some(Cow::Owned(bytes)))
+            .prepare_plugin(&digest, || Some(Cow::Owned(bytes)))
             .map_err(|e| prepare_error(name, &digest, e))?
     } else {
         runtime
-            .prepare(&plugin.digest, || source.component(plugin).map(Cow::Owned))
+            .prepare_plugin(&plugin.digest, || source.component(plugin).map(Cow::Owned))
             .map_err(|e| prepare_error(name, &plugin.digest, e))?
     };
-    start(runtime, name, false, &prepared, &plugin.config)
+    let mut stage = start(runtime, name, false, &prepared.prepared, &plugin.config)?;
+    if prepared.upgrade.is_some() {
+        stage.tier = Tier::Baseline;
+        stage.upgrade = prepared.upgrade;
+    }
+    Ok(stage)
 }
 
-/// Instantiates and configures one filter.
+/// Instantiates and configures one filter, as a stage of optimised code.
 fn start(
     runtime: &Runtime,
     name: &str,
@@ -318,6 +370,26 @@ fn start(
     prepared: &crate::cache::Prepared,
     config: &str,
 ) -> Result<Stage, ChainError> {
+    let instance = instantiate(runtime, name, builtin, prepared, config)?;
+    Ok(Stage {
+        name: name.to_owned(),
+        builtin,
+        matches_line: false,
+        instance: Some(instance),
+        tier: Tier::Optimized,
+        upgrade: None,
+        config: config.to_owned(),
+    })
+}
+
+/// Instantiates `prepared` in a new store (of the engine that compiled it) and configures it.
+fn instantiate(
+    runtime: &Runtime,
+    name: &str,
+    builtin: bool,
+    prepared: &crate::cache::Prepared,
+    config: &str,
+) -> Result<FilterInstance, ChainError> {
     let startup = |failure: crate::instance::CallFailure| ChainError::Startup {
         plugin: name.to_owned(),
         message: failure.to_string(),
@@ -327,8 +399,8 @@ fn start(
     } else {
         runtime.bounds()
     };
-    let mut instance =
-        FilterInstance::start(runtime.engine(), prepared, bounds).map_err(startup)?;
+    let engine = prepared.pre.instance_pre().engine();
+    let mut instance = FilterInstance::start(engine, prepared, bounds, name).map_err(startup)?;
     instance
         .configure(config)
         .map_err(startup)?
@@ -336,12 +408,7 @@ fn start(
             plugin: name.to_owned(),
             message,
         })?;
-    Ok(Stage {
-        name: name.to_owned(),
-        builtin,
-        matches_line: false,
-        instance: Some(instance),
-    })
+    Ok(instance)
 }
 
 pub(crate) fn prepare_error(name: &str, digest: &str, error: PrepareError) -> ChainError {

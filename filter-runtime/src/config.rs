@@ -43,6 +43,13 @@ pub struct RuntimeConfig {
     pub configure_deadline: Duration,
     /// Most bytes of linear memory one filter instance may hold.
     pub memory_limit: usize,
+    /// The fast tier: a plugin with no optimised code cached starts on code from Winch,
+    /// wasmtime's baseline compiler (several times faster to compile, slower to run), while
+    /// Cranelift compiles the optimised code in the background (one compile at a time, one
+    /// low-priority thread); running chains switch to it between two batches. Built-ins
+    /// always run optimised code. Costs a second engine. The agent turns it on; `false`
+    /// (the default) compiles every component with Cranelift before it runs.
+    pub fast_tier: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -53,6 +60,7 @@ impl Default for RuntimeConfig {
             builtin_call_deadline: DEFAULT_BUILTIN_CALL_DEADLINE,
             configure_deadline: DEFAULT_CONFIGURE_DEADLINE,
             memory_limit: DEFAULT_MEMORY_LIMIT,
+            fast_tier: false,
         }
     }
 }

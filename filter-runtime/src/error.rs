@@ -21,6 +21,9 @@ pub enum RuntimeError {
     /// The epoch ticker thread could not be started.
     #[error("cannot start the filter deadline thread: {0}")]
     Ticker(#[source] std::io::Error),
+    /// The background compiler thread of the fast tier could not be started.
+    #[error("cannot start the background filter compiler thread: {0}")]
+    Worker(#[source] std::io::Error),
     /// `RuntimeConfig` holds a value the runtime cannot enforce.
     #[error("invalid filter runtime config: {0}")]
     Config(&'static str),

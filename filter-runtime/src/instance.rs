@@ -60,12 +60,14 @@ pub(crate) struct FilterInstance {
 
 impl FilterInstance {
     /// Instantiates `prepared`. [`FilterInstance::configure`] must follow before any batch.
+    /// `label` names the filter in the log lines of its stdout/stderr.
     pub(crate) fn start(
         engine: &Engine,
         prepared: &Prepared,
         bounds: Bounds,
+        label: &str,
     ) -> Result<FilterInstance, CallFailure> {
-        let mut store = Store::new(engine, StoreState::new(bounds.memory_limit));
+        let mut store = Store::new(engine, StoreState::new(bounds.memory_limit, label.into()));
         store.limiter(|state| &mut state.memory);
         store.epoch_deadline_trap();
         // Epochs start at zero: without a deadline the first instruction would trap.

@@ -12,12 +12,14 @@
 //! - [`builtins`]: [`Builtin`], the three built-in components embedded in this crate.
 //! - [`error`]: [`RuntimeError`], [`ValidateError`], [`ChainError`].
 //! - `bindings`: host bindings generated from the WIT world.
-//! - `sandbox`: per-instance store state — memory limiter, the `host` import, WASI stubs.
+//! - `sandbox`: per-instance store state — memory limiter, the `host` import, the linker.
 //! - `instance`: one configured filter instance and how its calls fail.
 //! - `batch`: encoding records into the WIT's columnar batch.
 //! - `cache`: compiled components, in memory and on disk.
-//! - `ticker`: the thread that advances the engine's epoch for call deadlines.
+//! - `ticker`: the thread that advances the engines' epochs for call deadlines.
+//! - `tiers`: the fast tier's background optimising compiles and the slots chains watch.
 //! - `validate`: checks on an uploaded component.
+//! - [`wasi`]: the WASI a filter sees: linked so standard toolchains' components run, every door shut.
 
 mod batch;
 mod bindings;
@@ -30,14 +32,16 @@ mod instance;
 pub mod runtime;
 mod sandbox;
 mod ticker;
+mod tiers;
 mod validate;
+pub mod wasi;
 
 pub use builtins::Builtin;
 pub use cache::write_atomically;
 pub use chain::{Chain, ChainOutput, FilterFailure, Kept, PluginSource};
 pub use config::RuntimeConfig;
 pub use error::{ChainError, RuntimeError, ValidateError};
-pub use runtime::{CacheStats, Runtime};
+pub use runtime::{CacheStats, Runtime, Tier};
 pub use validate::MAX_COMPONENT_BYTES;
 
 /// `sha256:<hex>` of `bytes`: how plugins are named by content everywhere in LogFleet.

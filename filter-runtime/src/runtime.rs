@@ -19,6 +19,7 @@ use crate::error::{ChainError, RuntimeError, ValidateError};
 use crate::instance::Bounds;
 use crate::sandbox::{self, StoreState};
 use crate::ticker::EpochTicker;
+use crate::tiers::{self, UpgradeJob, UpgradeSlot, Upgrades};
 use crate::validate;
 
 /// How often the engine's epoch advances: the granularity of every CPU deadline. Each tick
@@ -37,17 +38,30 @@ pub struct Runtime {
 
 /// What [`Runtime`] handles share.
 struct Inner {
-    engine: Engine,
-    /// The WIT's host imports; each component gets a clone plus its own trap stubs.
-    linker: Linker<StoreState>,
+    /// Cranelift: the code every chain ends up running, and the only tier of built-ins.
+    optimized: Compiler,
+    /// Winch, when the fast tier is on: a never-seen plugin starts on its code while
+    /// `upgrades` compiles the optimised code in the background.
+    baseline: Option<Compiler>,
+    /// The background Cranelift compiles of plugins running on baseline code.
+    upgrades: Option<Upgrades>,
     /// Bounds of plugin instances.
     bounds: Bounds,
     /// Bounds of built-in filter instances: the same memory cap, generous deadlines.
     builtin_bounds: Bounds,
-    memory_cache: Mutex<MemoryCache>,
-    disk_cache: Option<DiskCache>,
     stats: Stats,
     _ticker: EpochTicker,
+}
+
+/// One compiler tier's engine, the WIT's host imports linked for it (each component gets a
+/// clone plus its own trap stubs), and the components it compiled. Components and
+/// pre-instances of one engine cannot run in another, so each tier has its own of each.
+pub(crate) struct Compiler {
+    tier: Tier,
+    engine: Engine,
+    linker: Linker<StoreState>,
+    memory_cache: Mutex<MemoryCache>,
+    disk_cache: Option<DiskCache>,
 }
 
 /// Counters behind [`CacheStats`].
@@ -56,17 +70,40 @@ struct Stats {
     compiled: AtomicU64,
     loaded_from_disk: AtomicU64,
     reused_in_memory: AtomicU64,
+    compiled_baseline: AtomicU64,
 }
 
 /// How components were obtained since the runtime started; for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
-    /// Compiled from WebAssembly (slow: ~1 s for a regex guest).
+    /// Compiled from WebAssembly with the optimising compiler (slow: ~1 s for a regex
+    /// guest), in the foreground or in the background.
     pub compiled: u64,
-    /// Loaded from the disk cache (~1 ms).
+    /// Loaded from the disk cache (~1 ms), either tier.
     pub loaded_from_disk: u64,
-    /// Found ready in memory.
+    /// Found ready in memory, either tier.
     pub reused_in_memory: u64,
+    /// Compiled with the baseline compiler (the fast tier) so a session could start at once.
+    pub compiled_baseline: u64,
+}
+
+/// Which compiler made a component's native code. Both run the same WebAssembly under the
+/// same sandbox (memory cap, epoch deadlines, the same imports); they differ in how long
+/// compiling takes and how fast the result runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// Winch, wasmtime's single-pass baseline compiler: compiles several times faster than
+    /// Cranelift, runs slower. Only plugins start here, and only until `Optimized` is ready.
+    Baseline,
+    /// Cranelift, the optimising compiler.
+    Optimized,
+}
+
+/// A component ready to instantiate, and, when it is baseline code, where the optimised
+/// code will appear once the background compile finishes.
+pub(crate) struct Ready {
+    pub(crate) prepared: Arc<Prepared>,
+    pub(crate) upgrade: Option<Arc<UpgradeSlot>>,
 }
 
 /// Why a component could not be made ready to instantiate.
@@ -81,8 +118,9 @@ pub(crate) enum PrepareError {
 }
 
 impl Runtime {
-    /// Builds the engine (epoch interruption on, no async/concurrency support), opens the disk
-    /// cache if configured, and starts the deadline ticker thread.
+    /// Builds the engines (Cranelift; and Winch with `config.fast_tier`), opens the disk cache
+    /// if configured, and starts the deadline ticker thread (and, with the fast tier, the
+    /// background compiler thread).
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         if config.memory_limit < MIN_MEMORY_LIMIT {
             return Err(RuntimeError::Config("memory_limit must be at least 64 KiB"));
@@ -93,46 +131,51 @@ impl Runtime {
         {
             return Err(RuntimeError::Config("deadlines must be positive"));
         }
-        let mut wasm = wasmtime::Config::new();
-        wasm.wasm_component_model(true)
-            .epoch_interruption(true)
-            // Sync calls cost ~2x when stores carry concurrency state (measured).
-            .concurrency_support(false);
-        let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        let linker =
-            sandbox::base_linker(&engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        let disk_cache =
-            match &config.cache_dir {
-                None => None,
-                Some(dir) => Some(DiskCache::open(dir, &engine).map_err(|source| {
-                    RuntimeError::CacheDir {
-                        path: dir.clone(),
-                        source,
-                    }
-                })?),
-            };
-        let ticker =
-            EpochTicker::start(engine.clone(), EPOCH_TICK).map_err(RuntimeError::Ticker)?;
-        Ok(Runtime {
-            inner: Arc::new(Inner {
-                engine,
-                linker,
-                bounds: Bounds {
-                    call_deadline: config.call_deadline,
-                    configure_deadline: config.configure_deadline,
-                    memory_limit: config.memory_limit,
-                },
-                builtin_bounds: Bounds {
-                    call_deadline: config.builtin_call_deadline,
-                    configure_deadline: config.configure_deadline.max(config.builtin_call_deadline),
-                    memory_limit: config.memory_limit,
-                },
-                memory_cache: Mutex::new(MemoryCache::default()),
-                disk_cache,
-                stats: Stats::default(),
-                _ticker: ticker,
-            }),
-        })
+        let optimized = Compiler::new(Tier::Optimized, &config)?;
+        let baseline = if config.fast_tier {
+            Some(Compiler::new(Tier::Baseline, &config)?)
+        } else {
+            None
+        };
+        let mut engines = vec![optimized.engine.clone()];
+        engines.extend(baseline.iter().map(|b| b.engine.clone()));
+        let ticker = EpochTicker::start(engines, EPOCH_TICK).map_err(RuntimeError::Ticker)?;
+        let (upgrades, queue) = if baseline.is_some() {
+            let (upgrades, queue) = Upgrades::new();
+            (Some(upgrades), Some(queue))
+        } else {
+            (None, None)
+        };
+        let inner = Arc::new(Inner {
+            optimized,
+            baseline,
+            upgrades,
+            bounds: Bounds {
+                call_deadline: config.call_deadline,
+                configure_deadline: config.configure_deadline,
+                memory_limit: config.memory_limit,
+            },
+            builtin_bounds: Bounds {
+                call_deadline: config.builtin_call_deadline,
+                configure_deadline: config.configure_deadline.max(config.builtin_call_deadline),
+                memory_limit: config.memory_limit,
+            },
+            stats: Stats::default(),
+            _ticker: ticker,
+        });
+        if let Some(queue) = queue {
+            let weak = Arc::downgrade(&inner);
+            tiers::start_worker(queue, move |job| {
+                // The runtime is gone: nobody is left to run the optimised code.
+                let Some(inner) = weak.upgrade() else {
+                    return false;
+                };
+                Runtime { inner }.upgrade(job);
+                true
+            })
+            .map_err(RuntimeError::Worker)?;
+        }
+        Ok(Runtime { inner })
     }
 
     /// The built-in filters embedded in this crate.
@@ -194,11 +237,13 @@ impl Runtime {
             compiled: s.compiled.load(Ordering::Relaxed),
             loaded_from_disk: s.loaded_from_disk.load(Ordering::Relaxed),
             reused_in_memory: s.reused_in_memory.load(Ordering::Relaxed),
+            compiled_baseline: s.compiled_baseline.load(Ordering::Relaxed),
         }
     }
 
+    /// The optimising tier's engine: uploads are validated with it.
     pub(crate) fn engine(&self) -> &Engine {
-        &self.inner.engine
+        &self.inner.optimized.engine
     }
 
     /// Bounds of plugin instances.
@@ -211,58 +256,152 @@ impl Runtime {
         self.inner.builtin_bounds
     }
 
-    /// Links `component` against the sandbox and type-checks it against the world.
+    /// Links `component` (compiled by the optimising tier) against the sandbox and
+    /// type-checks it against the world.
     pub(crate) fn link(&self, component: &Component) -> wasmtime::Result<FilterPre<StoreState>> {
-        let linker = sandbox::component_linker(&self.inner.linker, &self.inner.engine, component)?;
-        FilterPre::new(linker.instantiate_pre(component)?)
+        self.inner.optimized.link(component)
     }
 
-    /// The ready-to-instantiate component for `digest`: from memory, else from the disk cache,
-    /// else compiled from `bytes()` (checked against `digest`) and cached both ways.
+    /// The optimised, ready-to-instantiate component for `digest`: from memory, else from the
+    /// disk cache, else compiled from `bytes()` (checked against `digest`) and cached both
+    /// ways. Built-ins always come from here.
     pub(crate) fn prepare<'a>(
         &self,
         digest: &str,
         bytes: impl FnOnce() -> Option<Cow<'a, [u8]>>,
     ) -> Result<Arc<Prepared>, PrepareError> {
-        let inner = &self.inner;
-        if let Some(prepared) = self.memory_cache().get(digest) {
-            inner.stats.reused_in_memory.fetch_add(1, Ordering::Relaxed);
+        let optimized = &self.inner.optimized;
+        if let Some(prepared) = self.cached(optimized, digest)? {
             return Ok(prepared);
         }
-        let cached = inner
+        let bytes = checked(digest, bytes)?;
+        self.compile(optimized, digest, &bytes, true)
+            .map(|(p, _)| p)
+    }
+
+    /// A plugin's component for a session about to start: the optimised code if it is
+    /// cached; else, with the fast tier, baseline code (cached, or compiled now: several times
+    /// faster than optimising) plus a background compile of the optimised code the session's
+    /// chain switches to when it is ready; else the optimised code compiled now.
+    pub(crate) fn prepare_plugin<'a>(
+        &self,
+        digest: &str,
+        bytes: impl FnOnce() -> Option<Cow<'a, [u8]>>,
+    ) -> Result<Ready, PrepareError> {
+        let inner = &self.inner;
+        let optimized = &inner.optimized;
+        if let Some(prepared) = self.cached(optimized, digest)? {
+            return Ok(Ready {
+                prepared,
+                upgrade: None,
+            });
+        }
+        let (Some(baseline), Some(upgrades)) = (&inner.baseline, &inner.upgrades) else {
+            let bytes = checked(digest, bytes)?;
+            return Ok(Ready {
+                prepared: self
+                    .compile(optimized, digest, &bytes, true)
+                    .map(|(p, _)| p)?,
+                upgrade: None,
+            });
+        };
+        // The background compile needs the bytes even when the baseline code is cached.
+        let bytes = checked(digest, bytes)?;
+        let prepared = match self.cached(baseline, digest)? {
+            Some(prepared) => prepared,
+            None => match self.compile(baseline, digest, &bytes, true).map(|(p, _)| p) {
+                Ok(prepared) => prepared,
+                Err(PrepareError::Invalid(message)) => {
+                    // Winch does not implement every instruction Cranelift does (parts of
+                    // SIMD): such a plugin simply starts on optimised code.
+                    tracing::info!(%digest, %message, "baseline compiler refused the plugin; compiling it optimised");
+                    return Ok(Ready {
+                        prepared: self
+                            .compile(optimized, digest, &bytes, true)
+                            .map(|(p, _)| p)?,
+                        upgrade: None,
+                    });
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let upgrade = upgrades.request(digest, bytes.into_owned());
+        Ok(Ready { prepared, upgrade })
+    }
+
+    /// The background compile of one plugin's optimised code: runs on the upgrade worker.
+    fn upgrade(&self, job: UpgradeJob) {
+        let optimized = &self.inner.optimized;
+        let digest = job.digest.clone();
+        if let Ok(Some(prepared)) = self.cached(optimized, &digest) {
+            job.finish(Some(prepared));
+        } else {
+            match self.compile(optimized, &digest, &job.bytes, false) {
+                Ok((prepared, component)) => {
+                    // Chains may switch before the artifact is on disk: an artifact on disk
+                    // means the code is already in chains' reach.
+                    job.finish(Some(prepared));
+                    if let Some(disk) = &optimized.disk_cache {
+                        disk.store(&digest, &component);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%digest, error = ?e, "optimising a plugin failed; its sessions keep the baseline code");
+                    job.finish(None);
+                    return;
+                }
+            }
+        }
+        // Sessions from now on start on the optimised code: the baseline code is only kept
+        // by the chains still running it.
+        if let Some(baseline) = &self.inner.baseline {
+            baseline.memory_cache().remove(&digest);
+        }
+    }
+
+    /// `digest`'s component of `compiler`, from memory or else from its disk cache.
+    fn cached(
+        &self,
+        compiler: &Compiler,
+        digest: &str,
+    ) -> Result<Option<Arc<Prepared>>, PrepareError> {
+        let stats = &self.inner.stats;
+        if let Some(prepared) = compiler.memory_cache().get(digest) {
+            stats.reused_in_memory.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(prepared));
+        }
+        let Some(component) = compiler
             .disk_cache
             .as_ref()
-            .and_then(|disk| disk.load(&inner.engine, digest));
-        let component = match cached {
-            Some(component) => {
-                inner.stats.loaded_from_disk.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%digest, "filter component loaded from disk cache");
-                component
-            }
-            None => {
-                let bytes = bytes().ok_or(PrepareError::Unavailable)?;
-                let actual = crate::cache::digest(&bytes);
-                if actual != digest {
-                    return Err(PrepareError::DigestMismatch(actual));
-                }
-                let started = std::time::Instant::now();
-                let component = Component::new(&inner.engine, &bytes)
-                    .map_err(|e| PrepareError::Invalid(format!("{e:#}")))?;
-                inner.stats.compiled.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%digest, elapsed = ?started.elapsed(), "filter component compiled");
-                if let Some(disk) = &inner.disk_cache {
-                    disk.store(digest, &component);
-                }
-                component
-            }
+            .and_then(|disk| disk.load(&compiler.engine, digest))
+        else {
+            return Ok(None);
         };
-        let pre = self
-            .link(&component)
+        stats.loaded_from_disk.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%digest, tier = ?compiler.tier, "filter component loaded from disk cache");
+        compiler.keep(digest, &component, false).map(Some)
+    }
+
+    /// Compiles `bytes` (already checked against `digest`) with `compiler`, caching the result
+    /// in memory, and on disk if `store`.
+    fn compile(
+        &self,
+        compiler: &Compiler,
+        digest: &str,
+        bytes: &[u8],
+        store: bool,
+    ) -> Result<(Arc<Prepared>, Component), PrepareError> {
+        let started = std::time::Instant::now();
+        let component = Component::new(&compiler.engine, bytes)
             .map_err(|e| PrepareError::Invalid(format!("{e:#}")))?;
-        let prepared = Arc::new(Prepared { pre });
-        self.memory_cache()
-            .insert(digest.to_owned(), Arc::clone(&prepared));
-        Ok(prepared)
+        let counter = match compiler.tier {
+            Tier::Optimized => &self.inner.stats.compiled,
+            Tier::Baseline => &self.inner.stats.compiled_baseline,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%digest, tier = ?compiler.tier, elapsed = ?started.elapsed(), "filter component compiled");
+        let prepared = compiler.keep(digest, &component, store)?;
+        Ok((prepared, component))
     }
 
     /// Keeps a component compiled elsewhere (upload validation) under `digest`, in memory and
@@ -273,28 +412,112 @@ impl Runtime {
         component: &Component,
         pre: FilterPre<StoreState>,
     ) {
-        if let Some(disk) = &self.inner.disk_cache {
+        let optimized = &self.inner.optimized;
+        if let Some(disk) = &optimized.disk_cache {
             disk.store(&digest, component);
         }
-        self.memory_cache()
+        optimized
+            .memory_cache()
             .insert(digest, Arc::new(Prepared { pre }));
+    }
+}
+
+impl Compiler {
+    /// The engine of `tier`: epoch interruption on (both compilers emit the epoch checks the
+    /// call deadlines rely on), no async/concurrency support (sync calls cost ~2x when stores
+    /// carry concurrency state, measured), and the disk cache of `config` if any.
+    fn new(tier: Tier, config: &RuntimeConfig) -> Result<Compiler, RuntimeError> {
+        let engine_error = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .concurrency_support(false);
+        match tier {
+            Tier::Baseline => {
+                wasm.strategy(wasmtime::Strategy::Winch);
+            }
+            Tier::Optimized => {
+                wasm.strategy(wasmtime::Strategy::Cranelift);
+                if config.fast_tier {
+                    // With the fast tier, optimising happens in the background while the
+                    // session already streams: one thread, so it never takes both cores
+                    // from the agent's own work.
+                    wasm.parallel_compilation(false);
+                }
+            }
+        }
+        let engine = Engine::new(&wasm).map_err(engine_error)?;
+        let linker = sandbox::base_linker(&engine).map_err(engine_error)?;
+        let disk_cache = match &config.cache_dir {
+            None => None,
+            Some(dir) => Some(DiskCache::open(dir, &engine, tier).map_err(|source| {
+                RuntimeError::CacheDir {
+                    path: dir.clone(),
+                    source,
+                }
+            })?),
+        };
+        Ok(Compiler {
+            tier,
+            engine,
+            linker,
+            memory_cache: Mutex::new(MemoryCache::default()),
+            disk_cache,
+        })
+    }
+
+    fn link(&self, component: &Component) -> wasmtime::Result<FilterPre<StoreState>> {
+        let linker = sandbox::component_linker(&self.linker, &self.engine, component)?;
+        FilterPre::new(linker.instantiate_pre(component)?)
+    }
+
+    /// Links `component` and keeps it in memory (and on disk if `store`).
+    fn keep(
+        &self,
+        digest: &str,
+        component: &Component,
+        store: bool,
+    ) -> Result<Arc<Prepared>, PrepareError> {
+        let pre = self
+            .link(component)
+            .map_err(|e| PrepareError::Invalid(format!("{e:#}")))?;
+        let prepared = Arc::new(Prepared { pre });
+        self.memory_cache()
+            .insert(digest.to_owned(), Arc::clone(&prepared));
+        if store && let Some(disk) = &self.disk_cache {
+            disk.store(digest, component);
+        }
+        Ok(prepared)
     }
 
     /// The in-memory cache. A panic while holding the lock cannot leave the map inconsistent
     /// (every mutation is a single insert/remove), so a poisoned lock is used as is.
     fn memory_cache(&self) -> std::sync::MutexGuard<'_, MemoryCache> {
-        self.inner
-            .memory_cache
+        self.memory_cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// `bytes()`, checked to hash to `digest`.
+fn checked<'a>(
+    digest: &str,
+    bytes: impl FnOnce() -> Option<Cow<'a, [u8]>>,
+) -> Result<Cow<'a, [u8]>, PrepareError> {
+    let bytes = bytes().ok_or(PrepareError::Unavailable)?;
+    let actual = crate::cache::digest(&bytes);
+    if actual != digest {
+        return Err(PrepareError::DigestMismatch(actual));
+    }
+    Ok(bytes)
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("bounds", &self.inner.bounds)
-            .field("disk_cache", &self.inner.disk_cache.is_some())
+            .field("disk_cache", &self.inner.optimized.disk_cache.is_some())
+            .field("fast_tier", &self.inner.baseline.is_some())
             .finish_non_exhaustive()
     }
 }

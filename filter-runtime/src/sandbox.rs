@@ -1,14 +1,16 @@
 //! What a filter instance can touch: its store state (memory accounting, the panic message it
-//! reported) and the imports the linker provides. Nothing else is linked; every other import a
-//! component declares (a `wasm32-wasip2` guest declares ~14 WASI interfaces) traps when called.
+//! reported, its deny-all WASI) and the imports the linker provides: the WIT's `host`
+//! interface and WASI p2 as `wasi` configures it. Any other import traps when called.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
+use std::sync::Arc;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{
+    Component, HasSelf, Linker, LinkerInstance, ResourceType, types::ComponentItem,
+};
 use wasmtime::{Engine, ResourceLimiter};
 
 use crate::bindings;
+use crate::wasi::{self, GuestWasi};
 
 /// Longest panic message kept from a guest; the rest is cut so a hostile guest cannot make
 /// the host hold (or forward to clients) an arbitrarily long string.
@@ -23,19 +25,18 @@ const MAX_TABLES: usize = 32;
 /// Most elements in one table (each costs a pointer of host memory).
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
-/// The WASI interface std's `HashMap` (and so `regex`) seeds itself from. Matched by prefix
-/// so any 0.2.x a guest was built against is served.
-const INSECURE_SEED_PREFIX: &str = "wasi:random/insecure-seed@0.2.";
-
 /// Data of one filter's `Store`: everything the host tracks per instance.
 pub(crate) struct StoreState {
     pub(crate) memory: MemoryLimiter,
     /// What the guest reported through `host.report-panic` before trapping.
     pub(crate) panic_message: Option<String>,
+    /// The guest's WASI: no files, sockets or environment; output goes to the log.
+    pub(crate) wasi: GuestWasi,
 }
 
 impl StoreState {
-    pub(crate) fn new(memory_limit: usize) -> StoreState {
+    /// `label` names the filter in the log lines its output becomes.
+    pub(crate) fn new(memory_limit: usize, label: Arc<str>) -> StoreState {
         StoreState {
             memory: MemoryLimiter {
                 limit: memory_limit,
@@ -43,6 +44,7 @@ impl StoreState {
                 exceeded: false,
             },
             panic_message: None,
+            wasi: GuestWasi::new(label),
         }
     }
 }
@@ -116,39 +118,66 @@ impl bindings::logfleet::filter::host::Host for StoreState {
     }
 }
 
-/// The linker every component starts from: the WIT's `host` interface only.
+/// The linker every component starts from: the WIT's `host` interface and the deny-all WASI.
 pub(crate) fn base_linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     bindings::Filter::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
+    wasi::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
-/// The linker for one component: the base linker plus a seed for std's hash maps under the
-/// exact name the component imports, and traps for every other import.
+/// The linker for one component: the base linker plus traps for every import it does not
+/// serve (a WASI interface newer than ours, `wasi:http`, ...), so such a component still runs
+/// until it calls one. (Not `Linker::define_unknown_imports_as_traps`: it stubs a WASI
+/// interface imported at an older patch under its exact name, shadowing the real one.)
 pub(crate) fn component_linker(
     base: &Linker<StoreState>,
     engine: &Engine,
     component: &Component,
 ) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = base.clone();
-    for (name, _) in component.component_type().imports(engine) {
-        if name.starts_with(INSECURE_SEED_PREFIX) {
-            // Hash-flooding resistance is moot inside a sandbox, but the seed costs nothing
-            // to make random, so keep std's intent.
-            let seeds = RandomState::new();
-            linker
-                .instance(name)?
-                .func_wrap("insecure-seed", move |_, (): ()| {
-                    Ok(((seeds.hash_one(0u8), seeds.hash_one(1u8)),))
-                })?;
+    for (name, item) in component.component_type().imports(engine) {
+        if wasi::provides(name) || name.starts_with("logfleet:filter/") {
+            continue;
+        }
+        let mut root = linker.root();
+        match item.ty {
+            ComponentItem::ComponentInstance(instance) => {
+                let mut stubs = root.instance(name)?;
+                for (export, item) in instance.exports(engine) {
+                    stub(&mut stubs, &format!("{name}#{export}"), export, &item.ty)?;
+                }
+            }
+            ty => stub(&mut root, name, name, &ty)?,
         }
     }
-    linker.define_unknown_imports_as_traps(component)?;
     Ok(linker)
 }
 
-/// Whether a component may import `name`: the WIT's own interfaces and WASI, which a Rust
-/// guest links whether it uses it or not (calls trap). Anything else can never work here.
+/// Defines `item` (named `export` in `instance`, `full` in messages) as a trap when it is a
+/// function, an opaque host resource when it is a resource.
+fn stub(
+    instance: &mut LinkerInstance<'_, StoreState>,
+    full: &str,
+    export: &str,
+    item: &ComponentItem,
+) -> wasmtime::Result<()> {
+    match item {
+        ComponentItem::ComponentFunc(_) => {
+            let message = format!("unknown import: `{full}` is not provided to filters");
+            instance.func_new(export, move |_, _, _, _| {
+                Err(wasmtime::Error::msg(message.clone()))
+            })
+        }
+        ComponentItem::Resource(_) => {
+            instance.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether a component may import `name`: the WIT's own interfaces and WASI, which standard
+/// toolchains link whether the filter uses it or not. Anything else can never work here.
 pub(crate) fn import_allowed(name: &str) -> bool {
     name.starts_with("wasi:") || name.starts_with("logfleet:filter/")
 }

@@ -9,9 +9,11 @@ use crate::instance::FilterInstance;
 use crate::runtime::Runtime;
 use crate::sandbox;
 
-/// Largest accepted component. A regex-using Rust guest is ~1.2 MB; this leaves room for
-/// heavier plugins while bounding compile time and memory.
-pub const MAX_COMPONENT_BYTES: usize = 16 << 20;
+/// Largest accepted component: 64 MiB. A regex-using Rust guest is ~1.2 MB, a JavaScript one
+/// (componentize-js, StarlingMonkey inside) ~12 MB, a Python one (componentize-py, CPython and
+/// its standard library inside) ~18 MB; this leaves room for a Python plugin with a few
+/// pure-Python dependencies while bounding compile time and memory.
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 
 /// The 8-byte preamble of a core module: magic + version 1.
 const CORE_MODULE_PREAMBLE: [u8; 8] = *b"\0asm\x01\0\0\0";
@@ -49,7 +51,7 @@ pub(crate) fn validate(runtime: &Runtime, bytes: &[u8]) -> Result<(), ValidateEr
     // Instantiate it once under the sandbox's limits: catches components whose initial memory
     // is over the cap or that trap when instantiated. (Configuring needs a session's config.)
     let prepared = Prepared { pre };
-    FilterInstance::start(engine, &prepared, runtime.bounds())
+    FilterInstance::start(engine, &prepared, runtime.bounds(), "upload")
         .map_err(|failure| ValidateError::Startup(failure.to_string()))?;
     // Sessions naming this component start without compiling it again.
     runtime.remember(crate::cache::digest(bytes), &component, prepared.pre);

@@ -34,7 +34,8 @@ fn second_runtime_loads_from_disk_without_compiling() {
         CacheStats {
             compiled: 2,
             loaded_from_disk: 0,
-            reused_in_memory: 2
+            reused_in_memory: 2,
+            compiled_baseline: 0,
         }
     );
     let artifacts: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
@@ -55,7 +56,8 @@ fn second_runtime_loads_from_disk_without_compiling() {
         CacheStats {
             compiled: 0,
             loaded_from_disk: 2,
-            reused_in_memory: 0
+            reused_in_memory: 0,
+            compiled_baseline: 0,
         }
     );
     let out = chain.apply(&[common::record(Level::Error, "s", "xyz")]);

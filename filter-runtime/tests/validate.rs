@@ -46,7 +46,7 @@ fn wrong_world_is_refused() {
 #[test]
 fn oversized_uploads_are_refused_before_compiling() {
     let rt = runtime();
-    let big = vec![0u8; 17 << 20];
+    let big = vec![0u8; logfleet_filter_runtime::MAX_COMPONENT_BYTES + 1];
     assert!(matches!(
         rt.validate(&big),
         Err(ValidateError::TooLarge { .. })

@@ -94,7 +94,8 @@ async fn unreferenced_plugin_blobs_leave_the_disk() {
     let host = TestHost::start_with(|c| c.data_dir = dir.clone()).await;
     let blob = |digest: &serde_json::Value| {
         let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
-        dir.join("plugins/blobs").join(format!("sha256-{hex}.wasm"))
+        dir.join("plugins/blobs")
+            .join(format!("sha256-{hex}.wasm.gz"))
     };
     let acme = host.admin("acme", "alice");
     let globex = host.admin("globex", "bob");

@@ -33,10 +33,11 @@ use crate::{Filters, Level};
 /// 4: backfill. `SessionSpec::backfill` asks for recent records before the live ones; the
 /// agent sends them as the session's first `Logs`, then `BackfillDone`.
 pub const PROTOCOL_VERSION: u32 = 4;
-/// Largest frame either side accepts, in bytes, after inflation. Host → agent frames carry
-/// plugin components (up to 16 MiB); agent → host frames are held to the much smaller
-/// [`crate::agent_limits::MAX_AGENT_FRAME_BYTES`] with [`decode_within`].
-pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
+/// Largest frame either side accepts, in bytes, after inflation (and the largest WebSocket
+/// message the agent reads). Host → agent frames carry plugin components (up to 64 MiB, the
+/// filter runtime's `MAX_COMPONENT_BYTES`) plus a small envelope; agent → host frames are held
+/// to the much smaller [`crate::agent_limits::MAX_AGENT_FRAME_BYTES`] with [`decode_within`].
+pub const MAX_FRAME_BYTES: usize = 72 * 1024 * 1024;
 
 /// Close code for an agent speaking another protocol version.
 pub const CLOSE_PROTOCOL_MISMATCH: u16 = 4002;

@@ -697,6 +697,86 @@ pub fn plugin_bytes(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
+/// Languages of the plugin kits beside the Rust ones in `plugins/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginLang {
+    /// `plugins/python/<dir>`, built by componentize-py.
+    Python,
+    /// `plugins/js/<dir>`, built by componentize-js.
+    Js,
+}
+
+impl PluginLang {
+    fn dir(self) -> &'static str {
+        match self {
+            PluginLang::Python => "python",
+            PluginLang::Js => "js",
+        }
+    }
+
+    /// The files a build of `dir` depends on: its own sources, the kit's helper library, and
+    /// the WIT.
+    fn inputs(self, dir: &Path) -> Vec<PathBuf> {
+        let kit = plugins_dir().join(self.dir());
+        let mut inputs = vec![
+            dir.join("build.sh"),
+            plugins_dir().join("../wit/filter.wit"),
+        ];
+        match self {
+            PluginLang::Python => {
+                inputs.push(dir.join("app.py"));
+                inputs.push(kit.join("template/logfleet_filter.py"));
+            }
+            PluginLang::Js => {
+                inputs.push(dir.join("filter.js"));
+                inputs.push(kit.join("template/logfleet-filter.js"));
+            }
+        }
+        inputs
+    }
+}
+
+/// The component of the Python or JavaScript plugin in `plugins/<lang>/<dir>`, built with its
+/// own `build.sh` (the real toolchain: `scripts/setup.sh` installs it) and kept under
+/// `plugins/target/polyglot/`, named by a digest of its inputs: componentize-py takes ~15 s,
+/// so a build is made once and reused by every later test run until a source changes.
+pub fn polyglot_plugin_path(lang: PluginLang, dir: &str) -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let source = plugins_dir().join(lang.dir()).join(dir);
+    let mut key = Vec::new();
+    for input in lang.inputs(&source) {
+        let bytes =
+            std::fs::read(&input).unwrap_or_else(|e| panic!("read {}: {e}", input.display()));
+        key.extend_from_slice(logfleet_filter_runtime::digest(&bytes).as_bytes());
+    }
+    let digest = logfleet_filter_runtime::digest(&key);
+    let hex = &digest["sha256:".len().."sha256:".len() + 16];
+    let out_dir = plugins_dir().join("target/polyglot");
+    let out = out_dir.join(format!("{}-{dir}-{hex}.wasm", lang.dir()));
+    if out.exists() {
+        return out;
+    }
+    std::fs::create_dir_all(&out_dir).expect("create plugins/target/polyglot");
+    // Built under a name of its own, then renamed: another test binary may build it too.
+    let partial = out_dir.join(format!(
+        ".{}-{dir}-{hex}.{}.wasm",
+        lang.dir(),
+        std::process::id()
+    ));
+    let status = std::process::Command::new(source.join("build.sh"))
+        .arg(&partial)
+        .status()
+        .unwrap_or_else(|e| panic!("run {}/build.sh: {e}", source.display()));
+    assert!(
+        status.success(),
+        "building {} failed (is its toolchain installed? scripts/setup.sh)",
+        source.display()
+    );
+    std::fs::rename(&partial, &out).expect("rename the built plugin");
+    out
+}
+
 /// A session WebSocket client.
 pub struct WsClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,

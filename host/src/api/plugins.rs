@@ -145,6 +145,11 @@ fn plugin_error(e: PluginError) -> ApiError {
             "payload_too_large",
             e.to_string(),
         ),
+        PluginError::QuotaExceeded { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "storage_quota_exceeded",
+            e.to_string(),
+        ),
         PluginError::TooMany => {
             ApiError::new(StatusCode::CONFLICT, "too_many_plugins", e.to_string())
         }

@@ -1,6 +1,7 @@
 //! Test plugin: tries to leave the sandbox on every batch — read a file (`{"try": "file"}`,
-//! default), the environment (`"env"`) or the clock (`"clock"`). Each must trap, because the
-//! runtime links no WASI implementation.
+//! default), the environment (`"env"`) or the clock (`"clock"`) — and rewrites record 0 with
+//! what it got. The runtime's WASI denies by default: an error instead of the file, an empty
+//! environment, a clock of millisecond resolution.
 
 use logfleet_filter_sdk::{Batch, Fields, Filter, Verdicts, export_filter, parse_config};
 use serde::Deserialize;

@@ -1,0 +1,13 @@
+#!/usr/bin/env sh
+# Builds filter.js into a LogFleet filter component: ./build.sh [OUT.wasm] (default filter.wasm).
+# Needs componentize-js: `npm install` here (package.json pins it). The WIT is ./wit when
+# present (a scaffold from `logfleet plugins new`), else the repository's wit/.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-filter.wasm}
+wit=${LOGFLEET_WIT:-$here/wit}
+[ -d "$wit" ] || wit=$here/../../../wit
+bin=$here/node_modules/.bin/componentize-js
+[ -x "$bin" ] || bin=$here/../node_modules/.bin/componentize-js
+# No wasi:http: a filter has no network, so the fetch machinery is left out.
+"$bin" "$here/filter.js" --wit "$wit" --world-name filter -d http fetch-event -o "$out"

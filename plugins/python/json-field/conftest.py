@@ -1,0 +1,5 @@
+# The helper library lives in the template; examples use that copy.
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "template"))
