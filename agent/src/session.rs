@@ -108,6 +108,18 @@ impl Session {
         !self.backfilled_to.is_empty()
     }
 
+    /// The boundaries its backfill still skips live records up to, taken for the session
+    /// that replaces it (new filters): see [`Session::skip_backfilled`].
+    pub fn take_backfilled(&mut self) -> Vec<LinePos> {
+        std::mem::take(&mut self.backfilled_to)
+    }
+
+    /// Skips live records up to `boundaries`, which a backfill of this session (under its
+    /// previous filters) sent.
+    pub fn skip_backfilled(&mut self, boundaries: Vec<LinePos>) {
+        self.backfilled_to = boundaries;
+    }
+
     /// Sends `records` (a backfill, oldest first, numbered) through the rate limiter, which
     /// decides newest first so an oversized backfill keeps its newest records, and flushes
     /// them into `out` (drops first). Live records of the files read are then skipped up to
