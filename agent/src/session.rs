@@ -512,8 +512,16 @@ mod tests {
         out.clear();
         // The file was truncated and written again: two new lines at its start.
         let positions = [
-            LinePos { id, start: 0, end: 10 },
-            LinePos { id, start: 10, end: 20 },
+            LinePos {
+                id,
+                start: 0,
+                end: 10,
+            },
+            LinePos {
+                id,
+                start: 10,
+                end: 20,
+            },
         ];
         s.offer_at(&records(2, Level::Info), &positions, now, &mut out)
             .unwrap();
