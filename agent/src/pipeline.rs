@@ -578,10 +578,13 @@ impl Pipeline {
             info!(session = %ready.id, "session expired before its filters were ready");
             return;
         }
-        // What the replaced chain (if any) kept goes out first, in stream order.
+        // What the replaced chain (if any) kept goes out first, in stream order; what its
+        // backfill covered stays covered under the new filters (else the tailer's lines up to
+        // the boundary would go out twice).
         let replaced = self.sessions.remove(&ready.id).map(|mut old| {
             old.flush(&mut self.frames);
             self.send_frames();
+            old.take_backfilled()
         });
         let chain = match ready.built {
             Ok(chain) => chain,
@@ -608,7 +611,8 @@ impl Pipeline {
         } else if replaced.is_none() && pending.spec.backfill.is_some() {
             self.backfill_due.push(ready.id.clone());
         }
-        let session = Session::start(pending.spec, chain, pending.ends, now);
+        let mut session = Session::start(pending.spec, chain, pending.ends, now);
+        session.skip_backfilled(replaced.unwrap_or_default());
         self.sessions.insert(ready.id, session);
     }
 
@@ -1415,6 +1419,58 @@ mod tests {
             got,
             ["a 8@8#0,a 9@9#1,a 10@10#2", "done 3 false", "a 11@11#4"]
         );
+    }
+
+    /// A filter change (PATCH) after the backfill does not undo its boundary: a live line the
+    /// backfill already sent, which the tailer hands over only after the change, is not sent
+    /// again; the line after it is.
+    #[tokio::test]
+    async fn a_filter_change_after_the_backfill_keeps_its_boundary() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let text: String = (1..=10).map(|n| format!("a {n}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let covered_end = text.len() as u64;
+        let meta = std::fs::metadata(&path).unwrap();
+        let id = (meta.dev(), meta.ino());
+        let outbox = Outbox::new(1 << 20);
+        let mut p = pipeline(&outbox)
+            .parse_sources_as(&[SourceConfig::new("app", path.display().to_string())]);
+        let mut with_backfill = spec("s", &[], 0);
+        with_backfill.backfill = Some(3);
+        start(&mut p, with_backfill.clone()).await;
+        // The host keeps asking for the backfill until it hears `BackfillDone`.
+        let mut patched = with_backfill;
+        patched.filters.pattern = Some("a".into());
+        start(&mut p, patched).await;
+        let line = |n: u64, end: u64| TailLine {
+            source: "app".into(),
+            file: path.display().to_string().into(),
+            line: n,
+            text: format!("a {n}"),
+            read_at_ms: 1,
+            at: LinePos {
+                id,
+                start: end,
+                end,
+            },
+        };
+        p.handle_lines(
+            vec![line(10, covered_end), line(11, covered_end + 5)],
+            Instant::now(),
+        )
+        .await;
+        p.flush(Instant::now());
+        let live: Vec<String> = drain(&outbox)
+            .iter()
+            .filter_map(|f| match f {
+                AgentFrame::Logs(b) => Some(b.records.iter().map(|r| r.message.clone())),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(live, ["a 8", "a 9", "a 10", "a 11"], "a 10 once");
     }
 
     /// A session restored after a restart resumes from checkpoints instead of backfilling;

@@ -19,7 +19,9 @@
 //!
 //! Both buffers also count against host-wide [`ByteBudget`]s (one for replay, one for live
 //! queues), so the fan-out of the whole host holds at most twice each budget plus one burst and
-//! one message per session, however many sessions and agents there are.
+//! one message per session, however many sessions and agents there are, plus each session's
+//! opening until its first client takes it (bounded in messages only, see
+//! [`MAX_OPENING_MESSAGES`]; a known gap of the byte bound).
 
 mod budget;
 mod live;

@@ -444,10 +444,16 @@ impl Sessions {
     /// The agent sent the backfill session `id` asked for: clients get `backfill_done`, and the
     /// specs sent to the agent from now on ask for none, so an agent that reconnects (or
     /// restarts without its state) does not send it twice. (Only single-agent sessions have
-    /// a backfill: the API refuses one for a fleet.)
+    /// a backfill: the API refuses one for a fleet.) A `BackfillDone` the session did not ask
+    /// for, or a second one, is ignored: clients hear `backfill_done` once, and only where
+    /// they asked for a backfill, whatever an agent sends.
     pub fn backfill_done(&self, agent: &AgentKey, id: &str, count: u64, truncated: bool) {
         let mut st = self.lock();
-        if let Some(session) = st.by_id.get_mut(id).filter(|s| s.member(agent).is_some()) {
+        if let Some(session) = st
+            .by_id
+            .get_mut(id)
+            .filter(|s| s.member(agent).is_some() && s.spec.backfill.is_some())
+        {
             session.spec.backfill = None;
             session
                 .hub
@@ -818,6 +824,56 @@ mod tests {
         assert_eq!(events.len(), 2, "{events:?}");
         assert!(events[0].contains("agent_disconnected"), "{events:?}");
         assert!(events[1].contains("agent_reconnected"), "{events:?}");
+        sessions.shutdown();
+    }
+
+    /// Clients hear `backfill_done` only for a session that asked for a backfill, and once:
+    /// an agent sending it for a session without one, or again, is not believed.
+    #[tokio::test]
+    async fn backfill_done_is_told_once_and_only_when_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::open(dir.path()).unwrap();
+        let sessions = Sessions::new(Agents::default(), Tuning::default(), audit);
+        let key = AgentKey::new("acme", Uuid::new_v4());
+        let start = |backfill| {
+            sessions
+                .start(NewSession {
+                    created_by: "alice".into(),
+                    org: "acme".into(),
+                    target: NewTarget::Agent(AgentRef {
+                        key: key.clone(),
+                        name: "edge-1".into(),
+                        hostname: "edge-1".into(),
+                        online: true,
+                        link: 0,
+                    }),
+                    filters: Filters::default(),
+                    limits: RateLimits {
+                        lines_per_second: 0,
+                        bytes_per_second: 0,
+                    },
+                    timeout: Duration::from_secs(60),
+                    backfill,
+                })
+                .unwrap()
+        };
+        let (plain, asked) = (start(None), start(Some(5)));
+        let told = |id: &str| {
+            let mut sub = sessions.hub("acme", id).unwrap().subscribe(None).unwrap();
+            let mut events: Vec<String> = sub.backlog.iter().map(|m| m.text.to_string()).collect();
+            while let Next::Burst(burst) = sub.live.try_recv() {
+                events.extend(burst.messages.iter().map(|m| m.text.to_string()));
+            }
+            events
+                .into_iter()
+                .filter(|e| e.contains("backfill_done"))
+                .count()
+        };
+        sessions.backfill_done(&key, &plain.id, 7, false);
+        sessions.backfill_done(&key, &asked.id, 3, false);
+        sessions.backfill_done(&key, &asked.id, 9, true);
+        assert_eq!(told(&plain.id), 0, "no backfill was asked for");
+        assert_eq!(told(&asked.id), 1, "the first one only");
         sessions.shutdown();
     }
 }
