@@ -253,7 +253,8 @@ function span(cls: string): HTMLSpanElement {
 /** Highlights cap per line: a pattern matching every character must not cost a node each. */
 const MAX_MARKS_PER_LINE = 20;
 
-/** `text` into `into`, with the matches of `re` in `<mark>`; text only (no HTML parsed). */
+/** `text` into `into`, with the matches of `re` in its first {@link MAX_HIGHLIGHT_CHARS}
+ * characters in `<mark>`; text only (no HTML parsed). */
 export function appendHighlighted(into: HTMLElement, text: string, re: RegExp | null): void {
   if (!re) {
     into.textContent = text;
@@ -262,7 +263,8 @@ export function appendHighlighted(into: HTMLElement, text: string, re: RegExp | 
   re.lastIndex = 0;
   let at = 0;
   let marks = 0;
-  for (let m = re.exec(text); m && marks < MAX_MARKS_PER_LINE; m = re.exec(text)) {
+  const searched = text.slice(0, MAX_HIGHLIGHT_CHARS);
+  for (let m = re.exec(searched); m && marks < MAX_MARKS_PER_LINE; m = re.exec(searched)) {
     if (m[0].length === 0) {
       re.lastIndex += 1;
       continue;
@@ -277,8 +279,41 @@ export function appendHighlighted(into: HTMLElement, text: string, re: RegExp | 
   if (at < text.length) into.append(text.slice(at));
 }
 
+/** Characters of a message searched for highlights; the rest is shown unmarked. A row shows
+ * about this much at desktop width, and it bounds what a backtracking search can cost. */
+export const MAX_HIGHLIGHT_CHARS = 256;
+/** Most quantifiers a highlighted pattern may have: with at most this many and no quantified
+ * group, a failing search costs at most ~n³ steps on {@link MAX_HIGHLIGHT_CHARS} characters. */
+const MAX_HIGHLIGHT_QUANTIFIERS = 2;
+
+/** Whether JavaScript's backtracking engine can search `source` in bounded time. The host's
+ * regex engine (Rust) is linear for every pattern, so it accepts patterns such as `(a+)+$` or
+ * `(.|.)*x|y` on which JavaScript backtracks exponentially: one line froze the tab for minutes.
+ * Refused: a repeated group (`(…)*`, `(…)+`, `(…){n}`), and more than {@link
+ * MAX_HIGHLIGHT_QUANTIFIERS} quantifiers (`(…)?` counts as one). */
+export function safeToHighlight(source: string): boolean {
+  let quantifiers = 0;
+  let inClass = false;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i];
+    if (c === '\\') {
+      i += 1;
+    } else if (inClass) {
+      if (c === ']') inClass = false;
+    } else if (c === '[') {
+      inClass = true;
+    } else if (c === ')' && /[*+{]/.test(source[i + 1] ?? '')) {
+      return false;
+    } else if ((c === '*' || c === '+' || c === '{') || (c === '?' && source[i - 1] !== '(')) {
+      quantifiers += 1;
+    }
+  }
+  return quantifiers <= MAX_HIGHLIGHT_QUANTIFIERS;
+}
+
 /** The pattern filter as a JavaScript regex for highlighting, or null when JavaScript reads
- * it differently (Rust-only syntax): then nothing is highlighted, nothing breaks. */
+ * it differently (Rust-only syntax) or could take unbounded time on it ({@link
+ * safeToHighlight}): then nothing is highlighted, nothing breaks. */
 export function highlighter(pattern: string | undefined): RegExp | null {
   if (!pattern) return null;
   let source = pattern;
@@ -288,6 +323,7 @@ export function highlighter(pattern: string | undefined): RegExp | null {
     if (inline[1].includes('i')) flags += 'i';
     source = source.slice(inline[0].length);
   }
+  if (!safeToHighlight(source)) return null;
   try {
     return new RegExp(source, flags);
   } catch {

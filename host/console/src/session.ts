@@ -181,11 +181,14 @@ export async function livePage(into: HTMLElement, id: string): Promise<() => voi
             problem.replaceChildren(errorBox(err));
           }
         });
-        banner.replaceChildren(h('span', { id: 'ending-text' }), extend);
+        // A fleet session numbers its own records: no next session can continue them
+        // (`LogStream.extend()` refuses), so it gets no Extend button.
+        const fleet = Array.isArray(s.session.agent_ids);
+        banner.replaceChildren(h('span', { id: 'ending-text' }), fleet ? '' : extend);
       }
       const text = banner.querySelector('#ending-text') as HTMLElement;
-      const extendBtn = banner.querySelector('#extend') as HTMLButtonElement;
-      extendBtn.disabled = l.extending;
+      const extendBtn = banner.querySelector<HTMLButtonElement>('#extend');
+      if (extendBtn) extendBtn.disabled = l.extending;
       text.textContent = l.extending
         ? `Extended: the next session starts just before this one ends (${countdown(s.session.expires_at)}) and takes over from the last line, with no gap.`
         : `This session ends in ${countdown(s.session.expires_at)}.`;

@@ -128,6 +128,21 @@ try {
   await page.locator('#sessions').waitFor();
   await shot('09-sessions');
 
+  step = 'a pattern JavaScript backtracks on leaves the live view usable';
+  // The host (Rust's linear-time regex) accepts it and delivers lines (`n=` matches them);
+  // JavaScript's backtracking engine takes minutes per line on `(.|.|.)*zz`.
+  const started = await fetch(`${base}/api/v1/stream/start`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${env('USER_TOKEN')}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ agent_id: env('AGENT_NAME'), timeout_seconds: Number(sessionSeconds), filters: { pattern: '(.|.|.)*zz|n=' } }),
+  }).then((r) => r.json());
+  const hostile = started.session.id;
+  await page.goto(`${base}/#/sessions/${hostile}`);
+  await page.waitForFunction(() => Number(document.querySelector('#live-stats')?.dataset.received) >= 3);
+  await page.locator('.viewport .line').first().waitFor();
+  await page.keyboard.press('Shift+S');
+  await page.locator('#live-status[data-state="ended"]').waitFor();
+
   step = 'phone width';
   await page.setViewportSize({ width: 390, height: 800 });
   await page.goto(`${base}/#/fleet`);
