@@ -3,11 +3,12 @@
  * second.
  *
  * Policy, stated first and implemented exactly:
- * - Memory is bounded: at most {@link MAX_LINES_KEPT} lines are kept; older ones are dropped
- *   (in chunks of {@link TRIM_CHUNK}, so the cost is amortised) and counted in `droppedOld`.
- *   While paused, arriving lines are buffered up to {@link MAX_LINES_KEPT} more; beyond that
- *   the oldest buffered ones are dropped and counted in `droppedPaused`. Nothing is dropped
- *   without a count on screen.
+ * - Memory is bounded: at most {@link MAX_LINES_KEPT} lines and {@link MAX_CHARS_KEPT}
+ *   characters of messages are kept (lines may be 64 KiB: a line count alone would allow
+ *   gigabytes); older ones are dropped (in chunks of {@link TRIM_CHUNK} lines or a tenth of
+ *   the characters, so the cost is amortised) and counted in `droppedOld`. While paused,
+ *   arriving lines are buffered up to as much again; beyond that the oldest buffered ones are
+ *   dropped and counted in `droppedPaused`. Nothing is dropped without a count on screen.
  * - The DOM is bounded: only the rows in view plus {@link OVERSCAN} above and below exist;
  *   rows are fixed-height ({@link ROW_HEIGHT}) and recycled.
  * - Work per line is O(1): lines are appended to an array and the list re-renders at most once
@@ -21,6 +22,26 @@
 export const MAX_LINES_KEPT = 50_000;
 /** Old lines are dropped this many at a time, once the view holds this many too many. */
 export const TRIM_CHUNK = 5_000;
+/** How many characters of messages the view keeps (and the pause buffer, as many again):
+ * 32 Mi, tens of MiB of heap, whatever the lines' length. */
+export const MAX_CHARS_KEPT = 32 * 1024 * 1024;
+/** Over {@link MAX_CHARS_KEPT}, old lines are dropped until this many characters are kept. */
+const CHARS_AFTER_TRIM = MAX_CHARS_KEPT - MAX_CHARS_KEPT / 10;
+
+/** Drops lines from the front of `lines` (holding `chars` characters of messages) until at
+ * most `maxLines + TRIM_CHUNK` lines and {@link MAX_CHARS_KEPT} characters remain, trimming to
+ * `maxLines` and {@link CHARS_AFTER_TRIM}; returns how many lines and characters went. */
+function trimFront(lines: Line[], chars: number, maxLines: number): { n: number; chars: number } {
+  if (lines.length <= maxLines + TRIM_CHUNK && chars <= MAX_CHARS_KEPT) return { n: 0, chars: 0 };
+  let n = Math.max(0, lines.length - maxLines);
+  let gone = 0;
+  for (let i = 0; i < n; i++) gone += lines[i].message.length;
+  if (chars > MAX_CHARS_KEPT) {
+    while (n < lines.length && chars - gone > CHARS_AFTER_TRIM) gone += lines[n++].message.length;
+  }
+  lines.splice(0, n);
+  return { n, chars: gone };
+}
 /** Height of one row in pixels; the stylesheet's `.line` height must match. */
 export const ROW_HEIGHT = 20;
 /** Rows rendered beyond the visible ones, above and below, so fast scrolling shows no blanks. */
@@ -55,6 +76,9 @@ export class LiveView {
   received = 0;
   paused = false;
   private pausedBuffer: Line[] = [];
+  /** Characters of messages in `lines` and in `pausedBuffer`. */
+  private keptChars = 0;
+  private bufferedChars = 0;
   /** Lines dropped from the pause buffer (over {@link MAX_LINES_KEPT}). */
   droppedPaused = 0;
   follow = true;
@@ -115,13 +139,13 @@ export class LiveView {
     this.lastSeq.set(agent, line.seq);
     if (this.paused) {
       this.pausedBuffer.push(line);
-      if (this.pausedBuffer.length > MAX_LINES_KEPT + TRIM_CHUNK) {
-        const n = this.pausedBuffer.length - MAX_LINES_KEPT;
-        this.pausedBuffer.splice(0, n);
-        this.droppedPaused += n;
-      }
+      this.bufferedChars += line.message.length;
+      const gone = trimFront(this.pausedBuffer, this.bufferedChars, MAX_LINES_KEPT);
+      this.bufferedChars -= gone.chars;
+      this.droppedPaused += gone.n;
     } else {
       this.lines.push(line);
+      this.keptChars += line.message.length;
       this.trim();
     }
     this.schedule();
@@ -136,7 +160,9 @@ export class LiveView {
     this.paused = paused;
     if (!paused) {
       for (const l of this.pausedBuffer) this.lines.push(l);
+      this.keptChars += this.bufferedChars;
       this.pausedBuffer = [];
+      this.bufferedChars = 0;
       this.trim();
     }
     this.schedule();
@@ -150,13 +176,15 @@ export class LiveView {
   clear(): void {
     this.lines = [];
     this.pausedBuffer = [];
+    this.keptChars = 0;
+    this.bufferedChars = 0;
     this.schedule();
   }
 
   private trim(): void {
-    if (this.lines.length <= MAX_LINES_KEPT + TRIM_CHUNK) return;
-    const n = this.lines.length - MAX_LINES_KEPT;
-    this.lines.splice(0, n);
+    const { n, chars } = trimFront(this.lines, this.keptChars, MAX_LINES_KEPT);
+    if (n === 0) return;
+    this.keptChars -= chars;
     this.droppedOld += n;
     if (!this.follow) {
       this.programmaticTop = Math.max(0, this.viewport.scrollTop - n * ROW_HEIGHT);

@@ -8,7 +8,7 @@ import { client } from './api.js';
 import { countdown, h } from './dom.js';
 import { errorBox, showError } from './main.js';
 import type { Line } from './live.js';
-import { LiveView, MAX_LINES_KEPT, highlighter, lineText } from './live.js';
+import { LiveView, MAX_CHARS_KEPT, MAX_LINES_KEPT, highlighter, lineText } from './live.js';
 
 /** The banner shows this long before a session's end by this machine's clock, also when the
  * host's 30-second `session_ending` was sent before this page connected. */
@@ -130,7 +130,7 @@ export async function livePage(into: HTMLElement, id: string): Promise<() => voi
     problem,
     notices,
     wrap,
-    h('p', { class: 'muted' }, h('span', { class: 'kbd' }, 'p'), ' pause/resume · ', h('span', { class: 'kbd' }, 'Shift+S'), ' stop · ', `at most ${MAX_LINES_KEPT.toLocaleString('en')} lines are kept; older ones are dropped and counted`),
+    h('p', { class: 'muted' }, h('span', { class: 'kbd' }, 'p'), ' pause/resume · ', h('span', { class: 'kbd' }, 'Shift+S'), ' stop · ', `at most ${MAX_LINES_KEPT.toLocaleString('en')} lines (and ${MAX_CHARS_KEPT / 1024 / 1024} Mi characters) are kept; older ones are dropped and counted`),
   );
   const view = l.view;
   view.onSelect = (line) => details.replaceChildren(h('pre', { id: 'line-details' }, JSON.stringify(line, null, 2)));
