@@ -9,8 +9,9 @@
 //! Policy: every console answer carries [`CSP`], which allows only this origin's script,
 //! style and connections (no `unsafe-inline`, no `eval`, no framing), plus `nosniff` and
 //! `no-referrer`. The page keeps the token in `sessionStorage` and sends it only in
-//! `Authorization` headers (REST) and in the session WebSocket's `?token=` (browsers cannot
-//! set headers on a WebSocket; the host never logs request URIs). The console routes live
+//! `Authorization` headers (REST) and as the session WebSocket's subprotocol
+//! `logfleet.token.<JWT>` (browsers cannot set headers on a WebSocket; see [`crate::auth`]),
+//! never in a URL. The console routes live
 //! outside the API's route table: they are not API endpoints and are not in the OpenAPI
 //! document.
 

@@ -11,8 +11,12 @@
 //! `Vary: Origin`. Credentials (cookies) are never allowed: tokens travel in `Authorization`.
 //! Other origins get answers without CORS headers, which their browsers refuse to expose.
 //!
-//! Session WebSockets are not subject to CORS (browsers connect them from any origin; the
-//! `?token=` authenticates), so this concerns the REST calls a browser client makes first.
+//! Session WebSockets are not subject to CORS: browsers connect them from any origin, and the
+//! host does not check their `Origin`. That is safe because nothing ambient authenticates them
+//! (no cookies): the token must be sent explicitly (`Authorization`, the `logfleet.token.`
+//! subprotocol or `?token=`), so a page of another origin can open one only with a token it
+//! already holds, which works from any HTTP client too. This concerns the REST calls a
+//! browser client makes first.
 
 use std::time::Duration;
 

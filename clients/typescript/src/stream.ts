@@ -255,11 +255,19 @@ export class LogStream implements AsyncIterable<LogMessage>, ExitStoppable {
    * the next session (same request) starts shortly before this one expires, and the stream
    * switches to it by `seq` with no gap and no duplicate; that session then ends by itself
    * unless extended again. Calling it again before the switch changes nothing. Throws
-   * `stream_closed` once the stream is over.
+   * `stream_closed` once the stream is over, and `invalid_request` for a fleet session
+   * (`agent_ids`): its records are numbered by the session, so no later session continues
+   * its `seq` (as `follow` is refused for fleets).
    */
   extend(): void {
     if (this.finished || this.stopping || this.endedReason !== null) {
       throw new StreamClosedError(`session ${this.session.id} is over; start a new stream`);
+    }
+    if (Array.isArray(this.session.agent_ids)) {
+      throw new LogFleetError(
+        'invalid_request',
+        `session ${this.session.id} runs on a fleet: its seq is the session's own, so a next session cannot take over without a gap or duplicates; start a new stream`,
+      );
     }
     this.extendOnce = true;
     this.scheduleRenewal(0);

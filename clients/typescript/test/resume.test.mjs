@@ -167,6 +167,18 @@ describe('LogFleetClient when connections break', () => {
     assert.throws(() => stream.extend(), { code: 'stream_closed' });
   });
 
+  /** A fleet session numbers its records itself, so no next session continues its `seq`:
+   * extend() refuses it (started or attached) rather than stream a gap or duplicates. */
+  test('extend() refuses a fleet session, started or attached', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const client = new LogFleetClient({ token, baseUrl });
+    const stream = await client.startStream({ agentIds: [agentId], timeout: 60, filters: { pattern: TAG } });
+    assert.throws(() => stream.extend(), { code: 'invalid_request' });
+    const attached = await client.attach(stream.id);
+    assert.throws(() => attached.extend(), { code: 'invalid_request' });
+    await stream.stop();
+    await attached.done();
+  });
+
   test('attach() streams a running session and stop() stops it', { timeout: TEST_TIMEOUT_MS }, async () => {
     const client = new LogFleetClient({ token, baseUrl });
     const session = await client.start({ agentId, timeout: 60, filters: { pattern: TAG } });

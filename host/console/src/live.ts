@@ -3,11 +3,12 @@
  * second.
  *
  * Policy, stated first and implemented exactly:
- * - Memory is bounded: at most {@link MAX_LINES_KEPT} lines are kept; older ones are dropped
- *   (in chunks of {@link TRIM_CHUNK}, so the cost is amortised) and counted in `droppedOld`.
- *   While paused, arriving lines are buffered up to {@link MAX_LINES_KEPT} more; beyond that
- *   the oldest buffered ones are dropped and counted in `droppedPaused`. Nothing is dropped
- *   without a count on screen.
+ * - Memory is bounded: at most {@link MAX_LINES_KEPT} lines and {@link MAX_CHARS_KEPT}
+ *   characters of messages are kept (lines may be 64 KiB: a line count alone would allow
+ *   gigabytes); older ones are dropped (in chunks of {@link TRIM_CHUNK} lines or a tenth of
+ *   the characters, so the cost is amortised) and counted in `droppedOld`. While paused,
+ *   arriving lines are buffered up to as much again; beyond that the oldest buffered ones are
+ *   dropped and counted in `droppedPaused`. Nothing is dropped without a count on screen.
  * - The DOM is bounded: only the rows in view plus {@link OVERSCAN} above and below exist;
  *   rows are fixed-height ({@link ROW_HEIGHT}) and recycled.
  * - Work per line is O(1): lines are appended to an array and the list re-renders at most once
@@ -21,6 +22,26 @@
 export const MAX_LINES_KEPT = 50_000;
 /** Old lines are dropped this many at a time, once the view holds this many too many. */
 export const TRIM_CHUNK = 5_000;
+/** How many characters of messages the view keeps (and the pause buffer, as many again):
+ * 32 Mi, tens of MiB of heap, whatever the lines' length. */
+export const MAX_CHARS_KEPT = 32 * 1024 * 1024;
+/** Over {@link MAX_CHARS_KEPT}, old lines are dropped until this many characters are kept. */
+const CHARS_AFTER_TRIM = MAX_CHARS_KEPT - MAX_CHARS_KEPT / 10;
+
+/** Drops lines from the front of `lines` (holding `chars` characters of messages) until at
+ * most `maxLines + TRIM_CHUNK` lines and {@link MAX_CHARS_KEPT} characters remain, trimming to
+ * `maxLines` and {@link CHARS_AFTER_TRIM}; returns how many lines and characters went. */
+function trimFront(lines: Line[], chars: number, maxLines: number): { n: number; chars: number } {
+  if (lines.length <= maxLines + TRIM_CHUNK && chars <= MAX_CHARS_KEPT) return { n: 0, chars: 0 };
+  let n = Math.max(0, lines.length - maxLines);
+  let gone = 0;
+  for (let i = 0; i < n; i++) gone += lines[i].message.length;
+  if (chars > MAX_CHARS_KEPT) {
+    while (n < lines.length && chars - gone > CHARS_AFTER_TRIM) gone += lines[n++].message.length;
+  }
+  lines.splice(0, n);
+  return { n, chars: gone };
+}
 /** Height of one row in pixels; the stylesheet's `.line` height must match. */
 export const ROW_HEIGHT = 20;
 /** Rows rendered beyond the visible ones, above and below, so fast scrolling shows no blanks. */
@@ -55,6 +76,9 @@ export class LiveView {
   received = 0;
   paused = false;
   private pausedBuffer: Line[] = [];
+  /** Characters of messages in `lines` and in `pausedBuffer`. */
+  private keptChars = 0;
+  private bufferedChars = 0;
   /** Lines dropped from the pause buffer (over {@link MAX_LINES_KEPT}). */
   droppedPaused = 0;
   follow = true;
@@ -115,13 +139,13 @@ export class LiveView {
     this.lastSeq.set(agent, line.seq);
     if (this.paused) {
       this.pausedBuffer.push(line);
-      if (this.pausedBuffer.length > MAX_LINES_KEPT + TRIM_CHUNK) {
-        const n = this.pausedBuffer.length - MAX_LINES_KEPT;
-        this.pausedBuffer.splice(0, n);
-        this.droppedPaused += n;
-      }
+      this.bufferedChars += line.message.length;
+      const gone = trimFront(this.pausedBuffer, this.bufferedChars, MAX_LINES_KEPT);
+      this.bufferedChars -= gone.chars;
+      this.droppedPaused += gone.n;
     } else {
       this.lines.push(line);
+      this.keptChars += line.message.length;
       this.trim();
     }
     this.schedule();
@@ -136,7 +160,9 @@ export class LiveView {
     this.paused = paused;
     if (!paused) {
       for (const l of this.pausedBuffer) this.lines.push(l);
+      this.keptChars += this.bufferedChars;
       this.pausedBuffer = [];
+      this.bufferedChars = 0;
       this.trim();
     }
     this.schedule();
@@ -150,13 +176,15 @@ export class LiveView {
   clear(): void {
     this.lines = [];
     this.pausedBuffer = [];
+    this.keptChars = 0;
+    this.bufferedChars = 0;
     this.schedule();
   }
 
   private trim(): void {
-    if (this.lines.length <= MAX_LINES_KEPT + TRIM_CHUNK) return;
-    const n = this.lines.length - MAX_LINES_KEPT;
-    this.lines.splice(0, n);
+    const { n, chars } = trimFront(this.lines, this.keptChars, MAX_LINES_KEPT);
+    if (n === 0) return;
+    this.keptChars -= chars;
     this.droppedOld += n;
     if (!this.follow) {
       this.programmaticTop = Math.max(0, this.viewport.scrollTop - n * ROW_HEIGHT);
@@ -253,7 +281,8 @@ function span(cls: string): HTMLSpanElement {
 /** Highlights cap per line: a pattern matching every character must not cost a node each. */
 const MAX_MARKS_PER_LINE = 20;
 
-/** `text` into `into`, with the matches of `re` in `<mark>`; text only (no HTML parsed). */
+/** `text` into `into`, with the matches of `re` in its first {@link MAX_HIGHLIGHT_CHARS}
+ * characters in `<mark>`; text only (no HTML parsed). */
 export function appendHighlighted(into: HTMLElement, text: string, re: RegExp | null): void {
   if (!re) {
     into.textContent = text;
@@ -262,7 +291,8 @@ export function appendHighlighted(into: HTMLElement, text: string, re: RegExp | 
   re.lastIndex = 0;
   let at = 0;
   let marks = 0;
-  for (let m = re.exec(text); m && marks < MAX_MARKS_PER_LINE; m = re.exec(text)) {
+  const searched = text.slice(0, MAX_HIGHLIGHT_CHARS);
+  for (let m = re.exec(searched); m && marks < MAX_MARKS_PER_LINE; m = re.exec(searched)) {
     if (m[0].length === 0) {
       re.lastIndex += 1;
       continue;
@@ -277,8 +307,41 @@ export function appendHighlighted(into: HTMLElement, text: string, re: RegExp | 
   if (at < text.length) into.append(text.slice(at));
 }
 
+/** Characters of a message searched for highlights; the rest is shown unmarked. A row shows
+ * about this much at desktop width, and it bounds what a backtracking search can cost. */
+export const MAX_HIGHLIGHT_CHARS = 256;
+/** Most quantifiers a highlighted pattern may have: with at most this many and no quantified
+ * group, a failing search costs at most ~n³ steps on {@link MAX_HIGHLIGHT_CHARS} characters. */
+const MAX_HIGHLIGHT_QUANTIFIERS = 2;
+
+/** Whether JavaScript's backtracking engine can search `source` in bounded time. The host's
+ * regex engine (Rust) is linear for every pattern, so it accepts patterns such as `(a+)+$` or
+ * `(.|.)*x|y` on which JavaScript backtracks exponentially: one line froze the tab for minutes.
+ * Refused: a repeated group (`(…)*`, `(…)+`, `(…){n}`), and more than {@link
+ * MAX_HIGHLIGHT_QUANTIFIERS} quantifiers (`(…)?` counts as one). */
+export function safeToHighlight(source: string): boolean {
+  let quantifiers = 0;
+  let inClass = false;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i];
+    if (c === '\\') {
+      i += 1;
+    } else if (inClass) {
+      if (c === ']') inClass = false;
+    } else if (c === '[') {
+      inClass = true;
+    } else if (c === ')' && /[*+{]/.test(source[i + 1] ?? '')) {
+      return false;
+    } else if ((c === '*' || c === '+' || c === '{') || (c === '?' && source[i - 1] !== '(')) {
+      quantifiers += 1;
+    }
+  }
+  return quantifiers <= MAX_HIGHLIGHT_QUANTIFIERS;
+}
+
 /** The pattern filter as a JavaScript regex for highlighting, or null when JavaScript reads
- * it differently (Rust-only syntax): then nothing is highlighted, nothing breaks. */
+ * it differently (Rust-only syntax) or could take unbounded time on it ({@link
+ * safeToHighlight}): then nothing is highlighted, nothing breaks. */
 export function highlighter(pattern: string | undefined): RegExp | null {
   if (!pattern) return null;
   let source = pattern;
@@ -288,6 +351,7 @@ export function highlighter(pattern: string | undefined): RegExp | null {
     if (inline[1].includes('i')) flags += 'i';
     source = source.slice(inline[0].length);
   }
+  if (!safeToHighlight(source)) return null;
   try {
     return new RegExp(source, flags);
   } catch {

@@ -8,7 +8,7 @@ import { client } from './api.js';
 import { countdown, h } from './dom.js';
 import { errorBox, showError } from './main.js';
 import type { Line } from './live.js';
-import { LiveView, MAX_LINES_KEPT, highlighter, lineText } from './live.js';
+import { LiveView, MAX_CHARS_KEPT, MAX_LINES_KEPT, highlighter, lineText } from './live.js';
 
 /** The banner shows this long before a session's end by this machine's clock, also when the
  * host's 30-second `session_ending` was sent before this page connected. */
@@ -130,7 +130,7 @@ export async function livePage(into: HTMLElement, id: string): Promise<() => voi
     problem,
     notices,
     wrap,
-    h('p', { class: 'muted' }, h('span', { class: 'kbd' }, 'p'), ' pause/resume · ', h('span', { class: 'kbd' }, 'Shift+S'), ' stop · ', `at most ${MAX_LINES_KEPT.toLocaleString('en')} lines are kept; older ones are dropped and counted`),
+    h('p', { class: 'muted' }, h('span', { class: 'kbd' }, 'p'), ' pause/resume · ', h('span', { class: 'kbd' }, 'Shift+S'), ' stop · ', `at most ${MAX_LINES_KEPT.toLocaleString('en')} lines (and ${MAX_CHARS_KEPT / 1024 / 1024} Mi characters) are kept; older ones are dropped and counted`),
   );
   const view = l.view;
   view.onSelect = (line) => details.replaceChildren(h('pre', { id: 'line-details' }, JSON.stringify(line, null, 2)));
@@ -181,11 +181,14 @@ export async function livePage(into: HTMLElement, id: string): Promise<() => voi
             problem.replaceChildren(errorBox(err));
           }
         });
-        banner.replaceChildren(h('span', { id: 'ending-text' }), extend);
+        // A fleet session numbers its own records: no next session can continue them
+        // (`LogStream.extend()` refuses), so it gets no Extend button.
+        const fleet = Array.isArray(s.session.agent_ids);
+        banner.replaceChildren(h('span', { id: 'ending-text' }), fleet ? '' : extend);
       }
       const text = banner.querySelector('#ending-text') as HTMLElement;
-      const extendBtn = banner.querySelector('#extend') as HTMLButtonElement;
-      extendBtn.disabled = l.extending;
+      const extendBtn = banner.querySelector<HTMLButtonElement>('#extend');
+      if (extendBtn) extendBtn.disabled = l.extending;
       text.textContent = l.extending
         ? `Extended: the next session starts just before this one ends (${countdown(s.session.expires_at)}) and takes over from the last line, with no gap.`
         : `This session ends in ${countdown(s.session.expires_at)}.`;

@@ -128,6 +128,35 @@ try {
   await page.locator('#sessions').waitFor();
   await shot('09-sessions');
 
+  step = 'a fleet session offers no Extend';
+  // Its records are numbered by the session: no next session continues its seq, so extending
+  // would stream a gap or duplicates (LogStream.extend() refuses it).
+  const fleet = await fetch(`${base}/api/v1/stream/start`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${env('USER_TOKEN')}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ agent_ids: [env('AGENT_NAME')], timeout_seconds: Number(sessionSeconds) }),
+  }).then((r) => r.json());
+  await page.goto(`${base}/#/sessions/${fleet.session.id}`);
+  await page.locator('#ending-banner:not([hidden]) #ending-text').waitFor();
+  if (await page.locator('#ending-banner #extend').count()) throw new Error('a fleet session offers Extend');
+  await page.keyboard.press('Shift+S');
+  await page.locator('#live-status[data-state="ended"]').waitFor();
+
+  step = 'a pattern JavaScript backtracks on leaves the live view usable';
+  // The host (Rust's linear-time regex) accepts it and delivers lines (`n=` matches them);
+  // JavaScript's backtracking engine takes minutes per line on `(.|.|.)*zz`.
+  const started = await fetch(`${base}/api/v1/stream/start`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${env('USER_TOKEN')}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ agent_id: env('AGENT_NAME'), timeout_seconds: Number(sessionSeconds), filters: { pattern: '(.|.|.)*zz|n=' } }),
+  }).then((r) => r.json());
+  const hostile = started.session.id;
+  await page.goto(`${base}/#/sessions/${hostile}`);
+  await page.waitForFunction(() => Number(document.querySelector('#live-stats')?.dataset.received) >= 3);
+  await page.locator('.viewport .line').first().waitFor();
+  await page.keyboard.press('Shift+S');
+  await page.locator('#live-status[data-state="ended"]').waitFor();
+
   step = 'phone width';
   await page.setViewportSize({ width: 390, height: 800 });
   await page.goto(`${base}/#/fleet`);
