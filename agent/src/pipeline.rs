@@ -86,6 +86,11 @@ pub const READY_CHANNEL_CAPACITY: usize = 16;
 /// reused, so forgetting the oldest only costs a needless restart that fails again.
 pub const MAX_REMEMBERED_FAILED_SESSIONS: usize = 256;
 
+/// Files whose handled end is remembered for backfill boundaries (see `Pipeline::handled_to`);
+/// beyond it the map starts over (a backfill then skips from a file's start, as if the file
+/// were new: only a copytruncate racing that backfill could then lose lines).
+pub const MAX_HANDLED_FILES: usize = 4096;
+
 /// Sessions, metrics and sequence numbers; drive it with [`Pipeline::run`] or call its steps.
 pub struct Pipeline {
     sessions: HashMap<String, Session>,
@@ -122,6 +127,10 @@ pub struct Pipeline {
     /// Writes the tail checkpoint once its lines are in the outbox; `None`: no state
     /// directory.
     checkpointing: Option<Checkpointing>,
+    /// Per file, where the last line the pipeline handled ends (a backfill skips live lines
+    /// of a file only from there: see [`Session::offer_at`]). One entry per file ever read;
+    /// bounded by [`MAX_HANDLED_FILES`].
+    handled_to: HashMap<crate::tail::identity::FileId, u64>,
     /// The sources, for backfills to read.
     sources: Arc<[SourceConfig]>,
     /// Most bytes a backfill reads per source.
@@ -194,6 +203,7 @@ impl Pipeline {
             parsers: Parsers::default(),
             joiner: Joiner::default(),
             checkpointing: None,
+            handled_to: HashMap::new(),
             sources: Arc::from(Vec::new()),
             backfill_scan_bytes: DEFAULT_BACKFILL_SCAN_BYTES,
             backfill_due: Vec::new(),
@@ -366,9 +376,26 @@ impl Pipeline {
     /// module docs); this returns once all of them have.
     pub async fn handle_lines(&mut self, batch: TailBatch, now: Instant) {
         // Metrics count lines as read, joined or not.
+        let mut run: Option<(crate::tail::identity::FileId, u64)> = None;
         for line in &batch {
             self.metrics
                 .record(&line.source, detect_level(&line.text), line.text.len());
+            // Where each file's handled lines end, for backfill boundaries; files come in
+            // runs, so one map update per run.
+            match &mut run {
+                Some((id, end)) if *id == line.at.id => *end = line.at.end,
+                _ => {
+                    if let Some((id, end)) = run.replace((line.at.id, line.at.end)) {
+                        self.handled_to.insert(id, end);
+                    }
+                }
+            }
+        }
+        if let Some((id, end)) = run {
+            self.handled_to.insert(id, end);
+        }
+        if self.handled_to.len() > MAX_HANDLED_FILES {
+            self.handled_to.clear();
         }
         if self.sessions.is_empty() {
             // Metrics-only: nothing to join or parse (what the joiner held goes out first).
@@ -649,7 +676,17 @@ impl Pipeline {
                         r.seq = self.seq.take();
                     }
                     let now = Instant::now();
-                    let count = session.backfill(records, found.boundaries, now, &mut self.frames);
+                    // Live records of a file still to skip start where the pipeline's
+                    // handled lines of it end (see `Session::offer_at`).
+                    let boundaries = found
+                        .boundaries
+                        .into_iter()
+                        .map(|b| crate::tail::LinePos {
+                            start: self.handled_to.get(&b.id).copied().unwrap_or(0),
+                            ..b
+                        })
+                        .collect();
+                    let count = session.backfill(records, boundaries, now, &mut self.frames);
                     info!(session = %id, asked = lines, count, truncated = found.truncated, elapsed_ms = started.elapsed().as_millis() as u64, "backfill sent");
                     self.frames.push(AgentFrame::BackfillDone {
                         session_id: id.clone(),

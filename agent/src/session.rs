@@ -164,15 +164,23 @@ impl Session {
         if self.backfilled_to.is_empty() || positions.len() != records.len() {
             return self.offer(records, now, out);
         }
+        // A boundary's `start` is where the pipeline's handled lines of the file ended when
+        // the backfill ran, its `end` where the backfill read to: live lines between them were
+        // sent by the backfill. A line starting before `start` means the file started over
+        // (copytruncate): it and all after it are new.
         let backfilled = |at: &LinePos| {
             self.backfilled_to
                 .iter()
-                .any(|b| b.id == at.id && at.end <= b.end)
+                .any(|b| b.id == at.id && at.start >= b.start && at.end <= b.end)
         };
         let skip: Vec<bool> = positions.iter().map(backfilled).collect();
-        // A later line of a file: its backfill boundary is behind; forget it.
-        self.backfilled_to
-            .retain(|b| !positions.iter().any(|at| at.id == b.id && at.end > b.end));
+        // A later line of a file, or one before where its boundary begins: the boundary is
+        // behind; forget it.
+        self.backfilled_to.retain(|b| {
+            !positions
+                .iter()
+                .any(|at| at.id == b.id && (at.end > b.end || at.start < b.start))
+        });
         if !skip.contains(&true) {
             return self.offer(records, now, out);
         }
@@ -497,15 +505,15 @@ mod tests {
     /// offset 0: its new lines are live lines the backfill never saw, so each one is sent,
     /// none skipped for lying below the old boundary.
     #[test]
-    #[ignore = "review finding (adv12): lines written after a copytruncate below the old backfill boundary are skipped silently"]
     fn lines_after_a_copytruncate_are_not_taken_for_backfilled_ones() {
         let now = Instant::now();
         let mut out = Vec::new();
         let mut s = start(Filters::default(), 0);
         let id = (1, 42);
+        // The pipeline had handled the file up to 900 when the backfill read it up to 1,000.
         let boundary = LinePos {
             id,
-            start: 1_000,
+            start: 900,
             end: 1_000,
         };
         s.backfill(records(3, Level::Info), vec![boundary], now, &mut out);

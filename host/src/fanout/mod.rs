@@ -20,8 +20,9 @@
 //! Both buffers also count against host-wide [`ByteBudget`]s (one for replay, one for live
 //! queues), so the fan-out of the whole host holds at most twice each budget plus one burst and
 //! one message per session, however many sessions and agents there are, plus each session's
-//! opening until its first client takes it (bounded in messages only, see
-//! [`MAX_OPENING_MESSAGES`]; a known gap of the byte bound).
+//! opening until its first client takes it (at most [`MAX_OPENING_BYTES`] each, and its text
+//! shared with the replay buffer while both hold it; what the opening cannot keep is reported
+//! to the first client as `logs_dropped`).
 
 mod budget;
 mod live;
@@ -42,6 +43,19 @@ use crate::config::Tuning;
 /// Seqs of messages evicted from the replay buffer that are remembered, so a resuming client
 /// is told exactly how many it lost (8 bytes each).
 pub const EVICTED_SEQ_MEMORY: usize = 16 * 1024;
+
+/// Most bytes of log messages a session's opening keeps (the default replay buffer of a
+/// session): records beyond it are reported to the first client as `logs_dropped`.
+pub const MAX_OPENING_BYTES: usize = 16 * 1024 * 1024;
+
+/// What the first client is told of opening records not kept for it.
+fn cut_report(count: u64) -> Control {
+    Control::LogsDropped {
+        count,
+        reason: DropReason::ClientLagging,
+        agent_id: None,
+    }
+}
 
 /// Most messages a session's opening keeps for its first client: a backfill's records, its
 /// drop reports and `backfill_done`, with room to spare. An opening that never ends (an agent
@@ -168,6 +182,11 @@ struct HubState {
     ending_at: Option<Instant>,
     /// The session's opening (see the module docs), until the first client takes it.
     opening: Option<Vec<Outgoing>>,
+    /// Bytes of log messages in `opening`.
+    opening_bytes: usize,
+    /// Log messages of the opening not kept for being over [`MAX_OPENING_BYTES`], not yet
+    /// reported in it.
+    opening_cut: u64,
 }
 
 /// What a new client starts with: missed messages to send first, then the live receiver.
@@ -217,6 +236,8 @@ impl Hub {
                 evicted_forgotten: 0,
                 ending_at: None,
                 opening: Some(Vec::new()),
+                opening_bytes: 0,
+                opening_cut: 0,
             }),
             clients: Arc::new(AtomicUsize::new(0)),
         }
@@ -267,22 +288,35 @@ impl Hub {
     /// kept for the first client if none has connected yet.
     pub fn publish_opening_logs(&self, messages: Vec<Outgoing>) {
         let mut st = self.lock();
+        let st = &mut *st;
         if let Some(opening) = &mut st.opening {
-            let room = MAX_OPENING_MESSAGES.saturating_sub(opening.len());
-            opening.extend(messages.iter().take(room).cloned());
+            for msg in &messages {
+                let fits = opening.len() < MAX_OPENING_MESSAGES
+                    && st.opening_bytes + msg.text.len() <= MAX_OPENING_BYTES;
+                // Once one is cut, the rest are too: the first client sees one gap.
+                if fits && st.opening_cut == 0 {
+                    st.opening_bytes += msg.text.len();
+                    opening.push(msg.clone());
+                } else {
+                    st.opening_cut += 1;
+                }
+            }
         }
-        drop(st);
         self.publish_logs(messages);
     }
 
     /// Publishes a control event of the session's opening (`backfill_done`, drops among the
-    /// backfill), kept for the first client like [`Hub::publish_opening_logs`].
+    /// backfill), kept for the first client like [`Hub::publish_opening_logs`], after a
+    /// `logs_dropped` for records the opening could not keep.
     pub fn publish_opening(&self, control: Control) {
         let msg = Outgoing::control(control);
         let mut st = self.lock();
-        if let Some(opening) = &mut st.opening
-            && opening.len() < MAX_OPENING_MESSAGES
-        {
+        let st = &mut *st;
+        if let Some(opening) = &mut st.opening {
+            if st.opening_cut > 0 {
+                opening.push(Outgoing::control(cut_report(st.opening_cut)));
+                st.opening_cut = 0;
+            }
             opening.push(msg.clone());
         }
         st.send(vec![msg]);
@@ -343,6 +377,9 @@ impl Hub {
             && since_seq.is_none()
         {
             backlog = opening;
+            if st.opening_cut > 0 {
+                backlog.push(Outgoing::control(cut_report(st.opening_cut)));
+            }
         }
         if let Some(ending_at) = st.ending_at {
             backlog.push(ending_message(ending_at));
@@ -490,6 +527,31 @@ mod tests {
         assert!(first.backlog[2].text.contains("backfill_done"));
         let second = hub.subscribe(None).unwrap();
         assert!(second.backlog.is_empty());
+    }
+
+    /// An opening bigger than its byte bound keeps its oldest records whole and tells the
+    /// first client how many it could not keep, right before `backfill_done`.
+    #[test]
+    fn an_opening_over_its_byte_bound_reports_what_it_cut() {
+        let hub = hub(16, 100);
+        let big = |seq: u64| Outgoing {
+            seq: Some(seq),
+            ends: false,
+            text: format!("{seq:>width$}", width = MAX_OPENING_BYTES / 3).into(),
+        };
+        hub.publish_opening_logs((1..=5).map(big).collect());
+        hub.publish_opening(Control::BackfillDone {
+            count: 5,
+            truncated: false,
+        });
+        let first = hub.subscribe(None).unwrap();
+        assert_eq!(seqs(&first), vec![Some(1), Some(2), Some(3), None, None]);
+        assert!(
+            first.backlog[3].text.contains(r#""count":2"#),
+            "{:?}",
+            first.backlog[3].text
+        );
+        assert!(first.backlog[4].text.contains("backfill_done"));
     }
 
     #[test]
