@@ -287,21 +287,24 @@ impl Hub {
     /// Publishes part of the session's opening (its backfill): as [`Hub::publish_logs`], and
     /// kept for the first client if none has connected yet.
     pub fn publish_opening_logs(&self, messages: Vec<Outgoing>) {
-        let mut st = self.lock();
-        let st = &mut *st;
-        if let Some(opening) = &mut st.opening {
-            for msg in &messages {
-                let fits = opening.len() < MAX_OPENING_MESSAGES
-                    && st.opening_bytes + msg.text.len() <= MAX_OPENING_BYTES;
-                // Once one is cut, the rest are too: the first client sees one gap.
-                if fits && st.opening_cut == 0 {
-                    st.opening_bytes += msg.text.len();
-                    opening.push(msg.clone());
-                } else {
-                    st.opening_cut += 1;
+        {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            if let Some(opening) = &mut st.opening {
+                for msg in &messages {
+                    let fits = opening.len() < MAX_OPENING_MESSAGES
+                        && st.opening_bytes + msg.text.len() <= MAX_OPENING_BYTES;
+                    // Once one is cut, the rest are too: the first client sees one gap.
+                    if fits && st.opening_cut == 0 {
+                        st.opening_bytes += msg.text.len();
+                        opening.push(msg.clone());
+                    } else {
+                        st.opening_cut += 1;
+                    }
                 }
             }
         }
+        // Not under the lock above: publishing takes it again.
         self.publish_logs(messages);
     }
 
@@ -537,7 +540,7 @@ mod tests {
         let big = |seq: u64| Outgoing {
             seq: Some(seq),
             ends: false,
-            text: format!("{seq:>width$}", width = MAX_OPENING_BYTES / 3).into(),
+            text: format!("{seq}{}", "x".repeat(MAX_OPENING_BYTES / 3 - 8)).into(),
         };
         hub.publish_opening_logs((1..=5).map(big).collect());
         hub.publish_opening(Control::BackfillDone {
