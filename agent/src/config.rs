@@ -403,6 +403,7 @@ impl Settings {
         }
         if let Some(dir) = self.buffer_dir {
             tuning.buffer_dir = Some(dir);
+        }
         if let Some(fast_tier) = self.fast_tier {
             tuning.fast_tier = fast_tier;
         }
