@@ -72,6 +72,7 @@ impl FilterInstance {
         store.epoch_deadline_trap();
         // Epochs start at zero: without a deadline the first instruction would trap.
         store.set_epoch_deadline(ticks(bounds.configure_deadline));
+        store.data_mut().wasi.start_call(bounds.configure_deadline);
         let filter = prepared
             .pre
             .instantiate(&mut store)
@@ -94,6 +95,7 @@ impl FilterInstance {
     pub(crate) fn configure(&mut self, config: &str) -> Result<Result<(), String>, CallFailure> {
         let deadline = self.bounds.configure_deadline;
         self.store.set_epoch_deadline(ticks(deadline));
+        self.store.data_mut().wasi.start_call(deadline);
         let bounds = self.bounds;
         let configured = self
             .filter
@@ -112,6 +114,7 @@ impl FilterInstance {
     pub(crate) fn filter_batch(&mut self, batch: &Batch) -> Result<Verdicts, CallFailure> {
         let deadline = self.bounds.call_deadline;
         self.store.set_epoch_deadline(ticks(deadline));
+        self.store.data_mut().wasi.start_call(deadline);
         let bounds = self.bounds;
         let verdicts = self
             .filter

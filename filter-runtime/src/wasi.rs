@@ -12,6 +12,8 @@
 //! | stdout, stderr | captured into the agent's log, one `tracing` event per line, target `logfleet::plugin`; lines cut at [`MAX_GUEST_LOG_LINE_BYTES`], at most [`GUEST_LOG_BURST`] lines then [`GUEST_LOG_LINES_PER_SECOND`] per instance and [`GUEST_LOG_PROCESS_LINES_PER_SECOND`] for the whole process; the rest is counted and dropped |
 //! | random | the host's random (`wasi:random/random` cryptographically secure, `insecure` and `insecure-seed` seeded per instance): random numbers reveal nothing about the machine |
 //! | clocks | real wall and monotonic time, rounded down to [`CLOCK_RESOLUTION`] so a plugin cannot time the host's work finely; records carry their own read time anyway (`timestamps`) |
+//! | sleeping | a clock pollable (`subscribe-duration`, `subscribe-instant`) fires at the time asked; asking for a time past the current call's deadline fails the filter with that deadline (the epoch deadline cannot interrupt a host call, so such a wait would otherwise hold the session up to forever) |
+//! | host resources | at most [`MAX_GUEST_RESOURCES`] streams, pollables, ... held at once |
 //!
 //! Denials are errors a guest can handle (Python's `open()` raises `OSError`), not traps; a
 //! filter that ignores them simply learns nothing. `wasi:cli/exit` traps the instance, which
@@ -23,10 +25,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::clocks::{HostMonotonicClock, HostWallClock};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::sandbox::StoreState;
@@ -40,6 +43,11 @@ pub const GUEST_LOG_LINES_PER_SECOND: u32 = 5;
 /// Lines per second all guests of this process may log together, so many sessions of a
 /// chatty plugin cannot flood the agent's log.
 pub const GUEST_LOG_PROCESS_LINES_PER_SECOND: u32 = 50;
+/// Most WASI resources (streams, pollables, ...) one instance may hold at once. Each costs
+/// host memory that the instance's memory limit does not count, and lives as long as the
+/// session unless the guest drops it (wasmtime's default cap is 1 000 000, hundreds of MB);
+/// interpreters hold a few dozen. A guest past the cap gets an error from the call (a trap).
+pub const MAX_GUEST_RESOURCES: usize = 10_000;
 /// Granularity of the clocks a guest reads.
 pub const CLOCK_RESOLUTION: Duration = Duration::from_millis(1);
 
@@ -50,11 +58,16 @@ const LOG_TARGET: &str = "logfleet::plugin";
 pub(crate) struct GuestWasi {
     ctx: WasiCtx,
     table: ResourceTable,
+    /// Zero of the guest's monotonic clock (the same as [`CoarseMonotonicClock`]'s).
+    clock_start: Instant,
+    /// When the call running now must end: no clock pollable waits past it.
+    call_ends: Instant,
 }
 
 impl GuestWasi {
     /// A deny-all context whose stdout/stderr log under `label` (the plugin's name).
     pub(crate) fn new(label: Arc<str>) -> GuestWasi {
+        let clock_start = Instant::now();
         let mut builder = WasiCtx::builder();
         builder
             .stdout(GuestLog::new(label.clone(), "stdout"))
@@ -64,13 +77,65 @@ impl GuestWasi {
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
             .wall_clock(CoarseWallClock)
-            .monotonic_clock(CoarseMonotonicClock {
-                start: Instant::now(),
-            });
+            .monotonic_clock(CoarseMonotonicClock { start: clock_start });
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_GUEST_RESOURCES);
         GuestWasi {
             ctx: builder.build(),
-            table: ResourceTable::new(),
+            table,
+            clock_start,
+            call_ends: clock_start,
         }
+    }
+
+    /// Starts a call into the guest that must end within `deadline`: a clock pollable it
+    /// waits on fires by then at the latest (see the module table).
+    pub(crate) fn start_call(&mut self, deadline: Duration) {
+        let now = Instant::now();
+        self.call_ends = now.checked_add(deadline).unwrap_or(now);
+    }
+
+    /// A pollable that fires after `wait`, or at the end of the current call if sooner, and
+    /// whether `wait` goes past the end of the call.
+    fn nap(&mut self, wait: Duration) -> wasmtime::Result<(Resource<DynPollable>, bool)> {
+        let now = Instant::now();
+        let asked = now.checked_add(wait);
+        let overruns = asked.is_none_or(|asked| asked > self.call_ends);
+        let until = asked
+            .map_or(self.call_ends, |asked| asked.min(self.call_ends))
+            .max(now);
+        let nap = self
+            .table
+            .push(Nap(tokio::time::Instant::from_std(until)))?;
+        Ok((
+            wasmtime_wasi::p2::subscribe(&mut self.table, nap)?,
+            overruns,
+        ))
+    }
+}
+
+/// Serves `subscribe-duration` and `subscribe-instant` (a wait of `wait`). A guest that asks
+/// to wait past its call's deadline would run past it: its epoch deadline is moved to now,
+/// so it traps with the deadline at its next check (at the latest when the pollable, cut at
+/// the deadline, fires), exactly like a guest that loops.
+fn subscribe_wait(
+    mut store: StoreContextMut<'_, StoreState>,
+    wait: Duration,
+) -> wasmtime::Result<(Resource<DynPollable>,)> {
+    let (pollable, overruns) = store.data_mut().wasi.nap(wait)?;
+    if overruns {
+        store.set_epoch_deadline(0);
+    }
+    Ok((pollable,))
+}
+
+/// What a guest's clock pollable waits for: a fixed instant.
+struct Nap(tokio::time::Instant);
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Nap {
+    async fn ready(&mut self) {
+        tokio::time::sleep_until(self.0).await;
     }
 }
 
@@ -83,9 +148,32 @@ impl WasiView for StoreState {
     }
 }
 
-/// Adds WASI p2 (sync) to `linker`.
+/// The instance whose clock pollables [`add_to_linker`] replaces (the release it serves).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Adds WASI p2 (sync) to `linker`, with clock pollables bounded by the call's deadline.
 pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_sync(linker)
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    linker.allow_shadowing(true);
+    {
+        let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+        clock.func_wrap(
+            "subscribe-duration",
+            |store: StoreContextMut<'_, StoreState>, (nanos,): (u64,)| {
+                subscribe_wait(store, Duration::from_nanos(nanos))
+            },
+        )?;
+        clock.func_wrap(
+            "subscribe-instant",
+            |store: StoreContextMut<'_, StoreState>, (when,): (u64,)| {
+                let now = round_down(store.data().wasi.clock_start.elapsed()).as_nanos();
+                let wait = u64::try_from(u128::from(when).saturating_sub(now)).unwrap_or(u64::MAX);
+                subscribe_wait(store, Duration::from_nanos(wait))
+            },
+        )?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// The WASI p2 release `add_to_linker` defines (wasmtime-wasi 48): an import of the same
@@ -398,6 +486,18 @@ mod tests {
         assert!(!provides("wasi:http/types@0.2.6"));
         assert!(!provides("wasi:cli/environment@0.3.0"));
         assert!(!provides("wasi:cli/environment"));
+    }
+
+    /// A guest cannot hold more than [`MAX_GUEST_RESOURCES`] WASI resources: the host memory
+    /// they cost, outside the memory limit, stays bounded however many it asks for.
+    #[test]
+    fn guest_resources_are_capped() {
+        let mut wasi = GuestWasi::new(Arc::from("t"));
+        wasi.start_call(Duration::from_secs(1));
+        let held = (0..MAX_GUEST_RESOURCES + 1)
+            .take_while(|_| wasi.nap(Duration::ZERO).is_ok())
+            .count();
+        assert!(held < MAX_GUEST_RESOURCES, "{held} pollables held");
     }
 
     #[test]

@@ -204,6 +204,27 @@ fn every_wasi_door_is_shut() {
     );
 }
 
+/// A plugin that blocks inside a WASI call (sleeping on a clock pollable for an hour) is
+/// stopped at its CPU deadline like one that loops: no host call holds a session past it,
+/// and the chain fails closed.
+#[test]
+fn blocking_in_a_wasi_call_hits_the_deadline() {
+    let rt = runtime();
+    let mut chain = chain_with(&rt, "hostile-wasi", r#"{"sleep_secs":3600}"#).unwrap();
+    // On its own thread, so a hang fails this test instead of stalling the suite.
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let out = assert_fails_closed(&mut chain, "hostile-wasi");
+        let _ = done.send((out, started.elapsed()));
+    });
+    let (out, took) = outcome
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a guest blocked in a WASI call for an hour was not stopped");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(failure_message(&out).contains("deadline"), "{out:?}");
+}
+
 #[test]
 fn a_failing_plugin_does_not_affect_other_chains() {
     let rt = runtime();

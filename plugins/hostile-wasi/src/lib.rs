@@ -2,7 +2,8 @@
 //! and list files, connect a TCP socket (to `{"connect": "127.0.0.1:PORT"}`), read the
 //! environment, arguments and stdin, and flood stdout/stderr — then rewrites record 0 with a
 //! JSON report of what each attempt got (`"denied: <error>"` or what leaked). It keeps
-//! running afterwards, so a test can also see the session carry on.
+//! running afterwards, so a test can also see the session carry on. With `sleep_secs` it
+//! sleeps in every batch first (a host call that blocks).
 
 use std::io::{Read, Write};
 
@@ -18,6 +19,10 @@ struct Config {
     /// Lines to print to stdout on the first batch (the log capture's bounds).
     #[serde(default)]
     print: usize,
+    /// Seconds to sleep (a WASI clock pollable, blocked on) in every batch before deciding:
+    /// a host call that waits must not outlive the call's CPU deadline.
+    #[serde(default)]
+    sleep_secs: u64,
 }
 
 /// The door-knocking filter.
@@ -84,6 +89,9 @@ impl Filter for Knock {
     }
 
     fn batch(&mut self, _batch: &Batch<'_>, verdicts: &mut Verdicts) {
+        if self.config.sleep_secs > 0 {
+            std::thread::sleep(std::time::Duration::from_secs(self.config.sleep_secs));
+        }
         if !self.reported && !verdicts.is_empty() {
             self.reported = true;
             verdicts.rewrite(0, self.report());
