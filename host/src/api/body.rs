@@ -99,6 +99,20 @@ pub async fn read_body(
     Ok(out.into())
 }
 
+/// Reads and discards a body of at most `limit` bytes, holding one chunk at a time: for a
+/// request that will be refused (the caller may not do it), so the client still reads the
+/// refusal instead of a broken pipe, and the refusal costs no memory.
+pub async fn discard_body(body: Body, limit: usize) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen > limit {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;

@@ -13,7 +13,7 @@ use logfleet_protocol::filters::valid_plugin_name;
 use logfleet_protocol::rest::{PluginList, PluginResponse};
 use serde::Deserialize;
 
-use crate::api::body::read_body;
+use crate::api::body::{discard_body, read_body};
 use crate::api::query;
 use crate::audit::Kind;
 use crate::auth::{Admin, User};
@@ -29,21 +29,23 @@ pub async fn upload(
     body: Body,
 ) -> Result<(StatusCode, Json<PluginResponse>), ApiError> {
     let claims = &user.0;
-    // The body is read before the name is checked: answering while the client is still
+    // Admin only. The body is consumed before answering: answering while the client is still
     // sending a megabyte makes the server close the connection, and the client sees a broken
-    // pipe instead of the error.
-    let bytes = read_body(body, MAX_COMPONENT_BYTES, || {
-        format!("a plugin must be at most {MAX_COMPONENT_BYTES} bytes")
-    })
-    .await?;
-    // Admin only; checked after the body is read, for the same reason as the name.
+    // pipe instead of the error. A refused body is discarded chunk by chunk, never held, so
+    // any user's uploads cost the host no memory.
     if !user.is_admin() {
+        discard_body(body, MAX_COMPONENT_BYTES).await;
         let why = "uploading plugins needs the admin role";
         state
             .audit
             .auth_refused(Some(&claims.org), Some(&claims.sub), uri.path(), why);
         return Err(ApiError::forbidden(why));
     }
+    // Read before the name is checked, for the same reason.
+    let bytes = read_body(body, MAX_COMPONENT_BYTES, || {
+        format!("a plugin must be at most {MAX_COMPONENT_BYTES} bytes")
+    })
+    .await?;
     let UploadQuery { name } = query::parse(&uri)?;
     let name = name.ok_or_else(|| {
         ApiError::bad_request("invalid_request", "missing ?name=NAME for the plugin")
