@@ -165,6 +165,7 @@ impl Rsyslogd {
             Ok(out) => String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .next()
+                .map(|first| first.split(" compiled with").next().unwrap_or(first))
                 .unwrap_or("rsyslogd (version unknown)")
                 .trim()
                 .to_owned(),
