@@ -1,13 +1,16 @@
 //! `logfleet-bench`: system figures from real processes. Starts the `logfleet-host` and
 //! `logfleet-agent` binaries found beside this one (build them first, in release:
-//! `cargo build --release --workspace`), writes lines to tailed files, and reads WebSockets.
+//! `cargo build --release --workspace`), writes lines to tailed files, and reads WebSockets;
+//! `rsyslog` runs the same latency measurement through an rsyslogd instead.
 //! `BENCHMARKS.md` has the figures and the command behind each.
 
 mod agent;
+mod arrivals;
 mod e2e;
 mod fanout;
 mod fleet;
 mod rig;
+mod rsyslog;
 mod write;
 
 use std::path::PathBuf;
@@ -36,6 +39,18 @@ enum Bench {
         rate: u64,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+    },
+    /// rsyslog beside `latency`: the same stamped lines at the same rate, followed by an
+    /// rsyslogd this bench starts (imfile in inotify mode → omfwd TCP → a sink here). Needs
+    /// rsyslog installed (Debian: `apt-get install rsyslog`); uses no system service.
+    Rsyslog {
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// The rsyslogd binary (default: `rsyslogd` on PATH, in /usr/sbin or /sbin).
+        #[arg(long)]
+        rsyslogd: Option<PathBuf>,
     },
     /// Host memory while one WebSocket client never reads.
     SlowClient {
@@ -116,6 +131,11 @@ async fn main() -> anyhow::Result<()> {
             rig.stop().await;
             result
         }
+        Bench::Rsyslog {
+            rate,
+            seconds,
+            rsyslogd,
+        } => rsyslog::latency(rsyslogd, rate, seconds).await,
         Bench::SlowClient { lines } => {
             let rig = Rig::start(bin_dir).await?;
             let result = e2e::slow_client(&rig, lines).await;

@@ -66,11 +66,22 @@ pub fn timestamped(n: u64, pad: &str) -> String {
 
 /// The `t=` stamp of a [`timestamped`] line.
 pub fn stamp_of(message: &str) -> Option<u128> {
+    word_value(message, "t=")
+}
+
+/// The `n=` number of a [`timestamped`] line: where a sink that has no sequence number of its
+/// own (rsyslog's TCP forward) sees a line missing.
+pub fn number_of(message: &str) -> Option<u64> {
+    word_value(message, "n=")
+}
+
+/// The value of the first word starting with `key` (`t=`, `n=`).
+fn word_value<T: std::str::FromStr>(message: &str, key: &str) -> Option<T> {
     // Words end at quotes too: in a client message's JSON the parsed message starts `"t=…`.
     message
         .split(|c: char| c.is_whitespace() || c == '"')
-        .find_map(|w| w.strip_prefix("t="))
-        .and_then(|t| t.parse().ok())
+        .find_map(|w| w.strip_prefix(key))
+        .and_then(|v| v.parse().ok())
 }
 
 /// An nginx access-log line (≈ 150 bytes), varied by `n` so it compresses like the real thing.
