@@ -98,6 +98,30 @@ async fn python_and_javascript_plugins_filter_live_sessions() {
     for session in &sessions {
         clients.push(stack.client(session).await);
     }
+    // Sessions start when their plugin is compiled, each in its own time: warm-up lines every
+    // plugin keeps (one in two for the sampler) go out until each client has had one, so all
+    // four see the lines below. `read_until` skips them ("probe").
+    let mut warmed = vec![false; clients.len()];
+    for n in 0.. {
+        assert!(
+            n < 600,
+            "the plugin sessions never all streamed: {warmed:?}"
+        );
+        let warm = format!(r#"{{"status": 500, "note": "keep probe {n}"}}"#);
+        stack.logs.append("nginx.log", &[&warm]).await;
+        for (client, warmed) in clients.iter_mut().zip(warmed.iter_mut()) {
+            while !*warmed {
+                match client.next(Duration::from_millis(100)).await {
+                    Ok(msg) if msg["type"] == "log" => *warmed = true,
+                    Ok(msg) => assert_ne!(msg["event"], "filter_error", "{msg}"),
+                    Err(_) => break,
+                }
+            }
+        }
+        if warmed.iter().all(|w| *w) {
+            break;
+        }
+    }
 
     let lines = [
         r#"{"status": 500, "note": "keep a"}"#,
